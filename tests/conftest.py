@@ -1,0 +1,69 @@
+"""Shared test fixtures: tiny random models that build in well under a second.
+
+No pretrained weights are downloaded: the text encoder is a 2-layer random BERT
+saved with the offline MiniLM tokenizer, the audio encoder a CNN at 4 base channels.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # the test machine's cores are shared
+
+TINY_BERT = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder_dir(tmp_path_factory):
+    """A folder with a tiny random `BertModel` (hidden 32) and the MiniLM tokenizer."""
+    import transformers
+
+    from clapcurate.model.text_encoders import default_text_encoder_path
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(default_text_encoder_path())
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, **TINY_BERT)
+    torch.manual_seed(0)
+    model = transformers.BertModel(config)
+    out_dir = tmp_path_factory.mktemp("tiny_bert")
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture
+def tiny_clap_config(tiny_text_encoder_dir):
+    """A `CLAPConfig` small enough for CPU tests: CNN14 at 4 base channels, 16 kHz, 1 s clips."""
+    from clapcurate.model.clap import AudioConfig, CLAPConfig, TextConfig
+
+    return CLAPConfig(
+        audio=AudioConfig(
+            encoder="cnn14",
+            sample_rate=16000,
+            window_size=512,
+            hop_size=160,
+            mel_bins=32,
+            fmin=50,
+            fmax=8000,
+            base_channels=4,
+            clip_seconds=1.0,
+        ),
+        text=TextConfig(name_or_path=str(tiny_text_encoder_dir), pooling="cls", max_length=100),
+        d_proj=32,
+    )
+
+
+@pytest.fixture
+def tiny_clap(tiny_clap_config):
+    """A seeded random `CLAP` built from `tiny_clap_config`, in eval mode."""
+    from clapcurate.model.clap import CLAP
+
+    torch.manual_seed(0)
+    model = CLAP(tiny_clap_config)
+    return model.eval()
