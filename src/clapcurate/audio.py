@@ -1,0 +1,98 @@
+"""Audio input: read any file soundfile can decode, mix to mono, resample, crop, pad, window.
+
+Every problem with a file a user gave (missing, unreadable, not audio, empty, NaN/inf samples)
+raises `AudioError(path, reason)`; callers decide whether to skip the file or stop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from clapcurate.errors import AudioError
+
+RESAMPLE_QUALITY = "HQ"
+# A long clip's remainder after its last full window is kept as one more window only when it
+# holds at least this fraction of a window; a shorter tail adds little but a near-copy of the
+# clip's start (see `inference_windows`).
+MIN_TAIL_FRACTION = 0.1
+
+
+def _open_info(path: Path):
+    """The header of `path` as soundfile reads it; `AudioError` when it is no readable audio."""
+    if not path.is_file():
+        raise AudioError(path, "no such file")
+    try:
+        return soundfile.info(str(path))
+    except (soundfile.SoundFileError, OSError) as error:
+        raise AudioError(path, f"not a readable audio file ({error})") from error
+
+
+def audio_duration(path) -> float:
+    """Duration of the audio file at `path` in seconds, read from its header (no decoding)."""
+    path = Path(path)
+    return float(_open_info(path).duration)
+
+
+def load_audio(path, sample_rate: int) -> np.ndarray:
+    """Read `path`, average its channels to mono and resample to `sample_rate` (soxr "HQ").
+
+    Returns a float32 array [T]. Raises `AudioError` for a missing, unreadable or non-audio file,
+    a file without samples, and one holding NaN or infinite samples.
+    """
+    path = Path(path)
+    _open_info(path)
+    try:
+        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.SoundFileError, OSError) as error:
+        raise AudioError(path, f"cannot decode audio ({error})") from error
+    # samples: [T, channels]
+    if samples.shape[0] == 0:
+        raise AudioError(path, "the file holds no samples")
+    if not np.isfinite(samples).all():
+        raise AudioError(path, "the file holds NaN or infinite samples")
+    mono = samples.mean(axis=1, dtype=np.float32)  # [T]
+    if file_rate != sample_rate:
+        mono = soxr.resample(mono, file_rate, sample_rate, quality=RESAMPLE_QUALITY)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _check_mono(wave: np.ndarray, n_samples: int) -> None:
+    if wave.ndim != 1 or wave.shape[0] == 0:
+        raise ValueError(f"expected a non-empty 1-D waveform, got shape {wave.shape}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+
+
+def random_crop_or_pad(wave: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """A training excerpt of exactly `n_samples`: a random crop of a longer clip, or a shorter
+    clip placed at a random offset in silence (zero padding)."""
+    _check_mono(wave, n_samples)
+    length = wave.shape[0]
+    if length >= n_samples:
+        start = int(rng.integers(0, length - n_samples + 1))
+        return wave[start : start + n_samples].copy()
+    excerpt = np.zeros(n_samples, dtype=wave.dtype)
+    offset = int(rng.integers(0, n_samples - length + 1))
+    excerpt[offset : offset + length] = wave
+    return excerpt
+
+
+def inference_windows(wave: np.ndarray, n_samples: int) -> np.ndarray:
+    """Deterministic windows [W, n_samples] covering the clip as if it were played in a loop.
+
+    - A clip no longer than `n_samples` gives one window: the clip repeated until it fills it.
+    - A longer clip gives its consecutive full windows; the remainder after the last full window
+      becomes one more window, completed by the clip's beginning (the loop continues), when it
+      holds at least `MIN_TAIL_FRACTION` (10 %) of a window, and is dropped otherwise.
+    W >= 1 always; the same input gives the same windows on every call.
+    """
+    _check_mono(wave, n_samples)
+    full_windows, tail = divmod(wave.shape[0], n_samples)
+    keeps_tail = tail >= MIN_TAIL_FRACTION * n_samples
+    n_windows = max(1, full_windows + int(keeps_tail))
+    looped = np.resize(wave, n_windows * n_samples)  # the clip repeated cyclically
+    return looped.reshape(n_windows, n_samples)
