@@ -1,0 +1,211 @@
+"""Audio reading, mono mixing, resampling, training crops and inference windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clapcurate.audio import (
+    MIN_TAIL_FRACTION,
+    audio_duration,
+    inference_windows,
+    load_audio,
+    random_crop_or_pad,
+)
+from clapcurate.errors import AudioError, ClapcurateError
+
+
+def sine(freq_hz: float, sample_rate: int, n_samples: int) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * freq_hz * np.arange(n_samples) / sample_rate)).astype(
+        np.float32
+    )
+
+
+@pytest.mark.parametrize(
+    "suffix, subtype, tolerance",
+    [("wav", "PCM_16", 1e-4), ("wav", "FLOAT", 0.0), ("flac", "PCM_24", 1e-6), ("ogg", "VORBIS", 0.05)],
+)
+def test_load_audio_averages_channels_in_any_format(tmp_path, suffix, subtype, tolerance):
+    left = sine(440, 16000, 8000)
+    right = sine(1000, 16000, 8000)
+    path = tmp_path / f"stereo.{suffix}"
+    soundfile.write(path, np.stack([left, right], axis=1), 16000, subtype=subtype)
+
+    wave = load_audio(path, 16000)
+
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert wave.shape == (8000,)
+    np.testing.assert_allclose(wave, (left + right) / 2, atol=tolerance)
+
+
+def test_load_audio_resamples_to_the_requested_rate(tmp_path):
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, sine(1000, 44100, 44100), 44100, subtype="FLOAT")
+
+    wave = load_audio(path, 16000)
+
+    assert wave.dtype == np.float32
+    assert abs(wave.shape[0] - 16000) <= 1
+    expected = sine(1000, 16000, wave.shape[0])
+    interior = slice(200, -200)  # the resampling filter's edges are not a pure tone
+    np.testing.assert_allclose(wave[interior], expected[interior], atol=2e-3)
+
+
+def test_load_audio_keeps_the_native_rate_unchanged(tmp_path):
+    original = np.random.default_rng(0).uniform(-1, 1, 3000).astype(np.float32)
+    path = tmp_path / "noise.wav"
+    soundfile.write(path, original, 22050, subtype="FLOAT")
+
+    np.testing.assert_array_equal(load_audio(path, 22050), original)
+
+
+def write_text(path, text="not audio at all\n"):
+    path.write_text(text)
+    return path
+
+
+def write_empty_wav(path):
+    soundfile.write(path, np.zeros((0, 1), dtype=np.float32), 16000, subtype="FLOAT")
+    return path
+
+
+def write_float_wav_with(value):
+    def write(path):
+        samples = np.zeros(1000, dtype=np.float32)
+        samples[500] = value
+        soundfile.write(path, samples, 16000, subtype="FLOAT")
+        return path
+
+    return write
+
+
+@pytest.mark.parametrize(
+    "make_file, reason",
+    [
+        (lambda path: path, "no such file"),
+        (lambda path: (path.mkdir(), path)[1], "no such file"),
+        (write_text, "not a readable audio file"),
+        (write_empty_wav, "no samples"),
+        (write_float_wav_with(np.nan), "NaN or infinite"),
+        (write_float_wav_with(np.inf), "NaN or infinite"),
+    ],
+    ids=["missing", "directory", "text", "empty", "nan", "inf"],
+)
+def test_load_audio_raises_one_typed_error_naming_the_file(tmp_path, make_file, reason):
+    path = make_file(tmp_path / "bad.wav")
+
+    with pytest.raises(AudioError) as raised:
+        load_audio(path, 16000)
+
+    assert isinstance(raised.value, ClapcurateError)
+    assert raised.value.path == str(path)
+    assert str(path) in str(raised.value)
+    assert reason in raised.value.reason
+
+
+def test_audio_duration_reads_the_header(tmp_path):
+    path = tmp_path / "tone.flac"
+    soundfile.write(path, sine(440, 32000, 48000), 32000)
+
+    assert audio_duration(path) == pytest.approx(1.5)
+    with pytest.raises(AudioError, match="not a readable audio file"):
+        audio_duration(write_text(tmp_path / "notes.wav"))
+
+
+def test_random_crop_of_a_long_clip_is_a_contiguous_excerpt_at_varying_offsets():
+    wave = np.arange(1000, dtype=np.float32)
+    rng = np.random.default_rng(0)
+
+    starts = set()
+    for _ in range(50):
+        crop = random_crop_or_pad(wave, 300, rng)
+        assert crop.shape == (300,)
+        start = int(crop[0])
+        np.testing.assert_array_equal(crop, wave[start : start + 300])
+        starts.add(start)
+
+    assert len(starts) > 10
+    assert max(starts) <= 700
+
+
+def test_random_pad_of_a_short_clip_places_it_in_silence_at_varying_offsets():
+    wave = np.arange(1, 101, dtype=np.float32)  # no zeros, so the clip is easy to find
+    rng = np.random.default_rng(0)
+
+    offsets = set()
+    for _ in range(50):
+        padded = random_crop_or_pad(wave, 400, rng)
+        assert padded.shape == (400,)
+        offset = int(np.flatnonzero(padded)[0])
+        np.testing.assert_array_equal(padded[offset : offset + 100], wave)
+        assert np.count_nonzero(padded) == 100
+        offsets.add(offset)
+
+    assert len(offsets) > 10
+    assert max(offsets) <= 300
+
+
+def test_random_crop_or_pad_is_reproducible_with_the_same_seed():
+    wave = np.random.default_rng(1).standard_normal(5000).astype(np.float32)
+
+    first = random_crop_or_pad(wave, 1234, np.random.default_rng(7))
+    second = random_crop_or_pad(wave, 1234, np.random.default_rng(7))
+
+    np.testing.assert_array_equal(first, second)
+
+
+def test_random_crop_or_pad_returns_a_copy_not_a_view():
+    wave = np.ones(10, dtype=np.float32)
+
+    crop = random_crop_or_pad(wave, 10, np.random.default_rng(0))
+    crop[:] = 0
+
+    assert wave.sum() == 10
+
+
+def test_short_clip_is_repeated_to_fill_one_window():
+    wave = np.array([1, 2, 3], dtype=np.float32)
+
+    windows = inference_windows(wave, 8)
+
+    np.testing.assert_array_equal(windows, [[1, 2, 3, 1, 2, 3, 1, 2]])
+
+
+def test_long_clip_keeps_a_tail_of_at_least_a_tenth_of_a_window_completed_by_the_start():
+    wave = np.arange(25, dtype=np.float32)  # two full windows of 10 and a tail of 5
+
+    windows = inference_windows(wave, 10)
+
+    assert windows.shape == (3, 10)
+    np.testing.assert_array_equal(windows[:2].ravel(), wave[:20])
+    np.testing.assert_array_equal(windows[2], [20, 21, 22, 23, 24, 0, 1, 2, 3, 4])
+
+
+def test_long_clip_drops_a_tail_shorter_than_a_tenth_of_a_window():
+    wave = np.arange(2009, dtype=np.float32)  # two full windows of 1000 and a tail of 9
+
+    windows = inference_windows(wave, 1000)
+
+    assert windows.shape == (2, 1000)
+    np.testing.assert_array_equal(windows.ravel(), wave[:2000])
+
+
+@settings(max_examples=200, deadline=None)
+@given(length=st.integers(1, 500), n_samples=st.integers(1, 120))
+def test_inference_windows_are_the_clip_played_in_a_loop(length, n_samples):
+    wave = np.arange(length, dtype=np.float32)
+
+    windows = inference_windows(wave, n_samples)
+
+    n_windows = windows.shape[0]
+    assert windows.shape == (n_windows, n_samples) and n_windows >= 1
+    positions = np.arange(n_windows * n_samples).reshape(n_windows, n_samples)
+    np.testing.assert_array_equal(windows, wave[positions % length])
+    uncovered = length - n_windows * n_samples
+    assert uncovered < MIN_TAIL_FRACTION * n_samples  # only a short tail is ever dropped
+    if length > n_samples:
+        assert (n_windows - 1) * n_samples < length  # no window is pure repetition
+    np.testing.assert_array_equal(inference_windows(wave, n_samples), windows)
