@@ -1,0 +1,386 @@
+"""Embedding of audio clips and captions with a CLAP model: in memory, and sharded on disk.
+
+Audio is deterministic (zero-shot evaluation relies on it): a clip is cut into the windows of
+`audio.inference_windows` (short clips repeat-padded, long clips split), every window is embedded
+and L2-normalised, and the clip's embedding is the L2-normalised mean of its windows'. Windows of
+consecutive clips are packed into full batches, so the batch size sets only the speed.
+
+On disk (`embed_manifest`) a folder holds
+- `part-00000.npy`: float16 [rows, d], L2-normalised, rows in manifest order of the unique
+  `clip_id`s (audio) or of the unique non-empty captions (text);
+- `part-00000.ids.txt`: one id per row (the `clip_id`, or `text_key(caption)` for text);
+- `part-00000.skipped.csv`: the shard's unreadable clips (`id, audio_path, reason`);
+- `part-00000.done`: the shard's marker, written last; a shard without one is redone;
+- `meta.json`: modality, model checkpoint hash, manifest hash, dimension and shard layout; a
+  folder made with another model or manifest is refused;
+- `skipped.csv`: all unreadable clips, written once every shard is done.
+Every file is written beside its final name and renamed into place, so a run killed at any
+moment and started again ends with exactly the files of an uninterrupted run. Under torchrun
+(`RANK`, `WORLD_SIZE`) shard i is embedded by rank i % WORLD_SIZE, with the same files as one
+process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .audio import inference_windows, load_audio
+from .data.manifest import manifest_hash, read_manifest
+from .errors import AudioError, ClapcurateError
+
+SKIPPED_COLUMNS = ["id", "audio_path", "reason"]
+META_FILE = "meta.json"
+SKIPPED_FILE = "skipped.csv"
+META_FORMAT = 1
+Modality = Literal["audio", "text"]
+
+
+@dataclass
+class EmbeddingResult:
+    """Embeddings of the readable clips of a manifest, in manifest order of their `clip_id`s."""
+
+    ids: list[str]  # clip_id of each row
+    embeddings: np.ndarray  # float32 [N, d], L2-normalised
+    skipped: pd.DataFrame  # id (the clip_id), audio_path, reason
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+def unique_clips(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The first row of each `clip_id`, in manifest order (rows sharing audio share a clip)."""
+    return manifest.drop_duplicates("clip_id", keep="first").reset_index(drop=True)
+
+
+def unique_captions(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The first row of each distinct non-empty caption, in manifest order."""
+    captioned = manifest[manifest["caption"] != ""]
+    return captioned.drop_duplicates("caption", keep="first").reset_index(drop=True)
+
+
+def text_key(caption: str) -> str:
+    """A stable id of a caption's exact text (SHA-256 of its UTF-8 bytes, 20 hex digits)."""
+    return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:20]
+
+
+class _ClipWindows(Dataset):
+    """Item i: (i, windows [W, clip_samples] float32 or None, reason the clip was unreadable)."""
+
+    def __init__(self, audio_paths: Sequence[str], sample_rate: int, clip_samples: int):
+        self.audio_paths = list(audio_paths)
+        self.sample_rate = sample_rate
+        self.clip_samples = clip_samples
+
+    def __len__(self) -> int:
+        return len(self.audio_paths)
+
+    def __getitem__(self, index: int):
+        try:
+            wave = load_audio(self.audio_paths[index], self.sample_rate)  # [T]
+        except AudioError as error:
+            return index, None, error.reason
+        return index, inference_windows(wave, self.clip_samples), ""
+
+
+def _keep_items(items: list) -> list:
+    """Collate function: the items as they are (clips have different numbers of windows)."""
+    return items
+
+
+def _inference_context(model) -> contextlib.ExitStack:
+    """`torch.inference_mode`, plus bfloat16 autocast when the model is on a GPU."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if model.device.type == "cuda":
+        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+    return stack
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`; a rich progress bar when `enabled`."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress() as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int, str]]
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Pack the windows of consecutive clips into batches of `batch_size` (the last may be short).
+
+    Yields (windows [B, clip_samples], owner clip index of each window [B], clips loaded so
+    far); unreadable clips are appended to `skipped` as (clip index, reason).
+    """
+    pending, owners, clips_loaded = [], [], 0
+    for items in loader:
+        for index, windows, reason in items:
+            clips_loaded += 1
+            if windows is None:
+                skipped.append((index, reason))
+                continue
+            pending.append(windows)
+            owners.append(np.full(len(windows), index, dtype=np.int64))
+        while sum(len(w) for w in pending) >= batch_size:
+            windows, owner = np.concatenate(pending), np.concatenate(owners)
+            yield windows[:batch_size], owner[:batch_size], clips_loaded
+            pending, owners = [windows[batch_size:]], [owner[batch_size:]]
+    if sum(len(w) for w in pending):
+        yield np.concatenate(pending), np.concatenate(owners), clips_loaded
+
+
+def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers: int = 0,
+                progress: bool = False) -> EmbeddingResult:
+    """Embed the audio of every unique `clip_id` of `manifest` (decoded in DataLoader workers).
+
+    Each clip's windows are embedded and L2-normalised; the clip's embedding is the normalised
+    mean of them. Unreadable clips are skipped and listed in `result.skipped`. The same files give
+    the same numbers: exactly for the same settings, within float tolerance for any batch size
+    or number of workers.
+    """
+    clips = unique_clips(manifest)
+    dataset = _ClipWindows(clips["audio_path"], model.sample_rate, model.clip_samples)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items)
+    window_sums = torch.zeros(len(clips), model.config.d_proj)  # [N, d]
+    skipped: list[tuple[int, str]] = []
+    with _eval_mode(model), _inference_context(model), \
+            _progress_bar(progress, len(clips), "embedding audio") as advance:
+        clips_done = 0
+        for windows, owner, clips_loaded in _window_batches(loader, batch_size, skipped):
+            window_embeddings = model.encode_audio(torch.from_numpy(windows), normalize=True)  # [B, d]
+            window_sums.index_add_(0, torch.from_numpy(owner), window_embeddings.float().cpu())
+            advance(clips_loaded - clips_done)
+            clips_done = clips_loaded
+        advance(len(clips) - clips_done)
+    readable = np.ones(len(clips), dtype=bool)
+    readable[[index for index, _ in skipped]] = False
+    # the mean's direction is the sum's: normalising the sum is normalising the mean
+    embeddings = F.normalize(window_sums[torch.from_numpy(readable)], dim=1)  # [N_readable, d]
+    skipped_rows = pd.DataFrame(
+        [(clips["clip_id"][i], clips["audio_path"][i], reason) for i, reason in sorted(skipped)],
+        columns=SKIPPED_COLUMNS,
+    )
+    return EmbeddingResult(list(clips["clip_id"][readable]), embeddings.numpy(), skipped_rows)
+
+
+def embed_texts(model, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """L2-normalised text embeddings [N, d] (float32) of `texts`, in order."""
+    texts = list(texts)
+    parts = [np.zeros((0, model.config.d_proj), dtype=np.float32)]
+    with _eval_mode(model), _inference_context(model):
+        for start in range(0, len(texts), batch_size):
+            batch = model.encode_text(texts[start:start + batch_size], normalize=True)  # [B, d]
+            parts.append(batch.float().cpu().numpy())
+    return np.concatenate(parts)
+
+
+# --------------------------------------------------------------------------- on disk
+
+
+def _shard_stem(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def _shard_paths(out_dir: Path, index: int) -> dict[str, Path]:
+    stem = _shard_stem(index)
+    return {
+        "embeddings": out_dir / f"{stem}.npy",
+        "ids": out_dir / f"{stem}.ids.txt",
+        "skipped": out_dir / f"{stem}.skipped.csv",
+        "done": out_dir / f"{stem}.done",
+    }
+
+
+def _write_atomically(path: Path, write: Callable[[object], None], mode: str = "w") -> None:
+    """Write `path` through a partial file renamed into place (readers never see half a file)."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    with open(partial, mode) as handle:
+        write(handle)
+    os.replace(partial, path)
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) as torchrun sets them in the environment; (0, 1) otherwise."""
+    try:
+        rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError as exc:
+        raise ClapcurateError(f"RANK and WORLD_SIZE must be integers: {exc}") from exc
+    if not 0 <= rank < world_size:
+        raise ClapcurateError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
+    return rank, world_size
+
+
+def _default_device() -> str:
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def _items_to_embed(manifest: pd.DataFrame, modality: Modality, manifest_path) -> pd.DataFrame:
+    """The rows to embed with their on-disk `key`: unique clips (audio) or unique captions (text)."""
+    if modality == "audio":
+        items = unique_clips(manifest)
+        items["key"] = items["clip_id"]
+        bad = items["key"].str.contains("\n")
+        if bad.any():
+            raise ClapcurateError(f"{manifest_path}: clip_id {items['key'][bad].iloc[0]!r} holds a line break")
+    elif modality == "text":
+        items = unique_captions(manifest)
+        items["key"] = [text_key(caption) for caption in items["caption"]]
+    else:
+        raise ClapcurateError(f"modality must be 'audio' or 'text', got {modality!r}")
+    return items
+
+
+def _read_meta(out_dir: Path) -> dict | None:
+    path = out_dir / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ClapcurateError(f"{path}: not valid JSON ({exc}); delete the folder to start over") from exc
+
+
+def _claim_folder(out_dir: Path, meta: dict) -> None:
+    """Write `meta.json`, or check that the existing one describes the same embedding run."""
+    existing = _read_meta(out_dir)
+    if existing is None:
+        _write_atomically(out_dir / META_FILE, lambda f: f.write(json.dumps(meta, indent=2) + "\n"))
+        return
+    differences = [f"{key}: folder has {existing.get(key)!r}, this run {value!r}"
+                   for key, value in meta.items() if existing.get(key) != value]
+    if differences:
+        raise ClapcurateError(
+            f"{out_dir / META_FILE}: this folder holds embeddings of another run ("
+            + "; ".join(differences)
+            + "). Use another output folder, or delete this one to start over."
+        )
+
+
+def _embed_shard(model, items: pd.DataFrame, modality: Modality, batch_size: int,
+                 num_workers: int) -> tuple[list[str], np.ndarray, pd.DataFrame]:
+    """(keys, embeddings [n, d] float32, skipped rows) of one shard's items."""
+    if modality == "text":
+        embeddings = embed_texts(model, items["caption"], batch_size)
+        return list(items["key"]), embeddings, pd.DataFrame(columns=SKIPPED_COLUMNS)
+    result = embed_audio(model, items, batch_size, num_workers)
+    return result.ids, result.embeddings, result.skipped
+
+
+def _write_shard(out_dir: Path, index: int, keys: list[str], embeddings: np.ndarray,
+                 skipped: pd.DataFrame) -> None:
+    """Write a shard's files, its done marker last."""
+    paths = _shard_paths(out_dir, index)
+    _write_atomically(paths["embeddings"], lambda f: np.save(f, embeddings.astype(np.float16)), "wb")
+    _write_atomically(paths["ids"], lambda f: f.write("".join(f"{key}\n" for key in keys)))
+    _write_atomically(paths["skipped"], lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
+    marker = {"rows": len(keys), "skipped": len(skipped)}
+    _write_atomically(paths["done"], lambda f: f.write(json.dumps(marker) + "\n"))
+
+
+def _unfinished_shards(out_dir: Path, num_shards: int) -> list[int]:
+    return [i for i in range(num_shards) if not _shard_paths(out_dir, i)["done"].is_file()]
+
+
+def _write_skipped_list(out_dir: Path, num_shards: int) -> None:
+    """`skipped.csv`: the shards' skipped clips, in shard order."""
+    parts = [pd.read_csv(_shard_paths(out_dir, i)["skipped"], dtype=str, keep_default_na=False)
+             for i in range(num_shards)]
+    skipped = pd.concat([pd.DataFrame(columns=SKIPPED_COLUMNS), *parts], ignore_index=True)
+    _write_atomically(out_dir / SKIPPED_FILE, lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
+
+
+def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audio", batch_size: int = 64,
+                   shard_size: int = 10_000, num_workers: int = 0, progress: bool = True,
+                   max_shards: int | None = None, device: str | None = None) -> Path:
+    """Embed a manifest's unique clips (audio) or unique captions (text) into `out_dir` shards.
+
+    Resumable: finished shards (those with a done marker) are skipped. `max_shards` stops after
+    embedding that many shards in this call (the rest on a later call). Under torchrun each rank
+    embeds the shards i with i % WORLD_SIZE == RANK. Returns `out_dir`.
+    """
+    from .model.checkpoints import checkpoint_hash, load
+
+    if shard_size < 1 or batch_size < 1:
+        raise ClapcurateError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
+    out_dir = Path(out_dir)
+    manifest = read_manifest(manifest_path)
+    items = _items_to_embed(manifest, modality, manifest_path)
+    num_shards = (len(items) + shard_size - 1) // shard_size
+    rank, world_size = _distributed_rank()
+    model_hash = checkpoint_hash(model_dir)
+    meta = {"format": META_FORMAT, "modality": modality, "model_hash": model_hash,
+            "manifest_hash": manifest_hash(manifest), "num_items": len(items),
+            "shard_size": shard_size, "num_shards": num_shards}
+    existing = _read_meta(out_dir)
+    if existing is not None:  # refuse a foreign folder before loading the model
+        _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
+    model = load(model_dir, device=device or _default_device())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
+
+    mine = [i for i in _unfinished_shards(out_dir, num_shards) if i % world_size == rank]
+    with _progress_bar(progress, len(mine), f"embedding {modality} shards ({out_dir.name})") as advance:
+        for index in mine[:max_shards]:
+            shard_items = items.iloc[index * shard_size:(index + 1) * shard_size]
+            _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, num_workers))
+            advance(1)
+    if not _unfinished_shards(out_dir, num_shards):
+        _write_skipped_list(out_dir, num_shards)
+    return out_dir
+
+
+def load_embeddings(out_dir, dtype=np.float32) -> tuple[list[str], np.ndarray]:
+    """(ids, embeddings [N, d]) of a finished embeddings folder, rows in manifest order.
+
+    Refuses a folder that is not one, or whose shards are not all done. `dtype=np.float16`
+    keeps the stored precision at half the memory.
+    """
+    out_dir = Path(out_dir)
+    meta = _read_meta(out_dir)
+    if meta is None:
+        raise ClapcurateError(f"{out_dir}: not an embeddings folder (no {META_FILE})")
+    unfinished = _unfinished_shards(out_dir, meta["num_shards"])
+    if unfinished:
+        raise ClapcurateError(
+            f"{out_dir}: unfinished, {len(unfinished)} of {meta['num_shards']} shards not done "
+            f"(first: {_shard_stem(unfinished[0])}); run the embedding again to finish it"
+        )
+    ids: list[str] = []
+    parts = [np.zeros((0, meta["dimension"]), dtype=dtype)]
+    for index in range(meta["num_shards"]):
+        paths = _shard_paths(out_dir, index)
+        shard_ids = paths["ids"].read_text().splitlines()
+        embeddings = np.load(paths["embeddings"])
+        if len(shard_ids) != len(embeddings):
+            raise ClapcurateError(f"{paths['ids']}: {len(shard_ids)} ids for {len(embeddings)} rows")
+        ids += shard_ids
+        parts.append(embeddings.astype(dtype))
+    return ids, np.concatenate(parts)
