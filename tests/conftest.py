@@ -17,6 +17,7 @@ TINY_BERT = dict(
     num_attention_heads=2,
     intermediate_size=64,
     max_position_embeddings=128,
+    initializer_range=0.2,  # BERT's 0.02 gives a random model whose CLS state hardly depends on the text
 )
 
 
@@ -60,10 +61,41 @@ def tiny_clap_config(tiny_text_encoder_dir):
 
 
 @pytest.fixture
-def tiny_clap(tiny_clap_config):
-    """A seeded random `CLAP` built from `tiny_clap_config`, in eval mode."""
+def build_tiny_clap(tiny_waveforms):
+    """Build a seeded random `CLAP` in eval mode, its BatchNorm statistics measured on `tiny_waveforms`.
+
+    With fresh statistics (mean 0, variance 1) log-mel values around -50 dB saturate the random
+    CNN and every clip gets nearly the same embedding; measured statistics keep clips apart.
+    """
     from clapcurate.model.clap import CLAP
 
-    torch.manual_seed(0)
-    model = CLAP(tiny_clap_config)
-    return model.eval()
+    def build(config):
+        torch.manual_seed(0)
+        model = CLAP(config)
+        for module in model.audio_encoder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = None  # cumulative average over the calibration batch
+        model.audio_encoder.train()
+        with torch.no_grad():
+            model.audio_encoder(tiny_waveforms)
+        return model.eval()
+
+    return build
+
+
+@pytest.fixture
+def tiny_clap(tiny_clap_config, build_tiny_clap):
+    """A seeded random `CLAP` built from `tiny_clap_config`, in eval mode."""
+    return build_tiny_clap(tiny_clap_config)
+
+
+@pytest.fixture
+def tiny_waveforms():
+    """Three clearly different 1 s clips at 16 kHz, [3, 16000]: a low tone, a loud high tone, quiet noise."""
+    time = torch.arange(16000) / 16000.0
+    generator = torch.Generator().manual_seed(3)
+    return torch.stack([
+        0.5 * torch.sin(2 * torch.pi * 300.0 * time),
+        0.9 * torch.sin(2 * torch.pi * 2500.0 * time),
+        0.01 * torch.randn(16000, generator=generator),
+    ])

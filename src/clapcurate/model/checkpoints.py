@@ -1,0 +1,204 @@
+"""Checkpoints: our own folder format, and import of MS CLAP 2022 weights.
+
+Our format is a folder holding
+- `model.safetensors`: every weight of the `CLAP` model,
+- `config.json`: the `CLAPConfig`,
+- `text_encoder/`: the text encoder's Hugging Face config and tokenizer files,
+so that the folder alone rebuilds the model, with no access to the original encoder path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import from_dict, to_dict
+from ..errors import ClapcurateError, ConfigError
+from .audio_encoders import IGNORED_CHECKPOINT_PREFIX, _read_state_dict
+from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TEXT_ENCODER_DIR = "text_encoder"
+
+
+def save(model: CLAP, directory: str | Path) -> Path:
+    """Write `model` to `directory` in our checkpoint format; returns the folder."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    save_file(weights, str(directory / WEIGHTS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(to_dict(model.config), indent=2) + "\n")
+    model.text_encoder.save_architecture(directory / TEXT_ENCODER_DIR)
+    return directory
+
+
+def _read_config(directory: Path) -> CLAPConfig:
+    config_path = directory / CONFIG_FILE
+    try:
+        data = json.loads(config_path.read_text())
+        return from_dict(CLAPConfig, data)
+    except json.JSONDecodeError as exc:
+        raise ClapcurateError(f"{config_path}: not valid JSON: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{config_path}: {exc}") from exc
+
+
+def _checkpoint_files(directory: Path) -> list[Path]:
+    """The files that make up a checkpoint folder, sorted; a missing part is an error."""
+    directory = Path(directory)
+    for required in (WEIGHTS_FILE, CONFIG_FILE, TEXT_ENCODER_DIR):
+        if not (directory / required).exists():
+            raise ClapcurateError(f"{directory}: not a clapcurate checkpoint folder (missing {required})")
+    text_files = sorted(path for path in (directory / TEXT_ENCODER_DIR).rglob("*") if path.is_file())
+    return [directory / CONFIG_FILE, directory / WEIGHTS_FILE, *text_files]
+
+
+def load_weights_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`, every key and shape matching; otherwise a ClapcurateError naming `source`."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{name} {tuple(state[name].shape)} (model has {tuple(expected[name].shape)})"
+        for name in sorted(set(state) & set(expected))
+        if state[name].shape != expected[name].shape
+    ]
+    problems = []
+    for what, names in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        if names:
+            shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+            problems.append(f"{what}: {shown}")
+    if problems:
+        raise ClapcurateError(f"{source}: weights do not fit the model: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def load(directory: str | Path, device: str | torch.device = "cpu") -> CLAP:
+    """Rebuild a `CLAP` model from a checkpoint folder written by `save`, in eval mode."""
+    directory = Path(directory)
+    _checkpoint_files(directory)
+    config = _read_config(directory)
+    config = dataclasses.replace(
+        config, text=dataclasses.replace(config.text, name_or_path=str(directory / TEXT_ENCODER_DIR))
+    )
+    model = CLAP(config, pretrained_text=False)
+    weights_path = directory / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights_path))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise ClapcurateError(f"{weights_path}: cannot read weights: {exc}") from exc
+    load_weights_strict(model, state, str(weights_path))
+    return model.to(device).eval()
+
+
+def checkpoint_hash(directory: str | Path) -> str:
+    """SHA-256 over the names and bytes of a checkpoint folder's files (stable across copies)."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for path in _checkpoint_files(directory):
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+# --- MS CLAP 2022 -----------------------------------------------------------------------------
+
+# MS CLAP prefix -> our module prefix
+_MSCLAP_PREFIXES = {
+    "audio_encoder.base.": "audio_encoder.",
+    "audio_encoder.projection.": "audio_projection.",
+    "caption_encoder.base.": "text_encoder.model.",
+    "caption_encoder.projection.": "text_projection.",
+}
+# keys of MS CLAP checkpoints that our model does not use
+_MSCLAP_UNUSED_PREFIXES = (
+    "audio_encoder.base." + IGNORED_CHECKPOINT_PREFIX,  # PANNs' AudioSet classifier head
+    "caption_encoder.base.pooler.",  # BERT pooler: MS CLAP pools the CLS hidden state itself
+)
+_MSCLAP_UNUSED_KEYS = ("caption_encoder.base.embeddings.position_ids",)  # legacy buffer, gone in newer transformers
+# audio sizes read from the weights; every other audio setting comes from the caller (MS CLAP's by default)
+_AUDIO_SIZES_FROM_WEIGHTS = ("encoder", "window_size", "mel_bins", "base_channels")
+
+
+def _msclap_audio_sizes(state: dict[str, torch.Tensor], path: Path) -> dict:
+    """Encoder kind, FFT window, mel bins and channel width of the PANNs audio encoder in `state`."""
+    prefix = "audio_encoder.base."
+    try:
+        window_size = state[prefix + "spectrogram_extractor.stft.conv_real.weight"].shape[-1]
+        mel_bins = state[prefix + "logmel_extractor.melW"].shape[1]
+        base_channels = state[prefix + "conv_block1.conv1.weight"].shape[0]
+    except KeyError as exc:
+        raise ClapcurateError(f"{path}: not an MS CLAP checkpoint (no {exc.args[0]})") from exc
+    n_blocks = len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix + "conv_block")})
+    has_conv2 = prefix + "conv_block1.conv2.weight" in state
+    encoders = {(6, True): "cnn14", (4, True): "cnn10", (4, False): "cnn6"}
+    if (n_blocks, has_conv2) not in encoders:
+        raise ClapcurateError(f"{path}: audio encoder with {n_blocks} conv blocks is not a PANNs CNN14/10/6")
+    return dict(encoder=encoders[n_blocks, has_conv2], window_size=int(window_size), mel_bins=int(mel_bins),
+                base_channels=int(base_channels))
+
+
+def _rename_msclap_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """MS CLAP key names -> ours, dropping the keys our model does not use."""
+    renamed = {}
+    for key, tensor in state.items():
+        if key in _MSCLAP_UNUSED_KEYS or key.startswith(_MSCLAP_UNUSED_PREFIXES):
+            continue
+        if key == "logit_scale":
+            renamed[key] = tensor.reshape(())
+            continue
+        prefix = next((p for p in _MSCLAP_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            raise ClapcurateError(f"{path}: unexpected key {key!r} for an MS CLAP checkpoint")
+        renamed[_MSCLAP_PREFIXES[prefix] + key[len(prefix):]] = tensor
+    return renamed
+
+
+def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **audio_kw) -> CLAP:
+    """Build a `CLAP` from MS CLAP 2022 weights (e.g. `CLAP_weights_2022.pth`), in eval mode.
+
+    The checkpoint holds weights only: the text encoder's architecture and tokenizer come from
+    `text_encoder` (a Hugging Face name or local folder); d_proj, hidden and channel widths, mel
+    bins and FFT size are read from the weights. `audio_kw` sets the remaining `AudioConfig`
+    fields; the defaults are MS CLAP's preprocessing (44.1 kHz, hop 320, 50-14000 Hz, 5 s clips).
+    Captions are tokenized as MS CLAP does (CLS pooling, padded to 100 tokens) but truncated
+    beyond 100 tokens instead of failing.
+    """
+    path = Path(path)
+    given_sizes = sorted(set(audio_kw) & set(_AUDIO_SIZES_FROM_WEIGHTS))
+    if given_sizes:
+        raise ClapcurateError(f"import_msclap: {', '.join(given_sizes)} are read from the checkpoint, not given")
+    state = _read_state_dict(path)  # torch.load(path)["model"], or a bare state dict
+    if not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ClapcurateError(f"{path}: expected a state dict of tensors (or a dict with one under 'model')")
+    audio_sizes = _msclap_audio_sizes(state, path)
+    try:
+        audio = from_dict(AudioConfig, {**audio_kw, **audio_sizes})
+    except ConfigError as exc:
+        raise ConfigError(f"import_msclap audio settings: {exc}") from exc
+    weights = _rename_msclap_keys(state, path)
+    text_projection = weights.get("text_projection.linear1.weight")
+    if text_projection is None:
+        raise ClapcurateError(f"{path}: not an MS CLAP checkpoint (no caption_encoder.projection.linear1.weight)")
+    config = CLAPConfig(
+        audio=audio,
+        text=TextConfig(name_or_path=str(text_encoder), pooling="cls", max_length=100),
+        d_proj=int(text_projection.shape[0]),
+    )
+    model = CLAP(config, pretrained_text=False)
+    if model.text_encoder.out_dim != text_projection.shape[1]:
+        raise ClapcurateError(
+            f"{path}: the checkpoint's text encoder has hidden size {text_projection.shape[1]}, "
+            f"but {text_encoder!r} has {model.text_encoder.out_dim}: give the text encoder it was trained with"
+        )
+    load_weights_strict(model, weights, str(path))
+    return model.eval()

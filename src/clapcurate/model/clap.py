@@ -1,0 +1,144 @@
+"""The CLAP model: audio and text encoders, MS CLAP 2022 projections, a learnable temperature.
+
+Similarity logits are `logit_scale_exp() * a @ t.T` for L2-normalised embeddings `a`, `t`;
+the logit scale is 1/tau, starting at tau = 0.07 (as the authors' code) and clamped at 100.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .audio_encoders import build_audio_encoder
+from .text_encoders import DEFAULT_TEXT_ENCODER, TextEncoder
+
+
+@dataclasses.dataclass
+class AudioConfig:
+    """Audio encoder and its log-mel front-end (defaults: MS CLAP 2022, 44.1 kHz, 5 s clips)."""
+
+    encoder: Literal["cnn14", "cnn10", "cnn6"] = "cnn14"
+    sample_rate: int = 44100
+    window_size: int = 1024
+    hop_size: int = 320
+    mel_bins: int = 64
+    fmin: int = 50
+    fmax: int = 14000
+    base_channels: int = 64
+    clip_seconds: float = 5.0
+
+
+@dataclasses.dataclass
+class TextConfig:
+    """Text encoder: a Hugging Face name or local folder ("minilm" = the offline MiniLM)."""
+
+    name_or_path: str = DEFAULT_TEXT_ENCODER
+    pooling: Literal["cls", "mean"] = "cls"
+    max_length: int = 100
+
+
+@dataclasses.dataclass
+class CLAPConfig:
+    """The whole model: both encoders, the shared embedding width and the temperature."""
+
+    audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    d_proj: int = 1024
+    projection_dropout: float = 0.5
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+
+
+class Projection(nn.Module):
+    """MS CLAP 2022 projection head: LayerNorm(h + dropout(linear2(gelu(h)))), h = linear1(x)."""
+
+    def __init__(self, d_in: int, d_out: int, dropout: float = 0.5):
+        super().__init__()
+        self.linear1 = nn.Linear(d_in, d_out, bias=False)
+        self.linear2 = nn.Linear(d_out, d_out, bias=False)
+        self.drop = nn.Dropout(dropout)
+        self.layer_norm = nn.LayerNorm(d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.linear1(x)  # [B, d_out]
+        return self.layer_norm(hidden + self.drop(self.linear2(F.gelu(hidden))))
+
+
+def _maybe_normalize(embeddings: torch.Tensor, normalize: bool) -> torch.Tensor:
+    return F.normalize(embeddings, dim=-1) if normalize else embeddings
+
+
+class CLAP(nn.Module):
+    """Audio and text towers projected into one `d_proj`-wide space.
+
+    `pretrained_text=False` builds the text encoder from its config alone (random weights),
+    for callers that load every weight from a checkpoint right after.
+    """
+
+    def __init__(self, config: CLAPConfig, *, pretrained_text: bool = True):
+        super().__init__()
+        self.config = config
+        audio = config.audio
+        self.audio_encoder = build_audio_encoder(
+            audio.encoder,
+            sample_rate=audio.sample_rate,
+            window_size=audio.window_size,
+            hop_size=audio.hop_size,
+            mel_bins=audio.mel_bins,
+            fmin=audio.fmin,
+            fmax=audio.fmax,
+            base_channels=audio.base_channels,
+        )
+        self.text_encoder = TextEncoder(
+            config.text.name_or_path,
+            pooling=config.text.pooling,
+            max_length=config.text.max_length,
+            pretrained=pretrained_text,
+        )
+        self.audio_projection = Projection(self.audio_encoder.out_dim, config.d_proj, config.projection_dropout)
+        self.text_projection = Projection(self.text_encoder.out_dim, config.d_proj, config.projection_dropout)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.audio.sample_rate
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples in one model input clip (sample_rate * clip_seconds)."""
+        return int(round(self.config.audio.sample_rate * self.config.audio.clip_seconds))
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def logit_scale_exp(self) -> torch.Tensor:
+        """1/tau, clamped at `max_logit_scale` (100)."""
+        return self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
+
+    def encode_logmel(self, logmel: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Audio embeddings [B, d_proj] of log-mel spectrograms [B, 1, frames, mel_bins]."""
+        features = self.audio_encoder.forward_logmel(logmel)  # [B, audio out_dim]
+        return _maybe_normalize(self.audio_projection(features), normalize)
+
+    def encode_audio(self, waveforms: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Audio embeddings [B, d_proj] of mono waveforms [B, T] at `sample_rate`."""
+        logmel = self.audio_encoder.logmel(waveforms.to(self.device, torch.float32))  # [B, 1, frames, mel_bins]
+        return self.encode_logmel(logmel, normalize)
+
+    def encode_text_features(self, hidden: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Text embeddings [B, d_proj] of pooled text-encoder outputs [B, hidden] (e.g. cached ones)."""
+        return _maybe_normalize(self.text_projection(hidden.to(self.device)), normalize)
+
+    def encode_text(self, captions: Sequence[str], normalize: bool = True) -> torch.Tensor:
+        """Text embeddings [B, d_proj] of B captions."""
+        return self.encode_text_features(self.text_encoder.encode(captions), normalize)
+
+    def forward(self, waveforms: torch.Tensor, captions: Sequence[str]):
+        """(audio_emb [B, d_proj], text_emb [B, d_proj], logit_scale_exp), embeddings L2-normalised."""
+        return self.encode_audio(waveforms), self.encode_text(captions), self.logit_scale_exp()
