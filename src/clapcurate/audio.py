@@ -21,20 +21,23 @@ RESAMPLE_QUALITY = "HQ"
 MIN_TAIL_FRACTION = 0.1
 
 
-def _open_info(path: Path):
-    """The header of `path` as soundfile reads it; `AudioError` when it is no readable audio."""
+def _require_file(path: Path) -> None:
     if not path.is_file():
         raise AudioError(path, "no such file")
-    try:
-        return soundfile.info(str(path))
-    except (soundfile.SoundFileError, OSError) as error:
-        raise AudioError(path, f"not a readable audio file ({error})") from error
+
+
+def _unreadable(path: Path, error: Exception) -> AudioError:
+    return AudioError(path, f"not a readable audio file ({error})")
 
 
 def audio_duration(path) -> float:
     """Duration of the audio file at `path` in seconds, read from its header (no decoding)."""
     path = Path(path)
-    return float(_open_info(path).duration)
+    _require_file(path)
+    try:
+        return float(soundfile.info(str(path)).duration)
+    except (soundfile.SoundFileError, OSError) as error:
+        raise _unreadable(path, error) from error
 
 
 def load_audio(path, sample_rate: int) -> np.ndarray:
@@ -44,11 +47,11 @@ def load_audio(path, sample_rate: int) -> np.ndarray:
     a file without samples, and one holding NaN or infinite samples.
     """
     path = Path(path)
-    _open_info(path)
+    _require_file(path)
     try:
         samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.SoundFileError, OSError) as error:
-        raise AudioError(path, f"cannot decode audio ({error})") from error
+        raise _unreadable(path, error) from error
     # samples: [T, channels]
     if samples.shape[0] == 0:
         raise AudioError(path, "the file holds no samples")

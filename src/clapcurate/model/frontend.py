@@ -11,8 +11,10 @@ the state dict. Loading kernels or filters that differ from the ones this config
 
 The spectrogram is computed with `torch.stft` (an FFT, O(n_fft log n_fft) per frame) instead
 of torchlibrosa's Conv1d with the DFT kernels (O(n_fft^2) per frame); both compute the same
-windowed DFT, and the FFT is several times faster on CPU. The window is read from the DC row of
-`conv_real`, which is the window itself.
+windowed DFT, to float32 rounding (closer to a float64 computation than torchlibrosa itself), and
+the FFT is about three times faster on CPU (32 clips of 5 s at 32 kHz on two cores: ~0.07 s
+against ~0.22 s). The window is read from the DC row of `conv_real`, which is the window itself.
+Waveforms need more than n_fft // 2 samples (reflect padding), as in torchlibrosa.
 """
 
 from __future__ import annotations
