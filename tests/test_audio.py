@@ -26,7 +26,12 @@ def sine(freq_hz: float, sample_rate: int, n_samples: int) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "suffix, subtype, tolerance",
-    [("wav", "PCM_16", 1e-4), ("wav", "FLOAT", 0.0), ("flac", "PCM_24", 1e-6), ("ogg", "VORBIS", 0.05)],
+    [
+        ("wav", "PCM_16", 1e-4),
+        ("wav", "FLOAT", 0.0),
+        ("flac", "PCM_24", 1e-6),
+        ("ogg", "VORBIS", 0.05),
+    ],
 )
 def test_load_audio_averages_channels_in_any_format(tmp_path, suffix, subtype, tolerance):
     left = sine(440, 16000, 8000)
