@@ -3,17 +3,29 @@ ADS Improvement-Sets, exclusion of training clips, refusal of benchmark audio, s
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
+import soundfile
 import torch
 
 from clapcurate.curate import (
     SimilarityHistogram,
+    curate_ads,
+    curate_ds,
+    curate_du,
+    load_curation_config,
+    refuse_benchmark_audio,
     resolve_sigma,
+    run_curation,
     similarity_histogram,
     threshold_search,
+    training_clip_mask,
 )
-from clapcurate.errors import ClapcurateError
+from clapcurate.data.manifest import read_manifest, write_manifest
+from clapcurate.errors import ClapcurateError, ConfigError
 
 
 def brute_force(queries: np.ndarray, keys: np.ndarray, sigma: float, top_k: int | None = None):
@@ -90,7 +102,7 @@ def test_search_rejects_mismatched_widths_and_bad_top_k():
         threshold_search(np.zeros((3, 4), np.float32), np.zeros((3, 4), np.float32), 0.5, top_k=0)
 
 
-def test_keep_fraction_resolves_to_the_quantile_within_one_bin():
+def test_keep_fraction_resolves_to_the_quantile_within_one_bin(caplog):
     rng = np.random.default_rng(4)
     queries = rng.normal(size=(200, 16)).astype(np.float32)
     keys = rng.normal(size=(150, 16)).astype(np.float32)
@@ -98,7 +110,9 @@ def test_keep_fraction_resolves_to_the_quantile_within_one_bin():
     keys /= np.linalg.norm(keys, axis=1, keepdims=True)
     all_sims = np.sort((queries @ keys.T).ravel())[::-1]
     keep_fraction = 0.01
-    sigma, histogram = resolve_sigma(queries, keys, None, keep_fraction, block_size=64)
+    with caplog.at_level("INFO", logger="clapcurate.curate"):
+        sigma, histogram = resolve_sigma(queries, keys, None, keep_fraction, block_size=64)
+    assert f"resolved to sigma = {sigma:.6f}" in caplog.text
     wanted = int(np.ceil(keep_fraction * all_sims.size))
     assert histogram.total == all_sims.size
     assert abs(sigma - all_sims[wanted - 1]) <= histogram.bin_width
@@ -132,3 +146,239 @@ def test_keep_fraction_must_be_a_fraction():
         histogram.value_at_keep_fraction(1.5)
     assert histogram.value_at_keep_fraction(0.25) == 0.5
     assert histogram.value_at_keep_fraction(1.0) == -1.0
+
+
+# --------------------------------------------------------------------------- DU / DS / ADS
+
+
+def unit(*weights, d=6):
+    vector = np.zeros(d, dtype=np.float32)
+    vector[: len(weights)] = weights
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture
+def pool_clips():
+    return pd.DataFrame({"clip_id": ["p0", "p1", "p2", "p3"],
+                         "audio_path": [f"/pool/p{i}.wav" for i in range(4)], "source": "pool"})
+
+
+@pytest.fixture
+def pool_embeddings():
+    # p0 = dog, p1 = halfway between dog and rain (cosine 0.707 with both), p2 = rain, p3 = siren
+    return np.stack([unit(1), unit(1, 1), unit(0, 1), unit(0, 0, 1)])
+
+
+@pytest.fixture
+def train_rows():
+    return pd.DataFrame({"id": ["t0", "t1", "t2", "t3"], "clip_id": ["c0", "c1", "c2", "c3"],
+                         "audio_path": [f"/train/c{i}.wav" for i in range(4)],
+                         "caption": ["a dog barks", "rain falls", "a dog barks", "wind in trees"],
+                         "label": "", "source": "captions"})
+
+
+@pytest.fixture
+def caption_embeddings():
+    return np.stack([unit(1), unit(0, 1), unit(1), unit(0, 0, 0, 1)])  # aligned with train_rows
+
+
+def test_du_keeps_pairs_at_or_above_sigma_once_per_distinct_caption(pool_embeddings, pool_clips,
+                                                                    caption_embeddings, train_rows):
+    du = curate_du(pool_embeddings, pool_clips, caption_embeddings, train_rows, sigma=float(unit(1, 1)[0]))
+    assert list(zip(du.rows["clip_id"], du.rows["caption"])) == [
+        ("p0", "a dog barks"), ("p1", "a dog barks"), ("p1", "rain falls"), ("p2", "rain falls")]
+    assert list(du.rows["source_id"]) == ["t0", "t0", "t1", "t1"]  # the shared caption credits its first row
+    assert du.rows["id"].is_unique and set(du.rows["method"]) == {"du"}
+    assert list(du.rows["audio_path"]) == ["/pool/p0.wav", "/pool/p1.wav", "/pool/p1.wav", "/pool/p2.wav"]
+    np.testing.assert_allclose(du.rows["similarity"], [1.0, unit(1, 1)[0], unit(1, 1)[0], 1.0], atol=1e-6)
+    assert du.sigma == pytest.approx(0.7071, abs=1e-4) and du.histogram.total > 0
+
+
+def test_du_top_caption_per_clip_breaks_ties_by_caption_order(pool_embeddings, pool_clips,
+                                                              caption_embeddings, train_rows):
+    du = curate_du(pool_embeddings, pool_clips, caption_embeddings, train_rows, sigma=0.5, max_captions_per_clip=1)
+    assert list(zip(du.rows["clip_id"], du.rows["caption"])) == [
+        ("p0", "a dog barks"), ("p1", "a dog barks"), ("p2", "rain falls")]
+
+
+def test_du_default_sigma_is_the_papers(pool_embeddings, pool_clips, caption_embeddings, train_rows):
+    assert curate_du(pool_embeddings, pool_clips, caption_embeddings, train_rows).sigma == 0.7
+
+
+def test_du_keep_fraction_resolves_sigma(pool_embeddings, pool_clips, caption_embeddings, train_rows):
+    # 4 clips x 3 distinct captions = 12 pairs; the top quarter (3 pairs) are at 1.0 and 0.707
+    du = curate_du(pool_embeddings, pool_clips, caption_embeddings, train_rows, keep_fraction=0.25)
+    assert du.histogram.total == 12
+    assert 0.70 < du.sigma <= float(unit(1, 1)[0])
+    assert len(du.rows) == 4  # the two pairs tied at 0.707 are both kept
+
+
+def test_du_refuses_misaligned_embeddings(pool_embeddings, pool_clips, caption_embeddings, train_rows):
+    with pytest.raises(ClapcurateError, match="pool: 3 embeddings for 4 rows"):
+        curate_du(pool_embeddings[:3], pool_clips, caption_embeddings, train_rows)
+
+
+def test_ds_keeps_training_pairs_close_to_a_label_prompt(caption_embeddings, train_rows):
+    prompt_embeddings = np.stack([unit(0, 1), unit(0.9, 0.1), unit(0, 0, 1)])  # rain, dog-ish, siren
+    labels = ["rain", "dog", "siren"]
+    ds = curate_ds(train_rows, caption_embeddings, prompt_embeddings, labels, sigma=0.99)
+    assert list(ds.rows["source_id"]) == ["t0", "t1", "t2"]
+    assert list(ds.rows["best_label"]) == ["dog", "rain", "dog"]
+    assert list(ds.rows["clip_id"]) == ["c0", "c1", "c2"]  # the training pairs themselves
+    assert ds.rows["id"].is_unique and set(ds.rows["method"]) == {"ds"}
+    np.testing.assert_allclose(ds.rows["similarity"], [unit(0.9, 0.1)[0], 1.0, unit(0.9, 0.1)[0]], atol=1e-6)
+    assert ds.histogram.total == 4
+    exact = curate_ds(train_rows, caption_embeddings, prompt_embeddings, labels, sigma=1.0)
+    assert list(exact.rows["source_id"]) == ["t1"]  # sigma is inclusive
+
+
+def test_ds_needs_labels(caption_embeddings, train_rows):
+    with pytest.raises(ClapcurateError, match="labels"):
+        curate_ds(train_rows, caption_embeddings, np.zeros((0, 6), np.float32), [], sigma=0.5)
+
+
+def test_ads_matches_ds_captions_to_the_pool_and_keeps_their_provenance(pool_embeddings, pool_clips,
+                                                                        caption_embeddings, train_rows):
+    prompt_embeddings = np.stack([unit(0, 1)])
+    ds = curate_ds(train_rows, caption_embeddings, prompt_embeddings, ["rain"], sigma=0.9)
+    ds_embeddings = caption_embeddings[[1]]  # the DS rows' captions
+    ads = curate_ads(ds.rows, ds_embeddings, pool_embeddings, pool_clips, sigma=0.7)
+    assert list(ads.rows["clip_id"]) == ["p1", "p2"]
+    assert set(ads.rows["caption"]) == {"rain falls"}
+    assert set(ads.rows["source_id"]) == {"t1"} and set(ads.rows["best_label"]) == {"rain"}
+    assert set(ads.rows["method"]) == {"ads"}
+
+
+def test_training_clips_are_marked_for_exclusion(pool_clips, train_rows):
+    seen = train_rows.assign(clip_id=["p2", "c1", "c2", "p0"])
+    assert training_clip_mask(pool_clips, seen).tolist() == [True, False, True, False]
+
+
+def test_pool_with_benchmark_audio_is_refused(tmp_path, pool_clips):
+    benchmark_file = tmp_path / "bench.wav"
+    benchmark_file.write_bytes(b"")
+    benchmark = pd.DataFrame({"clip_id": ["esc:1"], "audio_path": [str(benchmark_file)]})
+    refuse_benchmark_audio(pool_clips, benchmark, "esc50")  # disjoint: accepted
+    with pytest.raises(ClapcurateError, match="1 clip.*'esc50'.*esc:1"):
+        refuse_benchmark_audio(pd.concat([pool_clips, benchmark]), benchmark, "esc50")
+    link = tmp_path / "pool_copy.wav"
+    link.symlink_to(benchmark_file)
+    disguised = pool_clips.assign(audio_path=[str(link), "/a", "/b", "/c"])
+    with pytest.raises(ClapcurateError, match="pool_copy.wav"):
+        refuse_benchmark_audio(disguised, benchmark, "esc50")
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def write_tones(folder, names):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, name in enumerate(names):
+        t = np.arange(int((0.5 + 0.3 * i) * 16000)) / 16000
+        soundfile.write(folder / f"{name}.wav", (0.3 * np.sin(2 * np.pi * (150 + 90 * i) * t)).astype(np.float32), 16000)
+        paths.append(str(folder / f"{name}.wav"))
+    return paths
+
+
+@pytest.fixture
+def world(tmp_path, tiny_clap):
+    """A teacher, a training manifest (4 pairs, one caption shared), a pool of 6 readable clips plus
+    one clip the teacher trained on and one broken file, and a benchmark whose audio does not exist
+    (so reading it would fail)."""
+    from clapcurate.model.checkpoints import save
+
+    teacher = save(tiny_clap, tmp_path / "teacher")
+    train_paths = write_tones(tmp_path / "train", ["c0", "c1", "c2", "c3"])
+    train = pd.DataFrame({"id": ["t0", "t1", "t2", "t3"], "clip_id": ["c0", "c1", "c2", "c3"],
+                          "audio_path": train_paths,
+                          "caption": ["a dog barks", "rain on a roof", "a dog barks", "a siren wails"]})
+    pool_paths = write_tones(tmp_path / "pool", [f"p{i}" for i in range(6)])
+    (tmp_path / "pool" / "broken.wav").write_bytes(b"not audio")
+    pool = pd.DataFrame({"id": [f"p{i}" for i in range(6)] + ["seen", "broken"],
+                         "clip_id": [f"p{i}" for i in range(6)] + ["c0", "broken"],
+                         "audio_path": pool_paths + [train_paths[0], str(tmp_path / "pool" / "broken.wav")],
+                         "source": "pool"})
+    benchmark = pd.DataFrame({"id": ["b0", "b1", "b2"], "clip_id": ["esc:0", "esc:1", "esc:2"],
+                              "audio_path": [str(tmp_path / "bench" / f"{i}.wav") for i in range(3)],
+                              "label": ["dog_bark", "rain", "siren"]})
+    config = {"teacher": str(teacher), "train_manifest": str(write_manifest(train, tmp_path / "train.csv")),
+              "pool_manifest": str(write_manifest(pool, tmp_path / "pool.csv")),
+              "benchmark": "esc50", "benchmark_manifest": str(write_manifest(benchmark, tmp_path / "esc50.csv")),
+              "batch_size": 4, "shard_size": 3, "progress": False,
+              "pool_embeddings": str(tmp_path / "emb" / "pool"), "caption_embeddings": str(tmp_path / "emb" / "text")}
+    return tmp_path, config
+
+
+def read_outputs(manifest_path):
+    rows = read_manifest(manifest_path)
+    stats = json.loads((manifest_path.parent / "stats.json").read_text())
+    png = (manifest_path.parent / "similarity_histogram.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    return rows, stats
+
+
+def config_file(tmp_path, data, name):
+    import yaml
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_du_stage_excludes_training_clips_and_counts_what_it_wrote(world):
+    tmp_path, config = world
+    path = config_file(tmp_path, {**config, "out_dir": str(tmp_path / "du")}, "du")
+    manifest = run_curation("du", load_curation_config(path, ["keep_fraction=0.4"]))
+    rows, stats = read_outputs(manifest)
+    assert len(rows) > 0 and "c0" not in set(rows["clip_id"]) and "broken" not in set(rows["clip_id"])
+    assert stats["pairs"] == len(rows) and stats["clips"] == rows["clip_id"].nunique()
+    assert stats["captions"] == rows["caption"].nunique()
+    assert stats["excluded_training_clips"] == 1 and stats["unreadable_pool_clips"] == 1
+    assert stats["pool_clips"] == 8 and stats["candidate_captions"] == 3
+    assert stats["keep_fraction"] == 0.4 and stats["similarity"]["min"] >= stats["sigma"]
+    assert len(rows) >= 0.4 * 6 * 3  # keep_fraction of the 6 x 3 pairs, at least
+    assert set(rows["source_id"]) <= {"t0", "t1", "t3"} and set(rows["method"]) == {"du"}
+    skipped = pd.read_csv(tmp_path / "emb" / "pool" / "skipped.csv")
+    assert list(skipped["id"]) == ["broken"]
+
+
+def test_ds_then_ads_stages(world):
+    tmp_path, config = world
+    ds_path = run_curation("ds", load_curation_config(data={**config, "out_dir": str(tmp_path / "ds"),
+                                                             "keep_fraction": 0.5}))
+    ds_rows, ds_stats = read_outputs(ds_path)
+    assert ds_stats["pairs"] == len(ds_rows) >= 2 and ds_stats["labels"] == 3
+    assert ds_stats["benchmark"] == "esc50" and set(ds_rows["best_label"]) <= {"dog_bark", "rain", "siren"}
+    assert set(ds_rows["clip_id"]) <= {"c0", "c1", "c2", "c3"}
+    ads_path = run_curation("ads", load_curation_config(data={
+        **config, "out_dir": str(tmp_path / "ads"), "ds_manifest": str(ds_path), "sigma": -1.0,
+        "max_captions_per_clip": 1}))
+    ads_rows, ads_stats = read_outputs(ads_path)
+    assert list(ads_rows["clip_id"]) == [f"p{i}" for i in range(6)]  # every clip gets its best DS caption
+    assert set(ads_rows["caption"]) <= set(ds_rows["caption"])
+    ds_label = dict(zip(ds_rows["source_id"], ds_rows["best_label"]))
+    assert all(ds_label[s] == label for s, label in zip(ads_rows["source_id"], ads_rows["best_label"]))
+    assert ads_stats["pairs"] == 6 and ads_stats["clips"] == 6 and ads_stats["sigma"] == -1.0
+
+
+def test_pool_holding_benchmark_audio_is_refused_before_any_audio_is_read(world):
+    tmp_path, config = world
+    pool = read_manifest(config["pool_manifest"])
+    bench = read_manifest(config["benchmark_manifest"])
+    leaky = write_manifest(pd.concat([pool, bench.iloc[:1]]), tmp_path / "leaky_pool.csv")
+    with pytest.raises(ClapcurateError, match="target benchmark 'esc50'"):
+        run_curation("du", load_curation_config(data={**config, "pool_manifest": str(leaky),
+                                                      "out_dir": str(tmp_path / "du")}))
+    assert not (tmp_path / "emb" / "pool").exists()
+
+
+def test_stage_config_errors_name_the_key(world):
+    tmp_path, config = world
+    with pytest.raises(ConfigError, match="ds_manifest"):
+        run_curation("ads", load_curation_config(data={**config, "out_dir": str(tmp_path / "x")}))
+    with pytest.raises(ConfigError, match="unknown config key sigma_du"):
+        load_curation_config(data={**config, "out_dir": "x", "sigma_du": 0.7})
+    with pytest.raises(ConfigError, match="either sigma or keep_fraction"):
+        run_curation("ds", load_curation_config(data={**config, "out_dir": str(tmp_path / "x"),
+                                                     "sigma": 0.7, "keep_fraction": 0.1}))

@@ -29,7 +29,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .config import load_config
+from .data.manifest import read_manifest, write_manifest
+from .embed import embed_manifest, embed_texts, load_embeddings, text_key, unique_captions, unique_clips
 from .errors import ClapcurateError, ConfigError
+from .zeroshot import benchmark_labels, prompts
 
 log = logging.getLogger(__name__)
 
@@ -252,18 +256,376 @@ def similarity_histogram(queries, keys, block_size: int = DEFAULT_BLOCK_SIZE, bi
     return histogram
 
 
-def resolve_sigma(queries, keys, sigma: float | None, keep_fraction: float | None,
-                  block_size: int = DEFAULT_BLOCK_SIZE,
-                  device: str | torch.device | None = None) -> tuple[float, SimilarityHistogram | None]:
-    """The absolute threshold sigma: `sigma` itself, or the similarity at which `keep_fraction` of
-    all query x key pairs is kept (one blocked histogram pass; the histogram is returned too).
-    Without either, the paper's sigma = 0.7."""
+def threshold_from(sigma: float | None, keep_fraction: float | None,
+                   histogram: SimilarityHistogram | None) -> float:
+    """The absolute threshold: `sigma`, the value keeping `keep_fraction` of the `histogram`'s
+    similarities, or without either the paper's sigma = 0.7. The resolved value is logged."""
     if sigma is not None and keep_fraction is not None:
         raise ConfigError("give either sigma or keep_fraction, not both")
     if keep_fraction is None:
-        resolved = PAPER_SIGMA if sigma is None else float(sigma)
-        return resolved, None
-    histogram = similarity_histogram(queries, keys, block_size, device=device)
+        return PAPER_SIGMA if sigma is None else float(sigma)
     resolved = histogram.value_at_keep_fraction(keep_fraction)
-    log.info("keep_fraction %.6g of %d pairs resolved to sigma = %.6f", keep_fraction, histogram.total, resolved)
-    return resolved, histogram
+    log.info("keep_fraction %.6g of %d similarities resolved to sigma = %.6f",
+             keep_fraction, histogram.total, resolved)
+    return resolved
+
+
+def resolve_sigma(queries, keys, sigma: float | None, keep_fraction: float | None,
+                  block_size: int = DEFAULT_BLOCK_SIZE,
+                  device: str | torch.device | None = None) -> tuple[float, SimilarityHistogram | None]:
+    """(sigma, histogram): the threshold of `threshold_from` over all query x key pairs; with
+    `keep_fraction` it costs one blocked histogram pass, whose histogram is returned too."""
+    if keep_fraction is None:
+        return threshold_from(sigma, None, None), None
+    histogram = similarity_histogram(queries, keys, block_size, device=device)
+    return threshold_from(sigma, keep_fraction, histogram), histogram
+
+
+# --------------------------------------------------------------------------- Improvement-Sets
+
+PLOT_BINS = 256
+PLOT_SAMPLE_QUERIES = 4096
+
+
+@dataclasses.dataclass
+class ImprovementSet:
+    """Curated pairs as manifest rows, the threshold sigma that selected them and the histogram
+    of the similarities they were selected from (for the plot)."""
+
+    method: str
+    rows: pd.DataFrame  # manifest columns + similarity + method, source_id, best_label
+    sigma: float
+    histogram: SimilarityHistogram
+
+
+def _as_matrix(embeddings, n_rows: int, what: str) -> np.ndarray | torch.Tensor:
+    if len(embeddings) != n_rows:
+        raise ClapcurateError(f"{what}: {len(embeddings)} embeddings for {n_rows} rows")
+    return embeddings
+
+
+def _pool_caption_pairs(method: str, pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings,
+                        caption_rows: pd.DataFrame, sigma: float | None, keep_fraction: float | None,
+                        max_captions_per_clip: int | None, block_size: int, device) -> ImprovementSet:
+    """Every (pool clip, distinct caption) pair with cosine >= sigma, at most
+    `max_captions_per_clip` per clip. `caption_rows` needs `caption`, `source_id`, `best_label`."""
+    _as_matrix(pool_embeddings, len(pool_clips), "pool")
+    _as_matrix(caption_embeddings, len(caption_rows), "captions")
+    first_of_caption = np.flatnonzero(~caption_rows["caption"].duplicated().to_numpy())
+    captions = caption_rows.iloc[first_of_caption].reset_index(drop=True)
+    caption_embeddings = caption_embeddings[first_of_caption]  # [C, d]
+    threshold, histogram = resolve_sigma(pool_embeddings, caption_embeddings, sigma, keep_fraction,
+                                         block_size, device)
+    if histogram is None:
+        histogram = similarity_histogram(pool_embeddings, caption_embeddings, block_size,
+                                         max_queries=PLOT_SAMPLE_QUERIES, device=device)
+    found = threshold_search(pool_embeddings, caption_embeddings, threshold, block_size,
+                             top_k=max_captions_per_clip, device=device)
+    clips = pool_clips.iloc[found.query_idx].reset_index(drop=True)
+    matched = captions.iloc[found.key_idx].reset_index(drop=True)
+    rows = pd.DataFrame({
+        "id": [f"{method}:{clip}:{source}" for clip, source in zip(clips["clip_id"], matched["source_id"])],
+        "clip_id": clips["clip_id"],
+        "audio_path": clips["audio_path"],
+        "caption": matched["caption"],
+        "source": clips["source"] if "source" in clips else "",
+        "similarity": found.similarity.astype(np.float64),
+        "method": method,
+        "source_id": matched["source_id"],
+        "best_label": matched["best_label"],
+    })
+    return ImprovementSet(method, rows, threshold, histogram)
+
+
+def curate_du(pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings, caption_rows: pd.DataFrame,
+              sigma: float | None = None, keep_fraction: float | None = None,
+              max_captions_per_clip: int | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
+              device: str | torch.device | None = None) -> ImprovementSet:
+    """DU: every pool clip x every distinct training caption, pairs with cosine >= sigma.
+
+    `pool_embeddings` [P, d] align with `pool_clips` (clip_id, audio_path, source);
+    `caption_embeddings` [R, d] with `caption_rows` (training manifest rows: id, caption). A
+    caption shared by several rows is matched once, credited to its first row. sigma defaults
+    to the paper's 0.7; `keep_fraction` sets it to the quantile of all pair similarities.
+    """
+    captions = caption_rows.assign(source_id=caption_rows["id"], best_label="")
+    return _pool_caption_pairs("du", pool_embeddings, pool_clips, caption_embeddings, captions,
+                               sigma, keep_fraction, max_captions_per_clip, block_size, device)
+
+
+def curate_ads(ds_manifest: pd.DataFrame, caption_embeddings, pool_embeddings, pool_clips: pd.DataFrame,
+               sigma: float | None = None, keep_fraction: float | None = None,
+               max_captions_per_clip: int | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
+               device: str | torch.device | None = None) -> ImprovementSet:
+    """ADS: the DS Improvement-Set's captions x every pool clip, pairs with cosine >= sigma.
+
+    `caption_embeddings` [R, d] align with `ds_manifest`'s rows; each output row keeps the DS
+    row's provenance (the training row id in `source_id`, the `best_label`).
+    """
+    return _pool_caption_pairs("ads", pool_embeddings, pool_clips, caption_embeddings, ds_manifest,
+                               sigma, keep_fraction, max_captions_per_clip, block_size, device)
+
+
+def _best_key(queries, keys, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(index [N] of each query's most similar key, that similarity [N]); ties: the lower key."""
+    best_index = np.zeros(len(queries), dtype=np.int64)
+    best_value = np.full(len(queries), -np.inf, dtype=np.float32)
+    for q_start, k_start, block in similarity_blocks(queries, keys, block_size):
+        values, indices = block.max(dim=1)  # [bq]
+        rows = slice(q_start, q_start + len(values))
+        better = values.numpy() > best_value[rows]
+        best_value[rows] = np.where(better, values.numpy(), best_value[rows])
+        best_index[rows] = np.where(better, indices.numpy() + k_start, best_index[rows])
+    return best_index, best_value
+
+
+def curate_ds(train_manifest: pd.DataFrame, caption_embeddings, prompt_embeddings, labels,
+              sigma: float | None = None, keep_fraction: float | None = None,
+              block_size: int = DEFAULT_BLOCK_SIZE) -> ImprovementSet:
+    """DS: the training pairs whose caption is close to a prompt of the target benchmark.
+
+    `caption_embeddings` [R, d] align with `train_manifest`'s rows, `prompt_embeddings` [L, d]
+    with `labels` (prompts "this is a sound of {label}", `zeroshot.prompts`). A row is kept when
+    its best label's text-text cosine is >= sigma; the label is recorded in `best_label`.
+    """
+    _as_matrix(caption_embeddings, len(train_manifest), "captions")
+    _as_matrix(prompt_embeddings, len(labels), "prompts")
+    if len(labels) == 0:
+        raise ClapcurateError("DS curation needs the benchmark's class labels, got none")
+    best_label, best_similarity = _best_key(caption_embeddings, prompt_embeddings, block_size)
+    histogram = SimilarityHistogram.empty()
+    histogram.add(torch.from_numpy(best_similarity.copy()))
+    threshold = threshold_from(sigma, keep_fraction, histogram)
+    keep = best_similarity >= threshold
+    kept = train_manifest[keep].reset_index(drop=True)
+    rows = kept.assign(
+        id=["ds:" + row_id for row_id in kept["id"]],
+        similarity=best_similarity[keep].astype(np.float64),
+        method="ds",
+        source_id=kept["id"],
+        best_label=[str(labels[i]) for i in best_label[keep]],
+    )
+    return ImprovementSet("ds", rows, threshold, histogram)
+
+
+# --------------------------------------------------------------------------- exclusion
+
+
+def training_clip_mask(pool_clips: pd.DataFrame, teacher_train_manifest: pd.DataFrame) -> np.ndarray:
+    """True [P] where a pool clip's `clip_id` is in the teacher's training manifest."""
+    return pool_clips["clip_id"].isin(set(teacher_train_manifest["clip_id"])).to_numpy()
+
+
+def _resolved_paths(manifest: pd.DataFrame) -> pd.Series:
+    return pd.Series([os.path.realpath(path) if path else "" for path in manifest["audio_path"]],
+                     index=manifest.index)
+
+
+def refuse_benchmark_audio(pool: pd.DataFrame, benchmark: pd.DataFrame, benchmark_name: str) -> None:
+    """Raise `ClapcurateError` if the pool holds audio of the benchmark: a shared `clip_id`, or
+    an `audio_path` resolving (symbolic links followed) to one of the benchmark's files."""
+    shared_ids = pool["clip_id"].isin(set(benchmark["clip_id"]))
+    benchmark_paths = set(_resolved_paths(benchmark)) - {""}
+    shared_paths = _resolved_paths(pool).isin(benchmark_paths)
+    clash = pool[shared_ids.to_numpy() | shared_paths.to_numpy()]
+    if len(clash):
+        example = clash.iloc[0]
+        raise ClapcurateError(
+            f"the pool holds {len(clash)} clip(s) of the target benchmark {benchmark_name!r} "
+            f"(e.g. clip_id {example['clip_id']!r}, file {example['audio_path']}); curation never "
+            f"reads a benchmark's audio: remove these rows from the pool manifest"
+        )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def improvement_set_stats(improvement_set: ImprovementSet, **context) -> dict:
+    """The counts of an Improvement-Set (pairs as in the paper's Table 1; distinct clips and
+    captions), the sigma used, the similarity range, and `context` (benchmark, pool size, ...)."""
+    rows = improvement_set.rows
+    similarity = rows["similarity"]
+    return {
+        "method": improvement_set.method,
+        **context,
+        "pairs": len(rows),
+        "clips": int(rows["clip_id"].nunique()),
+        "captions": int(rows["caption"].nunique()),
+        "sigma": improvement_set.sigma,
+        "similarity": None if rows.empty else {
+            "min": float(similarity.min()), "mean": float(similarity.mean()), "max": float(similarity.max())},
+    }
+
+
+def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path: Path, title: str) -> Path:
+    """A PNG of the similarity distribution (log counts) with the threshold sigma marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coarse = histogram.coarsened(PLOT_BINS) if len(histogram.counts) % PLOT_BINS == 0 else histogram
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.stairs(coarse.counts, coarse.edges, fill=True, alpha=0.6)
+    axes.axvline(sigma, color="crimson", linestyle="--", label=f"sigma = {sigma:.4f}")
+    axes.set_yscale("symlog", linthresh=1)
+    axes.set_xlabel("cosine similarity")
+    axes.set_ylabel("count")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+STATS_FILE = "stats.json"
+HISTOGRAM_FILE = "similarity_histogram.png"
+
+
+def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_name: str = "improvement_set.csv",
+                          **context) -> Path:
+    """Write the Improvement-Set manifest, `stats.json` and `similarity_histogram.png` into
+    `out_dir`; returns the manifest's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = write_manifest(improvement_set.rows, out_dir / manifest_name)
+    stats = improvement_set_stats(improvement_set, **context)
+    (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+    title = f"{improvement_set.method.upper()}: {stats['pairs']} pairs >= sigma"
+    plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE, title)
+    return path
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+@dataclasses.dataclass
+class CurationConfig:
+    """What `clapcurate curate du|ds|ads --config CFG` reads.
+
+    Embedding folders default to `{out_dir}/embeddings/...` and are computed (or finished) with
+    `embed_manifest` when needed; an existing folder must have been made with this teacher and
+    these manifests.
+    """
+
+    teacher: str  # checkpoint folder of the teacher CLAP
+    train_manifest: str  # captioned pairs: the captions of DU, the pairs DS selects from
+    out_dir: str
+    teacher_train_manifest: str = ""  # pool clips in it are left out (default: train_manifest)
+    pool_manifest: str = ""  # unlabelled in-the-wild audio (DU, ADS)
+    benchmark: str = ""  # target benchmark's name (DS, ADS)
+    benchmark_manifest: str = ""  # its labels make the prompts; its audio must not be in the pool
+    labels: list[str] = dataclasses.field(default_factory=list)  # default: the benchmark's labels
+    ds_manifest: str = ""  # ADS: the DS Improvement-Set whose captions are matched to the pool
+    pool_embeddings: str = ""  # default {out_dir}/embeddings/pool_audio
+    caption_embeddings: str = ""  # default {out_dir}/embeddings/caption_text
+    sigma: float | None = None  # default: the paper's 0.7
+    keep_fraction: float | None = None  # instead of sigma: keep this fraction of all similarities
+    max_captions_per_clip: int | None = None  # DU, ADS: only the best k captions of each clip
+    block_size: int = DEFAULT_BLOCK_SIZE
+    batch_size: int = 64
+    shard_size: int = 10_000
+    num_workers: int = 0
+    device: str | None = None  # default: cuda when available
+    manifest_name: str = "improvement_set.csv"  # .csv or .parquet
+    progress: bool = True
+
+
+def load_curation_config(path=None, overrides: list[str] | None = None, data: dict | None = None) -> CurationConfig:
+    """A `CurationConfig` from YAML `path` (or a mapping `data`) with `key=value` overrides,
+    validated as `clapcurate.config.load_config` does."""
+    return load_config(CurationConfig, path, overrides, data)
+
+
+def _aligned(keys, ids: list[str], embeddings: np.ndarray, folder) -> np.ndarray:
+    """Rows of `embeddings` [len(keys), d] for `keys`, looked up in the folder's `ids`."""
+    row_of = {key: row for row, key in enumerate(ids)}
+    missing = [key for key in keys if key not in row_of]
+    if missing:
+        raise ClapcurateError(f"{folder}: no embedding for {len(missing)} of {len(keys)} items "
+                              f"(e.g. {missing[0]!r}); it was made from another manifest")
+    return embeddings[[row_of[key] for key in keys]]
+
+
+def _caption_embeddings(config: CurationConfig, rows: pd.DataFrame) -> np.ndarray:
+    """Teacher text embeddings [len(rows), d] of `rows`' captions (the training captions are
+    embedded first where the folder is missing or unfinished)."""
+    folder = config.caption_embeddings or Path(config.out_dir) / "embeddings" / "caption_text"
+    embed_manifest(config.teacher, config.train_manifest, folder, "text", config.batch_size,
+                   config.shard_size, config.num_workers, config.progress, device=config.device)
+    ids, embeddings = load_embeddings(folder, dtype=np.float16)
+    return _aligned([text_key(caption) for caption in rows["caption"]], ids, embeddings, folder)
+
+
+def _pool(config: CurationConfig, benchmark: pd.DataFrame | None) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """(embeddings [P, d], clips [P], counts) of the pool's readable clips that the teacher did not
+    train on. The pool is checked against the benchmark before any of its audio is read."""
+    pool = read_manifest(config.pool_manifest)
+    if benchmark is not None:
+        refuse_benchmark_audio(pool, benchmark, config.benchmark or config.benchmark_manifest)
+    folder = config.pool_embeddings or Path(config.out_dir) / "embeddings" / "pool_audio"
+    embed_manifest(config.teacher, config.pool_manifest, folder, "audio", config.batch_size,
+                   config.shard_size, config.num_workers, config.progress, device=config.device)
+    ids, embeddings = load_embeddings(folder, dtype=np.float16)
+    all_clips = unique_clips(pool)
+    clips = all_clips.set_index("clip_id").loc[ids].reset_index()
+    in_training = training_clip_mask(clips, read_manifest(config.teacher_train_manifest or config.train_manifest))
+    counts = {"pool_clips": len(all_clips), "unreadable_pool_clips": len(all_clips) - len(ids),
+              "excluded_training_clips": int(in_training.sum())}
+    return embeddings[~in_training], clips[~in_training].reset_index(drop=True), counts
+
+
+def _curate_ds_stage(config: CurationConfig, benchmark: pd.DataFrame) -> tuple[ImprovementSet, dict]:
+    from .model.checkpoints import load
+
+    train = read_manifest(config.train_manifest)
+    captioned = train[train["caption"] != ""].reset_index(drop=True)
+    labels = config.labels or benchmark_labels(benchmark)
+    teacher = load(config.teacher, device=config.device or "cpu")
+    improvement_set = curate_ds(captioned, _caption_embeddings(config, captioned), embed_texts(teacher, prompts(labels)),
+                                labels, config.sigma, config.keep_fraction, config.block_size)
+    return improvement_set, {"labels": len(labels), "training_pairs": len(captioned)}
+
+
+def _curate_pool_stage(method: str, config: CurationConfig,
+                       benchmark: pd.DataFrame | None) -> tuple[ImprovementSet, dict]:
+    pool_embeddings, pool_clips, counts = _pool(config, benchmark)
+    search = dict(sigma=config.sigma, keep_fraction=config.keep_fraction,
+                  max_captions_per_clip=config.max_captions_per_clip, block_size=config.block_size,
+                  device=config.device)
+    if method == "du":
+        captions = unique_captions(read_manifest(config.train_manifest))
+        improvement_set = curate_du(pool_embeddings, pool_clips, _caption_embeddings(config, captions), captions,
+                                    **search)
+    else:
+        captions = read_manifest(config.ds_manifest)
+        improvement_set = curate_ads(captions, _caption_embeddings(config, captions), pool_embeddings, pool_clips,
+                                     **search)
+    return improvement_set, {**counts, "candidate_captions": int(captions["caption"].nunique())}
+
+
+REQUIRED_KEYS = {"du": ["pool_manifest"], "ds": ["benchmark_manifest"],
+                 "ads": ["pool_manifest", "benchmark_manifest", "ds_manifest"]}
+
+
+def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> Path:
+    """Curate the `method` Improvement-Set of `config` into `config.out_dir`; returns the manifest.
+
+    Beside the manifest: `stats.json` (counts, sigma) and `similarity_histogram.png`.
+    """
+    if method not in REQUIRED_KEYS:
+        raise ConfigError(f"curation method must be du, ds or ads, got {method!r}")
+    missing = [key for key in REQUIRED_KEYS[method] if not getattr(config, key)]
+    if missing:
+        raise ConfigError(f"curate {method}: missing config key(s) {', '.join(missing)}")
+    benchmark = read_manifest(config.benchmark_manifest) if config.benchmark_manifest else None
+    if method == "ds":
+        improvement_set, counts = _curate_ds_stage(config, benchmark)
+    else:
+        improvement_set, counts = _curate_pool_stage(method, config, benchmark)
+    log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
+             improvement_set.sigma)
+    return write_improvement_set(
+        improvement_set, config.out_dir, config.manifest_name, benchmark=config.benchmark or None,
+        keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)
