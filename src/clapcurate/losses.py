@@ -36,6 +36,12 @@ def _kl_batchmean(target: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor
     return (torch.xlogy(target, target) - cross).sum(dim=-1).mean()
 
 
+def _nll_of_matches(log_probs: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -log p_ii, reduced as `_kl_batchmean` reduces (a contiguous row vector),
+    so that identity targets give bit-identical results."""
+    return (-log_probs.diagonal()).contiguous().mean()
+
+
 def _check_pair(audio_emb: torch.Tensor, text_emb: torch.Tensor) -> None:
     if audio_emb.ndim != 2 or audio_emb.shape != text_emb.shape:
         raise ValueError(
@@ -52,8 +58,8 @@ def contrastive_loss(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
     _check_pair(audio_emb, text_emb)
     with torch.autocast(device_type=audio_emb.device.type, enabled=False):
         logits = _similarity_logits(audio_emb, text_emb, logit_scale)  # [N, N]
-        audio_to_text = -F.log_softmax(logits, dim=1).diagonal().mean()
-        text_to_audio = -F.log_softmax(logits.T, dim=1).diagonal().mean()
+        audio_to_text = _nll_of_matches(F.log_softmax(logits, dim=1))
+        text_to_audio = _nll_of_matches(F.log_softmax(logits.T, dim=1))
         return (audio_to_text + text_to_audio) / 2
 
 

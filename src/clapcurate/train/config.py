@@ -1,0 +1,193 @@
+"""Training configurations: nested dataclasses, read from YAML with `--set` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from ..config import load_config
+from ..losses import TARGET_NORMS
+from ..model.clap import CLAPConfig
+
+PRECISIONS = ("32", "bf16-mixed")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Pairs, the validation split and batching.
+
+    The validation set holds the clips whose seeded hash (`split_seed`, `clip_id`) falls below
+    `val_fraction`: the same clip is on the same side in every manifest and run that share the
+    split seed (a teacher and its students agree). `subset` keeps a random fraction of the
+    pairs (seeded by `seed`) before the split. `batch_size` is the global batch.
+    """
+
+    val_fraction: float = 0.17
+    split_seed: int = 0
+    subset: float = 1.0
+    batch_size: int = 128
+    num_workers: int = 0
+    feature_cache: str | None = None
+    max_missing_fraction: float = 0.5
+
+    def __post_init__(self):
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not 0.0 < self.subset <= 1.0:
+            raise ValueError(f"subset must lie in (0, 1], got {self.subset}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+
+@dataclasses.dataclass
+class TeacherDataConfig(DataConfig):
+    train_manifest: str = ""
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Adam with ReduceLROnPlateau on the validation loss (stepped after each validation)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    plateau_factor: float = 0.1
+    plateau_patience: int = 10
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Training-time augmentation, applied to log-mel frames.
+
+    `random_crop`: random clip excerpt / random offset of short clips (else the clip's start);
+    `gain_db`: a uniform random gain in [-gain_db, gain_db] dB (0 = off); SpecAugment masks:
+    `time_masks` masks of up to `time_mask_frames` frames and `freq_masks` masks of up to
+    `freq_mask_bins` mel bins (0 masks = off), filled with the clip's mean log-mel level.
+    """
+
+    random_crop: bool = True
+    gain_db: float = 6.0
+    time_masks: int = 2
+    time_mask_frames: int = 10
+    freq_masks: int = 2
+    freq_mask_bins: int = 8
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """Lightning Trainer settings. `val_check_interval`: an int counts steps, a float is a
+    fraction of an epoch."""
+
+    max_steps: int = -1
+    max_epochs: int | None = 10
+    val_check_interval: int | float = 1.0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: str = "32"
+    num_nodes: int = 1
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.max_steps < 0 and self.max_epochs is None:
+            raise ValueError("set max_steps or max_epochs")
+
+
+@dataclasses.dataclass
+class TextTrainConfig:
+    """A frozen text encoder (projection still trained) and cached pooled features of it."""
+
+    freeze_text_encoder: bool = False
+    cache_text_features: bool = False
+
+    def __post_init__(self):
+        if self.cache_text_features and not self.freeze_text_encoder:
+            raise ValueError("cache_text_features needs freeze_text_encoder: true")
+
+
+@dataclasses.dataclass
+class TeacherConfig:
+    """`fit_teacher`: a new CLAP model trained with the contrastive loss (Eq. 1)."""
+
+    model: CLAPConfig = dataclasses.field(default_factory=CLAPConfig)
+    data: TeacherDataConfig = dataclasses.field(default_factory=TeacherDataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    text: TextTrainConfig = dataclasses.field(default_factory=TextTrainConfig)
+    seed: int = 0
+    out_dir: str = "runs/teacher"
+    resume: bool = False
+
+
+@dataclasses.dataclass
+class ReplayConfig:
+    """Each step is an Improvement-Set batch with probability `curated_prob`, else a replay batch."""
+
+    curated_prob: float = 0.5
+
+    def __post_init__(self):
+        if not 0.0 <= self.curated_prob <= 1.0:
+            raise ValueError(f"curated_prob must lie in [0, 1], got {self.curated_prob}")
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """The student's loss: Eq. 1 or the soft-label loss (Eq. 2-5) with beta and target_norm.
+
+    Soft-label teacher targets are `online` (the frozen teacher embeds each step's crops) or
+    `cached` (embedding folders written by `embed`: audio by `clip_id`, text by `text_key`).
+    """
+
+    kind: Literal["contrastive", "soft_label"] = "soft_label"
+    beta: float = 0.3
+    target_norm: str = "before_mix"
+    teacher_targets: Literal["online", "cached"] = "online"
+    teacher_audio_embeddings: str | None = None
+    teacher_text_embeddings: str | None = None
+
+    def __post_init__(self):
+        if self.target_norm not in TARGET_NORMS:
+            raise ValueError(f"target_norm must be one of {list(TARGET_NORMS)}, got {self.target_norm!r}")
+        if self.kind == "soft_label" and self.teacher_targets == "cached" and not (
+            self.teacher_audio_embeddings and self.teacher_text_embeddings
+        ):
+            raise ValueError("teacher_targets: cached needs teacher_audio_embeddings and teacher_text_embeddings")
+
+
+@dataclasses.dataclass
+class StudentConfig:
+    """`fit_student`: fine-tune a teacher checkpoint on an Improvement-Set with replay.
+
+    `val_manifest` (optional) is the validation set; without it the replay manifest is split
+    as the teacher split its training pairs (same `data.split_seed`).
+    """
+
+    teacher: str = ""
+    improvement_set: str = ""
+    replay_manifest: str = ""
+    val_manifest: str | None = None
+    replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    freeze_batchnorm: bool = True
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    text: TextTrainConfig = dataclasses.field(default_factory=TextTrainConfig)
+    seed: int = 0
+    out_dir: str = "runs/student"
+    resume: bool = False
+
+
+def load_teacher_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TeacherConfig:
+    """A `TeacherConfig` from YAML `path` with `--set key=value` overrides."""
+    return load_config(TeacherConfig, path, overrides)
+
+
+def load_student_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudentConfig:
+    """A `StudentConfig` from YAML `path` with `--set key=value` overrides."""
+    return load_config(StudentConfig, path, overrides)

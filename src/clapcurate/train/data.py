@@ -1,0 +1,305 @@
+"""Training data: prepared pairs (cached features), the validation split, step-indexed batches.
+
+Every batch is a pure function of (seed, global step): resuming at step s rebuilds exactly the
+batches an uninterrupted run would have seen, whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import ManifestError
+from ..features import LogMelCache, TextFeatureCache
+from .config import AugmentConfig
+
+log = logging.getLogger("clapcurate.train")
+
+
+# ------------------------------------------------------------------ selecting pairs
+def _unit_hash(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, key)."""
+    digest = hashlib.blake2b(f"{seed}|{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def split_by_clip(manifest: pd.DataFrame, val_fraction: float, split_seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation) rows: a clip is held out when hash(split_seed, clip_id) < val_fraction.
+
+    All captions of a clip land on the same side; the decision depends on the clip alone.
+    """
+    held_out = np.array([_unit_hash(split_seed, clip) < val_fraction for clip in manifest["clip_id"]], dtype=bool)
+    return manifest[~held_out].reset_index(drop=True), manifest[held_out].reset_index(drop=True)
+
+
+def take_subset(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A reproducible random `fraction` of the rows (at least one), in manifest order."""
+    if fraction >= 1.0:
+        return manifest
+    n_keep = max(1, int(round(fraction * len(manifest))))
+    rows = np.sort(np.random.default_rng([seed, 11]).choice(len(manifest), size=n_keep, replace=False))
+    return manifest.iloc[rows].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ prepared pairs
+@dataclasses.dataclass
+class PairSet:
+    """Audio-caption pairs with their features in memory.
+
+    `clip_features[k]` is clip k's log-mel [frames, mel_bins] (float16); `clip_of_pair[i]` the
+    clip of pair i. `text_features` [N, hidden] (cached text-encoder outputs) or None (captions
+    are encoded each step). `teacher_audio` / `teacher_text` [N, d]: cached teacher embeddings.
+    """
+
+    ids: list[str]
+    captions: list[str]
+    clip_of_pair: np.ndarray
+    clip_features: list[np.ndarray]
+    text_features: np.ndarray | None = None
+    teacher_audio: np.ndarray | None = None
+    teacher_text: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def prepare_pairs(
+    manifest: pd.DataFrame,
+    origin: str,
+    logmel_cache: LogMelCache,
+    num_workers: int = 0,
+    max_missing_fraction: float = 0.5,
+    text_cache: TextFeatureCache | None = None,
+) -> tuple[PairSet, pd.DataFrame, pd.DataFrame]:
+    """Compute or fetch every clip's features: (pairs, the readable rows, the skipped clips).
+
+    Unreadable clips are skipped (returned as a DataFrame audio_path, reason, and logged);
+    when more than `max_missing_fraction` of the clips are unreadable, `ManifestError`.
+    """
+    paths = list(dict.fromkeys(manifest["audio_path"]))
+    features, failures = logmel_cache.get_many(paths, num_workers)
+    skipped = pd.DataFrame(sorted(failures.items()), columns=["audio_path", "reason"])
+    if paths and len(failures) > max_missing_fraction * len(paths):
+        example = skipped.iloc[0]
+        raise ManifestError(
+            f"{origin}: {len(failures)} of {len(paths)} audio files are missing or unreadable "
+            f"(e.g. {example.audio_path}: {example.reason}); check the manifest's audio_path column"
+        )
+    if failures:
+        log.warning("%s: skipped %d unreadable audio file(s), e.g. %s", origin, len(failures), skipped.iloc[0].audio_path)
+    kept = manifest[~manifest["audio_path"].isin(failures)].reset_index(drop=True)
+    if len(kept) == 0:
+        raise ManifestError(f"{origin}: no pairs with readable audio")
+    clip_paths = list(dict.fromkeys(kept["audio_path"]))
+    clip_number = {path: k for k, path in enumerate(clip_paths)}
+    captions = kept["caption"].tolist()
+    pairs = PairSet(
+        ids=kept["id"].tolist(),
+        captions=captions,
+        clip_of_pair=np.array([clip_number[p] for p in kept["audio_path"]], dtype=np.int64),
+        clip_features=[features[path] for path in clip_paths],
+        text_features=text_cache.features(captions) if text_cache is not None else None,
+    )
+    return pairs, kept, skipped
+
+
+# ------------------------------------------------------------------ frames and augmentation
+def crop_frames(logmel: np.ndarray, n_frames: int, rng: np.random.Generator | None, pad_level: float) -> np.ndarray:
+    """An excerpt [n_frames, mel] of a clip's log-mel [frames, mel].
+
+    With `rng`: a random crop of a long clip, a short clip at a random offset in silence
+    (`pad_level`). Without: deterministic, the clip's start, short clips repeated to fill.
+    """
+    length = logmel.shape[0]
+    if length >= n_frames:
+        start = int(rng.integers(0, length - n_frames + 1)) if rng is not None else 0
+        return logmel[start : start + n_frames]
+    if rng is None:
+        return np.resize(logmel, (n_frames, logmel.shape[1]))
+    excerpt = np.full((n_frames, logmel.shape[1]), pad_level, dtype=logmel.dtype)
+    offset = int(rng.integers(0, n_frames - length + 1))
+    excerpt[offset : offset + length] = logmel
+    return excerpt
+
+
+def _mask_stripes(excerpt: np.ndarray, axis: int, count: int, max_width: int, rng: np.random.Generator, fill: float) -> None:
+    size = excerpt.shape[axis]
+    for _ in range(count):
+        width = int(rng.integers(0, min(max_width, size) + 1))
+        start = int(rng.integers(0, size - width + 1))
+        index = [slice(None), slice(None)]
+        index[axis] = slice(start, start + width)
+        excerpt[tuple(index)] = fill
+
+
+def augment_excerpt(excerpt: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Gain (a dB offset of the log-mel) and SpecAugment time and frequency masks: [frames, mel]."""
+    excerpt = excerpt.astype(np.float32)
+    if config.gain_db > 0:
+        excerpt += rng.uniform(-config.gain_db, config.gain_db)
+    fill = float(excerpt.mean())
+    _mask_stripes(excerpt, 0, config.time_masks, config.time_mask_frames, rng, fill)
+    _mask_stripes(excerpt, 1, config.freq_masks, config.freq_mask_bins, rng, fill)
+    return excerpt
+
+
+@dataclasses.dataclass
+class BatchMaker:
+    """Turns rows of a `PairSet` into a model batch."""
+
+    n_frames: int
+    pad_level: float
+    augment: AugmentConfig | None = None
+
+    def __call__(self, pairs: PairSet, rows: np.ndarray, rng: np.random.Generator | None) -> dict:
+        crop_rng = rng if self.augment is not None and self.augment.random_crop else None
+        excerpts = []
+        for row in rows:
+            excerpt = crop_frames(pairs.clip_features[pairs.clip_of_pair[row]], self.n_frames, crop_rng, self.pad_level)
+            excerpts.append(augment_excerpt(excerpt, self.augment, rng) if self.augment is not None else excerpt)
+        batch = {
+            "logmel": torch.from_numpy(np.stack(excerpts).astype(np.float32)).unsqueeze(1),  # [B, 1, frames, mel]
+            "clip_index": torch.from_numpy(pairs.clip_of_pair[rows]),
+        }
+        if pairs.text_features is not None:
+            batch["text_features"] = torch.from_numpy(pairs.text_features[rows])  # [B, hidden]
+        else:
+            batch["captions"] = [pairs.captions[row] for row in rows]
+        if pairs.teacher_audio is not None:
+            batch["teacher_audio"] = torch.from_numpy(pairs.teacher_audio[rows])  # [B, d]
+            batch["teacher_text"] = torch.from_numpy(pairs.teacher_text[rows])  # [B, d]
+        return batch
+
+
+# ------------------------------------------------------------------ schedules
+class EpochOrder:
+    """Batches of a seeded random permutation per epoch; the last partial batch is dropped
+    (a set smaller than the batch gives one batch of all of it)."""
+
+    def __init__(self, n_items: int, batch_size: int, seed: int):
+        self.n_items = n_items
+        self.batch_size = min(batch_size, n_items)
+        self.seed = seed
+        self.steps_per_epoch = n_items // self.batch_size
+
+    @functools.lru_cache(maxsize=2)
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_items)
+
+    def rows(self, position: int) -> np.ndarray:
+        """Rows of the `position`-th batch of the stream (epochs follow each other)."""
+        epoch, within = divmod(position, self.steps_per_epoch)
+        return self._permutation(epoch)[within * self.batch_size : (within + 1) * self.batch_size]
+
+
+class CuratedDraws:
+    """Step s draws an Improvement-Set batch when u_s < curated_prob, u_s ~ U(0, 1) seeded."""
+
+    BLOCK = 4096
+
+    def __init__(self, curated_prob: float, seed: int):
+        self.curated_prob = curated_prob
+        self.seed = seed
+        self._counts_before_block = [0]  # curated steps before block b
+
+    @functools.lru_cache(maxsize=4)
+    def _block(self, block: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, 3, block]).random(self.BLOCK) < self.curated_prob
+
+    def is_curated(self, step: int) -> bool:
+        block, offset = divmod(step, self.BLOCK)
+        return bool(self._block(block)[offset])
+
+    def curated_before(self, step: int) -> int:
+        """How many of the steps 0 .. step-1 drew an Improvement-Set batch."""
+        block, offset = divmod(step, self.BLOCK)
+        while len(self._counts_before_block) <= block:
+            done = len(self._counts_before_block) - 1
+            self._counts_before_block.append(self._counts_before_block[-1] + int(self._block(done).sum()))
+        return self._counts_before_block[block] + int(self._block(block)[:offset].sum())
+
+
+class PairSchedule:
+    """Teacher training: batches of one pair set, one epoch = one pass over it."""
+
+    def __init__(self, pairs: PairSet, batch_size: int, seed: int):
+        self.pairs = pairs
+        self.order = EpochOrder(len(pairs), batch_size, seed)
+        self.steps_per_epoch = self.order.steps_per_epoch
+
+    def draw(self, step: int) -> tuple[PairSet, np.ndarray]:
+        return self.pairs, self.order.rows(step)
+
+
+class ReplaySchedule:
+    """Student training: at each step an Improvement-Set batch with probability `curated_prob`,
+    else the replay set's batch of that step. One epoch = one pass over the replay set."""
+
+    def __init__(self, curated: PairSet, replay: PairSet, batch_size: int, curated_prob: float, seed: int):
+        self.curated, self.replay = curated, replay
+        self.curated_order = EpochOrder(len(curated), batch_size, seed + 1)
+        self.replay_order = EpochOrder(len(replay), batch_size, seed)
+        self.draws = CuratedDraws(curated_prob, seed)
+        self.steps_per_epoch = self.replay_order.steps_per_epoch
+
+    def draw(self, step: int) -> tuple[PairSet, np.ndarray]:
+        if self.draws.is_curated(step):
+            return self.curated, self.curated_order.rows(self.draws.curated_before(step))
+        return self.replay, self.replay_order.rows(step)
+
+
+# ------------------------------------------------------------------ datasets and samplers
+class StepBatches(torch.utils.data.Dataset):
+    """Item s = this rank's share of the global batch of step s."""
+
+    def __init__(self, schedule, make_batch: BatchMaker, seed: int, rank: int = 0, world_size: int = 1):
+        self.schedule = schedule
+        self.make_batch = make_batch
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+
+    def __getitem__(self, step: int) -> dict:
+        pairs, rows = self.schedule.draw(step)
+        rows = np.array_split(rows, self.world_size)[self.rank]
+        return self.make_batch(pairs, rows, np.random.default_rng([self.seed, 7, step, self.rank]))
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Yields the global steps left in the current epoch, starting at `current_step()`."""
+
+    def __init__(self, steps_per_epoch: int, current_step: Callable[[], int]):
+        self.steps_per_epoch = steps_per_epoch
+        self.current_step = current_step
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __iter__(self):
+        start = self.current_step()
+        end = (start // self.steps_per_epoch + 1) * self.steps_per_epoch
+        return iter(range(start, end))
+
+
+class FixedBatches(torch.utils.data.Dataset):
+    """Deterministic batches of a pair set in order (validation)."""
+
+    def __init__(self, pairs: PairSet, batch_size: int, make_batch: BatchMaker):
+        self.pairs = pairs
+        self.batch_rows: Sequence[np.ndarray] = np.array_split(
+            np.arange(len(pairs)), max(1, -(-len(pairs) // batch_size))
+        )
+        self.make_batch = make_batch
+
+    def __len__(self) -> int:
+        return len(self.batch_rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.make_batch(self.pairs, self.batch_rows[index], None)

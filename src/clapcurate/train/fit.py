@@ -1,0 +1,269 @@
+"""`fit_teacher` and `fit_student`: prepare the data, build the Lightning Trainer, run it.
+
+A run folder holds `best/` (lowest validation loss) and `last/` checkpoints in our format,
+`metrics.csv` (Lightning's CSV logger), `resume.ckpt` (full training state for `resume`),
+`summary.json` (pair counts, skipped clips), `skipped.csv`, `config.json`, and for teachers the
+`train_pairs.csv` / `val_pairs.csv` manifests actually used.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.loggers import CSVLogger
+
+from ..config import to_dict
+from ..data.manifest import read_manifest, write_manifest
+from ..errors import ManifestError
+from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
+from ..model import checkpoints
+from ..model.clap import CLAP
+from .config import DataConfig, LossConfig, StudentConfig, TeacherConfig, TrainerConfig
+from .data import (
+    BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
+    prepare_pairs, split_by_clip, take_subset,
+)
+from .module import ClapModule
+
+log = logging.getLogger("clapcurate.train")
+RESUME_CHECKPOINT = "resume.ckpt"
+
+
+class PairDataModule(LightningDataModule):
+    """Step-indexed training batches and fixed validation batches."""
+
+    def __init__(self, schedule, train_batches: BatchMaker, val_pairs: PairSet | None,
+                 val_batches: BatchMaker, data: DataConfig, seed: int):
+        super().__init__()
+        self.schedule = schedule
+        self.train_batches = train_batches
+        self.val_pairs = val_pairs
+        self.val_batches = val_batches
+        self.data = data
+        self.seed = seed
+
+    def _loader(self, dataset, sampler=None) -> torch.utils.data.DataLoader:
+        # A private generator: building the loader never draws from the global torch RNG.
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=None, sampler=sampler, num_workers=self.data.num_workers,
+            persistent_workers=self.data.num_workers > 0, generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self):
+        dataset = StepBatches(self.schedule, self.train_batches, self.seed,
+                              self.trainer.global_rank, self.trainer.world_size)
+        return self._loader(dataset, StepSampler(self.schedule.steps_per_epoch, lambda: self.trainer.global_step))
+
+    def val_dataloader(self):
+        return self._loader(FixedBatches(self.val_pairs, self.data.batch_size, self.val_batches))
+
+
+class RunCheckpoints(Callback):
+    """After each validation: `last/`, `best/` when the validation loss improved, `resume.ckpt`."""
+
+    def __init__(self, run_dir: Path, has_validation: bool):
+        self.run_dir = run_dir
+        self.has_validation = has_validation
+        self.best_val_loss = math.inf
+
+    def _save_state(self, trainer: Trainer, pl_module: ClapModule) -> None:
+        if trainer.is_global_zero:
+            checkpoints.save(pl_module.model, self.run_dir / "last")
+        trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: ClapModule) -> None:
+        if trainer.sanity_checking:
+            return
+        val_loss = float(trainer.callback_metrics["val_loss"])
+        if val_loss < self.best_val_loss:
+            self.best_val_loss = val_loss
+            if trainer.is_global_zero:
+                checkpoints.save(pl_module.model, self.run_dir / "best")
+        self._save_state(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: ClapModule) -> None:
+        self._save_state(trainer, pl_module)
+        if not self.has_validation and trainer.is_global_zero:
+            shutil.copytree(self.run_dir / "last", self.run_dir / "best", dirs_exist_ok=True)
+
+    def state_dict(self) -> dict:
+        return {"best_val_loss": self.best_val_loss}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_val_loss = state_dict["best_val_loss"]
+
+
+def _build_trainer(config: TrainerConfig, run_dir: Path, has_validation: bool, callbacks: Sequence[Callback]) -> Trainer:
+    validation = {"limit_val_batches": 0}
+    if has_validation:
+        validation = {"val_check_interval": config.val_check_interval}
+        if isinstance(config.val_check_interval, int):
+            validation["check_val_every_n_epoch"] = None  # every N steps, across epochs
+    return Trainer(
+        accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
+        precision=config.precision, num_nodes=config.num_nodes,
+        max_steps=config.max_steps, max_epochs=config.max_epochs,
+        log_every_n_steps=config.log_every_n_steps, enable_progress_bar=config.progress_bar,
+        logger=CSVLogger(run_dir, name="", version=""), callbacks=[RunCheckpoints(run_dir, has_validation), *callbacks],
+        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+        use_distributed_sampler=False, default_root_dir=run_dir, **validation,
+    )
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """What both fits share: the feature caches and how batches are made."""
+
+    logmel_cache: LogMelCache
+    text_cache: TextFeatureCache | None
+    train_batches: BatchMaker
+    val_batches: BatchMaker
+
+    @classmethod
+    def of(cls, model: CLAP, config: TeacherConfig | StudentConfig) -> "_Inputs":
+        settings = FrontendSettings.of(model.config.audio)
+        n_frames = settings.frames(model.clip_samples)
+        pad_level = silence_level(settings)
+        augment = config.augment
+        return cls(
+            logmel_cache=LogMelCache(settings, config.data.feature_cache),
+            text_cache=TextFeatureCache(model.text_encoder) if config.text.cache_text_features else None,
+            train_batches=BatchMaker(n_frames, pad_level, augment),
+            val_batches=BatchMaker(n_frames, pad_level, None),
+        )
+
+    def prepare(self, manifest: pd.DataFrame, origin: str, data: DataConfig) -> tuple[PairSet, pd.DataFrame, pd.DataFrame]:
+        return prepare_pairs(manifest, origin, self.logmel_cache, data.num_workers, data.max_missing_fraction,
+                             self.text_cache)
+
+
+def _start_run(config: TeacherConfig | StudentConfig) -> tuple[Path, str | None]:
+    """The run folder and the checkpoint to resume from (None: a fresh run)."""
+    run_dir = Path(config.out_dir)
+    resume_path = run_dir / RESUME_CHECKPOINT
+    if config.resume and resume_path.is_file():
+        return run_dir, str(resume_path)
+    if config.resume:
+        log.warning("%s: nothing to resume, starting a fresh run", run_dir)
+    for stale in ("metrics.csv", RESUME_CHECKPOINT, "best", "last"):
+        target = run_dir / stale
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
+    return run_dir, None
+
+
+def _write_summary(run_dir: Path, counts: dict[str, int], skipped: Sequence[pd.DataFrame]) -> None:
+    skipped_all = pd.concat(skipped, ignore_index=True).drop_duplicates("audio_path")
+    skipped_all.to_csv(run_dir / "skipped.csv", index=False)
+    (run_dir / "summary.json").write_text(json.dumps({**counts, "skipped_clips": len(skipped_all)}, indent=2) + "\n")
+    log.info("%s: %s, %d unreadable clip(s) skipped", run_dir, counts, len(skipped_all))
+
+
+def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, ckpt_path: str | None,
+         callbacks: Sequence[Callback]) -> Path:
+    trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return run_dir
+
+
+def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Path:
+    """Train a new CLAP model on `config.data.train_manifest` with the contrastive loss (Eq. 1).
+
+    Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
+    """
+    run_dir, ckpt_path = _start_run(config)
+    seed_everything(config.seed, verbose=False)
+    model = CLAP(config.model)
+    inputs = _Inputs.of(model, config)
+    manifest = take_subset(read_manifest(config.data.train_manifest), config.data.subset, config.seed)
+    train_rows, val_rows = split_by_clip(manifest, config.data.val_fraction, config.data.split_seed)
+    train_pairs, train_kept, train_skipped = inputs.prepare(train_rows, config.data.train_manifest, config.data)
+    val_pairs, val_kept, val_skipped = (
+        inputs.prepare(val_rows, config.data.train_manifest, config.data) if len(val_rows) else (None, val_rows, val_rows[[]])
+    )
+    write_manifest(train_kept, run_dir / "train_pairs.csv")
+    write_manifest(val_kept, run_dir / "val_pairs.csv")
+    _write_summary(run_dir, {"train_pairs": len(train_kept), "val_pairs": len(val_kept)},
+                   [train_skipped, val_skipped.reindex(columns=["audio_path", "reason"])])
+    module = ClapModule(model, config.optim, freeze_text_encoder=config.text.freeze_text_encoder)
+    schedule = PairSchedule(train_pairs, config.data.batch_size, config.seed)
+    datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
+    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+
+
+def _rows_of(keys: Sequence[str], ids: Sequence[str], embeddings: np.ndarray, folder: str, what: str) -> np.ndarray:
+    """Embedding rows [N, d] of `keys` looked up among `ids`; `ManifestError` for missing keys."""
+    position = {key: row for row, key in enumerate(ids)}
+    missing = [key for key in keys if key not in position]
+    if missing:
+        raise ManifestError(
+            f"{folder}: no teacher {what} embedding for {len(missing)} of {len(keys)} training pairs "
+            f"(e.g. {missing[0]!r}); embed every Improvement-Set and replay {what} with the teacher"
+        )
+    return embeddings[[position[key] for key in keys]].astype(np.float32)
+
+
+def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig) -> None:
+    """Look up the teacher's embeddings of each pair: audio by `clip_id`, text by `text_key(caption)`."""
+    from ..embed import load_embeddings, text_key
+
+    audio_ids, audio = load_embeddings(loss.teacher_audio_embeddings)
+    text_ids, text = load_embeddings(loss.teacher_text_embeddings)
+    pairs.teacher_audio = _rows_of(kept["clip_id"].tolist(), audio_ids, audio, loss.teacher_audio_embeddings, "audio")
+    pairs.teacher_text = _rows_of([text_key(c) for c in kept["caption"]], text_ids, text,
+                                  loss.teacher_text_embeddings, "text")
+
+
+def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Path:
+    """Fine-tune the teacher checkpoint `config.teacher` on the Improvement-Set with replay.
+
+    Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
+    """
+    run_dir, ckpt_path = _start_run(config)
+    seed_everything(config.seed, verbose=False)
+    model = checkpoints.load(config.teacher)
+    uses_teacher_online = config.loss.kind == "soft_label" and config.loss.teacher_targets == "online"
+    teacher = copy.deepcopy(model).eval() if uses_teacher_online else None
+    inputs = _Inputs.of(model, config)
+    replay = read_manifest(config.replay_manifest)
+    if config.val_manifest is not None:
+        val_rows = read_manifest(config.val_manifest)
+    else:
+        replay, val_rows = split_by_clip(replay, config.data.val_fraction, config.data.split_seed)
+    curated = read_manifest(config.improvement_set)
+    curated = curated[~curated["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
+    if len(curated) == 0:
+        raise ManifestError(f"{config.improvement_set}: no Improvement-Set pairs outside the validation clips")
+    prepared = {}
+    for name, rows, origin in (("curated", curated, config.improvement_set), ("replay", replay, config.replay_manifest)):
+        prepared[name] = inputs.prepare(rows, origin, config.data)
+        if config.loss.kind == "soft_label" and config.loss.teacher_targets == "cached":
+            _attach_cached_targets(prepared[name][0], prepared[name][1], config.loss)
+    val_pairs, val_kept, val_skipped = (
+        inputs.prepare(val_rows, config.val_manifest or config.replay_manifest, config.data)
+        if len(val_rows) else (None, val_rows, val_rows[[]])
+    )
+    _write_summary(
+        run_dir,
+        {"curated_pairs": len(prepared["curated"][1]), "replay_pairs": len(prepared["replay"][1]),
+         "val_pairs": len(val_kept)},
+        [prepared["curated"][2], prepared["replay"][2], val_skipped.reindex(columns=["audio_path", "reason"])],
+    )
+    module = ClapModule(model, config.optim, config.loss, teacher, config.freeze_batchnorm,
+                        config.text.freeze_text_encoder)
+    schedule = ReplaySchedule(prepared["curated"][0], prepared["replay"][0], config.data.batch_size,
+                              config.replay.curated_prob, config.seed)
+    datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
+    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)

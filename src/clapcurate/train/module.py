@@ -1,0 +1,182 @@
+"""The Lightning module: one CLAP model trained with the contrastive or soft-label loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from ..errors import ClapcurateError
+from ..losses import contrastive_loss, soft_label_loss
+from ..model.clap import CLAP
+from ..zeroshot import retrieval_metrics
+from .config import LossConfig, OptimConfig
+
+RETRIEVAL_KEYS = ("R@1", "R@5", "R@10")
+
+
+class TrainingDivergedError(ClapcurateError):
+    """The training loss became NaN or infinite."""
+
+
+def gather_rows(tensor: torch.Tensor, with_grad: bool) -> torch.Tensor:
+    """Concatenate every rank's rows [B_r, ...] into the global batch [sum B_r, ...].
+
+    `with_grad`: the gather is differentiable, each rank's rows keep their gradient path
+    (the losses then see the global batch, as one large batch would). Single process: as is.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    if with_grad:
+        import torch.distributed.nn.functional as dist_fn
+
+        return torch.cat(dist_fn.all_gather(tensor), dim=0)
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def global_batch_loss(audio_emb, text_emb, logit_scale, loss: LossConfig | None,
+                      teacher_audio=None, teacher_text=None) -> torch.Tensor:
+    """The configured loss over the global batch (every rank's rows gathered)."""
+    audio_emb, text_emb = gather_rows(audio_emb, True), gather_rows(text_emb, True)  # [N, d]
+    if loss is None or loss.kind == "contrastive":
+        return contrastive_loss(audio_emb, text_emb, logit_scale)
+    return soft_label_loss(
+        audio_emb, text_emb, logit_scale, gather_rows(teacher_audio, False), gather_rows(teacher_text, False),
+        beta=loss.beta, target_norm=loss.target_norm,
+    )
+
+
+def batchnorm_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class ClapModule(LightningModule):
+    """Trains `model`; `teacher` (frozen) gives online soft-label targets when `loss` asks for them.
+
+    `freeze_batchnorm`: BatchNorm layers stay in eval mode, keeping their running statistics.
+    `freeze_text_encoder`: the text encoder is not trained (its projection is).
+    """
+
+    def __init__(self, model: CLAP, optim: OptimConfig, loss: LossConfig | None = None,
+                 teacher: CLAP | None = None, freeze_batchnorm: bool = False, freeze_text_encoder: bool = False):
+        super().__init__()
+        self.model = model
+        self.teacher = teacher
+        self.optim = optim
+        self.loss_config = loss
+        self.freeze_batchnorm = freeze_batchnorm
+        self.freeze_text_encoder = freeze_text_encoder
+        if teacher is not None:
+            teacher.requires_grad_(False)
+        if freeze_text_encoder:
+            model.text_encoder.requires_grad_(False)
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._restored_plateau_state: dict | None = None
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._val_losses: list[tuple[float, int]] = []
+
+    # -------------------------------------------------------------- modes
+    def train(self, mode: bool = True):
+        super().train(mode)
+        frozen = []
+        if self.teacher is not None:
+            frozen.append(self.teacher)
+        if self.freeze_text_encoder:
+            frozen.append(self.model.text_encoder)
+        if self.freeze_batchnorm:
+            frozen.extend(batchnorm_layers(self.model))
+        for module in frozen:
+            module.eval()
+        return self
+
+    def on_train_start(self) -> None:
+        # Lightning keeps the modes modules arrive in; a loaded checkpoint arrives in eval mode.
+        self.train()
+
+    # -------------------------------------------------------------- forward
+    @staticmethod
+    def embed(model: CLAP, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(audio_emb, text_emb), each [B, d_proj], L2-normalised."""
+        audio = model.encode_logmel(batch["logmel"])
+        if "text_features" in batch:
+            return audio, model.encode_text_features(batch["text_features"])
+        return audio, model.encode_text(batch["captions"])
+
+    def teacher_targets(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Teacher embeddings of the batch for soft labels: cached ones, or the frozen teacher's."""
+        if self.loss_config is None or self.loss_config.kind != "soft_label":
+            return None, None
+        if self.loss_config.teacher_targets == "cached":
+            return batch["teacher_audio"], batch["teacher_text"]
+        with torch.no_grad():
+            return self.embed(self.teacher, batch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        audio_emb, text_emb = self.embed(self.model, batch)
+        teacher_audio, teacher_text = self.teacher_targets(batch)
+        loss = global_batch_loss(audio_emb, text_emb, self.model.logit_scale_exp(), self.loss_config,
+                                 teacher_audio, teacher_text)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                "training stopped, the last good checkpoint is the run folder's last/ "
+                "(try a lower optim.lr or precision 32)"
+            )
+        self.log("train_loss", loss, prog_bar=True, batch_size=audio_emb.shape[0])
+        self.log("logit_scale", self.model.logit_scale_exp(), batch_size=audio_emb.shape[0])
+        return loss
+
+    # -------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs.clear()
+        self._val_losses.clear()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        audio_emb, text_emb = self.embed(self.model, batch)
+        loss = contrastive_loss(audio_emb, text_emb, self.model.logit_scale_exp())
+        self._val_losses.append((loss.item(), audio_emb.shape[0]))
+        self._val_outputs.append((audio_emb.float().cpu(), text_emb.float().cpu(), batch["clip_index"].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        losses = np.array(self._val_losses)  # [batches, 2]: loss, size
+        val_loss = float((losses[:, 0] * losses[:, 1]).sum() / losses[:, 1].sum())
+        audio = torch.cat([out[0] for out in self._val_outputs]).numpy()
+        text = torch.cat([out[1] for out in self._val_outputs]).numpy()
+        clip_index = torch.cat([out[2] for out in self._val_outputs]).numpy()
+        _, first_row = np.unique(clip_index, return_index=True)  # one audio row per clip, clips in index order
+        metrics = retrieval_metrics(audio[first_row], text, clip_index)
+        self.log("val_loss", val_loss, prog_bar=True)
+        for key in RETRIEVAL_KEYS:
+            self.log(f"val_t2a_{key}", metrics[f"text_to_audio/{key}"])
+            self.log(f"val_a2t_{key}", metrics[f"audio_to_text/{key}"])
+        if self.plateau is not None and not self.trainer.sanity_checking:
+            self.plateau.step(val_loss)
+            self.log("lr", self.plateau.optimizer.param_groups[0]["lr"])
+
+    # -------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.optim.plateau_factor, patience=self.optim.plateau_patience
+        )
+        if self._restored_plateau_state is not None:
+            self.plateau.load_state_dict(self._restored_plateau_state)
+        return optimizer
+
+    # -------------------------------------------------------------- exact resume
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["plateau"] = self.plateau.state_dict() if self.plateau is not None else None
+        checkpoint["torch_rng"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_plateau_state = checkpoint.get("plateau")
+        torch.set_rng_state(checkpoint["torch_rng"])
+        if "cuda_rng" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])

@@ -1,0 +1,349 @@
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+from lightning.pytorch import Callback
+from safetensors.torch import load_file
+
+from clapcurate import features
+from clapcurate.config import from_dict
+from clapcurate.errors import ConfigError, ManifestError
+from clapcurate.model import checkpoints
+from clapcurate.train import (
+    AugmentConfig, DataConfig, LossConfig, OptimConfig, StudentConfig, TeacherConfig, TeacherDataConfig,
+    TextTrainConfig, TrainerConfig, TrainingDivergedError, fit_student, fit_teacher, load_student_config,
+)
+from clapcurate.train.data import CuratedDraws, EpochOrder, crop_frames, split_by_clip, take_subset
+from clapcurate.zeroshot import retrieval_metrics
+
+SAMPLE_RATE = 16000
+NO_AUGMENT = AugmentConfig(random_crop=False, gain_db=0.0, time_masks=0, freq_masks=0)
+QUIET = dict(progress_bar=False, log_every_n_steps=1)
+WORDS = ("dog bird rain wind car siren bell engine water fire door clock train horn cat cow baby "
+         "crowd drum piano guitar voice thunder sea frog insect hammer saw glass knock laugh cough snore").split()
+
+
+def write_clips(folder, n_clips, seed=0):
+    """`n_clips` WAV files of 1 s: a harmonic tone (8 pitches) with amplitude modulation and noise
+    (4 rates and levels), distinct for 32 clips; returns their manifest."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    time = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    rows = []
+    for k in range(n_clips):
+        f0 = 110.0 * 1.25 ** (k % 8)
+        harmonics = np.sin(2 * np.pi * f0 * np.arange(1, 7)[:, None] * time).sum(0) / 6
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 1.5 * 2.2 ** (k // 8 % 4) * time)
+        wave = 0.5 * harmonics * envelope + 0.02 * (k // 8 % 4 + 1) * rng.standard_normal(SAMPLE_RATE)
+        path = folder / f"clip{k:03d}.wav"
+        soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE)
+        rows.append({"id": f"pair{k}", "clip_id": f"clip{k}", "audio_path": str(path), "caption": " ".join(WORDS[(k * 5 + j * 11) % len(WORDS)] for j in range(3))})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(autouse=True)
+def fresh_feature_memory():
+    features.clear_memory()
+    yield
+    features.clear_memory()
+
+
+@pytest.fixture
+def pairs_csv(tmp_path):
+    manifest = write_clips(tmp_path / "audio", 32)
+    path = tmp_path / "pairs.csv"
+    manifest.to_csv(path, index=False)
+    return path
+
+
+def teacher_config(tiny_clap_config, manifest, out_dir, **changes):
+    trainer = dict(QUIET, max_steps=changes.pop("max_steps", 4), max_epochs=None)
+    trainer.update(changes.pop("trainer", {}))
+    return TeacherConfig(
+        model=tiny_clap_config,
+        data=TeacherDataConfig(train_manifest=str(manifest), **changes.pop("data", {"val_fraction": 0.0, "batch_size": 8})),
+        optim=changes.pop("optim", OptimConfig(lr=1e-3)),
+        augment=changes.pop("augment", NO_AUGMENT),
+        trainer=TrainerConfig(**trainer),
+        text=TextTrainConfig(freeze_text_encoder=True, cache_text_features=True),
+        out_dir=str(out_dir),
+        **changes,
+    )
+
+
+def weights(folder):
+    return load_file(str(folder / checkpoints.WEIGHTS_FILE))
+
+
+# ---------------------------------------------------------------- features
+def test_logmel_cache_matches_the_model_front_end_and_reuses_disk_entries(tiny_clap, tmp_path):
+    manifest = write_clips(tmp_path / "audio", 2)
+    settings = features.FrontendSettings.of(tiny_clap.config.audio)
+    cache = features.LogMelCache(settings, tmp_path / "cache")
+    path = manifest.audio_path[0]
+    logmel = cache.get(path)
+    wave = torch.from_numpy(soundfile.read(path, dtype="float32")[0])[None]
+    expected = tiny_clap.audio_encoder.logmel(wave)[0, 0].detach().numpy()
+    assert logmel.dtype == np.float16 and logmel.shape == expected.shape == (settings.frames(SAMPLE_RATE), 32)
+    assert np.allclose(logmel, expected, atol=0.05)
+    stored = list((tmp_path / "cache" / settings.digest()).rglob("*.npy"))
+    assert len(stored) == 1
+    np.save(stored[0], np.full_like(logmel, 7.0))  # a disk entry is used without recomputation
+    features.clear_memory()
+    assert np.all(features.LogMelCache(settings, tmp_path / "cache").get(path) == 7.0)
+
+
+def test_logmel_cache_reports_unreadable_files(tiny_clap, tmp_path):
+    manifest = write_clips(tmp_path / "audio", 3)
+    broken = tmp_path / "audio" / "broken.wav"
+    broken.write_bytes(b"not audio at all")
+    cache = features.LogMelCache(features.FrontendSettings.of(tiny_clap.config.audio))
+    found, failures = cache.get_many([*manifest.audio_path, str(broken), str(tmp_path / "gone.wav")])
+    assert set(found) == set(manifest.audio_path)
+    assert set(failures) == {str(broken), str(tmp_path / "gone.wav")}
+
+
+def test_text_feature_cache_encodes_each_caption_once(tiny_clap, monkeypatch):
+    cache = features.TextFeatureCache(tiny_clap.text_encoder)
+    calls = []
+    original = tiny_clap.text_encoder.encode
+    monkeypatch.setattr(tiny_clap.text_encoder, "encode", lambda captions: calls.append(list(captions)) or original(captions))
+    first = cache.features(["a dog", "rain", "a dog"])
+    again = features.TextFeatureCache(tiny_clap.text_encoder).features(["rain", "a dog"])
+    assert calls == [["a dog", "rain"]]
+    assert np.array_equal(first[0], first[2]) and np.array_equal(again, first[[1, 0]])
+    with torch.no_grad():
+        assert np.allclose(first, tiny_clap.text_encoder.eval().encode(["a dog", "rain", "a dog"]).numpy(), atol=1e-5)
+
+
+def test_crop_frames_random_and_deterministic():
+    clip = np.arange(12, dtype=np.float16).reshape(6, 2)
+    assert np.array_equal(crop_frames(clip, 4, None, -100.0), clip[:4])
+    assert np.array_equal(crop_frames(clip[:2], 5, None, -100.0), np.resize(clip[:2], (5, 2)))
+    padded = crop_frames(clip[:2], 5, np.random.default_rng(0), -100.0)
+    assert (padded == -100.0).all(axis=1).sum() == 3
+    starts = {int(crop_frames(clip, 4, np.random.default_rng(s), 0.0)[0, 0]) for s in range(40)}
+    assert starts == {0, 2, 4}
+
+
+# ---------------------------------------------------------------- selection and schedules
+def test_split_by_clip_keeps_captions_of_a_clip_together_and_is_stable():
+    manifest = pd.DataFrame({"id": [f"p{i}" for i in range(400)], "clip_id": [f"c{i // 2}" for i in range(400)]})
+    train, val = split_by_clip(manifest, 0.25, split_seed=3)
+    assert not set(train.clip_id) & set(val.clip_id)
+    assert 0.15 < len(val) / len(manifest) < 0.35
+    _, val_of_half = split_by_clip(manifest.iloc[::3], 0.25, split_seed=3)
+    assert set(val_of_half.clip_id) <= set(val.clip_id)
+    assert set(split_by_clip(manifest, 0.25, split_seed=4)[1].clip_id) != set(val.clip_id)
+
+
+def test_take_subset_is_reproducible():
+    manifest = pd.DataFrame({"id": [f"p{i}" for i in range(100)]})
+    first = take_subset(manifest, 0.1, seed=5)
+    assert len(first) == 10 and first.equals(take_subset(manifest, 0.1, seed=5))
+    assert not first.equals(take_subset(manifest, 0.1, seed=6))
+
+
+def test_epoch_order_visits_every_item_once_per_epoch():
+    order = EpochOrder(10, 3, seed=0)
+    assert order.steps_per_epoch == 3
+    epoch = np.concatenate([order.rows(p) for p in range(3)])
+    assert len(set(epoch)) == 9
+    assert not np.array_equal(order.rows(0), order.rows(3))
+
+
+@pytest.mark.parametrize("curated_prob", [0.2, 0.5, 0.9])
+def test_replay_draws_curated_batches_at_the_configured_rate(curated_prob):
+    draws = CuratedDraws(curated_prob, seed=1)
+    steps = 3 * CuratedDraws.BLOCK + 123
+    flags = np.array([draws.is_curated(s) for s in range(steps)])
+    sigma = math.sqrt(steps * curated_prob * (1 - curated_prob))
+    assert abs(flags.sum() - steps * curated_prob) < 4.5 * sigma
+    after_curated = flags[1:][flags[:-1]]  # independent draws: the previous step changes nothing
+    sigma_after = math.sqrt(len(after_curated) * curated_prob * (1 - curated_prob))
+    assert abs(after_curated.sum() - len(after_curated) * curated_prob) < 4.5 * sigma_after
+    for step in (0, 17, CuratedDraws.BLOCK + 5, steps - 1):
+        assert draws.curated_before(step) == flags[:step].sum()
+
+
+# ---------------------------------------------------------------- configs
+def test_student_config_from_yaml_with_overrides(tmp_path):
+    path = tmp_path / "student.yaml"
+    path.write_text("teacher: t\nloss:\n  kind: soft_label\n  beta: 0.2\n")
+    config = load_student_config(path, ["replay.curated_prob=0.7", "trainer.precision=bf16-mixed"])
+    assert config.loss.beta == 0.2 and config.replay.curated_prob == 0.7 and config.trainer.precision == "bf16-mixed"
+    with pytest.raises(ConfigError, match="loss.betta"):
+        load_student_config(path, ["loss.betta=0.1"])
+    with pytest.raises(ConfigError, match="target_norm"):
+        load_student_config(path, ["loss.target_norm=rows"])
+    with pytest.raises(ConfigError, match="cached"):
+        from_dict(StudentConfig, {"loss": {"teacher_targets": "cached"}})
+
+
+# ---------------------------------------------------------------- training
+def test_tiny_teacher_overfits_32_pairs(tiny_clap_config, pairs_csv, tmp_path, monkeypatch):
+    from clapcurate.model import audio_encoders
+
+    # PANNs' dropout (0.2 per block, 0.5 at the head) drowns a 4-channel CNN's signal: off here.
+    monkeypatch.setattr(audio_encoders, "BLOCK_DROPOUT", 0.0)
+    monkeypatch.setattr(audio_encoders, "HEAD_DROPOUT", 0.0)
+    model_config = dataclasses.replace(tiny_clap_config, projection_dropout=0.0)
+    config = teacher_config(model_config, pairs_csv, tmp_path / "run", max_steps=100,
+                            data={"val_fraction": 0.0, "batch_size": 32}, optim=OptimConfig(lr=3e-3))
+    run_dir = fit_teacher(config)
+    assert {"best", "last", "metrics.csv", "resume.ckpt", "summary.json"} <= {p.name for p in run_dir.iterdir()}
+    model = checkpoints.load(run_dir / "last")
+    manifest = pd.read_csv(pairs_csv)
+    waves = torch.stack([torch.from_numpy(soundfile.read(p, dtype="float32")[0]) for p in manifest.audio_path])
+    with torch.no_grad():
+        audio, text = model.encode_audio(waves).numpy(), model.encode_text(manifest.caption.tolist()).numpy()
+    metrics = retrieval_metrics(audio, text, np.arange(32))
+    assert metrics["text_to_audio/R@1"] == 1.0 and metrics["audio_to_text/R@1"] == 1.0
+
+
+def test_validation_metrics_and_best_checkpoint(tiny_clap_config, pairs_csv, tmp_path):
+    config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run", max_steps=6,
+                            data={"val_fraction": 0.3, "batch_size": 8}, trainer={"val_check_interval": 3})
+    run_dir = fit_teacher(config)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    val = metrics.dropna(subset=["val_loss"])
+    assert list(val.step) == [2, 5]
+    assert {"val_t2a_R@1", "val_a2t_R@10", "train_loss"} <= set(metrics.columns)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["train_pairs"] + summary["val_pairs"] == 32 and summary["val_pairs"] > 0
+    train_clips = set(pd.read_csv(run_dir / "train_pairs.csv").clip_id)
+    assert not train_clips & set(pd.read_csv(run_dir / "val_pairs.csv").clip_id)
+    best_step = int(val.step.iloc[val.val_loss.argmin()])
+    assert (run_dir / "best").is_dir()
+    if best_step == 5:
+        assert all(torch.equal(v, weights(run_dir / "last")[k]) for k, v in weights(run_dir / "best").items())
+
+
+class StopAt(Callback):
+    """Raises at the start of a given step (an interrupted run)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_reaches_the_same_weights(tiny_clap_config, pairs_csv, tmp_path):
+    augment = AugmentConfig()  # random crops, gain, masks and projection dropout: RNG matters
+    common = dict(max_steps=9, data={"val_fraction": 0.2, "batch_size": 8}, augment=augment,
+                  trainer={"val_check_interval": 4})
+    straight = fit_teacher(teacher_config(tiny_clap_config, pairs_csv, tmp_path / "straight", **common))
+    interrupted_config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "resumed", **common)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        fit_teacher(interrupted_config, callbacks=[StopAt(6)])
+    resumed = fit_teacher(dataclasses.replace(interrupted_config, resume=True))
+    expected, got = weights(straight / "last"), weights(resumed / "last")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_corrupted_files_are_skipped_and_counted(tiny_clap_config, tmp_path):
+    manifest = write_clips(tmp_path / "audio", 12)
+    for k in (3, 7):
+        open(manifest.audio_path[k], "wb").write(b"RIFF garbage")
+    path = tmp_path / "pairs.csv"
+    manifest.to_csv(path, index=False)
+    run_dir = fit_teacher(teacher_config(tiny_clap_config, path, tmp_path / "run", max_steps=2))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["skipped_clips"] == 2 and summary["train_pairs"] == 10
+    assert set(pd.read_csv(run_dir / "skipped.csv").audio_path) == {manifest.audio_path[3], manifest.audio_path[7]}
+
+
+def test_mostly_missing_files_stop_with_a_clear_error(tiny_clap_config, tmp_path):
+    manifest = write_clips(tmp_path / "audio", 10)
+    manifest.loc[2:, "audio_path"] = [str(tmp_path / f"missing{k}.wav") for k in range(8)]
+    path = tmp_path / "pairs.csv"
+    manifest.to_csv(path, index=False)
+    with pytest.raises(ManifestError, match=r"pairs.csv: 8 of 10 audio files are missing"):
+        fit_teacher(teacher_config(tiny_clap_config, path, tmp_path / "run"))
+
+
+class PoisonAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.model.audio_projection.linear1.weight.fill_(float("nan"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_clap_config, pairs_csv, tmp_path):
+    config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run", max_steps=8,
+                            data={"val_fraction": 0.2, "batch_size": 8}, trainer={"val_check_interval": 2})
+    with pytest.raises(TrainingDivergedError, match="loss became nan at step 3"):
+        fit_teacher(config, callbacks=[PoisonAt(3)])
+    last = weights(tmp_path / "run" / "last")
+    assert all(torch.isfinite(v).all() for v in last.values() if v.is_floating_point())
+
+
+# ---------------------------------------------------------------- students
+@pytest.fixture
+def teacher_dir(tiny_clap, tmp_path):
+    return checkpoints.save(tiny_clap, tmp_path / "teacher")
+
+
+def student_config(teacher_dir, pairs_csv, out_dir, **changes):
+    manifest = pd.read_csv(pairs_csv)
+    curated_path, replay_path = out_dir.parent / f"{out_dir.name}_curated.csv", out_dir.parent / f"{out_dir.name}_replay.csv"
+    manifest.iloc[:16].to_csv(curated_path, index=False)
+    manifest.iloc[16:].to_csv(replay_path, index=False)
+    trainer = dict(QUIET, max_steps=changes.pop("max_steps", 6), max_epochs=None)
+    return StudentConfig(
+        teacher=str(teacher_dir), improvement_set=str(curated_path), replay_manifest=str(replay_path),
+        loss=changes.pop("loss", LossConfig()), data=DataConfig(val_fraction=0.0, batch_size=8),
+        optim=OptimConfig(lr=1e-3), augment=changes.pop("augment", NO_AUGMENT), trainer=TrainerConfig(**trainer),
+        text=TextTrainConfig(freeze_text_encoder=True, cache_text_features=True), out_dir=str(out_dir), **changes,
+    )
+
+
+def test_soft_labels_with_beta_zero_follow_the_contrastive_trajectory(teacher_dir, pairs_csv, tmp_path):
+    runs = {}
+    for name, loss in {
+        "contrastive": LossConfig(kind="contrastive"),
+        "soft": LossConfig(kind="soft_label", beta=0.0),
+        "soft_beta": LossConfig(kind="soft_label", beta=0.5, target_norm="none"),
+    }.items():
+        run_dir = fit_student(student_config(teacher_dir, pairs_csv, tmp_path / name, loss=loss, augment=AugmentConfig()))
+        runs[name] = (pd.read_csv(run_dir / "metrics.csv").train_loss.dropna().to_numpy(), weights(run_dir / "last"))
+    assert len(runs["contrastive"][0]) == 6
+    assert np.array_equal(runs["contrastive"][0], runs["soft"][0])
+    assert all(torch.equal(v, runs["soft"][1][k]) for k, v in runs["contrastive"][1].items())
+    assert not np.array_equal(runs["contrastive"][0], runs["soft_beta"][0])
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_batchnorm_statistics_follow_freeze_batchnorm(teacher_dir, pairs_csv, tmp_path, freeze):
+    run_dir = fit_student(student_config(teacher_dir, pairs_csv, tmp_path / "student", freeze_batchnorm=freeze,
+                                         max_steps=3))
+    teacher, student = weights(teacher_dir), weights(run_dir / "last")
+    stats = [k for k in teacher if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    unchanged = all(torch.equal(teacher[k], student[k]) for k in stats)
+    assert unchanged == freeze
+    assert not torch.equal(teacher["audio_projection.linear1.weight"], student["audio_projection.linear1.weight"])
+
+
+def test_student_with_cached_teacher_targets(teacher_dir, pairs_csv, tmp_path):
+    from clapcurate.embed import embed_manifest
+
+    audio_dir = embed_manifest(teacher_dir, pairs_csv, tmp_path / "emb_audio", modality="audio", progress=False)
+    text_dir = embed_manifest(teacher_dir, pairs_csv, tmp_path / "emb_text", modality="text", progress=False)
+    loss = LossConfig(teacher_targets="cached", teacher_audio_embeddings=str(audio_dir),
+                      teacher_text_embeddings=str(text_dir))
+    run_dir = fit_student(student_config(teacher_dir, pairs_csv, tmp_path / "student", loss=loss, max_steps=3))
+    assert len(pd.read_csv(run_dir / "metrics.csv").train_loss.dropna()) == 3
+    wrong = dataclasses.replace(loss, teacher_audio_embeddings=str(text_dir))
+    with pytest.raises(ManifestError, match="no teacher audio embedding"):
+        fit_student(student_config(teacher_dir, pairs_csv, tmp_path / "student2", loss=wrong))
