@@ -298,10 +298,9 @@ class ImprovementSet:
     histogram: SimilarityHistogram
 
 
-def _as_matrix(embeddings, n_rows: int, what: str) -> np.ndarray | torch.Tensor:
+def _check_aligned(embeddings, n_rows: int, what: str) -> None:
     if len(embeddings) != n_rows:
         raise ClapcurateError(f"{what}: {len(embeddings)} embeddings for {n_rows} rows")
-    return embeddings
 
 
 def _pool_caption_pairs(method: str, pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings,
@@ -309,8 +308,8 @@ def _pool_caption_pairs(method: str, pool_embeddings, pool_clips: pd.DataFrame, 
                         max_captions_per_clip: int | None, block_size: int, device) -> ImprovementSet:
     """Every (pool clip, distinct caption) pair with cosine >= sigma, at most
     `max_captions_per_clip` per clip. `caption_rows` needs `caption`, `source_id`, `best_label`."""
-    _as_matrix(pool_embeddings, len(pool_clips), "pool")
-    _as_matrix(caption_embeddings, len(caption_rows), "captions")
+    _check_aligned(pool_embeddings, len(pool_clips), "pool")
+    _check_aligned(caption_embeddings, len(caption_rows), "captions")
     first_of_caption = np.flatnonzero(~caption_rows["caption"].duplicated().to_numpy())
     captions = caption_rows.iloc[first_of_caption].reset_index(drop=True)
     caption_embeddings = caption_embeddings[first_of_caption]  # [C, d]
@@ -388,8 +387,8 @@ def curate_ds(train_manifest: pd.DataFrame, caption_embeddings, prompt_embedding
     with `labels` (prompts "this is a sound of {label}", `zeroshot.prompts`). A row is kept when
     its best label's text-text cosine is >= sigma; the label is recorded in `best_label`.
     """
-    _as_matrix(caption_embeddings, len(train_manifest), "captions")
-    _as_matrix(prompt_embeddings, len(labels), "prompts")
+    _check_aligned(caption_embeddings, len(train_manifest), "captions")
+    _check_aligned(prompt_embeddings, len(labels), "prompts")
     if len(labels) == 0:
         raise ClapcurateError("DS curation needs the benchmark's class labels, got none")
     best_label, best_similarity = _best_key(caption_embeddings, prompt_embeddings, block_size)
