@@ -155,6 +155,16 @@ def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int
         yield np.concatenate(pending), np.concatenate(owners), clips_loaded
 
 
+def _add_to_clips(window_sums: np.ndarray, owner: np.ndarray, window_embeddings: np.ndarray) -> None:
+    """Add each window's embedding [B, d] to its clip's row of `window_sums` [N, d].
+
+    A clip's windows are consecutive in a batch, so each run of equal owners is summed in order
+    (deterministic) and added to its clip's row once.
+    """
+    run_starts = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
+    window_sums[owner[run_starts]] += np.add.reduceat(window_embeddings, run_starts, axis=0)
+
+
 def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers: int = 0,
                 progress: bool = False) -> EmbeddingResult:
     """Embed the audio of every unique `clip_id` of `manifest` (decoded in DataLoader workers).
@@ -167,21 +177,21 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     clips = unique_clips(manifest)
     dataset = _ClipWindows(clips["audio_path"], model.sample_rate, model.clip_samples)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items)
-    window_sums = torch.zeros(len(clips), model.config.d_proj)  # [N, d]
+    window_sums = np.zeros((len(clips), model.config.d_proj), dtype=np.float32)  # [N, d]
     skipped: list[tuple[int, str]] = []
     with _eval_mode(model), _inference_context(model), \
             _progress_bar(progress, len(clips), "embedding audio") as advance:
         clips_done = 0
         for windows, owner, clips_loaded in _window_batches(loader, batch_size, skipped):
             window_embeddings = model.encode_audio(torch.from_numpy(windows), normalize=True)  # [B, d]
-            window_sums.index_add_(0, torch.from_numpy(owner), window_embeddings.float().cpu())
+            _add_to_clips(window_sums, owner, window_embeddings.float().cpu().numpy())
             advance(clips_loaded - clips_done)
             clips_done = clips_loaded
         advance(len(clips) - clips_done)
     readable = np.ones(len(clips), dtype=bool)
     readable[[index for index, _ in skipped]] = False
     # the mean's direction is the sum's: normalising the sum is normalising the mean
-    embeddings = F.normalize(window_sums[torch.from_numpy(readable)], dim=1)  # [N_readable, d]
+    embeddings = F.normalize(torch.from_numpy(window_sums[readable]), dim=1)  # [N_readable, d]
     skipped_rows = pd.DataFrame(
         [(clips["clip_id"][i], clips["audio_path"][i], reason) for i, reason in sorted(skipped)],
         columns=SKIPPED_COLUMNS,
