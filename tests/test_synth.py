@@ -14,7 +14,8 @@ from clapcurate.data.readers import read_audiocaps, read_audioset, read_clotho, 
     read_urbansound8k
 from clapcurate.data.synth import generate_world
 from clapcurate.data.synth.concepts import CONCEPTS, CONCEPTS_BY_NAME, ESC50_CONCEPT, URBANSOUND8K_CONCEPT
-from clapcurate.data.synth.sounds import SAMPLE_RATE
+from clapcurate.data.synth.render import concept_layers
+from clapcurate.data.synth.sounds import SAMPLE_RATE, render_event
 from clapcurate.errors import AudioError, ClapcurateError
 
 SCALE = 0.02
@@ -94,6 +95,9 @@ def test_benchmarks_read_back_with_their_classes_and_folds(world):
         "dog", "rooster", "rain", "sea_waves", "crackling_fire", "crying_baby", "sneezing", "clock_tick",
         "helicopter", "chainsaw"}
     assert set(esc50["fold"]) <= {"1", "2", "3", "4", "5"}
+    esc50_rows = read_rows(world.esc50 / "meta" / "esc50.csv")
+    folds_per_source = Counter(src for src, _ in {(row["src_file"], row["fold"]) for row in esc50_rows})
+    assert max(folds_per_source.values()) == 1
     urban = read_urbansound8k(world.urbansound8k)
     assert len(urban) == world.counts["urbansound8k"]
     assert set(urban["label"]) == set(URBANSOUND8K_CONCEPT)
@@ -160,6 +164,17 @@ def test_concepts_have_variants_and_cover_every_benchmark_class():
     assert len(CONCEPTS) >= 40
     assert all(3 <= len(concept.variants) <= 5 for concept in CONCEPTS)
     assert set(ESC50_CONCEPT.values()) | set(URBANSOUND8K_CONCEPT.values()) <= set(CONCEPTS_BY_NAME)
+
+
+@pytest.mark.parametrize("n_max", [1, 70, 800, 24000])
+def test_every_concept_variant_renders_finite_audio_within_any_length(n_max):
+    rng = np.random.default_rng(n_max)
+    for concept in CONCEPTS:
+        for variant in concept.variants:
+            event = render_event(concept_layers(concept.name, variant.name), n_max, rng)
+            assert 0 < len(event) <= n_max and np.isfinite(event).all()
+            if n_max == 24000:
+                assert np.sqrt(np.mean(event ** 2)) == pytest.approx(0.1, rel=1e-3), (concept.name, variant.name)
 
 
 def test_corpus_covers_rare_concepts_by_few_variants_and_the_pool_covers_all(world):

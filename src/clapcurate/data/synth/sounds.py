@@ -20,6 +20,7 @@ import scipy.fft
 from scipy.signal import fftconvolve
 
 SAMPLE_RATE = 16000
+MIN_UNIT_SAMPLES = 64
 
 LOG_UNIFORM_PARAMS = frozenset({"f0", "lo", "hi", "rate", "mod_rate", "am_rate", "decay"})
 INTEGER_PARAMS = frozenset({"count"})
@@ -95,7 +96,8 @@ def coloured_noise(n: int, low: float, high: float, tilt: float, rng: np.random.
                    sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Band-limited noise of ``n`` samples, unit RMS, coloured by spectral shaping."""
     n_fft = scipy.fft.next_fast_len(n, real=True)
-    spectrum = scipy.fft.rfft(rng.standard_normal(n_fft)) * band_mask(n_fft, low, high, tilt, sample_rate)
+    white = rng.standard_normal(n_fft, dtype=np.float32)
+    spectrum = scipy.fft.rfft(white) * band_mask(n_fft, low, high, tilt, sample_rate).astype(np.float32)
     noise = scipy.fft.irfft(spectrum, n_fft)[:n]
     return noise / (np.sqrt(np.mean(noise ** 2)) + 1e-12)
 
@@ -174,14 +176,15 @@ def render_layer(family: str, params: dict, n_max: int, rng: np.random.Generator
     """Render ``count`` units of one layer, ``gap`` seconds apart, after ``delay`` seconds of
     silence, at RMS 0.1 scaled by ``gain`` dB; at most ``n_max`` samples."""
     p = draw_params(params, rng)
-    unit = max(int(p.get("dur", 0.3) * sample_rate), 16)
+    unit = max(int(p.get("dur", 0.3) * sample_rate), MIN_UNIT_SAMPLES)
     gap = int(p.get("gap", 0.1) * sample_rate)
     delay = int(p.get("delay", 0.0) * sample_rate)
     count = max(int(p.get("count", 1)), 1)
     out = np.zeros(min(delay + count * unit + (count - 1) * gap, n_max))
     for start in range(delay, len(out), unit + gap)[:count]:
         length = min(unit, len(out) - start)
-        out[start:start + length] = RENDERERS[family](length, p, rng, sample_rate)
+        if length >= MIN_UNIT_SAMPLES:  # a unit cut to a few samples by the clip's end is left out
+            out[start:start + length] = RENDERERS[family](length, p, rng, sample_rate)
     return normalise_rms(out) * 10.0 ** (p.get("gain", 0.0) / 20.0)
 
 
@@ -214,5 +217,6 @@ def reverberate(wave: np.ndarray, rt60: float, wet: float, rng: np.random.Genera
     """Mix ``wave`` with its convolution by a room response; the length stays the same."""
     if rt60 <= 0 or wet <= 0:
         return wave
-    reverberant = fftconvolve(wave, room_response(rt60, rng, sample_rate))[: len(wave)]
+    response = room_response(rt60, rng, sample_rate).astype(np.float32)
+    reverberant = fftconvolve(wave.astype(np.float32), response)[: len(wave)]
     return (1 - wet) * wave + wet * normalise_rms(reverberant, np.sqrt(np.mean(wave ** 2)))

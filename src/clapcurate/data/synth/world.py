@@ -32,7 +32,7 @@ URBAN_BACKGROUND_SCENES = ("city_center", "residential_area", "park")
 SIZES = {  # clip counts at scale 1
     "clotho_development": 560, "clotho_validation": 140,
     "audiocaps_train": 640, "audiocaps_val": 80, "audiocaps_test": 80,
-    "pool": 18000,
+    "pool": 16000,
     "esc50_per_class": 40, "urbansound8k_per_class": 230,
     "tut2017_development_per_scene": 96, "tut2017_evaluation_per_scene": 34,
 }
@@ -212,11 +212,12 @@ def plan_esc50(seed: int, scale: float) -> list:
     src_files = iter(rng.permutation(np.arange(10000, 300000))[: len(ESC50_CLASSES) * per_class])
     clips = []
     for target, category in enumerate(ESC50_CLASSES):
-        src_file, takes, sources = 0, 0, 0
-        for _ in range(per_class):
-            if takes == 0 or takes == 3 or rng.random() < 0.6:  # a new source recording, else another take
-                src_file, takes, sources = int(next(src_files)), 0, sources + 1
-            fold, take = (sources - 1) % 5 + 1, "ABC"[takes]
+        src_file, takes, previous_fold = 0, 0, 0
+        for k in range(per_class):
+            fold = 5 * k // per_class + 1  # equal folds, as in the real set; a source stays in one fold
+            if fold != previous_fold or takes == 3 or rng.random() < 0.6:  # a new source, else another take
+                src_file, takes, previous_fold = int(next(src_files)), 0, fold
+            take = "ABC"[takes]
             takes += 1
             name = f"{fold}-{src_file}-{take}-{target}.wav"
             plan = benchmark_event_plan(f"benchmarks/esc50/audio/{name}", clip_seed(seed, "esc50", len(clips)),
