@@ -347,3 +347,11 @@ def test_student_with_cached_teacher_targets(teacher_dir, pairs_csv, tmp_path):
     wrong = dataclasses.replace(loss, teacher_audio_embeddings=str(text_dir))
     with pytest.raises(ManifestError, match="no teacher audio embedding"):
         fit_student(student_config(teacher_dir, pairs_csv, tmp_path / "student2", loss=wrong))
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tiny_clap_config, pairs_csv, tmp_path):
+    run_dir = fit_teacher(teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run", max_steps=3,
+                                         trainer={"precision": "bf16-mixed"}))
+    losses = pd.read_csv(run_dir / "metrics.csv").train_loss.dropna()
+    assert len(losses) == 3 and np.isfinite(losses).all()
+    assert all(v.dtype == torch.float32 for v in weights(run_dir / "last").values() if v.is_floating_point())

@@ -1,0 +1,141 @@
+"""Training-step throughput on CPU: a full Lightning step (data loading included) against a bare
+forward + backward + Adam step of the same model on tensors already in memory.
+
+Prints samples/s of both, their ratio (target >= 0.9) and the run's peak memory (RSS).
+Generates its own WAV set in a temporary folder. Usage:
+    python benchmarks/train_step.py [--clips 256] [--batch-size 64] [--steps 30] [--warmup 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile
+import torch
+from lightning.pytorch import Callback
+
+from clapcurate.losses import contrastive_loss
+from clapcurate.model.clap import CLAP, AudioConfig, CLAPConfig, TextConfig
+from clapcurate.train import (
+    AugmentConfig, OptimConfig, TeacherConfig, TeacherDataConfig, TextTrainConfig, TrainerConfig, fit_teacher,
+)
+
+SAMPLE_RATE = 16000
+CLIP_SECONDS = 1.0
+
+
+def demo_model_config() -> CLAPConfig:
+    """The CPU demo's model: a narrow CNN14 at 16 kHz on 1 s clips, the offline MiniLM text encoder."""
+    return CLAPConfig(
+        audio=AudioConfig(encoder="cnn14", sample_rate=SAMPLE_RATE, window_size=512, hop_size=160, mel_bins=64,
+                          fmin=50, fmax=8000, base_channels=8, clip_seconds=CLIP_SECONDS),
+        text=TextConfig(name_or_path="minilm", pooling="mean"),
+        d_proj=128,
+    )
+
+
+def write_wav_set(folder: Path, n_clips: int) -> Path:
+    """`n_clips` noisy tones of 0.6-1.6 s and their captions; returns the manifest path."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(n_clips):
+        n_samples = int(SAMPLE_RATE * rng.uniform(0.6, 1.6))
+        time_axis = np.arange(n_samples) / SAMPLE_RATE
+        wave = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * time_axis) + 0.05 * rng.standard_normal(n_samples)
+        path = folder / f"clip{k:04d}.wav"
+        soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE)
+        rows.append({"id": f"pair{k}", "audio_path": str(path), "caption": f"a tone number {k % 50} with noise"})
+    manifest = folder / "pairs.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
+class StepTimer(Callback):
+    """Wall time from the start of step `warmup` to the end of the last step."""
+
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.started = self.ended = 0.0
+        self.steps = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.warmup:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step > self.warmup:
+            self.ended = time.perf_counter()
+            self.steps = trainer.global_step - self.warmup
+
+
+def full_step_rate(manifest: Path, out_dir: Path, args) -> float:
+    config = TeacherConfig(
+        model=demo_model_config(),
+        data=TeacherDataConfig(train_manifest=str(manifest), val_fraction=0.0, batch_size=args.batch_size,
+                               num_workers=args.num_workers),
+        optim=OptimConfig(lr=1e-4), augment=AugmentConfig(),
+        trainer=TrainerConfig(max_steps=args.warmup + args.steps, max_epochs=None, progress_bar=False,
+                              log_every_n_steps=10),
+        text=TextTrainConfig(freeze_text_encoder=True, cache_text_features=True),
+        out_dir=str(out_dir),
+    )
+    timer = StepTimer(args.warmup)
+    fit_teacher(config, callbacks=[timer])
+    return timer.steps * args.batch_size / (timer.ended - timer.started)
+
+
+def bare_step_rate(args) -> float:
+    torch.manual_seed(0)
+    model = CLAP(demo_model_config()).train()
+    model.text_encoder.requires_grad_(False)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    n_frames = int(SAMPLE_RATE * CLIP_SECONDS) // model.config.audio.hop_size + 1
+    logmel = torch.randn(args.batch_size, 1, n_frames, model.config.audio.mel_bins)  # [B, 1, frames, mel]
+    text_features = torch.randn(args.batch_size, model.text_encoder.out_dim)  # [B, hidden]
+
+    def step():
+        loss = contrastive_loss(model.encode_logmel(logmel), model.encode_text_features(text_features),
+                                model.logit_scale_exp())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(args.warmup):
+        step()
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    return args.steps * args.batch_size / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--num-workers", type=int, default=0)
+    args = parser.parse_args()
+    bare_before = bare_step_rate(args)  # measured on both sides of the full run: the cores are shared
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "audio").mkdir()
+        manifest = write_wav_set(tmp / "audio", args.clips)
+        full = full_step_rate(manifest, tmp / "run", args)
+    bare = max(bare_before, bare_step_rate(args))
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"torch threads: {torch.get_num_threads()}, batch {args.batch_size}, {args.steps} timed steps")
+    print(f"full training step (data loading included): {full:8.1f} samples/s")
+    print(f"bare forward+backward+Adam on tensors:      {bare:8.1f} samples/s")
+    print(f"ratio full / bare: {full / bare:.3f} (target >= 0.9)")
+    print(f"peak memory (RSS): {peak_rss_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
