@@ -156,7 +156,7 @@ def test_killed_run_resumes_to_identical_files(checkpoint_dir, manifest_path, tm
     # a kill in the middle of shard 2 leaves a half-written file without a done marker
     (resumed / "part-00002.npy").write_bytes(b"half a file")
     finished_before = (resumed / "part-00000.done").stat().st_mtime_ns
-    embed_manifest(checkpoint_dir, manifest_path, resumed, **settings)
+    embed_manifest(checkpoint_dir, manifest_path, resumed, **{**settings, "shard_size": 50})  # folder's layout kept
     assert (resumed / "part-00000.done").stat().st_mtime_ns == finished_before  # not redone
     assert read_folder(resumed) == read_folder(uninterrupted)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ from torch.utils.data import DataLoader, Dataset
 from .audio import inference_windows, load_audio
 from .data.manifest import manifest_hash, read_manifest
 from .errors import AudioError, ClapcurateError
+
+log = logging.getLogger(__name__)
 
 SKIPPED_COLUMNS = ["id", "audio_path", "reason"]
 META_FILE = "meta.json"
@@ -332,24 +335,27 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
                    max_shards: int | None = None, device: str | None = None) -> Path:
     """Embed a manifest's unique clips (audio) or unique captions (text) into `out_dir` shards.
 
-    Resumable: finished shards (those with a done marker) are skipped. `max_shards` stops after
-    embedding that many shards in this call (the rest on a later call). Under torchrun each rank
-    embeds the shards i with i % WORLD_SIZE == RANK. Returns `out_dir`.
+    Resumable: finished shards (those with a done marker) are skipped; an existing folder keeps
+    its own `shard_size`. `max_shards` stops after embedding that many shards in this call (the
+    rest on a later call). Under torchrun each rank embeds the shards i with
+    i % WORLD_SIZE == RANK. Returns `out_dir`.
     """
     from .model.checkpoints import checkpoint_hash, load
 
     if shard_size < 1 or batch_size < 1:
         raise ClapcurateError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
     out_dir = Path(out_dir)
+    existing = _read_meta(out_dir)
+    if existing is not None and existing.get("shard_size") != shard_size:
+        log.info("%s: continuing with the folder's shard_size %s", out_dir, existing.get("shard_size"))
+        shard_size = int(existing.get("shard_size", shard_size))
     manifest = read_manifest(manifest_path)
     items = _items_to_embed(manifest, modality, manifest_path)
     num_shards = (len(items) + shard_size - 1) // shard_size
     rank, world_size = _distributed_rank()
-    model_hash = checkpoint_hash(model_dir)
-    meta = {"format": META_FORMAT, "modality": modality, "model_hash": model_hash,
+    meta = {"format": META_FORMAT, "modality": modality, "model_hash": checkpoint_hash(model_dir),
             "manifest_hash": manifest_hash(manifest), "num_items": len(items),
             "shard_size": shard_size, "num_shards": num_shards}
-    existing = _read_meta(out_dir)
     if existing is not None:  # refuse a foreign folder before loading the model
         _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
     model = load(model_dir, device=device or _default_device())
