@@ -467,6 +467,10 @@ def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path
     figure, axes = plt.subplots(figsize=(7, 4))
     axes.stairs(coarse.counts, coarse.edges, fill=True, alpha=0.6)
     axes.axvline(sigma, color="crimson", linestyle="--", label=f"sigma = {sigma:.4f}")
+    occupied = coarse.edges[np.r_[np.flatnonzero(coarse.counts), np.flatnonzero(coarse.counts) + 1]]
+    low, high = min(occupied.min(initial=sigma), sigma), max(occupied.max(initial=sigma), sigma)
+    margin = 0.05 * (high - low) + coarse.bin_width
+    axes.set_xlim(low - margin, high + margin)  # zoom on the occupied range and sigma
     axes.set_yscale("symlog", linthresh=1)
     axes.set_xlabel("cosine similarity")
     axes.set_ylabel("count")
