@@ -186,13 +186,10 @@ def test_student_config_from_yaml_with_overrides(tmp_path):
 
 
 # ---------------------------------------------------------------- training
-def test_tiny_teacher_overfits_32_pairs(tiny_clap_config, pairs_csv, tmp_path, monkeypatch):
-    from clapcurate.model import audio_encoders
-
+def test_tiny_teacher_overfits_32_pairs(tiny_clap_config, pairs_csv, tmp_path):
     # PANNs' dropout (0.2 per block, 0.5 at the head) drowns a 4-channel CNN's signal: off here.
-    monkeypatch.setattr(audio_encoders, "BLOCK_DROPOUT", 0.0)
-    monkeypatch.setattr(audio_encoders, "HEAD_DROPOUT", 0.0)
-    model_config = dataclasses.replace(tiny_clap_config, projection_dropout=0.0)
+    audio = dataclasses.replace(tiny_clap_config.audio, block_dropout=0.0, head_dropout=0.0)
+    model_config = dataclasses.replace(tiny_clap_config, audio=audio, projection_dropout=0.0)
     config = teacher_config(model_config, pairs_csv, tmp_path / "run", max_steps=100,
                             data={"val_fraction": 0.0, "batch_size": 32}, optim=OptimConfig(lr=3e-3))
     run_dir = fit_teacher(config)
@@ -340,11 +337,11 @@ def test_student_with_cached_teacher_targets(teacher_dir, pairs_csv, tmp_path):
 
     audio_dir = embed_manifest(teacher_dir, pairs_csv, tmp_path / "emb_audio", modality="audio", progress=False)
     text_dir = embed_manifest(teacher_dir, pairs_csv, tmp_path / "emb_text", modality="text", progress=False)
-    loss = LossConfig(teacher_targets="cached", teacher_audio_embeddings=str(audio_dir),
-                      teacher_text_embeddings=str(text_dir))
+    loss = LossConfig(teacher_targets="cached", teacher_audio_embeddings=[str(audio_dir)],
+                      teacher_text_embeddings=[str(text_dir)])
     run_dir = fit_student(student_config(teacher_dir, pairs_csv, tmp_path / "student", loss=loss, max_steps=3))
     assert len(pd.read_csv(run_dir / "metrics.csv").train_loss.dropna()) == 3
-    wrong = dataclasses.replace(loss, teacher_audio_embeddings=str(text_dir))
+    wrong = dataclasses.replace(loss, teacher_audio_embeddings=[str(text_dir)])
     with pytest.raises(ManifestError, match="no teacher audio embedding"):
         fit_student(student_config(teacher_dir, pairs_csv, tmp_path / "student2", loss=wrong))
 

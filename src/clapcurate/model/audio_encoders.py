@@ -100,9 +100,13 @@ class PannsCnn(nn.Module):
         fmin: float = 50.0,
         fmax: float = 14000.0,
         base_channels: int = 64,
+        block_dropout: float = BLOCK_DROPOUT,
+        head_dropout: float = HEAD_DROPOUT,
     ):
         super().__init__()
         self.sample_rate = sample_rate
+        self.block_dropout = block_dropout
+        self.head_dropout = head_dropout
         self.spectrogram_extractor = Spectrogram(window_size, hop_size)
         self.logmel_extractor = LogmelFilterBank(sample_rate, window_size, mel_bins, fmin, fmax)
         self.bn0 = nn.BatchNorm2d(mel_bins)
@@ -130,13 +134,13 @@ class PannsCnn(nn.Module):
         """log-mel [B, 1, frames, mel_bins] -> embedding [B, out_dim] (PANNs' `embedding`)."""
         x = self.bn0(logmel.transpose(1, 3)).transpose(1, 3)  # bn0 over mel bins
         for block in self.conv_blocks():
-            x = F.dropout(block(x), p=BLOCK_DROPOUT, training=self.training)
+            x = F.dropout(block(x), p=self.block_dropout, training=self.training)
         # x: [B, C, frames', mel']
         x = x.mean(dim=3)  # [B, C, frames']
         x = x.amax(dim=2) + x.mean(dim=2)  # [B, C]
-        x = F.dropout(x, p=HEAD_DROPOUT, training=self.training)
+        x = F.dropout(x, p=self.head_dropout, training=self.training)
         x = F.relu(self.fc1(x))  # [B, out_dim]
-        return F.dropout(x, p=HEAD_DROPOUT, training=self.training)
+        return F.dropout(x, p=self.head_dropout, training=self.training)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """waveform [B, T] -> embedding [B, out_dim]."""

@@ -31,6 +31,8 @@ class AudioConfig:
     fmax: int = 14000
     base_channels: int = 64
     clip_seconds: float = 5.0
+    block_dropout: float = 0.2  # PANNs' dropout after each conv block
+    head_dropout: float = 0.5  # PANNs' dropout before fc1 and on the embedding
 
 
 @dataclasses.dataclass
@@ -93,6 +95,8 @@ class CLAP(nn.Module):
             fmin=audio.fmin,
             fmax=audio.fmax,
             base_channels=audio.base_channels,
+            block_dropout=audio.block_dropout,
+            head_dropout=audio.head_dropout,
         )
         self.text_encoder = TextEncoder(
             config.text.name_or_path,

@@ -139,15 +139,16 @@ class LossConfig:
     """The student's loss: Eq. 1 or the soft-label loss (Eq. 2-5) with beta and target_norm.
 
     Soft-label teacher targets are `online` (the frozen teacher embeds each step's crops) or
-    `cached` (embedding folders written by `embed`: audio by `clip_id`, text by `text_key`).
+    `cached` (embedding folders written by `embed`: audio by `clip_id`, text by `text_key`;
+    several folders each, e.g. the pool's and the teacher's own training audio).
     """
 
     kind: Literal["contrastive", "soft_label"] = "soft_label"
     beta: float = 0.3
     target_norm: str = "before_mix"
     teacher_targets: Literal["online", "cached"] = "online"
-    teacher_audio_embeddings: str | None = None
-    teacher_text_embeddings: str | None = None
+    teacher_audio_embeddings: list[str] = dataclasses.field(default_factory=list)
+    teacher_text_embeddings: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         if self.target_norm not in TARGET_NORMS:

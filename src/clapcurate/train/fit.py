@@ -219,8 +219,12 @@ def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig)
     """Look up the teacher's embeddings of each pair: audio by `clip_id`, text by `text_key(caption)`."""
     from ..embed import load_embeddings, text_key
 
-    audio_ids, audio = load_embeddings(loss.teacher_audio_embeddings)
-    text_ids, text = load_embeddings(loss.teacher_text_embeddings)
+    def load_all(folders: list[str]) -> tuple[list[str], np.ndarray]:
+        loaded = [load_embeddings(folder) for folder in folders]
+        return [key for ids, _ in loaded for key in ids], np.concatenate([emb for _, emb in loaded])
+
+    audio_ids, audio = load_all(loss.teacher_audio_embeddings)
+    text_ids, text = load_all(loss.teacher_text_embeddings)
     pairs.teacher_audio = _rows_of(kept["clip_id"].tolist(), audio_ids, audio, loss.teacher_audio_embeddings, "audio")
     pairs.teacher_text = _rows_of([text_key(c) for c in kept["caption"]], text_ids, text,
                                   loss.teacher_text_embeddings, "text")

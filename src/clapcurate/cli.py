@@ -1,0 +1,226 @@
+"""The `clapcurate` command: argument parsing only; the work is done by the library.
+
+User errors (missing files, bad configs) print one message and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ClapcurateError
+
+EXIT_USER_ERROR = 2
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def load_model(path: str, text_encoder: str | None = None, device: str = "cpu"):
+    """A CLAP model from our checkpoint folder, or an MS CLAP 2022 `.pth` file."""
+    from .model import checkpoints
+
+    p = Path(path)
+    if p.is_dir():
+        return checkpoints.load(p, device=device)
+    if p.is_file():
+        return checkpoints.import_msclap(p, text_encoder=text_encoder or "bert-base-uncased").to(device)
+    raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or an MS CLAP .pth file)")
+
+
+def cmd_synth(args):
+    from .data.synth import generate_world
+
+    paths = generate_world(args.out_dir, seed=args.seed, scale=args.scale, progress=True)
+    _console().print(f"[bold]embedded world written to[/bold] {Path(args.out_dir).resolve()}")
+    _console().print(paths)
+
+
+def cmd_fit_teacher(args):
+    from . import train
+
+    overrides = list(args.set or [])
+    if args.subset is not None:
+        overrides.append(f"data.subset={args.subset}")
+    if args.resume:
+        overrides.append("resume=true")
+    config = train.load_teacher_config(args.config, overrides)
+    run_dir = train.fit_teacher(config)
+    _console().print(f"teacher checkpoints in {run_dir}")
+
+
+def cmd_fit_student(args):
+    from . import train
+
+    overrides = list(args.set or []) + (["resume=true"] if args.resume else [])
+    config = train.load_student_config(args.config, overrides)
+    run_dir = train.fit_student(config)
+    _console().print(f"student checkpoints in {run_dir}")
+
+
+def cmd_embed(args):
+    from .embed import embed_manifest
+
+    out = embed_manifest(args.model, args.manifest, args.out, modality=args.modality,
+                         batch_size=args.batch_size, shard_size=args.shard_size,
+                         num_workers=args.num_workers, progress=True)
+    _console().print(f"{args.modality} embeddings in {out}")
+
+
+def cmd_curate(args):
+    from . import curate
+
+    config = curate.load_curation_config(args.config, list(args.set or []))
+    out = curate.run_curation(args.method, config)
+    _console().print(f"Improvement-Set written to {out}")
+
+
+def cmd_evaluate(args):
+    from rich.table import Table
+
+    from .data.readers import read_dataset
+    from .zeroshot import evaluate
+
+    model = load_model(args.model, args.text_encoder)
+    table = Table(title=f"zero-shot accuracy of {args.model}")
+    for column in ("dataset", "clips", "classes", "accuracy %", "skipped"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    rows = []
+    for spec in args.dataset:
+        manifest = read_dataset(spec)
+        result = evaluate(model, manifest, batch_size=args.batch_size, num_workers=args.num_workers,
+                          progress=True)
+        table.add_row(spec, str(result.n_clips), str(len(result.labels)),
+                      f"{100 * result.accuracy:.1f}", str(len(result.skipped)))
+        rows.append({"dataset": spec, "clips": result.n_clips, "accuracy": result.accuracy})
+    _console().print(table)
+    if args.out:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(args.out, index=False)
+
+
+def cmd_classify(args):
+    import numpy as np
+    import pandas as pd
+    from rich.table import Table
+
+    from .embed import embed_audio
+    from .zeroshot import class_embeddings, similarity
+
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    if not labels:
+        raise ClapcurateError("--labels needs at least one label, e.g. --labels 'dog,rain,siren'")
+    for f in args.files:
+        if not Path(f).is_file():
+            raise ClapcurateError(f"audio file not found: {f}")
+    model = load_model(args.model, args.text_encoder)
+    manifest = pd.DataFrame({"id": args.files, "clip_id": args.files,
+                             "audio_path": [str(Path(f).resolve()) for f in args.files]})
+    audio = embed_audio(model, manifest)
+    scores = similarity(audio.embeddings, class_embeddings(model, labels))
+    table = Table(title="zero-shot classification (cosine similarity)")
+    table.add_column("file")
+    table.add_column("top labels")
+    for clip_id, row in zip(audio.ids, scores):
+        top = np.argsort(-row, kind="stable")[: args.top]
+        table.add_row(clip_id, ", ".join(f"{labels[i]} {row[i]:.3f}" for i in top))
+    for _, skipped in audio.skipped.iterrows():
+        table.add_row(str(skipped["id"]), f"[red]skipped: {skipped['reason']}[/red]")
+    _console().print(table)
+
+
+def cmd_study(args):
+    from .study import load_study_config, run_study
+
+    config = load_study_config(args.config, list(args.set or []))
+    run_study(config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clapcurate",
+        description="Improve a CLAP model without new labels: curate pairs with a teacher, "
+                    "train a student with soft labels and replay, evaluate zero-shot.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        p.add_argument("--config", required=True, help="YAML config file")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+
+    p = sub.add_parser("synth", help="write the embedded synthetic world")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("fit-teacher", help="train a CLAP teacher on captioned pairs")
+    with_config(p)
+    p.add_argument("--subset", type=float, help="train on this random fraction of the pairs (e.g. 0.1)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.set_defaults(func=cmd_fit_teacher)
+
+    p = sub.add_parser("fit-student", help="train a student on an Improvement-Set with replay")
+    with_config(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.set_defaults(func=cmd_fit_student)
+
+    p = sub.add_parser("embed", help="embed a manifest's audio or captions into resumable shards")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--modality", choices=["audio", "text"], default="audio")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=50_000)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("curate", help="curate a DU, DS or ADS Improvement-Set")
+    p.add_argument("method", choices=["du", "ds", "ads"])
+    with_config(p)
+    p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("evaluate", help="zero-shot accuracy on benchmark datasets")
+    p.add_argument("--model", required=True, help="checkpoint folder or MS CLAP .pth")
+    p.add_argument("--dataset", action="append", required=True,
+                   help="KIND:DIR, e.g. esc50:/data/ESC-50 (repeatable)")
+    p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--out", help="also write the table as CSV")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("classify", help="zero-shot classification of audio files")
+    p.add_argument("--model", required=True, help="checkpoint folder or MS CLAP .pth")
+    p.add_argument("--labels", required=True, help="comma-separated labels")
+    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("study", help="run the paper's study end to end (resumable)")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.set_defaults(func=cmd_study)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ClapcurateError as exc:
+        print(f"clapcurate {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; finished stages are kept and a re-run resumes", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

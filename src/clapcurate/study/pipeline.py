@@ -1,0 +1,397 @@
+"""The paper's study as one resumable pipeline.
+
+data -> teachers (all pairs; 10% of them) -> per teacher: embeddings, DU once, DS and ADS per
+benchmark -> students of Tables 2 and 3 (+ ADS+SL variants) -> zero-shot evaluation -> report.
+Every stage is kept on disk (`runs/<name>/stages/`): a second run recomputes nothing that is done.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..config import from_dict, load_config, to_dict
+from ..errors import ConfigError
+from . import report
+from .stages import StageRunner
+
+TEACHERS = {"full": None, "10%": "low_resource_fraction"}
+
+
+@dataclass
+class WorldSettings:
+    """Generate (or reuse) the embedded synthetic world at `dir`."""
+
+    dir: str = "world"
+    seed: int = 0
+    scale: float = 1.0
+
+
+@dataclass
+class DataSettings:
+    """Real datasets as `kind:path` specs (see `clapcurate.data.readers.read_dataset`)."""
+
+    captioned: list[str] = field(default_factory=list)
+    pool: str = ""
+    benchmarks: dict[str, str] = field(default_factory=dict)
+    ground_truth: str | None = None
+
+
+@dataclass
+class CurationSettings:
+    """Thresholds: sigma (absolute cosine) or keep_fraction (a quantile of all pairs)."""
+
+    du_sigma: float | None = 0.7
+    du_keep_fraction: float | None = None
+    du_max_captions_per_clip: int | None = 1
+    ds_sigma: float | None = 0.6
+    ds_keep_fraction: float | None = None
+    ads_sigma: float | None = 0.7
+    ads_keep_fraction: float | None = None
+    ads_max_captions_per_clip: int | None = 1
+    block_size: int = 8192
+
+
+@dataclass
+class StudyConfig:
+    name: str = "study"
+    out_root: str = "runs"
+    world: WorldSettings | None = None
+    data: DataSettings = field(default_factory=DataSettings)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    low_resource_fraction: float | None = 0.1
+    model: dict[str, Any] = field(default_factory=dict)
+    teacher: dict[str, Any] = field(default_factory=dict)
+    student: dict[str, Any] = field(default_factory=dict)
+    curation: CurationSettings = field(default_factory=CurationSettings)
+    variants: bool = True
+    eval_batch_size: int = 64
+    num_workers: int = 0
+
+
+def load_study_config(path, overrides=None) -> StudyConfig:
+    config = load_config(StudyConfig, path, overrides)
+    if config.world is None and not (config.data.captioned and config.data.pool and config.data.benchmarks):
+        raise ConfigError("data.captioned, data.pool and data.benchmarks are required without `world`")
+    unknown = set(config.data.benchmarks) - set(report.BENCHMARKS)
+    if unknown:
+        raise ConfigError(f"data.benchmarks: unknown benchmark {sorted(unknown)[0]!r} "
+                          f"(known: {', '.join(report.BENCHMARKS)})")
+    return config
+
+
+def world_data(world_dir: Path) -> DataSettings:
+    """The embedded world's parts as dataset specs."""
+    return DataSettings(
+        captioned=[f"clotho:{world_dir / 'corpus' / 'clotho'}", f"audiocaps:{world_dir / 'corpus' / 'audiocaps'}"],
+        pool=f"audioset:{world_dir / 'pool' / 'unbalanced_train_segments.csv'}",
+        benchmarks={"esc50": f"esc50:{world_dir / 'benchmarks' / 'esc50'}",
+                    "urbansound8k": f"urbansound8k:{world_dir / 'benchmarks' / 'urbansound8k'}",
+                    "tut2017": f"tut2017:{world_dir / 'benchmarks' / 'tut2017'}"},
+        ground_truth=str(world_dir / "ground_truth"),
+    )
+
+
+@dataclass
+class StudentSpec:
+    """One student of the study: its method name, data and loss."""
+
+    method: str
+    benchmark: str | None  # DS / ADS students belong to one benchmark
+    improvement_set: str
+    replay: str
+    soft_labels: bool
+    loss_overrides: dict[str, Any] = field(default_factory=dict)
+    table: str = "main"  # "main" or "variant"
+
+
+class Study:
+    def __init__(self, config: StudyConfig, console=None):
+        from rich.console import Console
+
+        self.config = config
+        self.console = console or Console()
+        self.out = Path(config.out_root) / config.name
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.stages = StageRunner(self.out, log=self.console.print)
+        self.data = config.data
+        self.notes: list[str] = []
+
+    # ----------------------------------------------------------------- data
+    def prepare_data(self) -> dict[str, str]:
+        from ..curate import refuse_benchmark_audio
+        from ..data.manifest import write_manifest
+        from ..data.readers import read_dataset
+
+        cfg = self.config
+        if cfg.world is not None:
+            world_dir = Path(cfg.world.dir)
+
+            def make_world():
+                from ..data.synth import generate_world
+
+                if not (world_dir / "world.json").is_file():
+                    generate_world(world_dir, seed=cfg.world.seed, scale=cfg.world.scale, progress=True)
+                return str(world_dir)
+
+            self.stages.run("world", make_world)
+            self.data = world_data(world_dir)
+
+        def make_manifests():
+            out = self.out / "manifests"
+            out.mkdir(exist_ok=True)
+            paths = {}
+            train = pd.concat([read_dataset(spec) for spec in self.data.captioned], ignore_index=True)
+            paths["train"] = str(write_manifest(train, out / "train.csv"))
+            pool = read_dataset(self.data.pool)
+            paths["pool"] = str(write_manifest(pool, out / "pool.csv"))
+            for name, spec in self.data.benchmarks.items():
+                benchmark = read_dataset(spec)
+                refuse_benchmark_audio(pool, benchmark, name)  # before any pool audio is read
+                paths[name] = str(write_manifest(benchmark, out / f"bench_{name}.csv"))
+            return paths
+
+        return self.stages.run("manifests", make_manifests)
+
+    def low_resource_manifest(self, train_path: str, seed: int) -> str:
+        """A reproducible random `low_resource_fraction` of the training pairs."""
+        from ..data.manifest import read_manifest, write_manifest
+
+        def make():
+            train = read_manifest(train_path)
+            rng = np.random.default_rng(seed)
+            n = max(1, int(round(self.config.low_resource_fraction * len(train))))
+            rows = np.sort(rng.choice(len(train), size=n, replace=False))
+            return str(write_manifest(train.iloc[rows], self.out / "manifests" / f"train_10pct_s{seed}.csv"))
+
+        return self.stages.run(f"manifests/train_10pct_s{seed}", make)
+
+    # ------------------------------------------------------------- training
+    def fit_teacher(self, kind: str, train_manifest: str, seed: int) -> str:
+        from .. import train
+
+        def fit():
+            data = {**self.config.teacher.get("data", {}), "train_manifest": train_manifest}
+            config = from_dict(train.TeacherConfig, {
+                **self.config.teacher, "model": self.config.model, "data": data, "seed": seed,
+                "out_dir": str(self.out / "teachers" / f"{_slug(kind)}_s{seed}")})
+            return str(Path(train.fit_teacher(config)) / "best")
+
+        return self.stages.run(f"teacher/{_slug(kind)}_s{seed}", fit)
+
+    def fit_student(self, kind: str, teacher_ckpt: str, spec: StudentSpec, seed: int,
+                    embeddings: dict[str, str]) -> str:
+        from .. import train
+
+        name = _student_name(kind, spec, seed)
+
+        def fit():
+            loss = dict(self.config.student.get("loss", {}))
+            loss["kind"] = "soft_label" if spec.soft_labels else "contrastive"
+            loss.update(spec.loss_overrides)
+            if loss.get("teacher_targets") == "cached":
+                loss["teacher_audio_embeddings"] = [embeddings["audio"], embeddings["train_audio"]]
+                loss["teacher_text_embeddings"] = [embeddings["text"]]
+            config = from_dict(train.StudentConfig, {
+                **self.config.student, "teacher": teacher_ckpt, "improvement_set": spec.improvement_set,
+                "replay_manifest": spec.replay, "loss": loss, "seed": seed,
+                "out_dir": str(self.out / "students" / name)})
+            return str(Path(train.fit_student(config)) / "last")
+
+        return self.stages.run(f"student/{name}", fit)
+
+    # ------------------------------------------------------------- curation
+    def embed(self, kind: str, seed: int, ckpt: str, manifests: dict[str, str],
+              train_manifest: str) -> dict[str, str]:
+        """The teacher's embeddings: pool audio and all training captions (for curation), and its
+        own training audio (for students with cached teacher targets on replay batches)."""
+        from ..embed import embed_manifest
+
+        def run():
+            out = self.out / "embeddings" / f"{_slug(kind)}_s{seed}"
+            jobs = {"audio": (manifests["pool"], "pool_audio", "audio"),
+                    "train_audio": (train_manifest, "train_audio", "audio"),
+                    "text": (manifests["train"], "caption_text", "text")}
+            return {key: str(embed_manifest(ckpt, manifest, out / name, modality=modality,
+                                            num_workers=self.config.num_workers, progress=True))
+                    for key, (manifest, name, modality) in jobs.items()}
+
+        return self.stages.run(f"embed/{_slug(kind)}_s{seed}", run)
+
+    def curate(self, kind: str, seed: int, ckpt: str, manifests: dict[str, str], train_manifest: str,
+               embeddings: dict[str, str]) -> dict[str, str]:
+        from .. import curate
+
+        c = self.config.curation
+        base = dict(teacher=ckpt, pool_manifest=manifests["pool"], train_manifest=manifests["train"],
+                    teacher_train_manifest=train_manifest, pool_embeddings=embeddings["audio"],
+                    caption_embeddings=embeddings["text"], block_size=c.block_size)
+        out = self.out / "curated" / f"{_slug(kind)}_s{seed}"
+        stage = f"curate/{_slug(kind)}_s{seed}"
+
+        def run(method: str, name: str, settings: dict) -> str:
+            if settings.get("keep_fraction") is not None:
+                settings["sigma"] = None  # a quantile threshold replaces the absolute one
+            config = from_dict(curate.CurationConfig, {**base, **settings, "out_dir": str(out / name)})
+            return self.stages.run(f"{stage}/{name}", lambda: str(curate.run_curation(method, config)))
+
+        sets = {"DU": run("du", "du", {"sigma": c.du_sigma, "keep_fraction": c.du_keep_fraction,
+                                       "max_captions_per_clip": c.du_max_captions_per_clip})}
+        for bench in self.data.benchmarks:
+            target = {"benchmark_manifest": manifests[bench], "benchmark": bench}
+            # DS selects among the teacher's own pairs (the 10% teacher's 10%, whose captions are
+            # then embedded in the DS folder itself)
+            own = {} if train_manifest == manifests["train"] else {"train_manifest": train_manifest,
+                                                                   "caption_embeddings": ""}
+            sets[f"DS/{bench}"] = run("ds", f"ds_{bench}", {**target, **own, "sigma": c.ds_sigma,
+                                                            "keep_fraction": c.ds_keep_fraction})
+            sets[f"ADS/{bench}"] = run("ads", f"ads_{bench}", {
+                **target, "ds_manifest": sets[f"DS/{bench}"], "sigma": c.ads_sigma,
+                "keep_fraction": c.ads_keep_fraction, "max_captions_per_clip": c.ads_max_captions_per_clip})
+        return sets
+
+    # ----------------------------------------------------------- evaluation
+    def evaluate(self, kind: str, method: str, seed: int, ckpt: str, bench: str, manifests: dict[str, str],
+                 stage: str) -> dict:
+        from ..data.manifest import read_manifest
+        from ..model.checkpoints import load
+        from ..zeroshot import evaluate
+
+        def run():
+            result = evaluate(load(ckpt), read_manifest(manifests[bench]), batch_size=self.config.eval_batch_size,
+                              num_workers=self.config.num_workers)
+            return {"accuracy": result.accuracy, "per_class": result.per_class, "n_clips": result.n_clips,
+                    "skipped": len(result.skipped)}
+
+        record = self.stages.run(f"eval/{stage}/{bench}", run)
+        return {"teacher": kind, "method": method, "seed": seed, "benchmark": bench, **record}
+
+    # ---------------------------------------------------------------- plan
+    def students(self, kind: str, train_manifest: str, sets: dict[str, str]) -> list[StudentSpec]:
+        benches = list(self.data.benchmarks)
+        if kind == "full":
+            specs = [StudentSpec("SL", None, train_manifest, train_manifest, True),
+                     StudentSpec("DU", None, sets["DU"], train_manifest, False),
+                     StudentSpec("DU+SL", None, sets["DU"], train_manifest, True)]
+            for b in benches:
+                specs += [StudentSpec("DS", b, sets[f"DS/{b}"], train_manifest, False),
+                          StudentSpec("DS+SL", b, sets[f"DS/{b}"], train_manifest, True),
+                          StudentSpec("ADS", b, sets[f"ADS/{b}"], sets[f"DS/{b}"], False),
+                          StudentSpec("ADS+SL", b, sets[f"ADS/{b}"], sets[f"DS/{b}"], True)]
+            if self.config.variants:
+                main_loss = self.config.student.get("loss", {})
+                main_norm = main_loss.get("target_norm", "before_mix")
+                main_targets = main_loss.get("teacher_targets", "online")
+                for b in benches:
+                    for norm in ("none", "after_mix", "before_mix"):
+                        if norm != main_norm:
+                            specs.append(StudentSpec(f"ADS+SL norm={norm}", b, sets[f"ADS/{b}"], sets[f"DS/{b}"],
+                                                     True, {"target_norm": norm}, "variant"))
+                    other = "cached" if main_targets == "online" else "online"
+                    specs.append(StudentSpec(f"ADS+SL targets={other}", b, sets[f"ADS/{b}"], sets[f"DS/{b}"],
+                                             True, {"teacher_targets": other}, "variant"))
+        else:
+            specs = [StudentSpec("DU", None, sets["DU"], train_manifest, False)]
+            for b in benches:
+                specs += [StudentSpec("ADS", b, sets[f"ADS/{b}"], sets[f"DS/{b}"], False),
+                          StudentSpec("ADS+SL", b, sets[f"ADS/{b}"], sets[f"DS/{b}"], True)]
+        return specs
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> str:
+        t0 = time.perf_counter()
+        manifests = self.prepare_data()
+        rows, variant_rows, counts = [], [], []
+        kinds = ["full"] + (["10%"] if self.config.low_resource_fraction else [])
+        for seed in self.config.seeds:
+            for kind in kinds:
+                train_manifest = (manifests["train"] if kind == "full"
+                                  else self.low_resource_manifest(manifests["train"], seed))
+                ckpt = self.fit_teacher(kind, train_manifest, seed)
+                for bench in self.data.benchmarks:
+                    rows.append(self.evaluate(kind, "teacher", seed, ckpt, bench, manifests,
+                                              f"{_slug(kind)}_s{seed}/teacher"))
+                embeddings = self.embed(kind, seed, ckpt, manifests, train_manifest)
+                sets = self.curate(kind, seed, ckpt, manifests, train_manifest, embeddings)
+                counts += self.curated_counts(kind, seed, sets)
+                for spec in self.students(kind, train_manifest, sets):
+                    student = self.fit_student(kind, ckpt, spec, seed, embeddings)
+                    for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
+                        row = self.evaluate(kind, spec.method, seed, student, bench, manifests,
+                                            _student_name(kind, spec, seed))
+                        (rows if spec.table == "main" else variant_rows).append(row)
+        return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0)
+
+    def curated_counts(self, kind: str, seed: int, sets: dict[str, str]) -> list[dict]:
+        from ..data.manifest import read_manifest
+
+        out = []
+        for key, path in sets.items():
+            method, _, bench = key.partition("/")
+            out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
+                        "pairs": len(read_manifest(path)), "precision": np.nan})
+        return out
+
+    def write_outputs(self, rows, variant_rows, counts, seconds: float) -> str:
+        results = pd.DataFrame(rows)
+        results.drop(columns=["per_class"]).to_csv(self.out / "results.csv", index=False)
+        variants = pd.DataFrame(variant_rows)
+        if len(variants):
+            variants = pd.concat([results[(results["teacher"] == "full") & (results["method"] == "ADS+SL")],
+                                  variants], ignore_index=True)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(self.config), sort_keys=False))
+        header = (f"# Study `{self.config.name}`\n\nSeeds: {self.config.seeds}. "
+                  f"Total wall time of this run: {seconds:.0f} s "
+                  f"({len(self.stages.computed)} stages computed, the rest resumed from disk).\n\n"
+                  f"Software: {_versions()}.")
+        text = report.write_report(self.out, results, pd.DataFrame(counts), pd.DataFrame(
+            columns=["teacher", "method", "seed", "benchmark", "group", "accuracy"]),
+            self.stages.timings, header, variants if len(variants) else None, self.notes)
+        self.console.print(text)
+        self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
+        return str(self.out)
+
+
+def _slug(kind: str) -> str:
+    return {"full": "full", "10%": "low10"}[kind]
+
+
+def _student_name(kind: str, spec: StudentSpec, seed: int) -> str:
+    method = spec.method.replace("+", "_").replace(" ", "_").replace("=", "-")
+    return f"{_slug(kind)}_s{seed}/{method}" + (f"_{spec.benchmark}" if spec.benchmark else "")
+
+
+def _versions() -> str:
+    import torch
+
+    from .. import __version__
+
+    return f"clapcurate {__version__}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def quiet_lightning() -> None:
+    """Many short in-process fits: keep Lightning's per-fit banners and tips off the screen."""
+    import logging
+    import warnings
+
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"lightning(\..*)?")
+    warnings.filterwarnings("ignore", message=".*weights_only.*")
+
+
+def run_study(config: StudyConfig) -> str:
+    quiet_lightning()
+    return Study(config).run()
