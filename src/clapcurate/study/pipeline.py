@@ -22,7 +22,9 @@ from ..errors import ConfigError
 from . import report
 from .stages import StageRunner
 
-TEACHERS = {"full": None, "10%": "low_resource_fraction"}
+# Each fit is one resumable stage of the study: no per-validation resume state (a crash reruns
+# that fit); students are evaluated at their last step, so they keep no `best/`.
+STAGE_TRAINER = {"save_resume_state": False, "progress_bar": False}
 
 
 @dataclass
@@ -181,6 +183,7 @@ class Study:
             data = {**self.config.teacher.get("data", {}), "train_manifest": train_manifest}
             config = from_dict(train.TeacherConfig, {
                 **self.config.teacher, "model": self.config.model, "data": data, "seed": seed,
+                "trainer": {**STAGE_TRAINER, **self.config.teacher.get("trainer", {})},
                 "out_dir": str(self.out / "teachers" / f"{_slug(kind)}_s{seed}")})
             return str(Path(train.fit_teacher(config)) / "best")
 
@@ -200,7 +203,8 @@ class Study:
                 loss["teacher_audio_embeddings"] = [embeddings["audio"], embeddings["train_audio"]]
                 loss["teacher_text_embeddings"] = [embeddings["text"]]
             config = from_dict(train.StudentConfig, {
-                **self.config.student, "teacher": teacher_ckpt, "improvement_set": spec.improvement_set,
+                **self.config.student, "teacher": teacher_ckpt,
+                "trainer": {**STAGE_TRAINER, "keep_best": False, **self.config.student.get("trainer", {})}, "improvement_set": spec.improvement_set,
                 "replay_manifest": spec.replay, "loss": loss, "seed": seed,
                 "out_dir": str(self.out / "students" / name)})
             return str(Path(train.fit_student(config)) / "last")
@@ -310,6 +314,14 @@ class Study:
         manifests = self.prepare_data()
         rows, variant_rows, counts = [], [], []
         kinds = ["full"] + (["10%"] if self.config.low_resource_fraction else [])
+        if self.config.low_resource_fraction:
+            self.notes.append(
+                f"The 10% teacher trains on a random {self.config.low_resource_fraction:.0%} of the pairs "
+                "(per seed); its DS pairs come only from those pairs, while the captions of the other pairs "
+                "serve as unpaired text for its DU and ADS matching, and its students replay its own pairs.")
+        if self.truth() is not None:
+            self.notes.append("Curated-set precision and rare/frequent classes use the embedded world's "
+                              "ground truth (`ground_truth/`), which curation never reads.")
         for seed in self.config.seeds:
             for kind in kinds:
                 train_manifest = (manifests["train"] if kind == "full"
@@ -320,7 +332,7 @@ class Study:
                                               f"{_slug(kind)}_s{seed}/teacher"))
                 embeddings = self.embed(kind, seed, ckpt, manifests, train_manifest)
                 sets = self.curate(kind, seed, ckpt, manifests, train_manifest, embeddings)
-                counts += self.curated_counts(kind, seed, sets)
+                counts += self.curated_counts(kind, seed, sets, manifests)
                 for spec in self.students(kind, train_manifest, sets):
                     student = self.fit_student(kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
@@ -329,15 +341,43 @@ class Study:
                         (rows if spec.table == "main" else variant_rows).append(row)
         return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0)
 
-    def curated_counts(self, kind: str, seed: int, sets: dict[str, str]) -> list[dict]:
+    def truth(self):
+        """The embedded world's ground truth (None for real data)."""
+        from .groundtruth import WorldTruth
+
+        if self.config.world is None:
+            return None
+        if not hasattr(self, "_truth"):
+            self._truth = WorldTruth(self.config.world.dir)
+        return self._truth
+
+    def curated_counts(self, kind: str, seed: int, sets: dict[str, str], manifests: dict[str, str]) -> list[dict]:
         from ..data.manifest import read_manifest
 
         out = []
         for key, path in sets.items():
             method, _, bench = key.partition("/")
+            truth = self.truth()
             out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
-                        "pairs": len(read_manifest(path)), "precision": np.nan})
+                        "pairs": len(read_manifest(path)),
+                        "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan})
         return out
+
+    def per_class_rows(self, rows: list[dict]) -> pd.DataFrame:
+        """Per-class accuracy of every evaluation, each class marked rare or frequent in the corpus."""
+        truth = self.truth()
+        columns = ["teacher", "method", "seed", "benchmark", "group", "accuracy"]
+        if truth is None:
+            return pd.DataFrame(columns=columns)
+        groups = {}
+        out = []
+        for row in rows:
+            bench = row["benchmark"]
+            if bench not in groups:
+                groups[bench] = truth.rare_classes(bench, list(row["per_class"]))
+            for label, acc in row["per_class"].items():
+                out.append({**{k: row[k] for k in columns[:4]}, "group": groups[bench][label], "accuracy": acc})
+        return pd.DataFrame(out, columns=columns)
 
     def write_outputs(self, rows, variant_rows, counts, seconds: float) -> str:
         results = pd.DataFrame(rows)
@@ -351,9 +391,8 @@ class Study:
                   f"Total wall time of this run: {seconds:.0f} s "
                   f"({len(self.stages.computed)} stages computed, the rest resumed from disk).\n\n"
                   f"Software: {_versions()}.")
-        text = report.write_report(self.out, results, pd.DataFrame(counts), pd.DataFrame(
-            columns=["teacher", "method", "seed", "benchmark", "group", "accuracy"]),
-            self.stages.timings, header, variants if len(variants) else None, self.notes)
+        text = report.write_report(self.out, results, pd.DataFrame(counts), self.per_class_rows(rows),
+                                   self.stages.timings, header, variants if len(variants) else None, self.notes)
         self.console.print(text)
         self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
         return str(self.out)

@@ -88,6 +88,8 @@ class TrainerConfig:
     num_nodes: int = 1
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    keep_best: bool = True  # keep `best/` (lowest validation loss) beside `last/`
+    save_resume_state: bool = True  # `resume.ckpt` and `last/` at each validation, for `resume`
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

@@ -70,17 +70,21 @@ class PairDataModule(LightningDataModule):
 
 
 class RunCheckpoints(Callback):
-    """After each validation: `last/`, `best/` when the validation loss improved, `resume.ckpt`."""
+    """After each validation: `best/` when the validation loss improved (`keep_best`), and with
+    `save_resume_state` also `last/` and `resume.ckpt`; at the end `last/` (and `resume.ckpt`)."""
 
-    def __init__(self, run_dir: Path, has_validation: bool):
+    def __init__(self, run_dir: Path, has_validation: bool, keep_best: bool = True, save_resume_state: bool = True):
         self.run_dir = run_dir
         self.has_validation = has_validation
+        self.keep_best = keep_best
+        self.save_resume_state = save_resume_state
         self.best_val_loss = math.inf
 
     def _save_state(self, trainer: Trainer, pl_module: ClapModule) -> None:
         if trainer.is_global_zero:
             checkpoints.save(pl_module.model, self.run_dir / "last")
-        trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT)
+        if self.save_resume_state:
+            trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT)
 
     def on_validation_end(self, trainer: Trainer, pl_module: ClapModule) -> None:
         if trainer.sanity_checking:
@@ -88,13 +92,14 @@ class RunCheckpoints(Callback):
         val_loss = float(trainer.callback_metrics["val_loss"])
         if val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
-            if trainer.is_global_zero:
+            if trainer.is_global_zero and self.keep_best:
                 checkpoints.save(pl_module.model, self.run_dir / "best")
-        self._save_state(trainer, pl_module)
+        if self.save_resume_state:
+            self._save_state(trainer, pl_module)
 
     def on_train_end(self, trainer: Trainer, pl_module: ClapModule) -> None:
         self._save_state(trainer, pl_module)
-        if not self.has_validation and trainer.is_global_zero:
+        if not self.has_validation and self.keep_best and trainer.is_global_zero:
             shutil.copytree(self.run_dir / "last", self.run_dir / "best", dirs_exist_ok=True)
 
     def state_dict(self) -> dict:
@@ -115,7 +120,7 @@ def _build_trainer(config: TrainerConfig, run_dir: Path, has_validation: bool, c
         precision=config.precision, num_nodes=config.num_nodes,
         max_steps=config.max_steps, max_epochs=config.max_epochs,
         log_every_n_steps=config.log_every_n_steps, enable_progress_bar=config.progress_bar,
-        logger=CSVLogger(run_dir, name="", version=""), callbacks=[RunCheckpoints(run_dir, has_validation), *callbacks],
+        logger=CSVLogger(run_dir, name="", version=""), callbacks=[RunCheckpoints(run_dir, has_validation, config.keep_best, config.save_resume_state), *callbacks],
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=run_dir, **validation,
     )

@@ -1,0 +1,81 @@
+"""The embedded world's ground truth, read only by the study's report (never by curation):
+which sound events each clip holds, how often each benchmark class is captioned in the corpus,
+and how many curated pairs are right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.manifest import read_manifest
+
+
+def _events(events: str, background: str) -> frozenset[str]:
+    """`dog/small;rain/light` + `scene:park` -> {dog, rain, scene:park} (variants dropped)."""
+    names = {item.split("/")[0] for item in str(events).split(";") if item and item != "nan"}
+    if str(background).startswith("scene:"):
+        names.add(str(background))
+    return frozenset(names)
+
+
+class WorldTruth:
+    """Events per audio file, and the concept behind each benchmark label."""
+
+    def __init__(self, world_dir: str | Path):
+        world_dir = Path(world_dir).resolve()
+        self.events: dict[str, frozenset[str]] = {}
+        for part in ("corpus", "pool"):
+            table = pd.read_csv(world_dir / "ground_truth" / f"{part}.csv", dtype=str, keep_default_na=False)
+            for path, events, background in zip(table["path"], table["events"], table["background"]):
+                self.events[str(world_dir / path)] = _events(events, background)
+        self.corpus_paths = [str(world_dir / p) for p in
+                             pd.read_csv(world_dir / "ground_truth" / "corpus.csv", dtype=str)["path"]]
+        world = json.loads((world_dir / "world.json").read_text())
+        self.concept_of: dict[tuple[str, str], str] = {}
+        for concept in world["concepts"]:
+            for item in concept.get("benchmark_labels", []):
+                benchmark, _, label = item.partition(":")
+                self.concept_of[(benchmark, label)] = concept["name"]
+        for scene in world["scenes"]:
+            self.concept_of[("tut2017", scene["name"])] = f"scene:{scene['name']}"
+
+    def clip_events(self, audio_path: str) -> frozenset[str]:
+        return self.events.get(str(Path(audio_path).resolve()), frozenset())
+
+    def corpus_frequency(self, benchmark: str, labels) -> dict[str, int]:
+        """How many corpus clips hold each benchmark class's sound."""
+        counts = {label: 0 for label in labels}
+        for path in self.corpus_paths:
+            events = self.events[path]
+            for label in labels:
+                counts[label] += self.concept_of.get((benchmark, label)) in events
+        return counts
+
+    def rare_classes(self, benchmark: str, labels) -> dict[str, str]:
+        """`rare` for the less captioned half of the classes, `frequent` for the rest."""
+        counts = self.corpus_frequency(benchmark, labels)
+        median = np.median(list(counts.values()))
+        return {label: ("rare" if count < median else "frequent") for label, count in counts.items()}
+
+    def precision(self, improvement_set: str, train_manifest: str, benchmark: str | None) -> float:
+        """Share of curated pairs that are right.
+
+        Pool pairs (DU, ADS): the pool clip holds every sound event of the clip the caption was
+        written for. Training pairs (DS): the clip holds the sound of the benchmark class its
+        caption was matched to.
+        """
+        pairs = read_manifest(improvement_set)
+        if len(pairs) == 0:
+            return float("nan")
+        if (pairs["method"] == "ds").all():
+            right = [self.concept_of.get((benchmark, label)) in self.clip_events(path)
+                     for label, path in zip(pairs["best_label"], pairs["audio_path"])]
+        else:
+            source_path = dict(zip(*read_manifest(train_manifest)[["id", "audio_path"]].T.values))
+            right = [bool(self.clip_events(source_path[source])) and
+                     self.clip_events(source_path[source]) <= self.clip_events(path)
+                     for source, path in zip(pairs["source_id"], pairs["audio_path"])]
+        return float(np.mean(right))

@@ -1,0 +1,101 @@
+"""The whole study on a tiny embedded world: every table cell present, resuming recomputes
+nothing, the same seed gives the same results."""
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from clapcurate.cli import main
+from clapcurate.errors import ConfigError
+from clapcurate.study import load_study_config, run_study
+from clapcurate.study.pipeline import Study
+from clapcurate.study.report import BENCHMARK_TITLES, TABLE2_ROWS, TABLE3_ROWS
+
+TINY_STUDY = """
+name: tiny
+out_root: {out}
+world: {{dir: {world}, seed: 3, scale: 0.01}}
+seeds: [0]
+variants: true
+eval_batch_size: 128
+model:
+  audio: {{encoder: cnn6, sample_rate: 16000, window_size: 512, hop_size: 160, mel_bins: 32,
+          fmin: 50, fmax: 8000, base_channels: 4, clip_seconds: 1.5, block_dropout: 0.0, head_dropout: 0.0}}
+  text: {{name_or_path: {text_encoder}, pooling: cls, max_length: 24}}
+  d_proj: 16
+teacher:
+  data: {{batch_size: 16}}
+  trainer: {{max_steps: 4, max_epochs: null, val_check_interval: 4, progress_bar: false}}
+  text: {{freeze_text_encoder: true, cache_text_features: true}}
+student:
+  data: {{batch_size: 16}}
+  trainer: {{max_steps: 2, max_epochs: null, val_check_interval: 2, progress_bar: false}}
+  text: {{freeze_text_encoder: true, cache_text_features: true}}
+curation: {{du_sigma: null, du_keep_fraction: 0.05, ds_sigma: 0.2, ads_sigma: null, ads_keep_fraction: 0.1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, tiny_text_encoder_dir):
+    root = tmp_path_factory.mktemp("study")
+    config_path = root / "tiny.yaml"
+    config_path.write_text(TINY_STUDY.format(out=root / "runs", world=root / "world",
+                                             text_encoder=tiny_text_encoder_dir))
+    config = load_study_config(config_path)
+    out = run_study(config)
+    return config_path, config, out
+
+
+def test_every_table_cell_is_present(tiny_study):
+    _, config, out = tiny_study
+    results = pd.read_csv(f"{out}/results.csv")
+    for teacher, rows in (("full", TABLE2_ROWS), ("10%", TABLE3_ROWS)):
+        for method in rows:
+            for bench in BENCHMARK_TITLES:
+                cell = results[(results.teacher == teacher) & (results.method == method) & (results.benchmark == bench)]
+                assert len(cell) == len(config.seeds), (teacher, method, bench)
+                assert cell["accuracy"].between(0, 1).all()
+    report = open(f"{out}/report.md").read()
+    for title in ("Table 1", "Table 2", "Table 3", "ADS+SL variants", "Rare versus frequent",
+                  "Precision of the curated sets", "Wall time per stage"):
+        assert title in report
+    for variant in ("ADS+SL norm=none", "ADS+SL norm=after_mix", "ADS+SL targets=cached"):
+        assert variant in report
+    table2 = report.split("## Table 2")[1].split("##")[0]
+    assert "| - |" not in table2.split("Gain over")[0].replace("| paper", "")  # our cells are filled
+
+
+def test_resuming_recomputes_nothing(tiny_study):
+    _, config, out = tiny_study
+    study = Study(config)
+    before = pd.read_csv(f"{out}/results.csv")
+    study.run()
+    assert study.stages.computed == []
+    pd.testing.assert_frame_equal(before, pd.read_csv(f"{out}/results.csv"))
+
+
+def test_same_seed_gives_identical_results(tiny_study):
+    _, config, out = tiny_study
+    first = pd.read_csv(f"{out}/results.csv")
+    # forget the students, their evaluations and the report (teachers and curation stay)
+    stages = Study(config).stages.root
+    for marker in stages.glob("*.json"):
+        if marker.name.startswith(("student__", "eval__")) and "teacher" not in marker.name:
+            marker.unlink()
+    shutil.rmtree(f"{out}/students")
+    study = Study(config)
+    study.run()
+    assert any(name.startswith("student/") for name in study.stages.computed)
+    pd.testing.assert_frame_equal(first, pd.read_csv(f"{out}/results.csv"))
+
+
+def test_study_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nseedz: [1]\n")
+    with pytest.raises(ConfigError, match="seedz"):
+        load_study_config(bad)
+    bad.write_text("name: x\ndata: {captioned: [a], pool: b, benchmarks: {esc51: c}}\n")
+    with pytest.raises(ConfigError, match="esc51"):
+        load_study_config(bad)
+    assert main(["study", str(bad)]) == 2
