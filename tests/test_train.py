@@ -352,3 +352,21 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_clap_config, pairs_csv, tmp_pat
     losses = pd.read_csv(run_dir / "metrics.csv").train_loss.dropna()
     assert len(losses) == 3 and np.isfinite(losses).all()
     assert all(v.dtype == torch.float32 for v in weights(run_dir / "last").values() if v.is_floating_point())
+
+
+def test_teacher_starts_from_a_panns_checkpoint_of_another_sample_rate(tiny_clap_config, pairs_csv, tmp_path):
+    from clapcurate.model.audio_encoders import build_audio_encoder
+
+    audio = tiny_clap_config.audio
+    panns = build_audio_encoder(audio.encoder, sample_rate=32000, window_size=audio.window_size,
+                                hop_size=audio.hop_size, mel_bins=audio.mel_bins, fmin=audio.fmin,
+                                fmax=audio.fmax, base_channels=audio.base_channels)
+    torch.nn.init.normal_(panns.conv_block1.conv1.weight, std=3.0)
+    state = {**panns.state_dict(), "fc_audioset.weight": torch.zeros(527, panns.out_dim)}
+    torch.save({"model": state, "iteration": 0}, tmp_path / "panns.pth")
+    config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run", max_steps=1, optim=OptimConfig(lr=0.0),
+                            init_audio_encoder=str(tmp_path / "panns.pth"))
+    model = checkpoints.load(fit_teacher(config) / "last")
+    torch.testing.assert_close(model.audio_encoder.conv_block1.conv1.weight, panns.conv_block1.conv1.weight)
+    # the front-end keeps the model's own sample rate (its mel filters differ from the 32 kHz ones)
+    assert not torch.allclose(model.audio_encoder.logmel_extractor.melW, panns.logmel_extractor.melW)

@@ -26,6 +26,7 @@ from clapcurate.model.frontend import LogmelFilterBank, Spectrogram, log_mel_spe
 BLOCK_DROPOUT = 0.2  # after every conv block, as PANNs
 HEAD_DROPOUT = 0.5  # before fc1 and on the embedding, as PANNs
 IGNORED_CHECKPOINT_PREFIX = "fc_audioset."
+FRONTEND_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.")
 MAX_KEYS_LISTED = 10
 
 
@@ -228,13 +229,14 @@ def _listed(keys: list[str]) -> str:
     return shown + (f", ... ({more} more)" if more > 0 else "")
 
 
-def load_panns_checkpoint(encoder: PannsCnn, path_or_state_dict) -> PannsCnn:
+def load_panns_checkpoint(encoder: PannsCnn, path_or_state_dict, keep_frontend: bool = False) -> PannsCnn:
     """Load PANNs weights into `encoder` and return it.
 
     `path_or_state_dict` is a checkpoint file (`torch.load(f)['model']` or a bare state dict)
     or a state dict. `fc_audioset.*` is ignored; every other key must exist in the encoder
     with the same shape and every encoder key must be present, otherwise `ClapcurateError`
-    lists the missing, unexpected and mismatched keys.
+    lists the missing, unexpected and mismatched keys. `keep_frontend` keeps the encoder's own
+    STFT and mel weights (e.g. a 32 kHz PANNs CNN starting a 44.1 kHz encoder, as MS CLAP did).
     """
     if isinstance(path_or_state_dict, Mapping):
         source = "state dict"
@@ -248,6 +250,9 @@ def load_panns_checkpoint(encoder: PannsCnn, path_or_state_dict) -> PannsCnn:
         if not key.startswith(IGNORED_CHECKPOINT_PREFIX)
     }
     expected = encoder.state_dict()
+    if keep_frontend:
+        weights = {key: value for key, value in weights.items() if not key.startswith(FRONTEND_PREFIXES)}
+        weights.update({key: value for key, value in expected.items() if key.startswith(FRONTEND_PREFIXES)})
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     mismatched = sorted(

@@ -120,6 +120,7 @@ class TeacherConfig:
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     text: TextTrainConfig = dataclasses.field(default_factory=TextTrainConfig)
+    init_audio_encoder: str | None = None  # a PANNs checkpoint (e.g. Cnn14_mAP=0.431.pth) to start from
     seed: int = 0
     out_dir: str = "runs/teacher"
     resume: bool = False

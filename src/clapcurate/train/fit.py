@@ -28,6 +28,7 @@ from ..data.manifest import read_manifest, write_manifest
 from ..errors import ManifestError
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
 from ..model import checkpoints
+from ..model.audio_encoders import load_panns_checkpoint
 from ..model.clap import CLAP
 from .config import DataConfig, LossConfig, StudentConfig, TeacherConfig, TrainerConfig
 from .data import (
@@ -191,6 +192,9 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
     run_dir, ckpt_path = _start_run(config)
     seed_everything(config.seed, verbose=False)
     model = CLAP(config.model)
+    if config.init_audio_encoder:
+        # PANNs' CNN weights; the front-end stays the one `config.model.audio` describes
+        load_panns_checkpoint(model.audio_encoder, config.init_audio_encoder, keep_frontend=True)
     inputs = _Inputs.of(model, config)
     manifest = take_subset(read_manifest(config.data.train_manifest), config.data.subset, config.seed)
     train_rows, val_rows = split_by_clip(manifest, config.data.val_fraction, config.data.split_seed)
