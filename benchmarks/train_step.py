@@ -2,8 +2,9 @@
 forward + backward + Adam step of the same model on tensors already in memory.
 
 Prints samples/s of both, their ratio (target >= 0.9) and the run's peak memory (RSS).
-Generates its own WAV set in a temporary folder. Usage:
-    python benchmarks/train_step.py [--clips 256] [--batch-size 64] [--steps 30] [--warmup 5]
+The model is the one of a study config (default: the demo's, `configs/demo.yaml`). Generates its
+own WAV set in a temporary folder. Usage:
+    python benchmarks/train_step.py [--config configs/demo.yaml] [--clips 256] [--batch-size 128] [--steps 30]
 """
 
 from __future__ import annotations
@@ -20,36 +21,29 @@ import soundfile
 import torch
 from lightning.pytorch import Callback
 
+from clapcurate.config import from_dict
 from clapcurate.losses import contrastive_loss
-from clapcurate.model.clap import CLAP, AudioConfig, CLAPConfig, TextConfig
+from clapcurate.model.clap import CLAP, CLAPConfig
+from clapcurate.study import load_study_config
 from clapcurate.train import (
     AugmentConfig, OptimConfig, TeacherConfig, TeacherDataConfig, TextTrainConfig, TrainerConfig, fit_teacher,
 )
 
-SAMPLE_RATE = 16000
-CLIP_SECONDS = 1.0
+def study_model_config(path: str) -> CLAPConfig:
+    """The model of a study config (the demo's: a narrow CNN on 16 kHz clips, the offline MiniLM)."""
+    return from_dict(CLAPConfig, load_study_config(path).model)
 
 
-def demo_model_config() -> CLAPConfig:
-    """The CPU demo's model: a narrow CNN14 at 16 kHz on 1 s clips, the offline MiniLM text encoder."""
-    return CLAPConfig(
-        audio=AudioConfig(encoder="cnn14", sample_rate=SAMPLE_RATE, window_size=512, hop_size=160, mel_bins=64,
-                          fmin=50, fmax=8000, base_channels=8, clip_seconds=CLIP_SECONDS),
-        text=TextConfig(name_or_path="minilm", pooling="mean"),
-        d_proj=128,
-    )
-
-
-def write_wav_set(folder: Path, n_clips: int) -> Path:
+def write_wav_set(folder: Path, n_clips: int, sample_rate: int) -> Path:
     """`n_clips` noisy tones of 0.6-1.6 s and their captions; returns the manifest path."""
     rng = np.random.default_rng(0)
     rows = []
     for k in range(n_clips):
-        n_samples = int(SAMPLE_RATE * rng.uniform(0.6, 1.6))
-        time_axis = np.arange(n_samples) / SAMPLE_RATE
+        n_samples = int(sample_rate * rng.uniform(0.6, 1.6))
+        time_axis = np.arange(n_samples) / sample_rate
         wave = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * time_axis) + 0.05 * rng.standard_normal(n_samples)
         path = folder / f"clip{k:04d}.wav"
-        soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE)
+        soundfile.write(path, wave.astype(np.float32), sample_rate)
         rows.append({"id": f"pair{k}", "audio_path": str(path), "caption": f"a tone number {k % 50} with noise"})
     manifest = folder / "pairs.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
@@ -76,7 +70,7 @@ class StepTimer(Callback):
 
 def full_step_rate(manifest: Path, out_dir: Path, args) -> float:
     config = TeacherConfig(
-        model=demo_model_config(),
+        model=args.model,
         data=TeacherDataConfig(train_manifest=str(manifest), val_fraction=0.0, batch_size=args.batch_size,
                                num_workers=args.num_workers),
         optim=OptimConfig(lr=1e-4), augment=AugmentConfig(),
@@ -92,10 +86,10 @@ def full_step_rate(manifest: Path, out_dir: Path, args) -> float:
 
 def bare_step_rate(args) -> float:
     torch.manual_seed(0)
-    model = CLAP(demo_model_config()).train()
+    model = CLAP(args.model).train()
     model.text_encoder.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    n_frames = int(SAMPLE_RATE * CLIP_SECONDS) // model.config.audio.hop_size + 1
+    n_frames = model.clip_samples // model.config.audio.hop_size + 1
     logmel = torch.randn(args.batch_size, 1, n_frames, model.config.audio.mel_bins)  # [B, 1, frames, mel]
     text_features = torch.randn(args.batch_size, model.text_encoder.out_dim)  # [B, hidden]
 
@@ -117,16 +111,18 @@ def bare_step_rate(args) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--config", default="configs/demo.yaml", help="study config whose model is measured")
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--num-workers", type=int, default=0)
     args = parser.parse_args()
+    args.model = study_model_config(args.config)
     bare_before = bare_step_rate(args)  # measured on both sides of the full run: the cores are shared
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "audio").mkdir()
-        manifest = write_wav_set(tmp / "audio", args.clips)
+        manifest = write_wav_set(tmp / "audio", args.clips, args.model.audio.sample_rate)
         full = full_step_rate(manifest, tmp / "run", args)
     bare = max(bare_before, bare_step_rate(args))
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
