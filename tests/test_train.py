@@ -370,3 +370,29 @@ def test_teacher_starts_from_a_panns_checkpoint_of_another_sample_rate(tiny_clap
     torch.testing.assert_close(model.audio_encoder.conv_block1.conv1.weight, panns.conv_block1.conv1.weight)
     # the front-end keeps the model's own sample rate (its mel filters differ from the 32 kHz ones)
     assert not torch.allclose(model.audio_encoder.logmel_extractor.melW, panns.logmel_extractor.melW)
+
+
+def test_batch_augmentation_masks_stripes_and_shifts_gain():
+    from clapcurate.train.data import augment_batch
+
+    rng = np.random.default_rng(0)
+    excerpts = rng.normal(size=(64, 40, 16)).astype(np.float32) * 0.01 - 50.0  # [B, frames, mel]
+    identity = AugmentConfig(gain_db=0.0, time_masks=0, freq_masks=0)
+    np.testing.assert_array_equal(augment_batch(excerpts, identity, rng), excerpts)
+
+    gain_only = AugmentConfig(gain_db=6.0, time_masks=0, freq_masks=0)
+    shifted = augment_batch(excerpts, gain_only, np.random.default_rng(1))
+    offsets = (shifted - excerpts).mean(axis=(1, 2))
+    assert np.abs(offsets).max() <= 6.0 + 1e-4 and offsets.std() > 1.0  # a different gain per example
+    np.testing.assert_allclose(shifted - excerpts, np.broadcast_to(offsets[:, None, None], excerpts.shape), atol=1e-3)
+
+    masks_only = AugmentConfig(gain_db=0.0, time_masks=2, time_mask_frames=5, freq_masks=1, freq_mask_bins=3)
+    masked = augment_batch(excerpts, masks_only, np.random.default_rng(2))
+    changed = masked != excerpts  # [B, frames, mel]
+    fill = excerpts.mean(axis=(1, 2))
+    for b in range(len(excerpts)):
+        np.testing.assert_allclose(masked[b][changed[b]], fill[b], rtol=1e-6)
+        whole_frames = changed[b].all(axis=1).sum()  # masked time stripes cover every bin
+        whole_bins = changed[b].all(axis=0).sum()
+        assert whole_frames <= 2 * 5 and whole_bins <= 3
+    assert changed.any(axis=(1, 2)).mean() > 0.5  # most examples got some mask

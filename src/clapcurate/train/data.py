@@ -129,25 +129,28 @@ def crop_frames(logmel: np.ndarray, n_frames: int, rng: np.random.Generator | No
     return excerpt
 
 
-def _mask_stripes(excerpt: np.ndarray, axis: int, count: int, max_width: int, rng: np.random.Generator, fill: float) -> None:
-    size = excerpt.shape[axis]
-    for _ in range(count):
-        width = int(rng.integers(0, min(max_width, size) + 1))
-        start = int(rng.integers(0, size - width + 1))
-        index = [slice(None), slice(None)]
-        index[axis] = slice(start, start + width)
-        excerpt[tuple(index)] = fill
+def _stripe_mask(batch: int, size: int, count: int, max_width: int, rng: np.random.Generator) -> np.ndarray:
+    """[batch, size] booleans: `count` random stripes of width 0..max_width per example."""
+    if count == 0:
+        return np.zeros((batch, size), dtype=bool)
+    widths = rng.integers(0, min(max_width, size) + 1, size=(batch, count))  # [B, count]
+    starts = (rng.random((batch, count)) * (size - widths + 1)).astype(np.int64)  # [B, count]
+    positions = np.arange(size)[None, None, :]  # [1, 1, size]
+    inside = (positions >= starts[..., None]) & (positions < (starts + widths)[..., None])  # [B, count, size]
+    return inside.any(axis=1)
 
 
-def augment_excerpt(excerpt: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Gain (a dB offset of the log-mel) and SpecAugment time and frequency masks: [frames, mel]."""
-    excerpt = excerpt.astype(np.float32)
+def augment_batch(excerpts: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Gain (a dB offset of each log-mel) and SpecAugment time and frequency masks, filled with
+    each example's mean level: [B, frames, mel] -> [B, frames, mel] (float32), vectorised."""
+    excerpts = excerpts.astype(np.float32)
+    batch, frames, mels = excerpts.shape
     if config.gain_db > 0:
-        excerpt += rng.uniform(-config.gain_db, config.gain_db)
-    fill = float(excerpt.mean())
-    _mask_stripes(excerpt, 0, config.time_masks, config.time_mask_frames, rng, fill)
-    _mask_stripes(excerpt, 1, config.freq_masks, config.freq_mask_bins, rng, fill)
-    return excerpt
+        excerpts += rng.uniform(-config.gain_db, config.gain_db, size=(batch, 1, 1)).astype(np.float32)
+    fill = excerpts.mean(axis=(1, 2), keepdims=True)  # [B, 1, 1]
+    masked = (_stripe_mask(batch, frames, config.time_masks, config.time_mask_frames, rng)[:, :, None]
+              | _stripe_mask(batch, mels, config.freq_masks, config.freq_mask_bins, rng)[:, None, :])
+    return np.where(masked, fill, excerpts)
 
 
 @dataclasses.dataclass
@@ -160,12 +163,14 @@ class BatchMaker:
 
     def __call__(self, pairs: PairSet, rows: np.ndarray, rng: np.random.Generator | None) -> dict:
         crop_rng = rng if self.augment is not None and self.augment.random_crop else None
-        excerpts = []
-        for row in rows:
-            excerpt = crop_frames(pairs.clip_features[pairs.clip_of_pair[row]], self.n_frames, crop_rng, self.pad_level)
-            excerpts.append(augment_excerpt(excerpt, self.augment, rng) if self.augment is not None else excerpt)
+        excerpts = np.stack([
+            crop_frames(pairs.clip_features[pairs.clip_of_pair[row]], self.n_frames, crop_rng, self.pad_level)
+            for row in rows
+        ])  # [B, frames, mel]
+        if self.augment is not None:
+            excerpts = augment_batch(excerpts, self.augment, rng)
         batch = {
-            "logmel": torch.from_numpy(np.stack(excerpts).astype(np.float32)).unsqueeze(1),  # [B, 1, frames, mel]
+            "logmel": torch.from_numpy(excerpts.astype(np.float32)).unsqueeze(1),  # [B, 1, frames, mel]
             "clip_index": torch.from_numpy(pairs.clip_of_pair[rows]),
         }
         if pairs.text_features is not None:
