@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--encoder", choices=["cnn6", "cnn10", "cnn14"], default="cnn14")
     parser.add_argument("--base-channels", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 

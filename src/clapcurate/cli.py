@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["audio", "text"], default="audio")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=50_000)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio (raise on many-core GPU machines)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("curate", help="curate a DU, DS or ADS Improvement-Set")
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KIND:DIR, e.g. esc50:/data/ESC-50 (repeatable)")
     p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio (raise on many-core GPU machines)")
     p.add_argument("--out", help="also write the table as CSV")
     p.set_defaults(func=cmd_evaluate)
 
