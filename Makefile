@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo study bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: install
 
 demo: install
 	$(VENV)/bin/clapcurate study configs/demo.yaml
+
+# the full default study on the embedded world: three seeds and the ADS+SL variants
+study: install
+	$(VENV)/bin/clapcurate study configs/demo.yaml --set name=world --set "seeds=[0, 1, 2]" --set variants=true
 
 bench: install
 	$(PY) benchmarks/train_step.py

@@ -117,10 +117,10 @@ def corpus_plan(path: str, seed: tuple, coverage: CorpusCoverage, seconds: float
 
 
 def pool_plan(path: str, seed: tuple, seconds: float, rng: np.random.Generator) -> ClipPlan:
-    """An in-the-wild clip: 1-3 overlapping events, all concepts and variants evenly, reverberant
-    and at low signal-to-noise ratios; a third of them inside a scene."""
-    events = [any_event(rng) for _ in range(event_count(rng, (0.4, 0.35, 0.25)))]
-    if rng.random() < 0.35:
+    """An in-the-wild clip: 1-3 overlapping events (half of them one), all concepts and variants
+    evenly, reverberant and at lower signal-to-noise ratios than the corpus; 30% inside a scene."""
+    events = [any_event(rng) for _ in range(event_count(rng, (0.5, 0.3, 0.2)))]
+    if rng.random() < 0.3:
         scene = SCENES[int(rng.integers(len(SCENES)))]
         events[0] = any_variant(scene.events[int(rng.integers(len(scene.events)))], rng)
         return ClipPlan(path, seed, tuple(events), scene_backgrounds(scene.name, rng), scene.name, "wild", seconds)

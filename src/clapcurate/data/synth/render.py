@@ -28,7 +28,7 @@ class Mixing:
 
 MIXINGS = {
     "studio": Mixing((6.0, 20.0), (0.05, 0.3), (0.0, 0.2), False),  # caption sets: clean, one after another
-    "wild": Mixing((-5.0, 12.0), (0.2, 1.0), (0.2, 0.6), True),  # AudioSet-like
+    "wild": Mixing((0.0, 15.0), (0.15, 0.8), (0.1, 0.5), True),  # AudioSet-like
     "foreground": Mixing((3.0, 18.0), (0.1, 0.8), (0.1, 0.5), True),  # ESC-50, UrbanSound8K salience 1
     "background": Mixing((-6.0, 3.0), (0.2, 1.0), (0.2, 0.6), True),  # UrbanSound8K salience 2
     "scene": Mixing((-3.0, 8.0), (0.2, 1.0), (0.2, 0.5), True),  # TUT scenes
