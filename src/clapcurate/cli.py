@@ -124,7 +124,7 @@ def cmd_classify(args):
     audio = embed_audio(model, manifest)
     scores = similarity(audio.embeddings, class_embeddings(model, labels))
     table = Table(title="zero-shot classification (cosine similarity)")
-    table.add_column("file")
+    table.add_column("file", overflow="fold")
     table.add_column("top labels")
     for clip_id, row in zip(audio.ids, scores):
         top = np.argsort(-row, kind="stable")[: args.top]
