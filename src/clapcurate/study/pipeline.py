@@ -120,7 +120,7 @@ class Study:
 
         self.config = config
         self.console = console or Console()
-        self.out = Path(config.out_root) / config.name
+        self.out = (Path(config.out_root) / config.name).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         self.stages = StageRunner(self.out, log=self.console.print)
         self.data = config.data
@@ -359,7 +359,7 @@ class Study:
             method, _, bench = key.partition("/")
             truth = self.truth()
             out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
-                        "pairs": len(read_manifest(path)),
+                        "pairs": len(read_manifest(path)), "path": str(Path(path).resolve()),
                         "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan})
         return out
 

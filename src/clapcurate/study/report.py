@@ -185,6 +185,11 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   _markdown(precision_table(counts, "full"))]
         if (counts["teacher"] == "10%").any():
             parts += ["With the 10% teacher:", _markdown(precision_table(counts, "10%"))]
+    if "path" in counts:
+        links = [f"[{r.method} {r.benchmark} ({r.teacher}, seed {r.seed})]"
+                 f"({Path(r.path).parent.relative_to(out_dir) / 'similarity_histogram.png'})"
+                 for r in counts.itertuples() if Path(r.path).is_relative_to(out_dir)]
+        parts += ["## Similarity histograms (threshold marked)", ", ".join(links)]
     parts += ["## Wall time per stage", _markdown(pd.DataFrame(
         [{"stage": k, "seconds": f"{v:.1f}"} for k, v in timings.items()]))]
     if notes:
