@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import to_dict
 from ..data.manifest import read_manifest, write_manifest
@@ -110,6 +111,14 @@ class RunCheckpoints(Callback):
         self.best_val_loss = state_dict["best_val_loss"]
 
 
+def _loggers(run_dir: Path) -> list:
+    """`metrics.csv` always; TensorBoard event files too when tensorboard is installed."""
+    loggers = [CSVLogger(run_dir, name="", version="")]
+    if importlib.util.find_spec("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+    return loggers
+
+
 def _build_trainer(config: TrainerConfig, run_dir: Path, has_validation: bool, callbacks: Sequence[Callback]) -> Trainer:
     validation = {"limit_val_batches": 0}
     if has_validation:
@@ -121,7 +130,7 @@ def _build_trainer(config: TrainerConfig, run_dir: Path, has_validation: bool, c
         precision=config.precision, num_nodes=config.num_nodes,
         max_steps=config.max_steps, max_epochs=config.max_epochs,
         log_every_n_steps=config.log_every_n_steps, enable_progress_bar=config.progress_bar,
-        logger=CSVLogger(run_dir, name="", version=""), callbacks=[RunCheckpoints(run_dir, has_validation, config.keep_best, config.save_resume_state), *callbacks],
+        logger=_loggers(run_dir), callbacks=[RunCheckpoints(run_dir, has_validation, config.keep_best, config.save_resume_state), *callbacks],
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=run_dir, **validation,
     )
