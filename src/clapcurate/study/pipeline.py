@@ -43,7 +43,6 @@ class DataSettings:
     captioned: list[str] = field(default_factory=list)
     pool: str = ""
     benchmarks: dict[str, str] = field(default_factory=dict)
-    ground_truth: str | None = None
 
 
 @dataclass
@@ -97,7 +96,6 @@ def world_data(world_dir: Path) -> DataSettings:
         benchmarks={"esc50": f"esc50:{world_dir / 'benchmarks' / 'esc50'}",
                     "urbansound8k": f"urbansound8k:{world_dir / 'benchmarks' / 'urbansound8k'}",
                     "tut2017": f"tut2017:{world_dir / 'benchmarks' / 'tut2017'}"},
-        ground_truth=str(world_dir / "ground_truth"),
     )
 
 
@@ -115,6 +113,8 @@ class StudentSpec:
 
 
 class Study:
+    """One study run in `out_root/name`: every stage is kept on disk and skipped when done."""
+
     def __init__(self, config: StudyConfig, console=None):
         from rich.console import Console
 
