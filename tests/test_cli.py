@@ -73,3 +73,18 @@ def test_bad_override_names_the_key(tmp_path, capsys):
     config.write_text("data: {train_manifest: pairs.csv}\n")
     assert main(["fit-teacher", "--config", str(config), "--set", "optim.lrr=0.1"]) == 2
     assert "optim.lrr" in capsys.readouterr().err
+
+
+def test_example_stage_configs_are_valid():
+    from pathlib import Path
+
+    from clapcurate.curate import load_curation_config
+    from clapcurate.study import load_study_config
+    from clapcurate.train import load_student_config, load_teacher_config
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    assert load_teacher_config(configs / "teacher.yaml").model.audio.encoder == "cnn14"
+    assert load_student_config(configs / "student.yaml").loss.target_norm == "before_mix"
+    assert load_curation_config(configs / "curate.yaml").sigma == 0.7
+    for name in ("demo.yaml", "paper.yaml"):
+        assert load_study_config(configs / name).model
