@@ -203,7 +203,7 @@ def _numpy_array_globals() -> list:
     ]
 
 
-def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+def read_torch_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     """The state dict in a PANNs checkpoint file: `torch.load(path)['model']` or a bare one.
 
     PANNs' training script also stores its sampler state (numpy arrays) next to the weights;
@@ -243,7 +243,7 @@ def load_panns_checkpoint(encoder: PannsCnn, path_or_state_dict, keep_frontend: 
         state_dict = path_or_state_dict
     else:
         source = str(path_or_state_dict)
-        state_dict = _read_state_dict(Path(path_or_state_dict))
+        state_dict = read_torch_state_dict(Path(path_or_state_dict))
     weights = {
         key: value
         for key, value in state_dict.items()

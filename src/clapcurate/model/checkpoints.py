@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import from_dict, to_dict
 from ..errors import ClapcurateError, ConfigError
-from .audio_encoders import IGNORED_CHECKPOINT_PREFIX, _read_state_dict
+from .audio_encoders import IGNORED_CHECKPOINT_PREFIX, read_torch_state_dict
 from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
 
 WEIGHTS_FILE = "model.safetensors"
@@ -177,7 +177,7 @@ def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **a
     given_sizes = sorted(set(audio_kw) & set(_AUDIO_SIZES_FROM_WEIGHTS))
     if given_sizes:
         raise ClapcurateError(f"import_msclap: {', '.join(given_sizes)} are read from the checkpoint, not given")
-    state = _read_state_dict(path)  # torch.load(path)["model"], or a bare state dict
+    state = read_torch_state_dict(path)  # torch.load(path)["model"], or a bare state dict
     if not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ClapcurateError(f"{path}: expected a state dict of tensors (or a dict with one under 'model')")
     audio_sizes = _msclap_audio_sizes(state, path)
