@@ -32,6 +32,14 @@ def load_model(path: str, text_encoder: str | None = None, device: str = "cpu"):
     raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or an MS CLAP .pth file)")
 
 
+def cmd_import_msclap(args):
+    from .model import checkpoints
+
+    model = checkpoints.import_msclap(Path(args.checkpoint), text_encoder=args.text_encoder)
+    out = checkpoints.save(model, args.out_dir)
+    _console().print(f"MS CLAP 2022 weights saved as a clapcurate checkpoint in {out}")
+
+
 def cmd_synth(args):
     from .data.synth import generate_world
 
@@ -151,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     def with_config(p):
         p.add_argument("--config", required=True, help="YAML config file")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+
+    p = sub.add_parser("import-msclap", help="convert MS CLAP 2022 weights into a checkpoint folder")
+    p.add_argument("checkpoint", help="CLAP_weights_2022.pth")
+    p.add_argument("out_dir")
+    p.add_argument("--text-encoder", default="bert-base-uncased",
+                   help="name or folder of the BERT whose architecture and tokenizer the weights fit")
+    p.set_defaults(func=cmd_import_msclap)
 
     p = sub.add_parser("synth", help="write the embedded synthetic world")
     p.add_argument("out_dir")
