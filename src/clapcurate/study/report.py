@@ -65,8 +65,9 @@ def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict) -> pd
         for i, bench in enumerate(BENCHMARKS):
             acc = sub[(sub["method"] == method) & (sub["benchmark"] == bench)]["accuracy"] * 100
             line[BENCHMARK_TITLES[bench]] = mean_std(acc)
-            ref = paper.get(method)
-            line[f"paper {BENCHMARK_TITLES[bench]}"] = f"{ref[i]:.1f}" if ref else "-"
+            if paper:
+                ref = paper.get(method)
+                line[f"paper {BENCHMARK_TITLES[bench]}"] = f"{ref[i]:.1f}" if ref else "-"
         table.append(line)
     return pd.DataFrame(table)
 
