@@ -108,6 +108,15 @@ def test_logmel_cache_reports_unreadable_files(tiny_clap, tmp_path):
     assert set(failures) == {str(broken), str(tmp_path / "gone.wav")}
 
 
+def test_logmel_of_a_clip_shorter_than_half_a_window(tiny_clap):
+    settings = features.FrontendSettings.of(tiny_clap.config.audio)
+    for n_samples in (1, settings.window_size // 2):
+        logmel = features.compute_logmel(np.full(n_samples, 0.1, dtype=np.float32), settings)
+        assert logmel.shape[1] == settings.mel_bins and logmel.shape[0] >= 1 and np.isfinite(logmel).all()
+    silence = features.silence_level(settings)
+    assert features.compute_logmel(np.zeros(5 * settings.hop_size, dtype=np.float32), settings).max() == silence
+
+
 def test_text_feature_cache_encodes_each_caption_once(tiny_clap, monkeypatch):
     cache = features.TextFeatureCache(tiny_clap.text_encoder)
     calls = []

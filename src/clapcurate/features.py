@@ -73,7 +73,13 @@ def _logmel_module(settings: FrontendSettings) -> LogMel:
 
 
 def compute_logmel(wave: np.ndarray, settings: FrontendSettings) -> np.ndarray:
-    """Log-mel [frames, mel_bins] float16 of a mono waveform [T]."""
+    """Log-mel [frames, mel_bins] float16 of a mono waveform [T].
+
+    A clip of at most half a window (too short for the centred STFT's reflection padding) is
+    zero-padded to one window first.
+    """
+    if len(wave) <= settings.window_size // 2:
+        wave = np.pad(wave, (0, settings.window_size - len(wave)))
     with torch.no_grad():
         logmel = _logmel_module(settings)(torch.from_numpy(wave)[None])  # [1, 1, frames, mel_bins]
     return logmel[0, 0].numpy().astype(FEATURE_DTYPE)
@@ -82,7 +88,7 @@ def compute_logmel(wave: np.ndarray, settings: FrontendSettings) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def silence_level(settings: FrontendSettings) -> float:
     """The log-mel value of digital silence (the front-end's floor): the padding value in frames."""
-    return float(compute_logmel(np.zeros(4 * settings.hop_size, dtype=np.float32), settings).max())
+    return float(compute_logmel(np.zeros(settings.window_size, dtype=np.float32), settings).max())
 
 
 def file_key(path: str | os.PathLike) -> str:
