@@ -53,3 +53,12 @@ def test_missing_file_and_bad_override(tmp_path):
         load_config(Outer, tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["steps"])
+
+
+def test_deep_merge_layers_nested_mappings():
+    from clapcurate.config import deep_merge
+
+    base = {"trainer": {"max_steps": 10, "progress_bar": False}, "seed": 0}
+    merged = deep_merge(base, {"trainer": {"max_steps": 3}}, {"seed": 2, "out_dir": "x"})
+    assert merged == {"trainer": {"max_steps": 3, "progress_bar": False}, "seed": 2, "out_dir": "x"}
+    assert base["trainer"]["max_steps"] == 10  # inputs are left as they were

@@ -111,6 +111,18 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+def deep_merge(*layers: dict) -> dict:
+    """Nested mappings merged left to right: a later layer's value wins, mappings merge key by key."""
+    merged: dict = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = deep_merge(merged[key], value)
+            else:
+                merged[key] = value
+    return merged
+
+
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     """Apply `key.sub=value` strings (values parsed as YAML) to a nested mapping."""
     data = dict(data or {})

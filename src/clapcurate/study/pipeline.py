@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..config import from_dict, load_config, to_dict
+from ..config import deep_merge, from_dict, load_config, to_dict
 from ..errors import ConfigError
 from . import report
 from .stages import StageRunner
@@ -70,6 +70,7 @@ class StudyConfig:
     low_resource_fraction: float | None = 0.1
     model: dict[str, Any] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
+    low_resource_teacher: dict[str, Any] = field(default_factory=dict)  # changes for the 10% teacher
     student: dict[str, Any] = field(default_factory=dict)
     curation: CurationSettings = field(default_factory=CurationSettings)
     variants: bool = True
@@ -180,11 +181,11 @@ class Study:
         from .. import train
 
         def fit():
-            data = {**self.config.teacher.get("data", {}), "train_manifest": train_manifest}
-            config = from_dict(train.TeacherConfig, {
-                **self.config.teacher, "model": self.config.model, "data": data, "seed": seed,
-                "trainer": {**STAGE_TRAINER, **self.config.teacher.get("trainer", {})},
-                "out_dir": str(self.out / "teachers" / f"{_slug(kind)}_s{seed}")})
+            config = from_dict(train.TeacherConfig, deep_merge(
+                {"trainer": STAGE_TRAINER}, self.config.teacher,
+                self.config.low_resource_teacher if kind == "10%" else {},
+                {"model": self.config.model, "data": {"train_manifest": train_manifest}, "seed": seed,
+                 "out_dir": str(self.out / "teachers" / f"{_slug(kind)}_s{seed}")}))
             return str(Path(train.fit_teacher(config)) / "best")
 
         return self.stages.run(f"teacher/{_slug(kind)}_s{seed}", fit)
@@ -202,11 +203,10 @@ class Study:
             if loss.get("teacher_targets") == "cached":
                 loss["teacher_audio_embeddings"] = [embeddings["audio"], embeddings["train_audio"]]
                 loss["teacher_text_embeddings"] = [embeddings["text"]]
-            config = from_dict(train.StudentConfig, {
-                **self.config.student, "teacher": teacher_ckpt,
-                "trainer": {**STAGE_TRAINER, "keep_best": False, **self.config.student.get("trainer", {})}, "improvement_set": spec.improvement_set,
-                "replay_manifest": spec.replay, "loss": loss, "seed": seed,
-                "out_dir": str(self.out / "students" / name)})
+            config = from_dict(train.StudentConfig, deep_merge(
+                {"trainer": {**STAGE_TRAINER, "keep_best": False}}, self.config.student,
+                {"teacher": teacher_ckpt, "improvement_set": spec.improvement_set, "replay_manifest": spec.replay,
+                 "loss": loss, "seed": seed, "out_dir": str(self.out / "students" / name)}))
             return str(Path(train.fit_student(config)) / "last")
 
         return self.stages.run(f"student/{name}", fit)
