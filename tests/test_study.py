@@ -99,3 +99,13 @@ def test_study_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="esc51"):
         load_study_config(bad)
     assert main(["study", str(bad)]) == 2
+
+
+def test_a_world_of_another_seed_is_refused(tiny_study, tmp_path):
+    config_path, _, out = tiny_study
+    text = config_path.read_text().replace("seed: 3, scale: 0.01", "seed: 4, scale: 0.01")
+    text = text.replace(str(out).rsplit("/", 1)[0], str(tmp_path / "runs2"))
+    other = tmp_path / "other.yaml"
+    other.write_text(text)
+    with pytest.raises(ConfigError, match="seed 3"):
+        run_study(load_study_config(other))

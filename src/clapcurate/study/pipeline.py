@@ -7,6 +7,7 @@ Every stage is kept on disk (`runs/<name>/stages/`): a second run recomputes not
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -140,8 +141,15 @@ class Study:
             def make_world():
                 from ..data.synth import generate_world
 
-                if not (world_dir / "world.json").is_file():
+                described = world_dir / "world.json"
+                if not described.is_file():
                     generate_world(world_dir, seed=cfg.world.seed, scale=cfg.world.scale, progress=True)
+                existing = json.loads(described.read_text())
+                if (existing["seed"], existing["scale"]) != (cfg.world.seed, cfg.world.scale):
+                    raise ConfigError(
+                        f"{world_dir} holds a world of seed {existing['seed']} and scale {existing['scale']}, "
+                        f"not the configured world.seed {cfg.world.seed} and world.scale {cfg.world.scale}: "
+                        "choose another world.dir or delete that folder")
                 return str(world_dir)
 
             self.stages.run("world", make_world)
