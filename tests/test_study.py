@@ -24,6 +24,9 @@ model:
           fmin: 50, fmax: 8000, base_channels: 4, clip_seconds: 1.5, block_dropout: 0.0, head_dropout: 0.0}}
   text: {{name_or_path: {text_encoder}, pooling: cls, max_length: 24}}
   d_proj: 16
+pretrain_audio:
+  data: {{batch_size: 16}}
+  trainer: {{max_steps: 3, max_epochs: null, val_check_interval: 3, progress_bar: false}}
 teacher:
   data: {{batch_size: 16}}
   trainer: {{max_steps: 4, max_epochs: null, val_check_interval: 4, progress_bar: false}}
@@ -58,7 +61,7 @@ def test_every_table_cell_is_present(tiny_study):
                 assert cell["accuracy"].between(0, 1).all()
     report = open(f"{out}/report.md").read()
     for title in ("Table 1", "Table 2", "Table 3", "ADS+SL variants", "Rare versus frequent",
-                  "Precision of the curated sets", "Wall time per stage"):
+                  "Precision of the curated sets", "Wall time per stage", "labelled clips", "| pretrain_audio |"):
         assert title in report
     for variant in ("ADS+SL norm=none", "ADS+SL norm=after_mix", "ADS+SL targets=cached"):
         assert variant in report

@@ -86,6 +86,28 @@ def test_pool_reads_back_and_holds_every_audiocaps_segment_with_the_same_audio(w
     assert [line.startswith("#") for line in header] == [True, True, True, False]
 
 
+def test_labelled_set_reads_back_with_its_labels_and_shares_no_clip_with_the_pool(world):
+    tagged = read_audioset(world.tagged_segments_csv)
+    assert len(tagged) == world.counts["tagged"] > 0
+    known_mids = {row["mid"] for row in read_rows(world.root / "tagged" / "class_labels_indices.csv")}
+    assert all(labels for labels in tagged["label"])
+    assert {mid for labels in tagged["label"] for mid in labels.split(",")} <= known_mids
+    # the labels are the ground truth's events (and scene) of each clip
+    mids = json.loads(world.world_json.read_text())
+    mid_of = {c["name"]: c["mid"] for c in mids["concepts"]} | {f"scene:{s['name']}": s["mid"] for s in mids["scenes"]}
+    truth = {row["clip_id"]: row for row in read_rows(world.ground_truth / "tagged.csv")}
+    for clip_id, labels in zip(tagged["id"], tagged["label"]):
+        row = truth[clip_id]
+        names = {event.split("/")[0] for event in row["events"].split(";")}
+        names |= {row["background"]} if row["background"].startswith("scene:") else set()
+        assert set(labels.split(",")) == {mid_of[name] for name in names}
+    pool = read_audioset(world.pool_segments_csv)
+    assert not set(tagged["id"]) & set(pool["id"])
+    audio = {part: {h for path, h in file_hashes(world.root, part).items() if path.endswith(".wav")}
+             for part in ("tagged", "pool")}
+    assert audio["tagged"] and not audio["tagged"] & audio["pool"]
+
+
 def test_benchmarks_read_back_with_their_classes_and_folds(world):
     esc50 = read_esc50(world.esc50)
     assert len(esc50) == world.counts["esc50"]
@@ -132,7 +154,7 @@ def test_urbansound8k_slices_last_as_their_metadata_says(world):
 
 
 def test_no_benchmark_clip_appears_in_corpus_or_pool(world):
-    training_side = set(file_hashes(world.root, "corpus").values()) | set(file_hashes(world.root, "pool").values())
+    training_side = {h for part in ("corpus", "pool", "tagged") for h in file_hashes(world.root, part).values()}
     benchmark_audio = {h for path, h in file_hashes(world.root, "benchmarks").items() if path.endswith(".wav")}
     assert benchmark_audio and not benchmark_audio & training_side
 

@@ -212,6 +212,22 @@ def test_tiny_teacher_overfits_32_pairs(tiny_clap_config, pairs_csv, tmp_path):
     assert metrics["text_to_audio/R@1"] == 1.0 and metrics["audio_to_text/R@1"] == 1.0
 
 
+def test_a_frozen_audio_encoder_keeps_its_weights_and_statistics(tiny_clap_config, pairs_csv, tmp_path):
+    from lightning.pytorch import seed_everything
+
+    from clapcurate.model.clap import CLAP
+
+    config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run", max_steps=3, freeze_audio_encoder=True)
+    seed_everything(config.seed, verbose=False)
+    first = CLAP(tiny_clap_config).state_dict()  # the weights fit_teacher starts from (same seed)
+    trained = weights(fit_teacher(config) / "last")
+    audio = [key for key in trained if key.startswith("audio_encoder.")]
+    assert any("running_mean" in key for key in audio)
+    for key in audio:
+        torch.testing.assert_close(trained[key], first[key], msg=key)
+    assert not torch.equal(trained["audio_projection.linear1.weight"], first["audio_projection.linear1.weight"])
+
+
 def test_validation_metrics_and_best_checkpoint(tiny_clap_config, pairs_csv, tmp_path):
     config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run", max_steps=6,
                             data={"val_fraction": 0.3, "batch_size": 8}, trainer={"val_check_interval": 3})

@@ -61,6 +61,16 @@ def cmd_fit_teacher(args):
     _console().print(f"teacher checkpoints in {run_dir}")
 
 
+def cmd_pretrain_audio(args):
+    from . import train
+
+    overrides = list(args.set or []) + (["resume=true"] if args.resume else [])
+    config = train.load_tagger_config(args.config, overrides)
+    run_dir = train.fit_tagger(config)
+    _console().print(f"pretrained audio encoder: {run_dir / 'best' / train.module.TAGGER_CHECKPOINT} "
+                     "(start a teacher from it with init_audio_encoder)")
+
+
 def cmd_fit_student(args):
     from . import train
 
@@ -172,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("pretrain-audio", help="pretrain an audio encoder as a tagger on labelled clips")
+    with_config(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.set_defaults(func=cmd_pretrain_audio)
 
     p = sub.add_parser("fit-teacher", help="train a CLAP teacher on captioned pairs")
     with_config(p)

@@ -275,3 +275,36 @@ def load_panns_checkpoint(encoder: PannsCnn, path_or_state_dict, keep_frontend: 
         )
     encoder.load_state_dict(weights, strict=True)
     return encoder
+
+
+class AudioTagger(nn.Module):
+    """A PANNs encoder with PANNs' AudioSet head: `fc_audioset` maps the embedding to one logit
+    per class. Its state dict is a PANNs checkpoint's `model` (encoder keys + `fc_audioset.*`),
+    so `load_panns_checkpoint` starts a CLAP audio encoder from it."""
+
+    def __init__(self, encoder: PannsCnn, n_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.fc_audioset = nn.Linear(encoder.out_dim, n_classes, bias=True)
+        init_layer(self.fc_audioset)
+
+    def forward_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
+        """log-mel [B, 1, frames, mel_bins] -> class logits [B, n_classes] (sigmoid gives PANNs'
+        `clipwise_output`)."""
+        return self.fc_audioset(self.encoder.forward_logmel(logmel))
+
+    def panns_state_dict(self) -> dict[str, torch.Tensor]:
+        """Parameters under PANNs' key names (`conv_block1...`, `fc1...`, `fc_audioset...`)."""
+        state = {key: value.detach().cpu() for key, value in self.encoder.state_dict().items()}
+        state.update({f"fc_audioset.{key}": value.detach().cpu() for key, value in self.fc_audioset.state_dict().items()})
+        return state
+
+
+def save_panns_checkpoint(tagger: AudioTagger, path: str | Path, labels: list[str]) -> Path:
+    """Write `{"model": state dict, "labels": class names}` as PANNs does (`torch.save`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save({"model": tagger.panns_state_dict(), "labels": list(labels)}, partial)
+    partial.replace(path)
+    return path

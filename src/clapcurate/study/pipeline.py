@@ -1,6 +1,6 @@
 """The paper's study as one resumable pipeline.
 
-data -> teachers (all pairs; 10% of them) -> per teacher: embeddings, DU once, DS and ADS per
+data -> (audio-encoder pretraining on labelled clips) -> teachers (all pairs; 10% of them) -> per teacher: embeddings, DU once, DS and ADS per
 benchmark -> students of Tables 2 and 3 (+ ADS+SL variants) -> zero-shot evaluation -> report.
 Every stage is kept on disk (`runs/<name>/stages/`): a second run recomputes nothing that is done.
 """
@@ -44,6 +44,7 @@ class DataSettings:
     captioned: list[str] = field(default_factory=list)
     pool: str = ""
     benchmarks: dict[str, str] = field(default_factory=dict)
+    tagged: str = ""  # labelled clips for `pretrain_audio` (e.g. audioset:balanced_train_segments.csv)
 
 
 @dataclass
@@ -72,6 +73,10 @@ class StudyConfig:
     model: dict[str, Any] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
     low_resource_teacher: dict[str, Any] = field(default_factory=dict)  # changes for the 10% teacher
+    # a `TaggerConfig` (its `audio` is `model.audio`): pretrain the teachers' audio encoder on
+    # `data.tagged` once, as PANNs' CNNs were pretrained on AudioSet; null: no pretraining
+    # (real data: give `teacher.init_audio_encoder` a PANNs checkpoint instead)
+    pretrain_audio: dict[str, Any] | None = None
     student: dict[str, Any] = field(default_factory=dict)
     curation: CurationSettings = field(default_factory=CurationSettings)
     variants: bool = True
@@ -95,6 +100,7 @@ def world_data(world_dir: Path) -> DataSettings:
     return DataSettings(
         captioned=[f"clotho:{world_dir / 'corpus' / 'clotho'}", f"audiocaps:{world_dir / 'corpus' / 'audiocaps'}"],
         pool=f"audioset:{world_dir / 'pool' / 'unbalanced_train_segments.csv'}",
+        tagged=f"audioset:{world_dir / 'tagged' / 'balanced_train_segments.csv'}",
         benchmarks={"esc50": f"esc50:{world_dir / 'benchmarks' / 'esc50'}",
                     "urbansound8k": f"urbansound8k:{world_dir / 'benchmarks' / 'urbansound8k'}",
                     "tut2017": f"tut2017:{world_dir / 'benchmarks' / 'tut2017'}"},
@@ -185,15 +191,48 @@ class Study:
         return self.stages.run(f"manifests/train_10pct_s{seed}", make)
 
     # ------------------------------------------------------------- training
-    def fit_teacher(self, kind: str, train_manifest: str, seed: int) -> str:
+    def pretrain_audio(self) -> str | None:
+        """The pretrained audio encoder the teachers start from (None: they start from scratch)."""
+        from .. import train
+
+        cfg = self.config
+        if cfg.pretrain_audio is None or cfg.teacher.get("init_audio_encoder"):
+            return None
+        if not self.data.tagged:
+            raise ConfigError("pretrain_audio needs data.tagged (labelled clips, e.g. audioset:balanced_train_segments.csv)")
+
+        def fit():
+            labels_csv = ({"labels_csv": str(Path(cfg.world.dir) / "tagged" / "class_labels_indices.csv")}
+                          if cfg.world is not None else {})
+            config = from_dict(train.TaggerConfig, deep_merge(
+                {"trainer": {**STAGE_TRAINER, "keep_best": True}}, {"audio": cfg.model.get("audio", {})},
+                cfg.pretrain_audio, {"data": {"train": self.data.tagged, **labels_csv},
+                                     "out_dir": str(self.out / "pretrained_audio")}))
+            run_dir = Path(train.fit_tagger(config))
+            metrics = pd.read_csv(run_dir / "metrics.csv")
+            summary = json.loads((run_dir / "summary.json").read_text())
+            val_map = metrics["val_mAP"].dropna()
+            return {"checkpoint": str(run_dir / "best" / train.module.TAGGER_CHECKPOINT),
+                    "train_clips": summary["train_clips"], "classes": summary["classes"],
+                    "val_mAP": float(val_map.max()) if len(val_map) else float("nan")}
+
+        record = self.stages.run("pretrain_audio", fit)
+        self.notes.append(
+            f"Both teachers' audio encoders start from a tagger pretrained on {record['train_clips']:,} labelled clips "
+            f"of `data.tagged` ({record['classes']} classes, validation mAP {record['val_mAP']:.2f}), as MS CLAP's "
+            "CNN14 starts from PANNs pretrained on AudioSet; the pool stays unlabelled.")
+        return record["checkpoint"]
+
+    def fit_teacher(self, kind: str, train_manifest: str, seed: int, init_audio_encoder: str | None = None) -> str:
         from .. import train
 
         def fit():
+            start = {"init_audio_encoder": init_audio_encoder} if init_audio_encoder else {}
             config = from_dict(train.TeacherConfig, deep_merge(
                 {"trainer": STAGE_TRAINER}, self.config.teacher,
                 self.config.low_resource_teacher if kind == "10%" else {},
                 {"model": self.config.model, "data": {"train_manifest": train_manifest}, "seed": seed,
-                 "out_dir": str(self.out / "teachers" / f"{_slug(kind)}_s{seed}")}))
+                 "out_dir": str(self.out / "teachers" / f"{_slug(kind)}_s{seed}"), **start}))
             return str(Path(train.fit_teacher(config)) / "best")
 
         return self.stages.run(f"teacher/{_slug(kind)}_s{seed}", fit)
@@ -320,6 +359,7 @@ class Study:
     def run(self) -> str:
         t0 = time.perf_counter()
         manifests = self.prepare_data()
+        pretrained = self.pretrain_audio()
         rows, variant_rows, counts = [], [], []
         kinds = ["full"] + (["10%"] if self.config.low_resource_fraction else [])
         if self.config.low_resource_fraction:
@@ -334,7 +374,7 @@ class Study:
             for kind in kinds:
                 train_manifest = (manifests["train"] if kind == "full"
                                   else self.low_resource_manifest(manifests["train"], seed))
-                ckpt = self.fit_teacher(kind, train_manifest, seed)
+                ckpt = self.fit_teacher(kind, train_manifest, seed, pretrained)
                 for bench in self.data.benchmarks:
                     rows.append(self.evaluate(kind, "teacher", seed, ckpt, bench, manifests,
                                               f"{_slug(kind)}_s{seed}/teacher"))

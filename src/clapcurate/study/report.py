@@ -180,9 +180,10 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   _markdown(rare_frequent_table(per_class, "full", TABLE2_ROWS))]
     if counts["precision"].notna().any():
         parts += ["## Precision of the curated sets (embedded world's ground truth)",
-                  "A curated pool pair (DU, ADS) is right when the pool clip holds every sound event "
-                  "of the clip its caption was written for; a DS pair is right when its clip holds "
-                  "the sound of the benchmark class its caption was matched to.",
+                  "A curated pool pair (DU, ADS) is right when the pool clip holds everything its caption "
+                  "names: every sound event of the clip the caption was written for, and that clip's "
+                  "scene when the caption names the place. A DS pair is right when its clip holds the "
+                  "sound of the benchmark class its caption was matched to.",
                   _markdown(precision_table(counts, "full"))]
         if (counts["teacher"] == "10%").any():
             parts += ["With the 10% teacher:", _markdown(precision_table(counts, "10%"))]

@@ -8,7 +8,7 @@ from typing import Literal
 
 from ..config import load_config
 from ..losses import TARGET_NORMS
-from ..model.clap import CLAPConfig
+from ..model.clap import AudioConfig, CLAPConfig
 
 PRECISIONS = ("32", "bf16-mixed")
 
@@ -121,6 +121,7 @@ class TeacherConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     text: TextTrainConfig = dataclasses.field(default_factory=TextTrainConfig)
     init_audio_encoder: str | None = None  # a PANNs checkpoint (e.g. Cnn14_mAP=0.431.pth) to start from
+    freeze_audio_encoder: bool = False  # train only the projections on top of it (few pairs)
     seed: int = 0
     out_dir: str = "runs/teacher"
     resume: bool = False
@@ -185,6 +186,37 @@ class StudentConfig:
     seed: int = 0
     out_dir: str = "runs/student"
     resume: bool = False
+
+
+@dataclasses.dataclass
+class TaggerDataConfig(DataConfig):
+    """Labelled clips: `train` is a manifest file or a dataset spec (`audioset:segments.csv`)
+    whose `label` column holds comma-separated labels; `labels_csv` (AudioSet's
+    `class_labels_indices.csv`, column `mid`) fixes the classes and their order, else every
+    label present is a class, sorted."""
+
+    train: str = ""
+    labels_csv: str | None = None
+
+
+@dataclasses.dataclass
+class TaggerConfig:
+    """`fit_tagger`: pretrain an audio encoder as a PANNs-style tagger (binary cross-entropy per
+    class) on labelled audio; the result starts a teacher via `init_audio_encoder`."""
+
+    audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
+    data: TaggerDataConfig = dataclasses.field(default_factory=TaggerDataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1e-3))
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    seed: int = 0
+    out_dir: str = "runs/tagger"
+    resume: bool = False
+
+
+def load_tagger_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TaggerConfig:
+    """A `TaggerConfig` from YAML `path` with `--set key=value` overrides."""
+    return load_config(TaggerConfig, path, overrides)
 
 
 def load_teacher_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TeacherConfig:

@@ -56,6 +56,7 @@ class PairSet:
     `clip_features[k]` is clip k's log-mel [frames, mel_bins] (float16); `clip_of_pair[i]` the
     clip of pair i. `text_features` [N, hidden] (cached text-encoder outputs) or None (captions
     are encoded each step). `teacher_audio` / `teacher_text` [N, d]: cached teacher embeddings.
+    `labels` [N, classes] (0/1): class labels, for tagging.
     """
 
     ids: list[str]
@@ -65,6 +66,7 @@ class PairSet:
     text_features: np.ndarray | None = None
     teacher_audio: np.ndarray | None = None
     teacher_text: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -108,6 +110,22 @@ def prepare_pairs(
         text_features=text_cache.features(captions) if text_cache is not None else None,
     )
     return pairs, kept, skipped
+
+
+def label_matrix(labels: Sequence[str], classes: Sequence[str], origin: str) -> np.ndarray:
+    """Comma-separated label strings -> multi-hot rows [N, len(classes)] (uint8).
+
+    A label outside `classes` is a `ManifestError` naming it and the row."""
+    column = {name: k for k, name in enumerate(classes)}
+    matrix = np.zeros((len(labels), len(classes)), dtype=np.uint8)
+    for row, text in enumerate(labels):
+        for name in (part.strip() for part in str(text).split(",")):
+            if not name:
+                continue
+            if name not in column:
+                raise ManifestError(f"{origin}: row {row + 1}: label {name!r} is not among the {len(classes)} classes")
+            matrix[row, column[name]] = 1
+    return matrix
 
 
 # ------------------------------------------------------------------ frames and augmentation
@@ -177,6 +195,8 @@ class BatchMaker:
             batch["text_features"] = torch.from_numpy(pairs.text_features[rows])  # [B, hidden]
         else:
             batch["captions"] = [pairs.captions[row] for row in rows]
+        if pairs.labels is not None:
+            batch["labels"] = torch.from_numpy(pairs.labels[rows].astype(np.float32))  # [B, classes]
         if pairs.teacher_audio is not None:
             batch["teacher_audio"] = torch.from_numpy(pairs.teacher_audio[rows])  # [B, d]
             batch["teacher_text"] = torch.from_numpy(pairs.teacher_text[rows])  # [B, d]

@@ -1,6 +1,8 @@
-"""`fit_teacher` and `fit_student`: prepare the data, build the Lightning Trainer, run it.
+"""`fit_teacher`, `fit_student` and `fit_tagger`: prepare the data, build the Lightning
+Trainer, run it.
 
-A run folder holds `best/` (lowest validation loss) and `last/` checkpoints in our format,
+A run folder holds `best/` (lowest validation loss) and `last/` checkpoints (our format; for a
+tagger a PANNs-style `audio_encoder.pth` inside each),
 `metrics.csv` (Lightning's CSV logger), `resume.ckpt` (full training state for `resume`),
 `summary.json` (pair counts, skipped clips), `skipped.csv`, `config.json`, and for teachers the
 `train_pairs.csv` / `val_pairs.csv` manifests actually used.
@@ -29,14 +31,15 @@ from ..data.manifest import read_manifest, write_manifest
 from ..errors import ManifestError
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
 from ..model import checkpoints
-from ..model.audio_encoders import load_panns_checkpoint
-from ..model.clap import CLAP
-from .config import DataConfig, LossConfig, StudentConfig, TeacherConfig, TrainerConfig
+from ..data.readers import read_dataset
+from ..model.audio_encoders import AudioTagger, build_audio_encoder, load_panns_checkpoint
+from ..model.clap import CLAP, AudioConfig
+from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig
 from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
-    prepare_pairs, split_by_clip, take_subset,
+    label_matrix, prepare_pairs, split_by_clip, take_subset,
 )
-from .module import ClapModule
+from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule
 
 log = logging.getLogger("clapcurate.train")
 RESUME_CHECKPOINT = "resume.ckpt"
@@ -82,24 +85,24 @@ class RunCheckpoints(Callback):
         self.save_resume_state = save_resume_state
         self.best_val_loss = math.inf
 
-    def _save_state(self, trainer: Trainer, pl_module: ClapModule) -> None:
+    def _save_state(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         if trainer.is_global_zero:
-            checkpoints.save(pl_module.model, self.run_dir / "last")
+            pl_module.save_model(self.run_dir / "last")
         if self.save_resume_state:
             trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT)
 
-    def on_validation_end(self, trainer: Trainer, pl_module: ClapModule) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         if trainer.sanity_checking:
             return
         val_loss = float(trainer.callback_metrics["val_loss"])
         if val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
             if trainer.is_global_zero and self.keep_best:
-                checkpoints.save(pl_module.model, self.run_dir / "best")
+                pl_module.save_model(self.run_dir / "best")
         if self.save_resume_state:
             self._save_state(trainer, pl_module)
 
-    def on_train_end(self, trainer: Trainer, pl_module: ClapModule) -> None:
+    def on_train_end(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         self._save_state(trainer, pl_module)
         if not self.has_validation and self.keep_best and trainer.is_global_zero:
             shutil.copytree(self.run_dir / "last", self.run_dir / "best", dirs_exist_ok=True)
@@ -147,14 +150,19 @@ class _Inputs:
 
     @classmethod
     def of(cls, model: CLAP, config: TeacherConfig | StudentConfig) -> "_Inputs":
-        settings = FrontendSettings.of(model.config.audio)
-        n_frames = settings.frames(model.clip_samples)
+        text_encoder = model.text_encoder if config.text.cache_text_features else None
+        return cls.for_audio(model.config.audio, config, text_encoder)
+
+    @classmethod
+    def for_audio(cls, audio: AudioConfig, config, text_encoder=None) -> "_Inputs":
+        """Inputs for an audio front-end; text features cached when `text_encoder` is given."""
+        settings = FrontendSettings.of(audio)
+        n_frames = settings.frames(int(round(audio.sample_rate * audio.clip_seconds)))
         pad_level = silence_level(settings)
-        augment = config.augment
         return cls(
             logmel_cache=LogMelCache(settings, config.data.feature_cache),
-            text_cache=TextFeatureCache(model.text_encoder) if config.text.cache_text_features else None,
-            train_batches=BatchMaker(n_frames, pad_level, augment),
+            text_cache=TextFeatureCache(text_encoder) if text_encoder is not None else None,
+            train_batches=BatchMaker(n_frames, pad_level, config.augment),
             val_batches=BatchMaker(n_frames, pad_level, None),
         )
 
@@ -163,7 +171,7 @@ class _Inputs:
                              self.text_cache)
 
 
-def _start_run(config: TeacherConfig | StudentConfig) -> tuple[Path, str | None]:
+def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Path, str | None]:
     """The run folder and the checkpoint to resume from (None: a fresh run)."""
     run_dir = Path(config.out_dir)
     resume_path = run_dir / RESUME_CHECKPOINT
@@ -215,7 +223,8 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
     write_manifest(val_kept, run_dir / "val_pairs.csv")
     _write_summary(run_dir, {"train_pairs": len(train_kept), "val_pairs": len(val_kept)},
                    [train_skipped, val_skipped.reindex(columns=["audio_path", "reason"])])
-    module = ClapModule(model, config.optim, freeze_text_encoder=config.text.freeze_text_encoder)
+    module = ClapModule(model, config.optim, freeze_text_encoder=config.text.freeze_text_encoder,
+                        freeze_audio_encoder=config.freeze_audio_encoder)
     schedule = PairSchedule(train_pairs, config.data.batch_size, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
@@ -288,4 +297,61 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     schedule = ReplaySchedule(prepared["curated"][0], prepared["replay"][0], config.data.batch_size,
                               config.replay.curated_prob, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
+    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+
+
+def read_labelled(spec: str) -> pd.DataFrame:
+    """A manifest file, or a dataset spec such as `audioset:segments.csv` (see `read_dataset`)."""
+    path = Path(spec)
+    if path.suffix.lower() in (".csv", ".parquet") and path.is_file():
+        return read_manifest(path)
+    return read_dataset(spec)
+
+
+def tagger_classes(manifest: pd.DataFrame, labels_csv: str | None) -> list[str]:
+    """The classes in order: the `mid` column of `labels_csv`, else every label present, sorted."""
+    if labels_csv:
+        table = pd.read_csv(labels_csv, dtype=str)
+        if "mid" not in table.columns:
+            raise ManifestError(f"{labels_csv}: expected a `mid` column (AudioSet's class_labels_indices.csv)")
+        return table["mid"].str.strip().tolist()
+    return sorted({part.strip() for text in manifest["label"] for part in str(text).split(",") if part.strip()})
+
+
+def build_tagger(audio: AudioConfig, n_classes: int) -> AudioTagger:
+    settings = {key: getattr(audio, key) for key in ("sample_rate", "window_size", "hop_size", "mel_bins", "fmin",
+                                                     "fmax", "base_channels", "block_dropout", "head_dropout")}
+    return AudioTagger(build_audio_encoder(audio.encoder, **settings), n_classes)
+
+
+def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path:
+    """Pretrain an audio encoder as a tagger on the labelled clips of `config.data.train`.
+
+    Returns the run folder; `best/audio_encoder.pth` (lowest validation loss) and
+    `last/audio_encoder.pth` are PANNs-style checkpoints (`{"model": ..., "labels": ...}`) that
+    a teacher's `init_audio_encoder` accepts.
+    """
+    run_dir, ckpt_path = _start_run(config)
+    seed_everything(config.seed, verbose=False)
+    manifest = take_subset(read_labelled(config.data.train), config.data.subset, config.seed)
+    if "label" not in manifest.columns or not manifest["label"].astype(str).str.strip().any():
+        raise ManifestError(f"{config.data.train}: no labels (expected a `label` column of comma-separated labels)")
+    classes = tagger_classes(manifest, config.data.labels_csv)
+    model = build_tagger(config.audio, len(classes))
+    inputs = _Inputs.for_audio(config.audio, config)
+    train_rows, val_rows = split_by_clip(manifest, config.data.val_fraction, config.data.split_seed)
+    prepared = {}
+    for name, rows in (("train", train_rows), ("val", val_rows)):
+        if len(rows) == 0:
+            prepared[name] = (None, rows, rows.reindex(columns=["audio_path", "reason"]).iloc[:0])
+            continue
+        pairs, kept, skipped = inputs.prepare(rows, config.data.train, config.data)
+        pairs.labels = label_matrix(kept["label"].tolist(), classes, config.data.train)
+        prepared[name] = (pairs, kept, skipped)
+    _write_summary(run_dir, {"train_clips": len(prepared["train"][1]), "val_clips": len(prepared["val"][1]),
+                             "classes": len(classes)}, [prepared["train"][2], prepared["val"][2]])
+    module = TaggerModule(model, config.optim, classes)
+    schedule = PairSchedule(prepared["train"][0], config.data.batch_size, config.seed)
+    datamodule = PairDataModule(schedule, inputs.train_batches, prepared["val"][0], inputs.val_batches, config.data,
+                                config.seed)
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)

@@ -1,6 +1,10 @@
-"""The Lightning module: one CLAP model trained with the contrastive or soft-label loss."""
+"""The Lightning modules: a CLAP model trained with the contrastive or soft-label loss
+(`ClapModule`), and a PANNs-style audio tagger pretrained on labelled clips (`TaggerModule`).
+Both share Adam with ReduceLROnPlateau on the validation loss and an exact resume."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,11 +14,14 @@ from torch import nn
 
 from ..errors import ClapcurateError
 from ..losses import contrastive_loss, soft_label_loss
+from ..model import checkpoints
+from ..model.audio_encoders import AudioTagger, save_panns_checkpoint
 from ..model.clap import CLAP
 from ..zeroshot import retrieval_metrics
 from .config import LossConfig, OptimConfig
 
 RETRIEVAL_KEYS = ("R@1", "R@5", "R@10")
+TAGGER_CHECKPOINT = "audio_encoder.pth"  # in a tagger run's best/ and last/
 
 
 class TrainingDivergedError(ClapcurateError):
@@ -54,28 +61,82 @@ def batchnorm_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-class ClapModule(LightningModule):
+def check_finite(loss: torch.Tensor, module: LightningModule) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(
+            f"the training loss became {loss.item()} at step {module.global_step} (epoch {module.current_epoch}); "
+            "training stopped, the last good checkpoint is the run folder's last/ "
+            "(try a lower optim.lr or precision 32)"
+        )
+
+
+class PlateauModule(LightningModule):
+    """Adam on the trainable parameters of `self.model`, the learning rate cut by
+    ReduceLROnPlateau after each validation, and the state an exact resume needs."""
+
+    def __init__(self, optim: OptimConfig):
+        super().__init__()
+        self.optim = optim
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._restored_plateau_state: dict | None = None
+
+    def save_model(self, folder) -> None:
+        """Write the trained model to `folder` (`best/`, `last/` of a run)."""
+        raise NotImplementedError
+
+    def step_plateau(self, val_loss: float) -> None:
+        if self.plateau is not None and not self.trainer.sanity_checking:
+            self.plateau.step(val_loss)
+            self.log("lr", self.plateau.optimizer.param_groups[0]["lr"])
+
+    def configure_optimizers(self):
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.optim.plateau_factor, patience=self.optim.plateau_patience
+        )
+        if self._restored_plateau_state is not None:
+            self.plateau.load_state_dict(self._restored_plateau_state)
+        return optimizer
+
+    # -------------------------------------------------------------- exact resume
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["plateau"] = self.plateau.state_dict() if self.plateau is not None else None
+        checkpoint["torch_rng"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_plateau_state = checkpoint.get("plateau")
+        torch.set_rng_state(checkpoint["torch_rng"])
+        if "cuda_rng" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+
+
+class ClapModule(PlateauModule):
     """Trains `model`; `teacher` (frozen) gives online soft-label targets when `loss` asks for them.
 
     `freeze_batchnorm`: BatchNorm layers stay in eval mode, keeping their running statistics.
-    `freeze_text_encoder`: the text encoder is not trained (its projection is).
+    `freeze_text_encoder`: the text encoder is not trained (its projection is);
+    `freeze_audio_encoder` likewise for the audio encoder (e.g. a pretrained one and few pairs).
     """
 
     def __init__(self, model: CLAP, optim: OptimConfig, loss: LossConfig | None = None,
-                 teacher: CLAP | None = None, freeze_batchnorm: bool = False, freeze_text_encoder: bool = False):
-        super().__init__()
+                 teacher: CLAP | None = None, freeze_batchnorm: bool = False, freeze_text_encoder: bool = False,
+                 freeze_audio_encoder: bool = False):
+        super().__init__(optim)
         self.model = model
         self.teacher = teacher
-        self.optim = optim
         self.loss_config = loss
         self.freeze_batchnorm = freeze_batchnorm
         self.freeze_text_encoder = freeze_text_encoder
+        self.freeze_audio_encoder = freeze_audio_encoder
+        if freeze_audio_encoder:
+            model.audio_encoder.requires_grad_(False)
         if teacher is not None:
             teacher.requires_grad_(False)
         if freeze_text_encoder:
             model.text_encoder.requires_grad_(False)
-        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
-        self._restored_plateau_state: dict | None = None
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._val_losses: list[tuple[float, int]] = []
 
@@ -87,6 +148,8 @@ class ClapModule(LightningModule):
             frozen.append(self.teacher)
         if self.freeze_text_encoder:
             frozen.append(self.model.text_encoder)
+        if self.freeze_audio_encoder:
+            frozen.append(self.model.audio_encoder)
         if self.freeze_batchnorm:
             frozen.extend(batchnorm_layers(self.model))
         for module in frozen:
@@ -120,12 +183,7 @@ class ClapModule(LightningModule):
         teacher_audio, teacher_text = self.teacher_targets(batch)
         loss = global_batch_loss(audio_emb, text_emb, self.model.logit_scale_exp(), self.loss_config,
                                  teacher_audio, teacher_text)
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(
-                f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                "training stopped, the last good checkpoint is the run folder's last/ "
-                "(try a lower optim.lr or precision 32)"
-            )
+        check_finite(loss, self)
         self.log("train_loss", loss, prog_bar=True, batch_size=audio_emb.shape[0])
         self.log("logit_scale", self.model.logit_scale_exp(), batch_size=audio_emb.shape[0])
         return loss
@@ -153,30 +211,58 @@ class ClapModule(LightningModule):
         for key in RETRIEVAL_KEYS:
             self.log(f"val_t2a_{key}", metrics[f"text_to_audio/{key}"])
             self.log(f"val_a2t_{key}", metrics[f"audio_to_text/{key}"])
-        if self.plateau is not None and not self.trainer.sanity_checking:
-            self.plateau.step(val_loss)
-            self.log("lr", self.plateau.optimizer.param_groups[0]["lr"])
+        self.step_plateau(val_loss)
 
-    # -------------------------------------------------------------- optimisation
-    def configure_optimizers(self):
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(trainable, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=self.optim.plateau_factor, patience=self.optim.plateau_patience
-        )
-        if self._restored_plateau_state is not None:
-            self.plateau.load_state_dict(self._restored_plateau_state)
-        return optimizer
+    def save_model(self, folder) -> None:
+        checkpoints.save(self.model, folder)
 
-    # -------------------------------------------------------------- exact resume
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["plateau"] = self.plateau.state_dict() if self.plateau is not None else None
-        checkpoint["torch_rng"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._restored_plateau_state = checkpoint.get("plateau")
-        torch.set_rng_state(checkpoint["torch_rng"])
-        if "cuda_rng" in checkpoint and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over classes with at least one positive of the average precision of ranking the
+    rows by `scores` [N, C] against 0/1 `targets` [N, C] (AudioSet's mAP)."""
+    values = []
+    for column in np.flatnonzero(targets.sum(axis=0) > 0):
+        order = np.argsort(-scores[:, column], kind="stable")
+        hits = targets[order, column] > 0
+        precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+        values.append(precision_at_hit.mean())
+    return float(np.mean(values)) if values else float("nan")
+
+
+class TaggerModule(PlateauModule):
+    """Trains an `AudioTagger` with binary cross-entropy per class; validation logs `val_loss`
+    and `val_mAP`."""
+
+    def __init__(self, model: AudioTagger, optim: OptimConfig, labels: list[str]):
+        super().__init__(optim)
+        self.model = model
+        self.labels = list(labels)
+        self._val_scores: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model.forward_logmel(batch["logmel"])
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), batch["labels"]), logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(batch)
+        check_finite(loss, self)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["logmel"].shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_scores.clear()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        _, logits = self._loss(batch)
+        self._val_scores.append((logits.float().cpu(), batch["labels"].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        logits = torch.cat([out[0] for out in self._val_scores])
+        targets = torch.cat([out[1] for out in self._val_scores])
+        val_loss = float(nn.functional.binary_cross_entropy_with_logits(logits, targets))
+        self.log("val_loss", val_loss, prog_bar=True)
+        self.log("val_mAP", average_precision(logits.numpy(), targets.numpy()), prog_bar=True)
+        self.step_plateau(val_loss)
+
+    def save_model(self, folder) -> None:
+        save_panns_checkpoint(self.model, Path(folder) / TAGGER_CHECKPOINT, self.labels)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .concepts import CONCEPTS, CONCEPTS_BY_NAME, NOISE_BACKGROUNDS, SCENES, SCENES_BY_NAME
 
-PART_CODES = {"corpus": 1, "pool": 2, "esc50": 3, "urbansound8k": 4, "tut2017": 5, "ids": 6}
+PART_CODES = {"corpus": 1, "pool": 2, "esc50": 3, "urbansound8k": 4, "tut2017": 5, "ids": 6, "tagged": 7}
 NOISE_COLOURS = tuple(sorted(NOISE_BACKGROUNDS))
 CORPUS_TIERS = (("common", 1.0), ("medium", 0.35), ("rare", 0.1))  # (tier, sampling weight)
 

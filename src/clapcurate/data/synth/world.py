@@ -1,5 +1,6 @@
 """Write the embedded world: a captioned corpus (Clotho and AudioCaps layouts), an in-the-wild
-pool (AudioSet layout) and three zero-shot benchmarks (ESC-50, UrbanSound8K, TUT Acoustic
+pool (AudioSet layout), a labelled set for audio-encoder pretraining (AudioSet balanced-train
+layout) and three zero-shot benchmarks (ESC-50, UrbanSound8K, TUT Acoustic
 Scenes 2017 layouts), deterministically from a seed. See ``docs/synthetic-world.md``."""
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ URBAN_BACKGROUND_SCENES = ("city_center", "residential_area", "park")
 SIZES = {  # clip counts at scale 1
     "clotho_development": 560, "clotho_validation": 140,
     "audiocaps_train": 640, "audiocaps_val": 80, "audiocaps_test": 80,
-    "pool": 16000,
+    "pool": 16000, "tagged": 4000,
     "esc50_per_class": 40, "urbansound8k_per_class": 230,
     "tut2017_development_per_scene": 96, "tut2017_evaluation_per_scene": 34,
 }
@@ -40,7 +41,7 @@ TUT_SEGMENTS_PER_RECORDING = 6
 FAULTS = ("truncated", "zero_length", "not_audio", "nan", "silent", "silent", "silent")
 LOADER_REJECTS = {"truncated": True, "zero_length": True, "not_audio": True, "nan": True, "silent": False}
 YOUTUBE_ID_ALPHABET = string.ascii_letters + string.digits + "-_"
-OWNED_ENTRIES = ("corpus", "pool", "benchmarks", "ground_truth", "world.json")
+OWNED_ENTRIES = ("corpus", "pool", "tagged", "benchmarks", "ground_truth", "world.json")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class WorldPaths:
     audiocaps: Path
     pool_segments_csv: Path
     pool_audio: Path
+    tagged_segments_csv: Path
+    tagged_audio: Path
     esc50: Path
     urbansound8k: Path
     tut2017_development: Path
@@ -67,6 +70,7 @@ class WorldPaths:
         rows = (("captioned corpus", "Clotho", self.clotho, self.counts["clotho"]),
                 ("captioned corpus", "AudioCaps", self.audiocaps, self.counts["audiocaps"]),
                 ("in-the-wild pool", "AudioSet", self.pool_segments_csv, self.counts["pool"]),
+                ("labelled set", "AudioSet balanced", self.tagged_segments_csv, self.counts["tagged"]),
                 ("benchmark", "ESC-50", self.esc50, self.counts["esc50"]),
                 ("benchmark", "UrbanSound8K", self.urbansound8k, self.counts["urbansound8k"]),
                 ("benchmark", "TUT17 development", self.tut2017_development, self.counts["tut2017_development"]),
@@ -184,21 +188,32 @@ def plan_pool(seed: int, scale: float, segment_ids: list, audiocaps: list) -> li
     return sorted(pool, key=lambda entry: entry[1])
 
 
+def plan_tagged(seed: int, scale: float, segment_ids: list) -> list:
+    """``[(plan, youtube_id, start_seconds, False)]``: labelled in-the-wild clips (the stand-in for
+    AudioSet's balanced train set, on which PANNs-style audio encoders are pretrained). Drawn
+    like the pool, all concepts evenly, but distinct clips: the pool itself stays unlabelled."""
+    rng = part_rng(seed, "tagged")
+    return sorted(((pool_plan(f"tagged/audio/{youtube_id}_{start}.wav", clip_seed(seed, "tagged", index),
+                              CLIP_SECONDS, rng), youtube_id, start, False)
+                   for index, (youtube_id, start) in enumerate(segment_ids)), key=lambda entry: entry[1])
+
+
 def positive_labels(plan: ClipPlan) -> str:
     names = sorted({concept for concept, _ in plan.events} | ({f"scene:{plan.scene}"} if plan.scene else set()))
     return ",".join(MIDS[name] for name in names)
 
 
-def write_pool_metadata(root: Path, pool: list) -> None:
-    segments = root / "pool" / "unbalanced_train_segments.csv"
-    segments.parent.mkdir(parents=True, exist_ok=True)
+def write_segments_metadata(folder: Path, segments_name: str, clips: list) -> None:
+    """An AudioSet segments CSV (`clips`: ``[(plan, youtube_id, start, ...)]``) and
+    `class_labels_indices.csv` in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     lines = ["# Segments csv created by clapcurate synth (embedded world)",
-             f"# num_ytids={len(pool)}, num_segs={len(pool)}, num_unique_labels={len(MIDS)}",
+             f"# num_ytids={len(clips)}, num_segs={len(clips)}, num_unique_labels={len(MIDS)}",
              "# YTID, start_seconds, end_seconds, positive_labels"]
     lines += [f'{youtube_id}, {start:.3f}, {start + plan.seconds:.3f}, "{positive_labels(plan)}"'
-              for plan, youtube_id, start, _ in pool]
-    segments.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_csv(root / "pool" / "class_labels_indices.csv", ("index", "mid", "display_name"),
+              for plan, youtube_id, start, *_ in clips]
+    (folder / segments_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_csv(folder / "class_labels_indices.csv", ("index", "mid", "display_name"),
               [(i, mid, name.replace("scene:", "").replace("_", " ").capitalize())
                for i, (name, mid) in enumerate(MIDS.items())])
 
@@ -301,7 +316,7 @@ def write_tut2017_metadata(root: Path, subsets: dict) -> None:
 
 # ----------------------------------------------------------------------------- ground truth, world.json
 
-def write_ground_truth(root: Path, corpus: dict, pool: list) -> None:
+def write_ground_truth(root: Path, corpus: dict, pool: list, tagged: list) -> None:
     folder = root / "ground_truth"
     header = ("path", "source", "split", "events", "background")
     corpus_rows = [(plan.path, "clotho", split, plan.describe_events(), plan.describe_background())
@@ -312,6 +327,9 @@ def write_ground_truth(root: Path, corpus: dict, pool: list) -> None:
     write_csv(folder / "pool.csv", ("path", "clip_id", "events", "background", "in_audiocaps", "fault"),
               [(plan.path, f"yt:{youtube_id}_{int(start)}", plan.describe_events(), plan.describe_background(),
                 in_audiocaps, plan.fault) for plan, youtube_id, start, in_audiocaps in pool])
+    write_csv(folder / "tagged.csv", ("path", "clip_id", "events", "background"),
+              [(plan.path, f"yt:{youtube_id}_{int(start)}", plan.describe_events(), plan.describe_background())
+               for plan, youtube_id, start, _ in tagged])
     write_csv(folder / "corrupted.csv", ("path", "fault", "loader_rejects"),
               [(plan.path, plan.fault, LOADER_REJECTS[plan.fault]) for plan, *_ in pool if plan.fault])
 
@@ -380,30 +398,33 @@ def generate_world(out_dir, seed: int = 0, scale: float = 1.0, progress: bool = 
     prepare_output(root)
     ids_rng = np.random.default_rng([seed, PART_CODES["ids"]])
     n_audiocaps = sum(scaled(SIZES[f"audiocaps_{split}"], scale) for split in ("train", "val", "test"))
-    n_pool = scaled(SIZES["pool"], scale)
-    ids = youtube_ids(n_audiocaps + n_pool, ids_rng)
+    n_pool, n_tagged = scaled(SIZES["pool"], scale), scaled(SIZES["tagged"], scale)
+    ids = youtube_ids(n_audiocaps + n_pool + n_tagged, ids_rng)
     starts = (10 * ids_rng.integers(0, 30, size=len(ids))).tolist()
     segment_ids = list(zip(ids, starts))
+    tagged = plan_tagged(seed, scale, segment_ids[n_audiocaps + n_pool:])
     coverage = CorpusCoverage.draw(part_rng(seed, "corpus"))
     corpus = plan_corpus(seed, scale, coverage, segment_ids[:n_audiocaps])
-    pool = plan_pool(seed, scale, segment_ids[n_audiocaps:], corpus["audiocaps"])
+    pool = plan_pool(seed, scale, segment_ids[n_audiocaps:n_audiocaps + n_pool], corpus["audiocaps"])
     esc50, urbansound8k, tut2017 = plan_esc50(seed, scale), plan_urbansound8k(seed, scale), plan_tut2017(seed, scale)
     parts = {"corpus (Clotho)": [clip[0] for clip in corpus["clotho"]],
              "corpus (AudioCaps)": [clip[0] for clip in corpus["audiocaps"]],
              "pool (AudioSet)": [clip[0] for clip in pool],
+             "labelled (AudioSet)": [clip[0] for clip in tagged],
              "ESC-50": [clip[0] for clip in esc50],
              "UrbanSound8K": [clip[0] for clip in urbansound8k],
              "TUT17": [clip[0] for subset in tut2017.values() for clip in subset]}
     n_clips = sum(len(plans) for plans in parts.values())
     render_all(root, parts, progress, workers or (min(2, os.cpu_count() or 1) if n_clips > 3000 else 1))
     write_corpus_metadata(root, corpus, seed)
-    write_pool_metadata(root, pool)
+    write_segments_metadata(root / "pool", "unbalanced_train_segments.csv", pool)
+    write_segments_metadata(root / "tagged", "balanced_train_segments.csv", tagged)
     write_esc50_metadata(root, esc50)
     write_urbansound8k_metadata(root, urbansound8k)
     write_tut2017_metadata(root, tut2017)
-    write_ground_truth(root, corpus, pool)
+    write_ground_truth(root, corpus, pool, tagged)
     counts = {"clotho": len(corpus["clotho"]), "audiocaps": len(corpus["audiocaps"]), "pool": len(pool),
-              "pool_faults": len(FAULTS), "esc50": len(esc50), "urbansound8k": len(urbansound8k),
+              "pool_faults": len(FAULTS), "tagged": len(tagged), "esc50": len(esc50), "urbansound8k": len(urbansound8k),
               "tut2017_development": len(tut2017["development"]), "tut2017_evaluation": len(tut2017["evaluation"])}
     world_json = root / "world.json"
     world_json.write_text(json.dumps(world_description(seed, scale, coverage, counts), indent=2) + "\n",
@@ -411,7 +432,9 @@ def generate_world(out_dir, seed: int = 0, scale: float = 1.0, progress: bool = 
     benchmarks = root / "benchmarks"
     return WorldPaths(root=root, clotho=root / "corpus" / "clotho", audiocaps=root / "corpus" / "audiocaps",
                       pool_segments_csv=root / "pool" / "unbalanced_train_segments.csv",
-                      pool_audio=root / "pool" / "audio", esc50=benchmarks / "esc50",
+                      pool_audio=root / "pool" / "audio",
+                      tagged_segments_csv=root / "tagged" / "balanced_train_segments.csv",
+                      tagged_audio=root / "tagged" / "audio", esc50=benchmarks / "esc50",
                       urbansound8k=benchmarks / "urbansound8k",
                       tut2017_development=benchmarks / "tut2017" / "TUT-acoustic-scenes-2017-development",
                       tut2017_evaluation=benchmarks / "tut2017" / "TUT-acoustic-scenes-2017-evaluation",
