@@ -81,11 +81,13 @@ def test_example_stage_configs_are_valid():
 
     from clapcurate.curate import load_curation_config
     from clapcurate.study import load_study_config
-    from clapcurate.train import load_student_config, load_teacher_config
+    from clapcurate.train import load_student_config, load_tagger_config, load_teacher_config
 
     configs = Path(__file__).resolve().parent.parent / "configs"
     assert load_teacher_config(configs / "teacher.yaml").model.audio.encoder == "cnn14"
     assert load_student_config(configs / "student.yaml").loss.target_norm == "before_mix"
     assert load_curation_config(configs / "curate.yaml").sigma == 0.7
+    assert load_tagger_config(configs / "tagger.yaml").data.labels_csv.endswith("class_labels_indices.csv")
     for name in ("demo.yaml", "paper.yaml"):
         assert load_study_config(configs / name).model
+    assert load_study_config(configs / "demo.yaml").pretrain_audio["trainer"]["max_steps"] > 0

@@ -112,3 +112,30 @@ def test_a_world_of_another_seed_is_refused(tiny_study, tmp_path):
     other.write_text(text)
     with pytest.raises(ConfigError, match="seed 3"):
         run_study(load_study_config(other))
+
+
+def test_resuming_with_other_settings_is_refused_but_more_seeds_are_not(tiny_study):
+    import copy
+
+    _, config, out = tiny_study
+    changed = copy.deepcopy(config)
+    changed.teacher["trainer"]["max_steps"] = 5
+    changed.curation.du_keep_fraction = 0.5
+    with pytest.raises(ConfigError, match=r"curation\.du_keep_fraction, teacher\.trainer\.max_steps changed"):
+        Study(changed)
+    more = copy.deepcopy(config)
+    more.seeds = [0, 1]
+    more.variants = False
+    Study(more)  # adding seeds (or dropping variants) resumes the same stages
+
+
+def test_a_run_folder_without_recorded_settings_is_refused(tiny_study, tmp_path):
+    import copy
+
+    _, config, _ = tiny_study
+    other = copy.deepcopy(config)
+    other.out_root = str(tmp_path)
+    (tmp_path / other.name / "stages").mkdir(parents=True)
+    (tmp_path / other.name / "stages" / "teacher__full_s0.json").write_text('{"result": "x", "seconds": 1}')
+    with pytest.raises(ConfigError, match="not recorded"):
+        Study(other)

@@ -23,6 +23,10 @@ from ..errors import ConfigError
 from . import report
 from .stages import StageRunner
 
+# Settings a resumed run may change: which seeds and variants to add, and how fast to compute.
+RESUMABLE_KEYS = ("seeds", "variants", "num_workers", "eval_batch_size", "out_root", "name")
+SETTINGS_FILE = "settings.json"  # the settings a run's stages were computed with
+
 # Each fit is one resumable stage of the study: no per-validation resume state (a crash reruns
 # that fit); students are evaluated at their last step, so they keep no `best/`.
 STAGE_TRAINER = {"save_resume_state": False, "progress_bar": False}
@@ -130,9 +134,28 @@ class Study:
         self.console = console or Console()
         self.out = (Path(config.out_root) / config.name).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
+        self.check_settings()
         self.stages = StageRunner(self.out, log=self.console.print)
         self.data = config.data
         self.notes: list[str] = []
+
+    def check_settings(self) -> None:
+        """Refuse to resume stages computed with other settings (their results would be reused
+        silently); record the settings of a new run."""
+        settings = {key: value for key, value in to_dict(self.config).items() if key not in RESUMABLE_KEYS}
+        recorded = self.out / SETTINGS_FILE
+        has_stages = any((self.out / "stages").glob("*.json"))
+        if recorded.is_file():
+            changed = _changed_keys(json.loads(recorded.read_text()), json.loads(json.dumps(settings)))
+            if changed:
+                raise ConfigError(
+                    f"{self.out} holds stages computed with other settings ({', '.join(changed[:8])}"
+                    f"{', ...' if len(changed) > 8 else ''} changed); choose another name or delete that folder")
+        elif has_stages:
+            raise ConfigError(f"{self.out} holds stages whose settings were not recorded (an older clapcurate); "
+                              "choose another name or delete that folder")
+        else:
+            recorded.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
 
     # ----------------------------------------------------------------- data
     def prepare_data(self) -> dict[str, str]:
@@ -444,6 +467,14 @@ class Study:
         self.console.print(text)
         self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
         return str(self.out)
+
+
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [prefix or "(all)"]
+    return [changed for key in sorted(set(old) | set(new))
+            for changed in _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)]
 
 
 def _slug(kind: str) -> str:
