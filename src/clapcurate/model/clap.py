@@ -34,6 +34,19 @@ class AudioConfig:
     block_dropout: float = 0.2  # PANNs' dropout after each conv block
     head_dropout: float = 0.5  # PANNs' dropout before fc1 and on the embedding
 
+    @property
+    def clip_samples(self) -> int:
+        """Samples in one model input clip (sample_rate * clip_seconds)."""
+        return int(round(self.sample_rate * self.clip_seconds))
+
+    def build_encoder(self):
+        """The PANNs encoder (with its front-end) these settings describe, freshly initialised."""
+        return build_audio_encoder(
+            self.encoder, sample_rate=self.sample_rate, window_size=self.window_size, hop_size=self.hop_size,
+            mel_bins=self.mel_bins, fmin=self.fmin, fmax=self.fmax, base_channels=self.base_channels,
+            block_dropout=self.block_dropout, head_dropout=self.head_dropout,
+        )
+
 
 @dataclasses.dataclass
 class TextConfig:
@@ -85,19 +98,7 @@ class CLAP(nn.Module):
     def __init__(self, config: CLAPConfig, *, pretrained_text: bool = True):
         super().__init__()
         self.config = config
-        audio = config.audio
-        self.audio_encoder = build_audio_encoder(
-            audio.encoder,
-            sample_rate=audio.sample_rate,
-            window_size=audio.window_size,
-            hop_size=audio.hop_size,
-            mel_bins=audio.mel_bins,
-            fmin=audio.fmin,
-            fmax=audio.fmax,
-            base_channels=audio.base_channels,
-            block_dropout=audio.block_dropout,
-            head_dropout=audio.head_dropout,
-        )
+        self.audio_encoder = config.audio.build_encoder()
         self.text_encoder = TextEncoder(
             config.text.name_or_path,
             pooling=config.text.pooling,
@@ -115,7 +116,7 @@ class CLAP(nn.Module):
     @property
     def clip_samples(self) -> int:
         """Samples in one model input clip (sample_rate * clip_seconds)."""
-        return int(round(self.config.audio.sample_rate * self.config.audio.clip_seconds))
+        return self.config.audio.clip_samples
 
     @property
     def device(self) -> torch.device:

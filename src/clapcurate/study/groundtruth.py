@@ -28,12 +28,13 @@ class WorldTruth:
     def __init__(self, world_dir: str | Path):
         world_dir = Path(world_dir).resolve()
         self.events: dict[str, frozenset[str]] = {}
+        paths: dict[str, list[str]] = {}
         for part in ("corpus", "pool"):
             table = pd.read_csv(world_dir / "ground_truth" / f"{part}.csv", dtype=str, keep_default_na=False)
-            for path, events, background in zip(table["path"], table["events"], table["background"]):
-                self.events[str(world_dir / path)] = _events(events, background)
-        self.corpus_paths = [str(world_dir / p) for p in
-                             pd.read_csv(world_dir / "ground_truth" / "corpus.csv", dtype=str)["path"]]
+            paths[part] = [str(world_dir / path) for path in table["path"]]
+            for path, events, background in zip(paths[part], table["events"], table["background"]):
+                self.events[path] = _events(events, background)
+        self.corpus_paths = paths["corpus"]
         world = json.loads((world_dir / "world.json").read_text())
         self.concept_of: dict[tuple[str, str], str] = {}
         for concept in world["concepts"]:

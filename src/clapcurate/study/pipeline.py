@@ -425,10 +425,10 @@ class Study:
     def curated_counts(self, kind: str, seed: int, sets: dict[str, str], manifests: dict[str, str]) -> list[dict]:
         from ..data.manifest import read_manifest
 
+        truth = self.truth()
         out = []
         for key, path in sets.items():
             method, _, bench = key.partition("/")
-            truth = self.truth()
             out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
                         "pairs": len(read_manifest(path)), "path": str(Path(path).resolve()),
                         "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan})

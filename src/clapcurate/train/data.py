@@ -112,6 +112,11 @@ def prepare_pairs(
     return pairs, kept, skipped
 
 
+def label_names(text) -> list[str]:
+    """The labels in one comma-separated label string ("/m/a, /m/b" -> ["/m/a", "/m/b"])."""
+    return [name for name in (part.strip() for part in str(text).split(",")) if name]
+
+
 def label_matrix(labels: Sequence[str], classes: Sequence[str], origin: str) -> np.ndarray:
     """Comma-separated label strings -> multi-hot rows [N, len(classes)] (uint8).
 
@@ -119,9 +124,7 @@ def label_matrix(labels: Sequence[str], classes: Sequence[str], origin: str) -> 
     column = {name: k for k, name in enumerate(classes)}
     matrix = np.zeros((len(labels), len(classes)), dtype=np.uint8)
     for row, text in enumerate(labels):
-        for name in (part.strip() for part in str(text).split(",")):
-            if not name:
-                continue
+        for name in label_names(text):
             if name not in column:
                 raise ManifestError(f"{origin}: row {row + 1}: label {name!r} is not among the {len(classes)} classes")
             matrix[row, column[name]] = 1

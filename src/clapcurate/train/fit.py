@@ -32,12 +32,12 @@ from ..errors import ManifestError
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
 from ..model import checkpoints
 from ..data.readers import read_dataset
-from ..model.audio_encoders import AudioTagger, build_audio_encoder, load_panns_checkpoint
+from ..model.audio_encoders import AudioTagger, load_panns_checkpoint
 from ..model.clap import CLAP, AudioConfig
 from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig
 from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
-    label_matrix, prepare_pairs, split_by_clip, take_subset,
+    label_matrix, label_names, prepare_pairs, split_by_clip, take_subset,
 )
 from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule
 
@@ -157,7 +157,7 @@ class _Inputs:
     def for_audio(cls, audio: AudioConfig, config, text_encoder=None) -> "_Inputs":
         """Inputs for an audio front-end; text features cached when `text_encoder` is given."""
         settings = FrontendSettings.of(audio)
-        n_frames = settings.frames(int(round(audio.sample_rate * audio.clip_seconds)))
+        n_frames = settings.frames(audio.clip_samples)
         pad_level = silence_level(settings)
         return cls(
             logmel_cache=LogMelCache(settings, config.data.feature_cache),
@@ -315,13 +315,11 @@ def tagger_classes(manifest: pd.DataFrame, labels_csv: str | None) -> list[str]:
         if "mid" not in table.columns:
             raise ManifestError(f"{labels_csv}: expected a `mid` column (AudioSet's class_labels_indices.csv)")
         return table["mid"].str.strip().tolist()
-    return sorted({part.strip() for text in manifest["label"] for part in str(text).split(",") if part.strip()})
+    return sorted({name for text in manifest["label"] for name in label_names(text)})
 
 
 def build_tagger(audio: AudioConfig, n_classes: int) -> AudioTagger:
-    settings = {key: getattr(audio, key) for key in ("sample_rate", "window_size", "hop_size", "mel_bins", "fmin",
-                                                     "fmax", "base_channels", "block_dropout", "head_dropout")}
-    return AudioTagger(build_audio_encoder(audio.encoder, **settings), n_classes)
+    return AudioTagger(audio.build_encoder(), n_classes)
 
 
 def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path:
