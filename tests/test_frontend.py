@@ -68,7 +68,11 @@ def test_logmel_matches_torchlibrosa(config):
 
     assert actual.shape == expected.shape == (2, 1, waveform.shape[1] // config[2] + 1, config[3])
     assert actual.dtype == torch.float32
-    assert (actual - exact).abs().max().item() < 1e-4  # dB
+    ours_error = (actual - exact).abs().max().item()
+    torchlibrosa_error = (expected - exact).abs().max().item()
+    # float32 FFT rounding depends on the CPU's kernels: 0.7e-4 to 1.1e-4 dB measured
+    assert ours_error < 2e-4  # dB
+    assert ours_error < 0.5 * torchlibrosa_error
     assert (actual - expected).abs().max().item() < 1e-3  # dB
 
 
