@@ -20,18 +20,6 @@ def _console():
     return Console()
 
 
-def load_model(path: str, text_encoder: str | None = None, device: str = "cpu"):
-    """A CLAP model from our checkpoint folder, or an MS CLAP 2022 `.pth` file."""
-    from .model import checkpoints
-
-    p = Path(path)
-    if p.is_dir():
-        return checkpoints.load(p, device=device)
-    if p.is_file():
-        return checkpoints.import_msclap(p, text_encoder=text_encoder or "bert-base-uncased").to(device)
-    raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or an MS CLAP .pth file)")
-
-
 def cmd_import_msclap(args):
     from .model import checkpoints
 
@@ -103,6 +91,8 @@ def cmd_evaluate(args):
     from .data.readers import read_dataset
     from .zeroshot import evaluate
 
+    from .model import load_model
+
     model = load_model(args.model, args.text_encoder)
     table = Table(title=f"zero-shot accuracy of {args.model}")
     for column in ("dataset", "clips", "classes", "accuracy %", "skipped"):
@@ -136,6 +126,8 @@ def cmd_classify(args):
     for f in args.files:
         if not Path(f).is_file():
             raise ClapcurateError(f"audio file not found: {f}")
+    from .model import load_model
+
     model = load_model(args.model, args.text_encoder)
     manifest = pd.DataFrame({"id": args.files, "clip_id": args.files,
                              "audio_path": [str(Path(f).resolve()) for f in args.files]})

@@ -484,12 +484,25 @@ def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path
 
 STATS_FILE = "stats.json"
 HISTOGRAM_FILE = "similarity_histogram.png"
+HISTOGRAM_DATA_FILE = "similarity_histogram.npz"  # counts [bins] (int64), low, high
+
+
+def save_histogram(histogram: SimilarityHistogram, path: Path) -> Path:
+    """The histogram's counts and range as `.npz` (for browsing a set without a new search)."""
+    with open(path, "wb") as handle:
+        np.savez(handle, counts=histogram.counts, low=histogram.low, high=histogram.high)
+    return path
+
+
+def read_histogram(path: str | Path) -> SimilarityHistogram:
+    with np.load(path) as data:
+        return SimilarityHistogram(data["counts"].astype(np.int64), float(data["low"]), float(data["high"]))
 
 
 def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_name: str = "improvement_set.csv",
                           **context) -> Path:
-    """Write the Improvement-Set manifest, `stats.json` and `similarity_histogram.png` into
-    `out_dir`; returns the manifest's path."""
+    """Write the Improvement-Set manifest, `stats.json`, `similarity_histogram.png` and its data
+    `similarity_histogram.npz` into `out_dir`; returns the manifest's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = write_manifest(improvement_set.rows, out_dir / manifest_name)
@@ -497,6 +510,7 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
     (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
     title = f"{improvement_set.method.upper()}: {stats['pairs']} pairs >= sigma"
     plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE, title)
+    save_histogram(improvement_set.histogram, out_dir / HISTOGRAM_DATA_FILE)
     return path
 
 

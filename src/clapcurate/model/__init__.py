@@ -18,6 +18,7 @@ _EXPORTS = {
     "load": "checkpoints",
     "checkpoint_hash": "checkpoints",
     "import_msclap": "checkpoints",
+    "load_model": "checkpoints",
 }
 
 __all__ = sorted(_EXPORTS)

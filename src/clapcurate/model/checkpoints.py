@@ -202,3 +202,15 @@ def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **a
         )
     load_weights_strict(model, weights, str(path))
     return model.eval()
+
+
+def load_model(path: str | Path, text_encoder: str | None = None, device: str | torch.device = "cpu") -> CLAP:
+    """Any supported model, in eval mode on `device`: a clapcurate checkpoint folder, or an MS CLAP
+    2022 weights file (whose text encoder architecture and tokenizer come from `text_encoder`,
+    default `bert-base-uncased`). The one entry point behind every command's `--model`."""
+    path = Path(path)
+    if path.is_dir():
+        return load(path, device=device)
+    if path.is_file():
+        return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased").to(device)
+    raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or an MS CLAP .pth file)")
