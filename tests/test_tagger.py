@@ -16,7 +16,8 @@ from clapcurate.train import (
 )
 from clapcurate.train.data import label_matrix
 from clapcurate.train.fit import build_tagger
-from clapcurate.train.module import TAGGER_CHECKPOINT, average_precision
+from clapcurate.metrics import average_precision
+from clapcurate.train.module import TAGGER_CHECKPOINT
 
 from test_train import NO_AUGMENT, QUIET, pairs_csv, teacher_config, write_clips  # noqa: F401 (fixture)
 

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .audio import inference_windows, load_audio
 from .data.manifest import manifest_hash, read_manifest
-from .errors import AudioError, ClapcurateError
+from .errors import AudioError, ClapcurateError, ManifestError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,17 @@ def unique_captions(manifest: pd.DataFrame) -> pd.DataFrame:
 def text_key(caption: str) -> str:
     """A stable id of a caption's exact text (SHA-256 of its UTF-8 bytes, 20 hex digits)."""
     return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:20]
+
+
+def embedding_rows(keys: Sequence[str], ids: Sequence[str], embeddings: np.ndarray, folder, hint: str) -> np.ndarray:
+    """The rows [len(keys), d] of `embeddings` whose `ids` are `keys`, in the order of `keys`;
+    `ManifestError` naming the folder, a missing key and `hint` when some are absent."""
+    row_of = {key: row for row, key in enumerate(ids)}
+    missing = [key for key in keys if key not in row_of]
+    if missing:
+        raise ManifestError(f"{folder}: no embedding for {len(missing)} of {len(keys)} items "
+                              f"(e.g. {missing[0]!r}); {hint}")
+    return embeddings[[row_of[key] for key in keys]]
 
 
 class _ClipWindows(Dataset):

@@ -230,21 +230,9 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 
 
-def _rows_of(keys: Sequence[str], ids: Sequence[str], embeddings: np.ndarray, folder: str, what: str) -> np.ndarray:
-    """Embedding rows [N, d] of `keys` looked up among `ids`; `ManifestError` for missing keys."""
-    position = {key: row for row, key in enumerate(ids)}
-    missing = [key for key in keys if key not in position]
-    if missing:
-        raise ManifestError(
-            f"{folder}: no teacher {what} embedding for {len(missing)} of {len(keys)} training pairs "
-            f"(e.g. {missing[0]!r}); embed every Improvement-Set and replay {what} with the teacher"
-        )
-    return embeddings[[position[key] for key in keys]].astype(np.float32)
-
-
 def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig) -> None:
     """Look up the teacher's embeddings of each pair: audio by `clip_id`, text by `text_key(caption)`."""
-    from ..embed import load_embeddings, text_key
+    from ..embed import embedding_rows, load_embeddings, text_key
 
     def load_all(folders: list[str]) -> tuple[list[str], np.ndarray]:
         loaded = [load_embeddings(folder) for folder in folders]
@@ -252,9 +240,11 @@ def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig)
 
     audio_ids, audio = load_all(loss.teacher_audio_embeddings)
     text_ids, text = load_all(loss.teacher_text_embeddings)
-    pairs.teacher_audio = _rows_of(kept["clip_id"].tolist(), audio_ids, audio, loss.teacher_audio_embeddings, "audio")
-    pairs.teacher_text = _rows_of([text_key(c) for c in kept["caption"]], text_ids, text,
-                                  loss.teacher_text_embeddings, "text")
+    hint = "embed every Improvement-Set and replay {} with the teacher"
+    pairs.teacher_audio = embedding_rows(kept["clip_id"].tolist(), audio_ids, audio, loss.teacher_audio_embeddings,
+                                         hint.format("audio")).astype(np.float32)
+    pairs.teacher_text = embedding_rows([text_key(c) for c in kept["caption"]], text_ids, text,
+                                        loss.teacher_text_embeddings, hint.format("text")).astype(np.float32)
 
 
 def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Path:
