@@ -10,7 +10,8 @@ from clapcurate.audio import load_audio
 from clapcurate.cli import main
 from clapcurate.errors import ManifestError
 from clapcurate.model import checkpoints
-from clapcurate.model.audio_encoders import load_panns_checkpoint, read_torch_state_dict
+from clapcurate.model.audio_encoders import load_panns_checkpoint
+from clapcurate.model.weights import read_torch_state_dict
 from clapcurate.train import (
     OptimConfig, TaggerConfig, TaggerDataConfig, TrainerConfig, fit_tagger, fit_teacher,
 )

@@ -18,7 +18,8 @@ from clapcurate.train import (
     AugmentConfig, DataConfig, LossConfig, OptimConfig, StudentConfig, TeacherConfig, TeacherDataConfig,
     TextTrainConfig, TrainerConfig, TrainingDivergedError, fit_student, fit_teacher, load_student_config,
 )
-from clapcurate.train.data import CuratedDraws, EpochOrder, crop_frames, split_by_clip, take_subset
+from clapcurate.data.manifest import take_subset
+from clapcurate.train.data import CuratedDraws, EpochOrder, crop_frames, split_by_clip
 from clapcurate.metrics import retrieval_metrics
 
 SAMPLE_RATE = 16000
@@ -184,8 +185,8 @@ def test_replay_draws_curated_batches_at_the_configured_rate(curated_prob):
 def test_student_config_from_yaml_with_overrides(tmp_path):
     path = tmp_path / "student.yaml"
     path.write_text("teacher: t\nloss:\n  kind: soft_label\n  beta: 0.2\n")
-    config = load_student_config(path, ["replay.curated_prob=0.7", "trainer.precision=bf16-mixed"])
-    assert config.loss.beta == 0.2 and config.replay.curated_prob == 0.7 and config.trainer.precision == "bf16-mixed"
+    config = load_student_config(path, ["replay.replay_prob=0.7", "trainer.precision=bf16-mixed"])
+    assert config.loss.beta == 0.2 and config.replay.replay_prob == 0.7 and config.trainer.precision == "bf16-mixed"
     with pytest.raises(ConfigError, match="loss.betta"):
         load_student_config(path, ["loss.betta=0.1"])
     with pytest.raises(ConfigError, match="target_norm"):

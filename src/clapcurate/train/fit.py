@@ -27,17 +27,17 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_every
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import to_dict
-from ..data.manifest import read_manifest, write_manifest
+from ..data.manifest import label_names, read_manifest, take_subset, write_manifest
 from ..errors import ManifestError
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
-from ..model import checkpoints
 from ..data.readers import read_dataset
+from ..model import checkpoints
 from ..model.audio_encoders import AudioTagger, load_panns_checkpoint
 from ..model.clap import CLAP, AudioConfig
 from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig
 from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
-    label_matrix, label_names, prepare_pairs, split_by_clip, take_subset,
+    label_matrix, prepare_pairs, split_by_clip,
 )
 from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule
 
@@ -285,7 +285,7 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     module = ClapModule(model, config.optim, config.loss, teacher, config.freeze_batchnorm,
                         config.text.freeze_text_encoder)
     schedule = ReplaySchedule(prepared["curated"][0], prepared["replay"][0], config.data.batch_size,
-                              config.replay.curated_prob, config.seed)
+                              1.0 - config.replay.replay_prob, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 
