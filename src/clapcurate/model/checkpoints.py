@@ -193,9 +193,15 @@ def load_model(path: str | Path, text_encoder: str | None = None, device: str | 
     """Any supported model, in eval mode on `device`: a clapcurate checkpoint folder, or an MS CLAP
     2022 weights file (whose text encoder architecture and tokenizer come from `text_encoder`,
     default `bert-base-uncased`). The one entry point behind every command's `--model`."""
-    path = Path(path)
+    path = require_model_path(path)
     if path.is_dir():
         return load(path, device=device)
-    if path.is_file():
-        return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased").to(device)
-    raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or an MS CLAP .pth file)")
+    return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased").to(device)
+
+
+def require_model_path(path: str | Path) -> Path:
+    """`path` if it exists (checked before any work starts); `ClapcurateError` otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or an MS CLAP .pth file)")
+    return path
