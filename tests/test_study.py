@@ -69,6 +69,24 @@ def test_every_table_cell_is_present(tiny_study):
     assert "| - |" not in table2.split("Gain over")[0].replace("| paper", "")  # our cells are filled
 
 
+def test_each_curated_set_has_a_browser_linked_from_the_report_and_report_html(tiny_study):
+    from pathlib import Path
+
+    _, _, out = tiny_study
+    report = open(f"{out}/report.md").read()
+    manifests = sorted(Path(out, "curated").glob("*/*/improvement_set.csv"))
+    assert len(manifests) == 14  # DU + 3 x (DS, ADS), for both teachers
+    for manifest in manifests:
+        page = manifest.parent / "browser" / "index.html"
+        assert page.is_file()
+        assert f"({page.relative_to(out)})" in report
+        assert '"right":[' in page.read_text()  # pairs marked from the world's ground truth
+    html = open(f"{out}/report.html").read()
+    assert html.count("data:image/png;base64,") == 1 and "<table>" in html  # the accuracy plot inline
+    assert f'href="{manifests[0].parent.relative_to(out)}/browser/index.html"' in html
+    assert "](" not in html  # every markdown link converted
+
+
 def test_resuming_recomputes_nothing(tiny_study):
     _, config, out = tiny_study
     study = Study(config)
