@@ -9,6 +9,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -131,17 +132,25 @@ def test_a_sampled_histogram_is_scaled_to_the_whole_search(curated_dir):
 
 def test_audio_is_linked_relative_to_the_page_or_copied(tmp_path, curated_dir):
     clips = read_curated_set(curated_dir).rows.drop_duplicates("clip_id")["audio_path"].tolist()[:3]
-    sources = place_audio(clips + [str(tmp_path / "gone.wav")], tmp_path / "page" / AUDIO_DIR, "link")
-    assert sources[3] == ""  # a missing file gets no player
-    for source, clip in zip(sources, clips):
-        link = tmp_path / "page" / source
-        assert link.is_symlink() and not os.path.isabs(os.readlink(link))
-        assert link.resolve() == Path(clip).resolve()
-    moved = tmp_path / "page" / AUDIO_DIR
-    sources = place_audio(clips[:1], moved, "copy")  # a second run replaces the first
-    assert sorted(path.name for path in moved.iterdir()) == [Path(sources[0]).name]
-    assert not (moved / Path(sources[0]).name).is_symlink()
-    assert (moved / Path(sources[0]).name).read_bytes() == Path(clips[0]).read_bytes()
+    odd = tmp_path / "other folder" / "a clip #1.wav"  # a second folder; a name to quote in a URL
+    odd.parent.mkdir()
+    odd.write_bytes(Path(clips[0]).read_bytes())
+    paths = clips + [str(odd), str(tmp_path / "gone.wav")]
+    audio_dir = tmp_path / "page" / AUDIO_DIR
+    sources = place_audio(paths, audio_dir, "link")
+    assert sources[4] == ""  # a missing file gets no player
+    assert sources[3].endswith("/a%20clip%20%231.wav")
+    assert len(list(audio_dir.iterdir())) == 2  # one relative link per audio folder, not per clip
+    for entry in audio_dir.iterdir():
+        assert entry.is_symlink() and not os.path.isabs(os.readlink(entry))
+    for source, path in zip(sources, paths[:4]):
+        assert (tmp_path / "page" / unquote(source)).resolve() == Path(path).resolve()
+    sources = place_audio(paths[:4], audio_dir, "copy")  # a second run replaces the links
+    assert all(Path(path).is_file() for path in paths[:4])  # ... and never deletes their targets
+    for source, path in zip(sources, paths[:4]):
+        copy = tmp_path / "page" / unquote(source)
+        assert not copy.is_symlink() and not copy.parent.is_symlink()
+        assert copy.read_bytes() == Path(path).read_bytes()
 
 
 def test_write_browser_refuses_what_it_cannot_show(tmp_path, curated_dir):
@@ -156,7 +165,7 @@ def test_write_browser_refuses_what_it_cannot_show(tmp_path, curated_dir):
 def test_browse_command_writes_the_page_beside_the_set_by_default(curated_dir, capsys):
     assert main(["browse", str(curated_dir), "--limit", "10"]) == 0
     assert (curated_dir / "browser" / PAGE_FILE).is_file()
-    assert len(list((curated_dir / "browser" / AUDIO_DIR).iterdir())) == 120
+    assert [entry.resolve() for entry in (curated_dir / "browser" / AUDIO_DIR).iterdir()] == [curated_dir.parent / "pool"]
     assert main(["browse", str(curated_dir / "missing")]) == 2
     assert "curated set not found" in capsys.readouterr().err
 
@@ -200,14 +209,14 @@ def test_audio_sources_resolve_to_the_clips_and_play(opened, page, curated_dir):
     rows = read_curated_set(curated_dir).rows
     paths = {Path(path).resolve() for path in rows["audio_path"]}
     for row in shown:
-        assert (page.parent / row["src"]).resolve() in paths
+        assert (page.parent / unquote(row["src"])).resolve() in paths
     durations = json.loads((curated_dir / "durations.json").read_text())
     src, duration = opened.evaluate("""(async () => {
         const audio = document.querySelector('#rows audio');
         audio.preload = 'metadata'; audio.load();
         await new Promise((ok, fail) => { audio.onloadedmetadata = ok; audio.onerror = () => fail(new Error('cannot load ' + audio.src)); });
         return [audio.getAttribute('src'), audio.duration]; })()""", await_promise=True)
-    clip = int(Path(os.path.realpath(page.parent / src)).stem[len("clip"):])
+    clip = int(Path(unquote(src)).stem[len("clip"):])
     assert duration == pytest.approx(durations[clip], abs=0.01)
 
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Sequence
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -128,15 +130,20 @@ def histogram_scale(histogram, stats: dict) -> float:
 # --------------------------------------------------------------------------- audio
 
 
-def _audio_name(index: int, path: str) -> str:
-    return f"{index:06d}{Path(path).suffix.lower() or '.wav'}"
+def _folder_name(index: int, folder: str) -> str:
+    """`audio/` entry of the `index`-th audio folder: its number and a readable part of its name."""
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "_", os.path.basename(folder.rstrip(os.sep)))[:40]
+    return f"{index:03d}_{readable}" if readable else f"{index:03d}"
 
 
 def place_audio(paths: Sequence[str], audio_dir: Path, mode: AudioMode = "link") -> list[str]:
-    """Make each audio file reachable from `audio_dir` (a relative symbolic link, or a copy) and
-    return the page-relative `src` of each (`audio/000012.wav`; '' for a missing file).
+    """Make each audio file reachable below `audio_dir` and return its page-relative `src`
+    (`audio/000_pool/clip%201.wav`; '' for a missing file).
 
-    `audio_dir` is emptied first (links only are removed, never their targets)."""
+    `link`: one relative symbolic link per folder holding audio (`audio/000_pool -> ../../pool`),
+    so a set of 100k clips from one pool folder costs one link, not 100k. `copy`: the files are
+    copied (a page to move to another machine). `audio_dir` is emptied first (links are removed,
+    never their targets)."""
     if mode not in ("link", "copy"):
         raise ClapcurateError(f"audio mode must be link or copy, got {mode!r}")
     if audio_dir.is_symlink() or audio_dir.is_file():
@@ -144,22 +151,30 @@ def place_audio(paths: Sequence[str], audio_dir: Path, mode: AudioMode = "link")
     elif audio_dir.is_dir():
         shutil.rmtree(audio_dir)
     audio_dir.mkdir(parents=True)
-    sources = []
     base = os.path.realpath(audio_dir)
-    for index, path in enumerate(paths):
+    entry_of: dict[str, tuple[str, bool]] = {}  # audio folder -> (its entry in audio_dir, copied)
+    sources = []
+    for path in paths:
         if not path or not os.path.isfile(path):
             sources.append("")
             continue
-        name = _audio_name(index, path)
-        target = audio_dir / name
-        if mode == "copy":
-            shutil.copyfile(path, target)
-        else:
-            try:
-                os.symlink(os.path.relpath(os.path.realpath(path), base), target)
-            except OSError:  # no symbolic links here (some Windows setups): copy
-                shutil.copyfile(path, target)
-        sources.append(f"{AUDIO_DIR}/{name}")
+        folder, name = os.path.split(os.path.abspath(path))
+        if folder not in entry_of:
+            entry = _folder_name(len(entry_of), folder)
+            copied = mode == "copy"
+            if not copied:
+                try:
+                    os.symlink(os.path.relpath(os.path.realpath(folder), base), audio_dir / entry,
+                               target_is_directory=True)
+                except OSError:  # no symbolic links here (some Windows setups): copy instead
+                    copied = True
+            if copied:
+                (audio_dir / entry).mkdir()
+            entry_of[folder] = (entry, copied)
+        entry, copied = entry_of[folder]
+        if copied:
+            shutil.copyfile(path, audio_dir / entry / name)
+        sources.append(f"{AUDIO_DIR}/{entry}/{quote(name)}")
     return sources
 
 
