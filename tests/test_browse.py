@@ -8,6 +8,7 @@ import http.server
 import json
 import os
 import threading
+from types import SimpleNamespace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -17,8 +18,8 @@ import pytest
 import soundfile
 import torch
 
-from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, histogram_scale, kept_counts, place_audio, read_curated_set,
-                               search_pairs_at, write_browser)
+from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, histogram_scale, kept_counts, matched_windows, place_audio,
+                               read_curated_set, search_pairs_at, write_browser)
 from clapcurate.cli import main
 from clapcurate.curate import ImprovementSet, SimilarityHistogram, write_improvement_set
 from clapcurate.errors import ClapcurateError
@@ -168,6 +169,8 @@ def test_browse_command_writes_the_page_beside_the_set_by_default(curated_dir, c
     assert [entry.resolve() for entry in (curated_dir / "browser" / AUDIO_DIR).iterdir()] == [curated_dir.parent / "pool"]
     assert main(["browse", str(curated_dir / "missing")]) == 2
     assert "curated set not found" in capsys.readouterr().err
+    assert main(["browse", str(curated_dir), "--world", str(curated_dir)]) == 2
+    assert "--world and --train-manifest go together" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the page in Chromium
@@ -277,3 +280,50 @@ def test_page_works_behind_a_plain_http_server(browser, page):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------------------------------------------- long clips
+
+
+class LoudnessModel(torch.nn.Module):
+    """A stand-in teacher: a window's embedding is its loudness, [rms, 0.05] normalised; captions
+    starting with "loud" embed as [1, 0], the others as [0, 1] (quiet windows match them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = SimpleNamespace(audio=SimpleNamespace(sample_rate=8000), d_proj=2)
+        self.clip_samples = 8000  # 1 s windows
+        self.device = torch.device("cpu")
+
+    def encode_audio(self, waveforms, normalize=True):
+        rms = waveforms.pow(2).mean(dim=1).sqrt()
+        return torch.nn.functional.normalize(torch.stack([rms, torch.full_like(rms, 0.05)], dim=1), dim=1)
+
+    def encode_text(self, captions, normalize=True):
+        return torch.tensor([[1.0, 0.0] if caption.startswith("loud") else [0.0, 1.0] for caption in captions])
+
+
+def test_long_clips_play_the_window_that_matched_their_caption(tmp_path, browser):
+    rng = np.random.default_rng(1)
+    level = np.repeat([0.02, 0.005, 0.5, 0.03], 8000)  # 4 s: the third second loud, the second quietest
+    soundfile.write(tmp_path / "long.wav", level * rng.standard_normal(32000), 8000)
+    soundfile.write(tmp_path / "short.wav", 0.3 * rng.standard_normal(7200), 8000)  # 0.9 s: one window
+    rows = pd.DataFrame({"id": ["a", "b", "c"], "clip_id": ["long", "long", "short"],
+                         "audio_path": [str(tmp_path / f"{clip}.wav") for clip in ("long", "long", "short")],
+                         "caption": ["loud engine", "a quiet room", "loud dog"], "similarity": [0.9, 0.8, 0.7],
+                         "method": "du", "source_id": ["x", "y", "z"], "best_label": ""})
+    write_improvement_set(ImprovementSet("du", rows, 0.5, SimilarityHistogram.empty()), tmp_path / "set")
+    windows = matched_windows(read_curated_set(tmp_path / "set").rows, LoudnessModel())
+    assert windows.window_seconds == 1.0
+    np.testing.assert_array_equal(windows.start_seconds, [2.0, 1.0, np.nan])
+    page = write_browser(tmp_path / "set", tmp_path / "page", windows=windows)
+    browser.events.clear()
+    browser.open(page.as_uri())
+    players = browser.evaluate("""Promise.all([...document.querySelectorAll('#rows audio')].map(audio => {
+        audio.preload = 'metadata'; audio.load();
+        return new Promise((ok, fail) => { audio.onloadedmetadata = () => ok([audio.getAttribute('src'), audio.currentTime]);
+                                           audio.onerror = () => fail(new Error('cannot load ' + audio.src)); }); }))""",
+                               await_promise=True)
+    assert [src.rpartition("/")[2] for src, _ in players] == ["long.wav#t=2,3", "long.wav#t=1,2", "short.wav"]
+    assert [time for _, time in players] == [2.0, 1.0, 0.0]  # Chromium starts at the matched window
+    assert browser.console_errors() == []

@@ -178,6 +178,60 @@ def place_audio(paths: Sequence[str], audio_dir: Path, mode: AudioMode = "link")
     return sources
 
 
+# --------------------------------------------------------------------------- matched windows
+
+
+@dataclass
+class MatchedWindows:
+    """Per curated pair, where its long clip matched its caption best: the start (seconds) of the
+    teacher's best window, nan for clips of one window (played whole)."""
+
+    start_seconds: np.ndarray  # float [pairs]
+    window_seconds: float
+
+
+def matched_windows(rows: pd.DataFrame, model, batch_size: int = 64) -> MatchedWindows:
+    """The window of each pair's clip whose teacher embedding is closest to the caption's.
+
+    Clips are embedded as the mean of deterministic windows (`audio.inference_windows`), so the
+    curated rows do not say which part of a long clip matched; this embeds the windows of the
+    long clips again (one forward pass per window; clips of one window cost a header read) and
+    picks each pair's best window. Unreadable clips are played whole."""
+    import soundfile
+    import torch
+
+    from .audio import inference_windows, load_audio
+    from .embed import embed_texts
+
+    sample_rate, n_samples = model.config.audio.sample_rate, model.clip_samples
+    window_seconds = n_samples / sample_rate
+    starts = np.full(len(rows), np.nan)
+    row_groups = pd.Series(np.arange(len(rows))).groupby(rows["audio_path"].astype(str).to_numpy()).agg(list)
+    long_clips = []
+    for path, row_indices in row_groups.items():
+        try:
+            if soundfile.info(path).duration > window_seconds * 1.1:  # more than one window
+                long_clips.append((path, row_indices))
+        except (RuntimeError, OSError):  # unreadable: played whole
+            continue
+    if not long_clips:
+        return MatchedWindows(starts, window_seconds)
+    captions = sorted({rows["caption"].iloc[i] for _, indices in long_clips for i in indices})
+    caption_of = dict(zip(captions, embed_texts(model, captions)))  # [d] each, L2-normalised
+    model.eval()
+    for path, row_indices in long_clips:
+        try:
+            windows = inference_windows(load_audio(path, sample_rate), n_samples)  # [W, n_samples]
+        except ClapcurateError:
+            continue
+        with torch.inference_mode():
+            embedded = torch.cat([model.encode_audio(torch.from_numpy(windows[i:i + batch_size]))
+                                  for i in range(0, len(windows), batch_size)]).float().cpu().numpy()  # [W, d]
+        for i in row_indices:
+            starts[i] = int(np.argmax(embedded @ caption_of[rows["caption"].iloc[i]])) * window_seconds
+    return MatchedWindows(starts, window_seconds)
+
+
 # --------------------------------------------------------------------------- the page's data
 
 
@@ -198,11 +252,11 @@ def _histogram_data(histogram, scale: float) -> dict | None:
 
 def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
               right: Sequence[bool] | None = None, start_seconds: Sequence[float] | None = None,
-              title: str | None = None) -> dict:
+              window_seconds: float | None = None, title: str | None = None) -> dict:
     """Everything the page shows, as columns (distinct captions, labels and clips stored once).
 
     `audio_sources` align with the distinct clips of the rows (first-seen order), `right` and
-    `start_seconds` with the rows."""
+    `start_seconds` (nan: play the whole clip) with the rows."""
     rows = curated.rows
     order = np.lexsort((rows["id"].to_numpy(), -rows["similarity"].to_numpy()))  # best first
     sorted_rows = rows.iloc[order].reset_index(drop=True)
@@ -233,8 +287,10 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
             "source_id": (sorted_rows["source_id"].astype(str).tolist() if "source_id" in sorted_rows
                           else [""] * len(sorted_rows)),
             "right": None if right is None else [int(bool(x)) for x in np.asarray(right)[order]],
-            "start": None if start_seconds is None else [round(float(x), 3) for x in np.asarray(start_seconds)[order]],
+            "start": None if start_seconds is None else [
+                None if np.isnan(x) else round(float(x), 3) for x in np.asarray(start_seconds, dtype=float)[order]],
         },
+        "window_seconds": window_seconds,
         "random_seed": RANDOM_ORDER_SEED,
     }
 
@@ -253,27 +309,29 @@ def render_page(data: dict) -> str:
 
 def write_browser(curated: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   limit: int = DEFAULT_LIMIT, right: Sequence[bool] | None = None,
-                  start_seconds: Sequence[float] | None = None, audio: AudioMode = "link",
+                  windows: "MatchedWindows | None" = None, audio: AudioMode = "link",
                   title: str | None = None) -> Path:
     """Write the browser of a curated set (folder or manifest) into `out_dir` (default
     `{curated folder}/browser`); returns the page's path.
 
     `right` (one per manifest row, e.g. from the embedded world's ground truth) adds a right /
-    wrong mark to each pair; `start_seconds` (one per row) starts the player at the matched
-    window of a long clip. `audio="link"` links the clips with relative symbolic links,
+    wrong mark to each pair; `windows` (`matched_windows`) makes the player of a long clip play
+    the window that matched the caption. `audio="link"` links the clips with relative symbolic links,
     `"copy"` copies them (a page to move elsewhere)."""
     if limit < 1:
         raise ClapcurateError(f"--limit must be at least 1, got {limit}")
     curated_set = read_curated_set(curated)
     n_rows = len(curated_set.rows)
-    for name, values in (("right", right), ("start_seconds", start_seconds)):
+    start_seconds = None if windows is None else windows.start_seconds
+    for name, values in (("right", right), ("windows", start_seconds)):
         if values is not None and len(values) != n_rows:
             raise ClapcurateError(f"{name}: {len(values)} values for {n_rows} curated pairs")
     out_dir = Path(out_dir) if out_dir is not None else curated_set.folder / BROWSER_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = curated_set.rows.drop_duplicates("clip_id")
     sources = place_audio(clips["audio_path"].astype(str).tolist(), out_dir / AUDIO_DIR, audio)
-    data = page_data(curated_set, sources, limit, right, start_seconds, title)
+    data = page_data(curated_set, sources, limit, right, start_seconds,
+                     None if windows is None else windows.window_seconds, title)
     page = out_dir / PAGE_FILE
     page.write_text(render_page(data), encoding="utf-8")
     return page

@@ -152,19 +152,22 @@ def cmd_study(args):
 
 
 def cmd_browse(args):
-    from .browse import write_browser
+    from .browse import matched_windows, read_curated_set, write_browser
 
-    right = None
-    if args.world or args.train_manifest:
-        if not (args.world and args.train_manifest):
-            raise ClapcurateError("--world and --train-manifest go together (ground truth of the embedded world)")
-        from .browse import read_curated_set
+    if bool(args.world) != bool(args.train_manifest):
+        raise ClapcurateError("--world and --train-manifest go together (ground truth of the embedded world)")
+    rows = read_curated_set(args.curated).rows if (args.world or args.teacher) else None
+    right = windows = None
+    if args.world:
         from .study.groundtruth import WorldTruth
 
-        curated = read_curated_set(args.curated)
-        right = WorldTruth(args.world).pair_is_right(curated.rows, args.train_manifest,
-                                                     curated.stats.get("benchmark"))
-    page = write_browser(args.curated, args.out, limit=args.limit, right=right, audio=args.audio)
+        benchmark = read_curated_set(args.curated).stats.get("benchmark")
+        right = WorldTruth(args.world).pair_is_right(rows, args.train_manifest, benchmark)
+    if args.teacher:
+        from .model import load_model
+
+        windows = matched_windows(rows, load_model(args.teacher, args.text_encoder))
+    page = write_browser(args.curated, args.out, limit=args.limit, right=right, windows=windows, audio=args.audio)
     _console().print(f"Improvement-Set browser written to {page} (open it in a browser; no server needed)")
 
 
@@ -229,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, help="pairs (audio players) per page")
     p.add_argument("--audio", choices=["link", "copy"], default="link",
                    help="link the clips next to the page (relative symbolic links) or copy them")
+    p.add_argument("--teacher", help="the teacher (checkpoint folder or MS CLAP .pth): long clips play the window "
+                                     "that matched the caption (one forward pass per window of the long clips)")
+    p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
     p.add_argument("--world", help="embedded world folder: mark each pair right or wrong from its ground truth")
     p.add_argument("--train-manifest", help="with --world: the training manifest the captions came from")
     p.set_defaults(func=cmd_browse)
