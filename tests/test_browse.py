@@ -282,6 +282,19 @@ def test_page_works_behind_a_plain_http_server(browser, page):
         server.server_close()
 
 
+def test_an_empty_set_gives_a_page_that_says_so(tmp_path, browser):
+    rows = pd.DataFrame({"id": [], "clip_id": [], "audio_path": [], "caption": [], "similarity": [],
+                         "method": [], "source_id": [], "best_label": []})
+    histogram = SimilarityHistogram.empty()
+    histogram.add(torch.linspace(-0.2, 0.4, 500))
+    write_improvement_set(ImprovementSet("du", rows, 0.7, histogram), tmp_path / "set", keep_fraction=float("nan"))
+    browser.events.clear()
+    browser.open(write_browser(tmp_path / "set", tmp_path / "page").as_uri())
+    assert browser.evaluate("document.getElementById('rows').textContent") == "no pair matches"
+    assert counts_shown(browser) == {"pairs": 0, "clips": 0, "captions": 0, "search": 0}
+    assert browser.console_errors() == []
+
+
 # --------------------------------------------------------------------------- long clips
 
 

@@ -272,7 +272,7 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
         "method": method,
         "benchmark": stats.get("benchmark") or "",
         "sigma": float(stats.get("sigma", rows["similarity"].min() if len(rows) else 0.0)),
-        "stats": stats,
+        "stats": _finite(stats),
         "limit": int(limit),
         "histogram": _histogram_data(curated.histogram, histogram_scale(curated.histogram, stats)),
         "captions": captions,
@@ -293,6 +293,17 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
         "window_seconds": window_seconds,
         "random_seed": RANDOM_ORDER_SEED,
     }
+
+
+def _finite(value):
+    """`value` with every non-finite float (NaN, inf) replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _script_json(data: dict) -> str:
