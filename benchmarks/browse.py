@@ -31,8 +31,9 @@ import pandas as pd
 import soundfile
 
 from clapcurate.browse import write_browser
-from clapcurate.curate import HISTOGRAM_BINS, ImprovementSet, SimilarityHistogram, write_improvement_set
+from clapcurate.curate import ImprovementSet, write_improvement_set
 from clapcurate.headless import Chromium
+from clapcurate.search import HISTOGRAM_BINS, SimilarityHistogram
 
 WORDS = ("dog", "barks", "rain", "falls", "engine", "idles", "bird", "sings", "door", "slams", "people", "talk",
          "wind", "blows", "water", "runs", "a", "the", "loudly", "far", "away", "nearby", "while", "and")

@@ -21,9 +21,10 @@ import torch
 from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, histogram_scale, kept_counts, matched_windows, place_audio,
                                read_curated_set, search_pairs_at, write_browser)
 from clapcurate.cli import main
-from clapcurate.curate import ImprovementSet, SimilarityHistogram, write_improvement_set
+from clapcurate.curate import ImprovementSet, write_improvement_set
 from clapcurate.errors import ClapcurateError
 from clapcurate.headless import Chromium
+from clapcurate.search import SimilarityHistogram
 
 SIGMA = 0.3
 WORDS = ("dog", "rain", "engine", "bird", "door")

@@ -73,7 +73,7 @@ def test_load_reports_broken_folders(tiny_clap, tmp_path):
     config = json.loads(config_path.read_text())
 
     config_path.write_text(json.dumps({**config, "d_proj": 16}))
-    with pytest.raises(ClapcurateError, match="shape mismatches: audio_projection.layer_norm.bias"):
+    with pytest.raises(ClapcurateError, match=r"shape mismatches \(checkpoint vs model\): audio_projection.layer_norm.bias"):
         load(tmp_path / "ckpt")
 
     config_path.write_text(json.dumps({**config, "width": 3}))

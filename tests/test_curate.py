@@ -11,8 +11,8 @@ import pytest
 import soundfile
 import torch
 
+from clapcurate import method
 from clapcurate.curate import (
-    SimilarityHistogram,
     curate_ads,
     curate_ds,
     curate_du,
@@ -20,10 +20,9 @@ from clapcurate.curate import (
     refuse_benchmark_audio,
     resolve_sigma,
     run_curation,
-    similarity_histogram,
-    threshold_search,
     training_clip_mask,
 )
+from clapcurate.search import SimilarityHistogram, similarity_histogram, threshold_search
 from clapcurate.data.manifest import read_manifest, write_manifest
 from clapcurate.errors import ClapcurateError, ConfigError
 
@@ -111,7 +110,7 @@ def test_keep_fraction_resolves_to_the_quantile_within_one_bin(caplog):
     all_sims = np.sort((queries @ keys.T).ravel())[::-1]
     keep_fraction = 0.01
     with caplog.at_level("INFO", logger="clapcurate.curate"):
-        sigma, histogram = resolve_sigma(queries, keys, None, keep_fraction, block_size=64)
+        sigma, histogram = resolve_sigma(queries, keys, None, keep_fraction, "du", block_size=64)
     assert f"resolved to sigma = {sigma:.6f}" in caplog.text
     wanted = int(np.ceil(keep_fraction * all_sims.size))
     assert histogram.total == all_sims.size
@@ -121,11 +120,12 @@ def test_keep_fraction_resolves_to_the_quantile_within_one_bin(caplog):
     assert wanted <= kept <= wanted + in_bin
 
 
-def test_resolve_sigma_defaults_to_the_paper_and_refuses_both():
-    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), None, None) == (0.7, None)
-    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.75, None) == (0.75, None)
+def test_resolve_sigma_defaults_to_the_method_settings_and_refuses_both():
+    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), None, None, "du") == (0.7, None)
+    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), None, None, "ds") == (method.SIGMA["ds"], None)
+    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.75, None, "ads") == (0.75, None)
     with pytest.raises(ClapcurateError, match="either sigma or keep_fraction"):
-        resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.7, 0.1)
+        resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.7, 0.1, "du")
 
 
 def test_histogram_counts_every_pair_and_clamps_out_of_range_values():

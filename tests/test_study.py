@@ -137,7 +137,7 @@ def test_resuming_with_other_settings_is_refused_but_more_seeds_are_not(tiny_stu
 
     _, config, out = tiny_study
     changed = copy.deepcopy(config)
-    changed.teacher["trainer"]["max_steps"] = 5
+    changed.teacher.trainer.max_steps = 5
     changed.curation.du_keep_fraction = 0.5
     with pytest.raises(ConfigError, match=r"curation\.du_keep_fraction, teacher\.trainer\.max_steps changed"):
         Study(changed)

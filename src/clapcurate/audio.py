@@ -7,6 +7,7 @@ raises `AudioError(path, reason)`; callers decide whether to skip the file or st
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import soundfile
@@ -99,3 +100,23 @@ def inference_windows(wave: np.ndarray, n_samples: int) -> np.ndarray:
     n_windows = max(1, full_windows + int(keeps_tail))
     looped = np.resize(wave, n_windows * n_samples)  # the clip repeated cyclically
     return looped.reshape(n_windows, n_samples)
+
+
+class AudioFiles:
+    """A map-style dataset (for `torch.utils.data.DataLoader` workers) over audio files: item i is
+    `(i, transform(waveform))`, or `(i, AudioError)` when file i cannot be read. `transform` runs
+    in the worker (it must be picklable, e.g. a `functools.partial`)."""
+
+    def __init__(self, paths: Sequence[str], sample_rate: int, transform: Callable[[np.ndarray], object]):
+        self.paths = list(paths)
+        self.sample_rate = sample_rate
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return index, self.transform(load_audio(self.paths[index], self.sample_rate))
+        except AudioError as error:
+            return index, error

@@ -23,6 +23,7 @@ process.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -35,11 +36,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from .audio import inference_windows, load_audio
+from .audio import AudioFiles, inference_windows
 from .data.manifest import manifest_hash, read_manifest
-from .errors import AudioError, ClapcurateError
+from .errors import AudioError, ClapcurateError, ManifestError
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +79,15 @@ def text_key(caption: str) -> str:
     return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:20]
 
 
-class _ClipWindows(Dataset):
-    """Item i: (i, windows [W, clip_samples] float32 or None, reason the clip was unreadable)."""
-
-    def __init__(self, audio_paths: Sequence[str], sample_rate: int, clip_samples: int):
-        self.audio_paths = list(audio_paths)
-        self.sample_rate = sample_rate
-        self.clip_samples = clip_samples
-
-    def __len__(self) -> int:
-        return len(self.audio_paths)
-
-    def __getitem__(self, index: int):
-        try:
-            wave = load_audio(self.audio_paths[index], self.sample_rate)  # [T]
-        except AudioError as error:
-            return index, None, error.reason
-        return index, inference_windows(wave, self.clip_samples), ""
+def embedding_rows(keys: Sequence[str], ids: Sequence[str], embeddings: np.ndarray, folder, hint: str) -> np.ndarray:
+    """The rows [len(keys), d] of `embeddings` whose `ids` are `keys`, in the order of `keys`;
+    `ManifestError` naming the folder, a missing key and `hint` when some are absent."""
+    row_of = {key: row for row, key in enumerate(ids)}
+    missing = [key for key in keys if key not in row_of]
+    if missing:
+        raise ManifestError(f"{folder}: no embedding for {len(missing)} of {len(keys)} items "
+                              f"(e.g. {missing[0]!r}); {hint}")
+    return embeddings[[row_of[key] for key in keys]]
 
 
 def _keep_items(items: list) -> list:
@@ -143,10 +136,10 @@ def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int
     """
     pending, owners, clips_loaded = [], [], 0
     for items in loader:
-        for index, windows, reason in items:
+        for index, windows in items:
             clips_loaded += 1
-            if windows is None:
-                skipped.append((index, reason))
+            if isinstance(windows, AudioError):
+                skipped.append((index, windows.reason))
                 continue
             pending.append(windows)
             owners.append(np.full(len(windows), index, dtype=np.int64))
@@ -178,7 +171,8 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     or number of workers.
     """
     clips = unique_clips(manifest)
-    dataset = _ClipWindows(clips["audio_path"], model.sample_rate, model.clip_samples)
+    dataset = AudioFiles(clips["audio_path"], model.sample_rate,
+                         functools.partial(inference_windows, n_samples=model.clip_samples))  # [W, clip_samples]
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items)
     window_sums = np.zeros((len(clips), model.config.d_proj), dtype=np.float32)  # [N, d]
     skipped: list[tuple[int, str]] = []

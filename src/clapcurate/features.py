@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .audio import load_audio
+from .audio import AudioFiles, load_audio
 from .errors import AudioError
 from .model.frontend import LogMel
 
@@ -101,23 +101,6 @@ def file_key(path: str | os.PathLike) -> str:
     return hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
 
 
-class _ComputeLogmel(torch.utils.data.Dataset):
-    """Loads and transforms files in DataLoader workers; yields (index, features or AudioError)."""
-
-    def __init__(self, paths: Sequence[str], settings: FrontendSettings):
-        self.paths = paths
-        self.settings = settings
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            return index, compute_logmel(load_audio(self.paths[index], self.settings.sample_rate), self.settings)
-        except AudioError as error:
-            return index, error
-
-
 class LogMelCache:
     """Whole-clip log-mel spectrograms [frames, mel_bins] (float16) of audio files."""
 
@@ -177,7 +160,8 @@ class LogMelCache:
             else:
                 features[path] = cached
         loader = torch.utils.data.DataLoader(
-            _ComputeLogmel([path for path, _ in missing], self.settings),
+            AudioFiles([path for path, _ in missing], self.settings.sample_rate,
+                       functools.partial(compute_logmel, settings=self.settings)),
             batch_size=None, num_workers=num_workers if len(missing) > 1 else 0,
         )
         for index, result in loader:

@@ -27,17 +27,17 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_every
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import to_dict
-from ..data.manifest import read_manifest, write_manifest
+from ..data.manifest import label_names, read_manifest, take_subset, write_manifest
 from ..errors import ManifestError
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
-from ..model import checkpoints
 from ..data.readers import read_dataset
+from ..model import checkpoints
 from ..model.audio_encoders import AudioTagger, load_panns_checkpoint
 from ..model.clap import CLAP, AudioConfig
 from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig
 from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
-    label_matrix, label_names, prepare_pairs, split_by_clip, take_subset,
+    label_matrix, prepare_pairs, split_by_clip,
 )
 from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule
 
@@ -230,21 +230,9 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 
 
-def _rows_of(keys: Sequence[str], ids: Sequence[str], embeddings: np.ndarray, folder: str, what: str) -> np.ndarray:
-    """Embedding rows [N, d] of `keys` looked up among `ids`; `ManifestError` for missing keys."""
-    position = {key: row for row, key in enumerate(ids)}
-    missing = [key for key in keys if key not in position]
-    if missing:
-        raise ManifestError(
-            f"{folder}: no teacher {what} embedding for {len(missing)} of {len(keys)} training pairs "
-            f"(e.g. {missing[0]!r}); embed every Improvement-Set and replay {what} with the teacher"
-        )
-    return embeddings[[position[key] for key in keys]].astype(np.float32)
-
-
 def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig) -> None:
     """Look up the teacher's embeddings of each pair: audio by `clip_id`, text by `text_key(caption)`."""
-    from ..embed import load_embeddings, text_key
+    from ..embed import embedding_rows, load_embeddings, text_key
 
     def load_all(folders: list[str]) -> tuple[list[str], np.ndarray]:
         loaded = [load_embeddings(folder) for folder in folders]
@@ -252,9 +240,11 @@ def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig)
 
     audio_ids, audio = load_all(loss.teacher_audio_embeddings)
     text_ids, text = load_all(loss.teacher_text_embeddings)
-    pairs.teacher_audio = _rows_of(kept["clip_id"].tolist(), audio_ids, audio, loss.teacher_audio_embeddings, "audio")
-    pairs.teacher_text = _rows_of([text_key(c) for c in kept["caption"]], text_ids, text,
-                                  loss.teacher_text_embeddings, "text")
+    hint = "embed every Improvement-Set and replay {} with the teacher"
+    pairs.teacher_audio = embedding_rows(kept["clip_id"].tolist(), audio_ids, audio, loss.teacher_audio_embeddings,
+                                         hint.format("audio")).astype(np.float32)
+    pairs.teacher_text = embedding_rows([text_key(c) for c in kept["caption"]], text_ids, text,
+                                        loss.teacher_text_embeddings, hint.format("text")).astype(np.float32)
 
 
 def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Path:
@@ -295,7 +285,7 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     module = ClapModule(model, config.optim, config.loss, teacher, config.freeze_batchnorm,
                         config.text.freeze_text_encoder)
     schedule = ReplaySchedule(prepared["curated"][0], prepared["replay"][0], config.data.batch_size,
-                              config.replay.curated_prob, config.seed)
+                              1.0 - config.replay.replay_prob, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 

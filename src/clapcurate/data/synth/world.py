@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ...errors import ClapcurateError
+from ..manifest import youtube_clip_id
 from .captions import write_captions
 from .concepts import (CONCEPTS, ESC10_CLASSES, ESC50_CLASSES, ESC50_CONCEPT, SCENES, URBANSOUND8K_CLASSES,
                        URBANSOUND8K_CONCEPT, URBANSOUND8K_SHARE)
@@ -325,10 +326,10 @@ def write_ground_truth(root: Path, corpus: dict, pool: list, tagged: list) -> No
                     for plan, split, *_ in corpus["audiocaps"]]
     write_csv(folder / "corpus.csv", header, corpus_rows)
     write_csv(folder / "pool.csv", ("path", "clip_id", "events", "background", "in_audiocaps", "fault"),
-              [(plan.path, f"yt:{youtube_id}_{int(start)}", plan.describe_events(), plan.describe_background(),
+              [(plan.path, youtube_clip_id(youtube_id, start), plan.describe_events(), plan.describe_background(),
                 in_audiocaps, plan.fault) for plan, youtube_id, start, in_audiocaps in pool])
     write_csv(folder / "tagged.csv", ("path", "clip_id", "events", "background"),
-              [(plan.path, f"yt:{youtube_id}_{int(start)}", plan.describe_events(), plan.describe_background())
+              [(plan.path, youtube_clip_id(youtube_id, start), plan.describe_events(), plan.describe_background())
                for plan, youtube_id, start, _ in tagged])
     write_csv(folder / "corrupted.csv", ("path", "fault", "loader_rejects"),
               [(plan.path, plan.fault, LOADER_REJECTS[plan.fault]) for plan, *_ in pool if plan.fault])
