@@ -129,6 +129,7 @@ def test_a_sampled_histogram_is_scaled_to_the_whole_search(curated_dir):
     curated = read_curated_set(curated_dir)
     bigger = {**curated.stats, "pool_clips": 1210, "unreadable_pool_clips": 0, "excluded_training_clips": 10}
     assert histogram_scale(curated.histogram, bigger) == pytest.approx(1200 * 40 / (120 * 40))
+    assert search_pairs_at(curated.histogram, -1.0, histogram_scale(curated.histogram, bigger)) == 1200 * 40
     assert histogram_scale(curated.histogram, {"method": "ds"}) == 1.0  # no pool: the histogram is complete
 
 
@@ -281,6 +282,21 @@ def test_page_works_behind_a_plain_http_server(browser, page):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_sampled_histogram_is_shown_scaled_to_the_whole_search(tmp_path, curated_dir, browser):
+    import shutil
+
+    sampled = tmp_path / "sampled"
+    shutil.copytree(curated_dir, sampled, ignore=shutil.ignore_patterns("browser"))
+    stats = json.loads((sampled / "stats.json").read_text())
+    (sampled / "stats.json").write_text(json.dumps({**stats, "pool_clips": 1210, "excluded_training_clips": 10}))
+    curated = read_curated_set(sampled)
+    browser.open(write_browser(sampled, tmp_path / "page").as_uri())
+    set_sigma(browser, 0.5)
+    expected = search_pairs_at(curated.histogram, 0.5, histogram_scale(curated.histogram, curated.stats))
+    assert counts_shown(browser)["search"] == expected
+    assert browser.evaluate("document.getElementById('count-search').textContent").startswith("≈")
 
 
 def test_an_empty_set_gives_a_page_that_says_so(tmp_path, browser):

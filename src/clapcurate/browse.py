@@ -102,11 +102,12 @@ def histogram_start_bin(low: float, high: float, bins: int, sigma: float) -> int
     return int(min(max(np.ceil((sigma - low) / width), 0), bins))
 
 
-def search_pairs_at(histogram, sigma: float) -> int:
+def search_pairs_at(histogram, sigma: float, scale: float = 1.0) -> int:
     """Similarities of the histogram in the bins at or above sigma (within one bin width of
-    the exact count of values >= sigma)."""
+    the exact count of values >= sigma), times `scale` (`histogram_scale`), rounded half up as
+    the page does."""
     start = histogram_start_bin(histogram.low, histogram.high, len(histogram.counts), sigma)
-    return int(histogram.counts[start:].sum())
+    return int(np.floor(histogram.counts[start:].sum() * scale + 0.5))
 
 
 def search_size(stats: dict) -> int | None:
