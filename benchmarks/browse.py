@@ -1,7 +1,7 @@
 """The Improvement-Set browser at scale: generating the page for a 100k-pair set, and opening it.
 
 Builds a synthetic curated folder (default: 100,000 DU-like pairs, one caption per clip, so
-100,000 audio clips of 0.1 s, 20,000 distinct captions, and a dense 65,536-bin histogram of a
+100,000 audio clips of 0.1 s, 20,000 distinct captions, and the 65,536-bin histogram of a
 100k x 20k search), then measures
 
 - `write_browser` (reading the manifest, linking 100k clips, writing the page) and the whole
@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile
+import torch
 
 from clapcurate.browse import write_browser
 from clapcurate.curate import ImprovementSet, write_improvement_set
 from clapcurate.headless import Chromium
-from clapcurate.search import HISTOGRAM_BINS, SimilarityHistogram
+from clapcurate.search import SimilarityHistogram
 
 WORDS = ("dog", "barks", "rain", "falls", "engine", "idles", "bird", "sings", "door", "slams", "people", "talk",
          "wind", "blows", "water", "runs", "a", "the", "loudly", "far", "away", "nearby", "while", "and")
@@ -62,12 +63,15 @@ def synthetic_curated_set(root: Path, pairs: int, captions: int, seed: int = 0) 
         "source_id": [f"corpus/{k}" for k in rng.integers(0, captions, pairs)],
         "best_label": "",
     })
-    counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)  # 100k clips x 20k captions, roughly normal
-    centres = np.linspace(-1, 1, HISTOGRAM_BINS)
-    counts[:] = np.round(pairs * captions * np.exp(-0.5 * ((centres - 0.1) / 0.15) ** 2) / 0.15 / np.sqrt(2 * np.pi)
-                         * 2 / HISTOGRAM_BINS)
+    # the search: pairs x captions similarities, roughly normal below sigma, plus the kept pairs
+    histogram = SimilarityHistogram.empty()
+    centres = histogram.edges[:-1] + histogram.bin_width / 2
+    bulk = np.exp(-0.5 * ((centres - 0.1) / 0.15) ** 2) * (centres < sigma)
+    histogram.counts[:] = np.floor(bulk / bulk.sum() * (pairs * captions - pairs))
+    histogram.counts[np.argmax(bulk)] += pairs * captions - pairs - histogram.counts.sum()
+    histogram.add(torch.from_numpy(rows["similarity"].to_numpy(np.float32)))
     out = root / "du"
-    write_improvement_set(ImprovementSet("du", rows, sigma, SimilarityHistogram(counts)), out,
+    write_improvement_set(ImprovementSet("du", rows, sigma, histogram), out,
                           pool_clips=pairs, unreadable_pool_clips=0, excluded_training_clips=0,
                           candidate_captions=captions, max_captions_per_clip=1)
     return out
