@@ -192,8 +192,9 @@ def test_page_loads_without_errors_and_shows_a_page_of_pairs_best_first(opened, 
     by_caption_and_similarity = {(c, round(s, 4)): bool(r) for c, s, r in zip(rows["caption"], rows["similarity"], right)}
     for row in shown:
         assert by_caption_and_similarity[(row["caption"], round(row["similarity"], 4))] == row["right"]
-    histogram = read_curated_set(curated_dir).histogram
-    assert counts_shown(opened) == {**kept_counts(rows, SIGMA), "search": search_pairs_at(histogram, SIGMA)}
+    curated = read_curated_set(curated_dir)
+    assert counts_shown(opened) == {**{key: curated.stats[key] for key in ("pairs", "clips", "captions")},
+                                    "search": search_pairs_at(curated.histogram, SIGMA)}
 
 
 def test_stricter_sigma_shows_the_counts_computed_from_the_rows_and_histogram(opened, curated_dir):
@@ -204,6 +205,9 @@ def test_stricter_sigma_shows_the_counts_computed_from_the_rows_and_histogram(op
                                         "search": search_pairs_at(curated.histogram, sigma)}
         shown = opened.evaluate("Number(document.getElementById('matching').dataset.value)")
         assert shown == kept_counts(curated.rows, sigma)["pairs"]  # the list shows the kept pairs
+    opened.evaluate("""(() => { const range = document.getElementById('sigma-range');
+        range.value = '0.6'; range.dispatchEvent(new Event('input')); })()""")  # the slider does the same
+    assert counts_shown(opened) == {**kept_counts(curated.rows, 0.6), "search": search_pairs_at(curated.histogram, 0.6)}
     set_sigma(opened, SIGMA)
     assert counts_shown(opened)["pairs"] == 150
     assert opened.console_errors() == []
@@ -357,3 +361,20 @@ def test_long_clips_play_the_window_that_matched_their_caption(tmp_path, browser
     assert [src.rpartition("/")[2] for src, _ in players] == ["long.wav#t=2,3", "long.wav#t=1,2", "short.wav"]
     assert [time for _, time in players] == [2.0, 1.0, 0.0]  # Chromium starts at the matched window
     assert browser.console_errors() == []
+
+
+def test_browse_command_with_a_teacher_starts_long_clips_at_a_window(tmp_path, tiny_clap):
+    from clapcurate.model.checkpoints import save
+
+    rng = np.random.default_rng(2)
+    soundfile.write(tmp_path / "long.wav", 0.1 * rng.standard_normal(40000), 16000)  # 2.5 s: 3 windows of 1 s
+    soundfile.write(tmp_path / "short.wav", 0.1 * rng.standard_normal(12000), 16000)
+    rows = pd.DataFrame({"id": ["a", "b"], "clip_id": ["long", "short"],
+                         "audio_path": [str(tmp_path / "long.wav"), str(tmp_path / "short.wav")],
+                         "caption": ["a dog barks", "rain falls"], "similarity": [0.9, 0.8], "method": "du",
+                         "source_id": ["x", "y"], "best_label": ""})
+    write_improvement_set(ImprovementSet("du", rows, 0.5, SimilarityHistogram.empty()), tmp_path / "set")
+    assert main(["browse", str(tmp_path / "set"), "--teacher", str(save(tiny_clap, tmp_path / "teacher"))]) == 0
+    data = json.loads((tmp_path / "set" / "browser" / PAGE_FILE).read_text().split('id="data">')[1].split("</script>")[0])
+    assert data["window_seconds"] == 1.0
+    assert data["rows"]["start"][0] in (0.0, 1.0, 2.0) and data["rows"]["start"][1] is None
