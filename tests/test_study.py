@@ -157,3 +157,16 @@ def test_a_run_folder_without_recorded_settings_is_refused(tiny_study, tmp_path)
     (tmp_path / other.name / "stages" / "teacher__full_s0.json").write_text('{"result": "x", "seconds": 1}')
     with pytest.raises(ConfigError, match="not recorded"):
         Study(other)
+
+
+def test_report_html_converts_the_reports_markdown_and_inlines_its_plots(tmp_path):
+    from clapcurate.study.report import markdown_to_html
+
+    (tmp_path / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    page = markdown_to_html("# Study `x`\n\nSeeds: [0]; a < b, **bold** [DU all (full)](curated/du/browser/index.html)"
+                            "\n\n| model | acc |\n|---|---|\n| DU | 1.0 |\n\n- one\n- `two`\n\n![acc](plot.png)", tmp_path)
+    assert "<h1>Study <code>x</code></h1>" in page
+    assert "<p>Seeds: [0]; a &lt; b, <strong>bold</strong> <a href=\"curated/du/browser/index.html\">DU all (full)</a></p>" in page
+    assert "<table><thead><tr><th>model</th><th>acc</th></tr></thead><tbody><tr><td>DU</td><td>1.0</td></tr>" in page
+    assert "<ul><li>one</li><li><code>two</code></li></ul>" in page
+    assert '<img src="data:image/png;base64,iVBORw0KGgo=" alt="acc">' in page

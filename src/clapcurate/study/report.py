@@ -195,7 +195,9 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
         if (counts["teacher"] == low).any():
             parts += [f"With the {low} teacher:", _markdown(precision_table(counts, low))]
     if "path" in counts:
-        pages = [(r, Path(r.path).parent / "browser" / "index.html") for r in counts.itertuples()
+        from ..browse import BROWSER_DIR, PAGE_FILE
+
+        pages = [(r, Path(r.path).parent / BROWSER_DIR / PAGE_FILE) for r in counts.itertuples()
                  if Path(r.path).is_relative_to(out_dir)]
         parts += ["## Browse and listen to the curated sets",
                   "One page per Improvement-Set (open it in any browser, no server needed): the similarity "
