@@ -314,7 +314,7 @@ def _script_json(data: dict) -> str:
 
 
 def render_page(data: dict) -> str:
-    template = resources.files("clapcurate").joinpath("templates", "browse.html").read_text(encoding="utf-8")
+    template = resources.files("clapcurate").joinpath("templates").joinpath("browse.html").read_text(encoding="utf-8")
     return (template.replace("{{TITLE}}", html.escape(data["title"]))
             .replace("{{DATA}}", _script_json(data)))
 
