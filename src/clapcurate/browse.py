@@ -269,7 +269,7 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
     stats = curated.stats
     method = str(stats.get("method") or (rows["method"].iloc[0] if "method" in rows and len(rows) else ""))
     return {
-        "title": title or f"{method.upper()} Improvement-Set{' ' + stats['benchmark'] if stats.get('benchmark') else ''}",
+        "title": title or " ".join(filter(None, [method.upper(), "Improvement-Set", stats.get("benchmark")])),
         "method": method,
         "benchmark": stats.get("benchmark") or "",
         "sigma": float(stats.get("sigma", rows["similarity"].min() if len(rows) else 0.0)),
@@ -314,7 +314,8 @@ def _script_json(data: dict) -> str:
 
 
 def render_page(data: dict) -> str:
-    template = resources.files("clapcurate").joinpath("templates").joinpath("browse.html").read_text(encoding="utf-8")
+    template = resources.files("clapcurate").joinpath("templates").joinpath("browse.html")
+    template = template.read_text(encoding="utf-8")
     return (template.replace("{{TITLE}}", html.escape(data["title"]))
             .replace("{{DATA}}", _script_json(data)))
 

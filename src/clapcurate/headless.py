@@ -154,7 +154,8 @@ class Chromium:
                                                 "awaitPromise": await_promise}, timeout=timeout)
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
-            raise ProtocolError(f"JavaScript error: {details.get('exception', {}).get('description') or details.get('text')}")
+            message = details.get("exception", {}).get("description") or details.get("text")
+            raise ProtocolError(f"JavaScript error: {message}")
         return result["result"].get("value")
 
     def console_errors(self) -> list[str]:

@@ -8,7 +8,8 @@ from pathlib import Path
 from ..browse import DEFAULT_LIMIT, read_curated_set, write_browser
 
 
-def write_browsers(sets: dict[str, str], train_manifest: str, truth=None, limit: int = DEFAULT_LIMIT) -> dict[str, Path]:
+def write_browsers(sets: dict[str, str], train_manifest: str, truth=None,
+                   limit: int = DEFAULT_LIMIT) -> dict[str, Path]:
     """Write `browser/index.html` beside each curated manifest of `sets` ({"DU": path,
     "ADS/esc50": path, ...}); `truth` is a `WorldTruth` or None. Returns the pages by set."""
     pages = {}
