@@ -268,6 +268,36 @@ def test_pool_with_benchmark_audio_is_refused(tmp_path, pool_clips):
         refuse_benchmark_audio(disguised, benchmark, "esc50")
 
 
+@pytest.mark.parametrize("disguise", ["copy", "hard_link", "flac"])
+def test_pool_file_with_a_benchmark_clips_content_is_refused(tmp_path, disguise):
+    rng = np.random.default_rng(0)
+    bench_dir, pool_dir = tmp_path / "bench", tmp_path / "pool"
+    bench_dir.mkdir(), pool_dir.mkdir()
+    clips = [(0.2 * rng.standard_normal(8000)).astype(np.float32) for _ in range(3)]
+    for i, clip in enumerate(clips):
+        soundfile.write(bench_dir / f"{i}.wav", clip, 16000, subtype="PCM_16")
+        other = clip[::-1].copy() if i else np.concatenate([clip, clip[:10]])  # same size / same length, other audio
+        soundfile.write(pool_dir / f"own{i}.wav", other, 16000, subtype="PCM_16")
+    source = bench_dir / "1.wav"
+    if disguise == "copy":
+        (pool_dir / "renamed.wav").write_bytes(source.read_bytes())
+        disguised = pool_dir / "renamed.wav"
+    elif disguise == "hard_link":
+        disguised = pool_dir / "linked.wav"
+        disguised.hardlink_to(source)
+    else:
+        samples, rate = soundfile.read(source, dtype="int16")
+        disguised = pool_dir / "reencoded.flac"
+        soundfile.write(disguised, samples, rate, subtype="PCM_16")
+    benchmark = pd.DataFrame({"clip_id": [f"esc:{i}" for i in range(3)],
+                              "audio_path": [str(bench_dir / f"{i}.wav") for i in range(3)]})
+    own = pd.DataFrame({"clip_id": [f"p{i}" for i in range(3)], "audio_path": [str(pool_dir / f"own{i}.wav") for i in range(3)]})
+    refuse_benchmark_audio(own, benchmark, "esc50")  # other audio of the same size or length: accepted
+    pool = pd.concat([own, pd.DataFrame({"clip_id": ["p9"], "audio_path": [str(disguised)]})], ignore_index=True)
+    with pytest.raises(ClapcurateError, match=rf"1 file.*{disguised.name} has the content of .*bench/1.wav"):
+        refuse_benchmark_audio(pool, benchmark, "esc50")
+
+
 # --------------------------------------------------------------------------- the stage
 
 

@@ -1,4 +1,4 @@
-"""Audio input: read any file soundfile can decode, mix to mono, resample, crop, pad, window.
+"""Audio input: read any file soundfile can decode, mix to mono, resample, window.
 
 Every problem with a file a user gave (missing, unreadable, not audio, empty, NaN/inf samples)
 raises `AudioError(path, reason)`; callers decide whether to skip the file or stop.
@@ -69,20 +69,6 @@ def _check_mono(wave: np.ndarray, n_samples: int) -> None:
         raise ValueError(f"expected a non-empty 1-D waveform, got shape {wave.shape}")
     if n_samples < 1:
         raise ValueError(f"n_samples must be positive, got {n_samples}")
-
-
-def random_crop_or_pad(wave: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A training excerpt of exactly `n_samples`: a random crop of a longer clip, or a shorter
-    clip placed at a random offset in silence (zero padding)."""
-    _check_mono(wave, n_samples)
-    length = wave.shape[0]
-    if length >= n_samples:
-        start = int(rng.integers(0, length - n_samples + 1))
-        return wave[start : start + n_samples].copy()
-    excerpt = np.zeros(n_samples, dtype=wave.dtype)
-    offset = int(rng.integers(0, n_samples - length + 1))
-    excerpt[offset : offset + length] = wave
-    return excerpt
 
 
 def inference_windows(wave: np.ndarray, n_samples: int) -> np.ndarray:

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader
 from .audio import AudioFiles, inference_windows
 from .data.manifest import manifest_hash, read_manifest
 from .errors import AudioError, ClapcurateError, ManifestError
+from .files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,9 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
         advance(len(clips) - clips_done)
     readable = np.ones(len(clips), dtype=bool)
     readable[[index for index, _ in skipped]] = False
+    overflowed = readable & ~np.isfinite(window_sums).all(axis=1)  # finite audio the model cannot represent
+    skipped += [(int(index), "non-finite embedding (the audio overflows the model)") for index in np.flatnonzero(overflowed)]
+    readable &= ~overflowed
     # the mean's direction is the sum's: normalising the sum is normalising the mean
     embeddings = F.normalize(torch.from_numpy(window_sums[readable]), dim=1)  # [N_readable, d]
     skipped_rows = pd.DataFrame(
@@ -222,14 +226,6 @@ def _shard_paths(out_dir: Path, index: int) -> dict[str, Path]:
         "skipped": out_dir / f"{stem}.skipped.csv",
         "done": out_dir / f"{stem}.done",
     }
-
-
-def _write_atomically(path: Path, write: Callable[[object], None], mode: str = "w") -> None:
-    """Write `path` through a partial file renamed into place (readers never see half a file)."""
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    with open(partial, mode) as handle:
-        write(handle)
-    os.replace(partial, path)
 
 
 def _distributed_rank() -> tuple[int, int]:
@@ -279,7 +275,7 @@ def _claim_folder(out_dir: Path, meta: dict) -> None:
     """Write `meta.json`, or check that the existing one describes the same embedding run."""
     existing = _read_meta(out_dir)
     if existing is None:
-        _write_atomically(out_dir / META_FILE, lambda f: f.write(json.dumps(meta, indent=2) + "\n"))
+        write_atomically(out_dir / META_FILE, lambda f: f.write(json.dumps(meta, indent=2) + "\n"))
         return
     differences = [f"{key}: folder has {existing.get(key)!r}, this run {value!r}"
                    for key, value in meta.items() if existing.get(key) != value]
@@ -305,11 +301,11 @@ def _write_shard(out_dir: Path, index: int, keys: list[str], embeddings: np.ndar
                  skipped: pd.DataFrame) -> None:
     """Write a shard's files, its done marker last."""
     paths = _shard_paths(out_dir, index)
-    _write_atomically(paths["embeddings"], lambda f: np.save(f, embeddings.astype(np.float16)), "wb")
-    _write_atomically(paths["ids"], lambda f: f.write("".join(f"{key}\n" for key in keys)))
-    _write_atomically(paths["skipped"], lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
+    write_atomically(paths["embeddings"], lambda f: np.save(f, embeddings.astype(np.float16)), "wb")
+    write_atomically(paths["ids"], lambda f: f.write("".join(f"{key}\n" for key in keys)))
+    write_atomically(paths["skipped"], lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
     marker = {"rows": len(keys), "skipped": len(skipped)}
-    _write_atomically(paths["done"], lambda f: f.write(json.dumps(marker) + "\n"))
+    write_atomically(paths["done"], lambda f: f.write(json.dumps(marker) + "\n"))
 
 
 def _unfinished_shards(out_dir: Path, num_shards: int) -> list[int]:
@@ -321,7 +317,7 @@ def _write_skipped_list(out_dir: Path, num_shards: int) -> None:
     parts = [pd.read_csv(_shard_paths(out_dir, i)["skipped"], dtype=str, keep_default_na=False)
              for i in range(num_shards)]
     skipped = pd.concat([pd.DataFrame(columns=SKIPPED_COLUMNS), *parts], ignore_index=True)
-    _write_atomically(out_dir / SKIPPED_FILE, lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
+    write_atomically(out_dir / SKIPPED_FILE, lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
 
 
 def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audio", batch_size: int = 64,

@@ -8,16 +8,14 @@
   similarity is >= sigma.
 - **ADS** (augmented DS): the DS captions x every pool clip, pairs >= sigma.
 
-Nothing here reads or writes files: the stage (`curate.stage`) does. Pool clips that are in the
-teacher's training manifest are left out (`training_clip_mask`), and a pool that holds audio of
-a target benchmark is refused (`refuse_benchmark_audio`).
+Nothing here reads or writes files: the stage (`curate.stage`) does. The leakage checks (the
+teacher's training clips, a target benchmark's audio in the pool) are `curate.leakage`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 import numpy as np
 import pandas as pd
@@ -163,28 +161,3 @@ def curate_ds(train_manifest: pd.DataFrame, caption_embeddings, prompt_embedding
         best_label=[str(labels[i]) for i in best_label[keep]],
     )
     return ImprovementSet("ds", rows, threshold, histogram)
-
-def training_clip_mask(pool_clips: pd.DataFrame, teacher_train_manifest: pd.DataFrame) -> np.ndarray:
-    """True [P] where a pool clip's `clip_id` is in the teacher's training manifest."""
-    return pool_clips["clip_id"].isin(set(teacher_train_manifest["clip_id"])).to_numpy()
-
-
-def _resolved_paths(manifest: pd.DataFrame) -> pd.Series:
-    return pd.Series([os.path.realpath(path) if path else "" for path in manifest["audio_path"]],
-                     index=manifest.index)
-
-
-def refuse_benchmark_audio(pool: pd.DataFrame, benchmark: pd.DataFrame, benchmark_name: str) -> None:
-    """Raise `ClapcurateError` if the pool holds audio of the benchmark: a shared `clip_id`, or
-    an `audio_path` resolving (symbolic links followed) to one of the benchmark's files."""
-    shared_ids = pool["clip_id"].isin(set(benchmark["clip_id"]))
-    benchmark_paths = set(_resolved_paths(benchmark)) - {""}
-    shared_paths = _resolved_paths(pool).isin(benchmark_paths)
-    clash = pool[shared_ids.to_numpy() | shared_paths.to_numpy()]
-    if len(clash):
-        example = clash.iloc[0]
-        raise ClapcurateError(
-            f"the pool holds {len(clash)} clip(s) of the target benchmark {benchmark_name!r} "
-            f"(e.g. clip_id {example['clip_id']!r}, file {example['audio_path']}); curation never "
-            f"reads a benchmark's audio: remove these rows from the pool manifest"
-        )

@@ -19,7 +19,8 @@ from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings
 from ..errors import ConfigError
 from ..prompts import benchmark_labels, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
-from .methods import ImprovementSet, curate_ads, curate_ds, curate_du, refuse_benchmark_audio, training_clip_mask
+from .leakage import refuse_benchmark_audio, training_clip_mask
+from .methods import ImprovementSet, curate_ads, curate_ds, curate_du
 
 log = logging.getLogger("clapcurate.curate")
 

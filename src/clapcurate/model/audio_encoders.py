@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clapcurate.errors import ClapcurateError
+from clapcurate.files import write_atomically
 from clapcurate.model.frontend import LogmelFilterBank, Spectrogram, log_mel_spectrogram
 from clapcurate.model.weights import load_state_strict, read_torch_state_dict
 
@@ -241,7 +242,5 @@ def save_panns_checkpoint(tagger: AudioTagger, path: str | Path, labels: list[st
     """Write `{"model": state dict, "labels": class names}` as PANNs does (`torch.save`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save({"model": tagger.panns_state_dict(), "labels": list(labels)}, partial)
-    partial.replace(path)
-    return path
+    state = {"model": tagger.panns_state_dict(), "labels": list(labels)}
+    return write_atomically(path, lambda handle: torch.save(state, handle), "wb")

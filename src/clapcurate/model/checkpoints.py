@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import from_dict, to_dict
 from ..errors import ClapcurateError, ConfigError
+from ..files import partial_folder, publish_folder
 from .audio_encoders import IGNORED_CHECKPOINT_PREFIX
 from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
 from .weights import load_state_strict, read_torch_state_dict
@@ -29,14 +30,17 @@ TEXT_ENCODER_DIR = "text_encoder"
 
 
 def save(model: CLAP, directory: str | Path) -> Path:
-    """Write `model` to `directory` in our checkpoint format; returns the folder."""
+    """Write `model` to `directory` in our checkpoint format; returns the folder. The folder is
+    built beside `directory` and swapped into place: an interrupted save leaves the previous
+    checkpoint (or none), never a partial one."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_folder(directory)
     weights = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(weights, str(directory / WEIGHTS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(to_dict(model.config), indent=2) + "\n")
-    model.text_encoder.save_architecture(directory / TEXT_ENCODER_DIR)
-    return directory
+    save_file(weights, str(partial / WEIGHTS_FILE))
+    (partial / CONFIG_FILE).write_text(json.dumps(to_dict(model.config), indent=2) + "\n")
+    model.text_encoder.save_architecture(partial / TEXT_ENCODER_DIR)
+    return publish_folder(partial, directory)
 
 
 def _read_config(directory: Path) -> CLAPConfig:
