@@ -166,6 +166,26 @@ def cmd_study(args):
     run_study(config)
 
 
+def cmd_browse(args):
+    from .browse import matched_windows, read_curated_set, write_browser
+
+    if bool(args.world) != bool(args.train_manifest):
+        raise ClapcurateError("--world and --train-manifest go together (ground truth of the embedded world)")
+    rows = read_curated_set(args.curated).rows if (args.world or args.teacher) else None
+    right = windows = None
+    if args.world:
+        from .study.groundtruth import WorldTruth
+
+        benchmark = read_curated_set(args.curated).stats.get("benchmark")
+        right = WorldTruth(args.world).pair_is_right(rows, args.train_manifest, benchmark)
+    if args.teacher:
+        from .model import load_model
+
+        windows = matched_windows(rows, load_model(args.teacher, args.text_encoder))
+    page = write_browser(args.curated, args.out, limit=args.limit, right=right, windows=windows, audio=args.audio)
+    _console().print(f"Improvement-Set browser written to {page} (open it in a browser; no server needed)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clapcurate",
@@ -220,6 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", choices=["du", "ds", "ads"])
     with_config(p, resume=False)
     p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("browse", help="write a static page to look at and listen to a curated set")
+    p.add_argument("curated", help="curated folder (improvement_set.csv, stats.json, histogram data)")
+    p.add_argument("--out", help="output folder (default: CURATED/browser)")
+    p.add_argument("--limit", type=int, default=100, help="pairs (audio players) per page")
+    p.add_argument("--audio", choices=["link", "copy"], default="link",
+                   help="link the clips next to the page (relative symbolic links) or copy them")
+    p.add_argument("--teacher", help="the teacher (checkpoint folder or MS CLAP .pth): long clips play the window "
+                                     "that matched the caption (one forward pass per window of the long clips)")
+    p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
+    p.add_argument("--world", help="embedded world folder: mark each pair right or wrong from its ground truth")
+    p.add_argument("--train-manifest", help="with --world: the training manifest the captions came from")
+    p.set_defaults(func=cmd_browse)
 
     p = sub.add_parser("evaluate", help="zero-shot accuracy on benchmark datasets")
     p.add_argument("--model", required=True, help="checkpoint folder or MS CLAP .pth")

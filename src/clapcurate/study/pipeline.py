@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..files import check_output_folder
 from ..model.clap import CLAPConfig
 from ..train.config import StudentConfig, TaggerConfig, TeacherConfig
-from . import report
+from . import browsers, report
 from .stages import StageRunner
 
 # Settings a resumed run may change: which seeds and variants to add, and how fast to compute.
@@ -481,6 +481,7 @@ class Study:
                 embeddings = self.embed(kind, seed, ckpt, manifests, train_manifest)
                 sets = self.curate(kind, seed, ckpt, manifests, train_manifest, embeddings)
                 counts += self.curated_counts(kind, seed, sets, manifests)
+                browsers.write_browsers(sets, manifests["train"], self.truth())
                 for spec in self.students(kind, train_manifest, sets):
                     student = self.fit_student(kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
