@@ -334,9 +334,7 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
 
     if shard_size < 1 or batch_size < 1:
         raise ClapcurateError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ClapcurateError(f"{out_dir}: the output folder exists and is not a folder")
+    out_dir = check_output_folder(out_dir, "embeddings folder")
     existing = _read_meta(out_dir)
     if existing is not None and existing.get("shard_size") != shard_size:
         log.info("%s: continuing with the folder's shard_size %s", out_dir, existing.get("shard_size"))
@@ -354,7 +352,6 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
             "shard_size": shard_size, "num_shards": num_shards}
     if existing is not None:  # refuse a foreign folder before loading the model
         _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
-    check_output_folder(out_dir, "embeddings folder")
     model = load(model_dir, device=device or _default_device())
     _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
 
