@@ -81,10 +81,11 @@ def text_key(caption: str) -> str:
 class _ClipWindows(Dataset):
     """Item i: (i, windows [W, clip_samples] float32 or None, reason the clip was unreadable)."""
 
-    def __init__(self, audio_paths: Sequence[str], sample_rate: int, clip_samples: int):
+    def __init__(self, audio_paths: Sequence[str], sample_rate: int, clip_samples: int, short_clip_fill: str = "loop"):
         self.audio_paths = list(audio_paths)
         self.sample_rate = sample_rate
         self.clip_samples = clip_samples
+        self.short_clip_fill = short_clip_fill
 
     def __len__(self) -> int:
         return len(self.audio_paths)
@@ -94,7 +95,7 @@ class _ClipWindows(Dataset):
             wave = load_audio(self.audio_paths[index], self.sample_rate)  # [T]
         except AudioError as error:
             return index, None, error.reason
-        return index, inference_windows(wave, self.clip_samples), ""
+        return index, inference_windows(wave, self.clip_samples, self.short_clip_fill), ""
 
 
 def _keep_items(items: list) -> list:
@@ -178,7 +179,8 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     or number of workers.
     """
     clips = unique_clips(manifest)
-    dataset = _ClipWindows(clips["audio_path"], model.sample_rate, model.clip_samples)
+    dataset = _ClipWindows(clips["audio_path"], model.sample_rate, model.clip_samples,
+                           model.config.audio.short_clip_fill)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items)
     window_sums = np.zeros((len(clips), model.config.d_proj), dtype=np.float32)  # [N, d]
     skipped: list[tuple[int, str]] = []

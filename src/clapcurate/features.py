@@ -26,7 +26,7 @@ import torch
 
 from .audio import load_audio
 from .errors import AudioError
-from .model.frontend import LogMel
+from .model.frontend import LogMel, int16_round_trip
 
 FEATURE_DTYPE = np.float16
 
@@ -52,6 +52,8 @@ class FrontendSettings:
     mel_bins: int
     fmin: float
     fmax: float
+    mel_sample_rate: int = 0  # the filterbank's design rate; 0: sample_rate
+    int16_round_trip: bool = False  # LAION-CLAP's 16-bit quantisation of the waveform
 
     @classmethod
     def of(cls, audio_config) -> "FrontendSettings":
@@ -59,7 +61,11 @@ class FrontendSettings:
         return cls(**{field.name: getattr(audio_config, field.name) for field in dataclasses.fields(cls)})
 
     def digest(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        settings = dataclasses.asdict(self)
+        for name in ("mel_sample_rate", "int16_round_trip"):  # settings added later: old caches keep their digest
+            if not settings[name]:
+                del settings[name]
+        text = json.dumps(settings, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def frames(self, n_samples: int) -> int:
@@ -69,7 +75,8 @@ class FrontendSettings:
 
 @functools.lru_cache(maxsize=8)
 def _logmel_module(settings: FrontendSettings) -> LogMel:
-    return LogMel(**dataclasses.asdict(settings)).eval()
+    return LogMel(settings.mel_sample_rate or settings.sample_rate, settings.window_size, settings.hop_size,
+                  settings.mel_bins, settings.fmin, settings.fmax).eval()
 
 
 def compute_logmel(wave: np.ndarray, settings: FrontendSettings) -> np.ndarray:
@@ -78,6 +85,8 @@ def compute_logmel(wave: np.ndarray, settings: FrontendSettings) -> np.ndarray:
     A clip of at most half a window (too short for the centred STFT's reflection padding) is
     zero-padded to one window first.
     """
+    if settings.int16_round_trip:
+        wave = int16_round_trip(wave)
     if len(wave) <= settings.window_size // 2:
         wave = np.pad(wave, (0, settings.window_size - len(wave)))
     with torch.no_grad():

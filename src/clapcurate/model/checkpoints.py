@@ -129,9 +129,8 @@ _MSCLAP_UNUSED_KEYS = ("caption_encoder.base.embeddings.position_ids",)  # legac
 _AUDIO_SIZES_FROM_WEIGHTS = ("encoder", "window_size", "mel_bins", "base_channels")
 
 
-def _msclap_audio_sizes(state: dict[str, torch.Tensor], path: Path) -> dict:
-    """Encoder kind, FFT window, mel bins and channel width of the PANNs audio encoder in `state`."""
-    prefix = "audio_encoder.base."
+def panns_encoder_sizes(state: dict[str, torch.Tensor], prefix: str, path: Path) -> dict:
+    """Encoder kind, FFT window, mel bins and channel width of the PANNs CNN under `prefix` in `state`."""
     try:
         window_size = state[prefix + "spectrogram_extractor.stft.conv_real.weight"].shape[-1]
         mel_bins = state[prefix + "logmel_extractor.melW"].shape[1]
@@ -180,7 +179,7 @@ def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **a
     state = read_torch_state_dict(path)  # torch.load(path)["model"], or a bare state dict
     if not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ClapcurateError(f"{path}: expected a state dict of tensors (or a dict with one under 'model')")
-    audio_sizes = _msclap_audio_sizes(state, path)
+    audio_sizes = panns_encoder_sizes(state, "audio_encoder.base.", path)
     try:
         audio = from_dict(AudioConfig, {**audio_kw, **audio_sizes})
     except ConfigError as exc:
@@ -204,13 +203,31 @@ def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **a
     return model.eval()
 
 
+def import_checkpoint(path: str | Path, text_encoder: str | None = None) -> CLAP:
+    """A published CLAP checkpoint file of any supported family, recognised by its key names:
+    MS CLAP 2022 (text encoder default `bert-base-uncased`), MS CLAP 2023 (`gpt2`) or LAION-CLAP
+    (`roberta-base`); `text_encoder` names the text architecture and tokenizer (name or folder)."""
+    from .imports import checkpoint_family, import_laion_clap, import_msclap_2023, read_state_dict
+
+    path = Path(path)
+    family = checkpoint_family(read_state_dict(path))
+    if family == "laion-clap":
+        return import_laion_clap(path, text_encoder=text_encoder or "roberta-base")
+    if family == "msclap-2023":
+        return import_msclap_2023(path, text_encoder=text_encoder or "gpt2")
+    if family == "msclap-2022":
+        return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased")
+    raise ClapcurateError(f"{path}: not a checkpoint of a supported family (MS CLAP 2022/2023, LAION-CLAP)")
+
+
 def load_model(path: str | Path, text_encoder: str | None = None, device: str | torch.device = "cpu") -> CLAP:
-    """Any supported model, in eval mode on `device`: a clapcurate checkpoint folder, or an MS CLAP
-    2022 weights file (whose text encoder architecture and tokenizer come from `text_encoder`,
-    default `bert-base-uncased`). The one entry point behind every command's `--model`."""
+    """Any supported model, in eval mode on `device`: a clapcurate checkpoint folder, or a published
+    weights file (MS CLAP 2022 or 2023, LAION-CLAP; see `import_checkpoint`, whose text encoder
+    architecture and tokenizer come from `text_encoder`). The one entry point behind every
+    command's `--model`."""
     path = Path(path)
     if path.is_dir():
         return load(path, device=device)
     if path.is_file():
-        return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased").to(device)
-    raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or an MS CLAP .pth file)")
+        return import_checkpoint(path, text_encoder).to(device)
+    raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or a published CLAP .pth/.pt file)")
