@@ -9,10 +9,12 @@ normalised embeddings agree within 2e-6.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import types
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -319,3 +321,120 @@ def test_laion_clap_fusion_checkpoints_are_refused(tiny_roberta_dir, tmp_path):
     torch.save({"state_dict": state}, path)
     with pytest.raises(ClapcurateError, match="fusion checkpoint; fusion is not supported"):
         load_model(path, text_encoder=str(tiny_roberta_dir))
+
+
+# --- every stage takes an imported teacher --------------------------------------------------------
+
+def _write_tiny_world(root):
+    """Captioned pairs, an unlabelled pool and a labelled evaluation set of 1 s clips at 16 kHz."""
+    from test_train import write_clips
+
+    clips = write_clips(root / "audio", 24, seed=1)
+    pairs, pool = clips.iloc[:12], clips.iloc[12:]
+    pairs.to_csv(root / "train.csv", index=False)
+    pool.drop(columns=["caption"]).assign(caption="").to_csv(root / "pool.csv", index=False)
+    labelled = clips.iloc[:8].assign(label=[("dog", "rain")[k % 2] for k in range(8)])
+    labelled[["audio_path", "label"]].to_csv(root / "eval.csv", index=False)
+
+
+def _family_checkpoint(family, tmp_path, gpt2_dir, roberta_dir):
+    """(checkpoint file, import command, its --text-encoder, its --set audio settings)."""
+    if family == "msclap-2023":
+        path = tmp_path / "CLAP_weights_2023_tiny.pth"
+        torch.save({"model": _msclap_2023_reference(gpt2_dir).state_dict()}, path)
+        return path, "import-msclap", gpt2_dir, MSCLAP_TINY_AUDIO
+    path = tmp_path / "630k-audioset-tiny.pt"
+    _save_laion(_laion_reference(roberta_dir, "htsat")[0], path)
+    return path, "import-laion-clap", roberta_dir, LAION_TINY_AUDIO
+
+
+@pytest.mark.parametrize("family", ["msclap-2023", "laion-clap"])
+def test_import_embed_curate_fit_student_evaluate(family, tiny_gpt2_dir, tiny_roberta_dir, tmp_path):
+    import yaml
+
+    from clapcurate.cli import main
+    from clapcurate.embed import load_embeddings
+
+    _write_tiny_world(tmp_path)
+    checkpoint, command, text_dir, audio = _family_checkpoint(family, tmp_path, tiny_gpt2_dir, tiny_roberta_dir)
+    teacher = tmp_path / "teacher"
+    settings = [arg for key, value in audio.items() for arg in ("--set", f"{key}={value}")]
+    assert main([command, str(checkpoint), str(teacher), "--text-encoder", str(text_dir), *settings]) == 0
+
+    assert main(["embed", "--model", str(teacher), "--manifest", str(tmp_path / "pool.csv"),
+                 "--out", str(tmp_path / "pool_emb"), "--batch-size", "5"]) == 0
+    ids, embeddings = load_embeddings(tmp_path / "pool_emb")
+    assert embeddings.shape == (12, load(teacher).config.d_proj)
+
+    curate_config = tmp_path / "curate.yaml"
+    curate_config.write_text(yaml.safe_dump(dict(
+        teacher=str(teacher), train_manifest=str(tmp_path / "train.csv"), pool_manifest=str(tmp_path / "pool.csv"),
+        pool_embeddings=str(tmp_path / "pool_emb"), sigma=None, keep_fraction=0.25, out_dir=str(tmp_path / "du"),
+        progress=False)))
+    assert main(["curate", "du", "--config", str(curate_config)]) == 0
+    assert len(pd.read_csv(tmp_path / "du" / "improvement_set.csv")) > 0
+
+    student_config = tmp_path / "student.yaml"
+    student_config.write_text(yaml.safe_dump(dict(
+        teacher=str(teacher), improvement_set=str(tmp_path / "du" / "improvement_set.csv"),
+        replay_manifest=str(tmp_path / "train.csv"), loss=dict(kind="soft_label", beta=0.3),
+        data=dict(batch_size=4, val_fraction=0.0), optim=dict(lr=1e-4),
+        trainer=dict(max_steps=2, max_epochs=None, progress_bar=False), out_dir=str(tmp_path / "student"))))
+    assert main(["fit-student", "--config", str(student_config)]) == 0
+    student = load(tmp_path / "student" / "last")
+    assert student.config.audio == load(teacher).config.audio  # the family's preprocessing travels along
+    teacher_text = load(teacher).config.text
+    assert student.config.text == dataclasses.replace(teacher_text, name_or_path=student.config.text.name_or_path)
+
+    assert main(["evaluate", "--model", str(tmp_path / "student" / "last"), "--dataset",
+                 f"csv:{tmp_path / 'eval.csv'}", "--out", str(tmp_path / "acc.csv")]) == 0
+    accuracy = pd.read_csv(tmp_path / "acc.csv")
+    assert accuracy["clips"].tolist() == [8] and accuracy["accuracy"].between(0, 1).all()
+
+
+
+def test_student_fine_tunes_a_tiny_htsat_teacher_until_it_overfits(tiny_clap_config, build_tiny_clap, tmp_path):
+    """The student fit (soft labels, replay, cached log-mels cropped in frames) trains an HTS-AT
+    teacher as it trains a CNN: 32 pairs are retrieved perfectly after 100 steps."""
+    import soundfile
+
+    from clapcurate.model.clap import AudioConfig
+    from clapcurate.model.htsat import HTSATConfig
+    from clapcurate.train import (AugmentConfig, DataConfig, LossConfig, OptimConfig, ReplayConfig, StudentConfig,
+                                  TextTrainConfig, TrainerConfig, fit_student)
+    from clapcurate.zeroshot import retrieval_metrics
+    from test_train import write_clips
+
+    audio = AudioConfig(encoder="htsat", sample_rate=SAMPLE_RATE, window_size=512, hop_size=160, mel_bins=32,
+                        fmin=50, fmax=8000, clip_seconds=1.0,
+                        htsat=HTSATConfig(embed_dim=16, depths=[1, 1, 1], num_heads=[2, 2, 4], window_size=4,
+                                          spec_size=64, drop_path=0.0))
+    teacher = build_tiny_clap(dataclasses.replace(tiny_clap_config, audio=audio, projection_dropout=0.0))
+    save(teacher, tmp_path / "teacher")
+    manifest = write_clips(tmp_path / "audio", 32)
+    manifest.to_csv(tmp_path / "pairs.csv", index=False)
+    config = StudentConfig(
+        teacher=str(tmp_path / "teacher"), improvement_set=str(tmp_path / "pairs.csv"),
+        replay_manifest=str(tmp_path / "pairs.csv"), replay=ReplayConfig(curated_prob=0.5),
+        loss=LossConfig(kind="soft_label", beta=0.1), data=DataConfig(val_fraction=0.0, batch_size=32),
+        optim=OptimConfig(lr=3e-3), augment=AugmentConfig(random_crop=False, gain_db=0.0, time_masks=0, freq_masks=0),
+        trainer=TrainerConfig(max_steps=100, max_epochs=None, progress_bar=False, log_every_n_steps=1),
+        text=TextTrainConfig(freeze_text_encoder=True, cache_text_features=True), freeze_batchnorm=False,
+        out_dir=str(tmp_path / "student"))
+    student = load(fit_student(config) / "last")
+    assert student.config.audio.encoder == "htsat"
+    waves = torch.stack([torch.from_numpy(soundfile.read(path, dtype="float32")[0]) for path in manifest.audio_path])
+    with torch.no_grad():
+        metrics = retrieval_metrics(student.encode_audio(waves).numpy(),
+                                    student.encode_text(manifest.caption.tolist()).numpy(), np.arange(32))
+    assert metrics["text_to_audio/R@1"] == 1.0 and metrics["audio_to_text/R@1"] == 1.0
+
+
+def test_import_commands_refuse_the_other_family(msclap_2023_checkpoint, tiny_gpt2_dir, tmp_path, capsys):
+    from clapcurate.cli import main
+
+    path, _ = msclap_2023_checkpoint
+    assert main(["import-laion-clap", str(path), str(tmp_path / "out"), "--text-encoder", str(tiny_gpt2_dir)]) == 2
+    assert "an MS CLAP 2023 checkpoint, expected LAION-CLAP" in capsys.readouterr().err
+    assert main(["import-msclap", str(path), str(tmp_path / "out"), "--set", "fmax"]) == 2
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err

@@ -203,21 +203,30 @@ def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **a
     return model.eval()
 
 
-def import_checkpoint(path: str | Path, text_encoder: str | None = None) -> CLAP:
+FAMILY_NAMES = {"msclap-2022": "MS CLAP 2022", "msclap-2023": "MS CLAP 2023", "laion-clap": "LAION-CLAP"}
+
+
+def import_checkpoint(path: str | Path, text_encoder: str | None = None, families: tuple[str, ...] | None = None,
+                      **audio_kw) -> CLAP:
     """A published CLAP checkpoint file of any supported family, recognised by its key names:
     MS CLAP 2022 (text encoder default `bert-base-uncased`), MS CLAP 2023 (`gpt2`) or LAION-CLAP
-    (`roberta-base`); `text_encoder` names the text architecture and tokenizer (name or folder)."""
+    (`roberta-base`); `text_encoder` names the text architecture and tokenizer (name or folder),
+    `families` (keys of `FAMILY_NAMES`) restricts what is accepted, `audio_kw` sets `AudioConfig`
+    fields the weights do not reveal (the family's published values by default)."""
     from .imports import checkpoint_family, import_laion_clap, import_msclap_2023, read_state_dict
 
     path = Path(path)
     family = checkpoint_family(read_state_dict(path))
+    accepted = families or tuple(FAMILY_NAMES)
+    if family not in accepted:
+        expected = " or ".join(FAMILY_NAMES[name] for name in accepted)
+        found = f"an {FAMILY_NAMES[family]} checkpoint" if family else "not a checkpoint of a supported family"
+        raise ClapcurateError(f"{path}: {found}, expected {expected}")
     if family == "laion-clap":
-        return import_laion_clap(path, text_encoder=text_encoder or "roberta-base")
+        return import_laion_clap(path, text_encoder=text_encoder or "roberta-base", **audio_kw)
     if family == "msclap-2023":
-        return import_msclap_2023(path, text_encoder=text_encoder or "gpt2")
-    if family == "msclap-2022":
-        return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased")
-    raise ClapcurateError(f"{path}: not a checkpoint of a supported family (MS CLAP 2022/2023, LAION-CLAP)")
+        return import_msclap_2023(path, text_encoder=text_encoder or "gpt2", **audio_kw)
+    return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased", **audio_kw)
 
 
 def load_model(path: str | Path, text_encoder: str | None = None, device: str | torch.device = "cpu") -> CLAP:
