@@ -87,6 +87,9 @@ def test_example_stage_configs_are_valid():
     assert load_teacher_config(configs / "teacher.yaml").model.audio.encoder == "cnn14"
     assert load_student_config(configs / "student.yaml").loss.target_norm == "before_mix"
     assert load_curation_config(configs / "curate.yaml").sigma == 0.7
+    for family in ("laion_clap", "msclap_2023"):
+        curation = load_curation_config(configs / f"curate_{family}.yaml")
+        assert curation.teacher == f"ckpt/{family}" and curation.keep_fraction == 0.001
     assert load_tagger_config(configs / "tagger.yaml").data.labels_csv.endswith("class_labels_indices.csv")
     for name in ("demo.yaml", "paper.yaml"):
         assert load_study_config(configs / name).model
