@@ -438,3 +438,28 @@ def test_import_commands_refuse_the_other_family(msclap_2023_checkpoint, tiny_gp
     assert "an MS CLAP 2023 checkpoint, expected LAION-CLAP" in capsys.readouterr().err
     assert main(["import-msclap", str(path), str(tmp_path / "out"), "--set", "fmax"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_study_runs_from_an_imported_teacher(tiny_roberta_dir, tmp_path):
+    """`teacher_checkpoint`: the study curates with and trains students from a given teacher."""
+    import yaml
+
+    from clapcurate.study import load_study_config, run_study
+
+    path = tmp_path / "630k-audioset-tiny.pt"
+    _save_laion(_laion_reference(tiny_roberta_dir, "htsat")[0], path)
+    teacher = tmp_path / "teacher"
+    save(import_laion_clap(path, text_encoder=str(tiny_roberta_dir), **LAION_TINY_AUDIO), teacher)
+    stage = dict(data=dict(batch_size=16), trainer=dict(max_steps=2, max_epochs=None, val_check_interval=2,
+                                                        progress_bar=False),
+                 text=dict(freeze_text_encoder=True, cache_text_features=True))
+    config_path = tmp_path / "study.yaml"
+    config_path.write_text(yaml.safe_dump(dict(
+        name="given", out_root=str(tmp_path / "runs"), world=dict(dir=str(tmp_path / "world"), seed=3, scale=0.01),
+        seeds=[0], low_resource_fraction=None, variants=False, teacher_checkpoint=str(teacher), student=stage,
+        curation=dict(du_sigma=None, du_keep_fraction=0.05, ds_sigma=0.2, ads_sigma=None, ads_keep_fraction=0.1))))
+    out = run_study(load_study_config(config_path))
+    results = pd.read_csv(f"{out}/results.csv")
+    assert set(results.teacher) == {"full"} and {"teacher", "DU", "ADS+SL"} <= set(results.method)
+    assert results.accuracy.between(0, 1).all()
+    assert not (tmp_path / "runs" / "given" / "teachers").exists()  # no teacher was trained

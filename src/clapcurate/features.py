@@ -205,6 +205,9 @@ def encoder_identity(text_encoder: torch.nn.Module) -> str:
     digest = hashlib.sha1()
     for attribute in ("name_or_path", "pooling", "max_length"):
         digest.update(f"{attribute}={getattr(text_encoder, attribute, None)};".encode())
+    suffix = getattr(text_encoder, "caption_suffix", "")
+    if suffix:  # only when set, so that earlier identities stay as they were
+        digest.update(f"caption_suffix={suffix};".encode())
     for name, tensor in sorted(text_encoder.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

@@ -77,6 +77,10 @@ class StudyConfig:
     model: dict[str, Any] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
     low_resource_teacher: dict[str, Any] = field(default_factory=dict)  # changes for the 10% teacher
+    # a checkpoint folder to use as the teacher instead of training one (e.g. an imported LAION-CLAP
+    # or MS CLAP 2023 model: `clapcurate import-laion-clap` / `import-msclap`); needs
+    # low_resource_fraction: null, and `model`, `teacher`, `pretrain_audio` then go unused
+    teacher_checkpoint: str = ""
     # a `TaggerConfig` (its `audio` is `model.audio`): pretrain the teachers' audio encoder on
     # `data.tagged` once, as PANNs' CNNs were pretrained on AudioSet; null: no pretraining
     # (real data: give `teacher.init_audio_encoder` a PANNs checkpoint instead)
@@ -90,6 +94,8 @@ class StudyConfig:
 
 def load_study_config(path, overrides=None) -> StudyConfig:
     config = load_config(StudyConfig, path, overrides)
+    if config.teacher_checkpoint and config.low_resource_fraction:
+        raise ConfigError("teacher_checkpoint: a given teacher has no 10% counterpart; set low_resource_fraction: null")
     if config.world is None and not (config.data.captioned and config.data.pool and config.data.benchmarks):
         raise ConfigError("data.captioned, data.pool and data.benchmarks are required without `world`")
     unknown = set(config.data.benchmarks) - set(report.BENCHMARKS)
@@ -219,7 +225,7 @@ class Study:
         from .. import train
 
         cfg = self.config
-        if cfg.pretrain_audio is None or cfg.teacher.get("init_audio_encoder"):
+        if cfg.pretrain_audio is None or cfg.teacher.get("init_audio_encoder") or cfg.teacher_checkpoint:
             return None
         if not self.data.tagged:
             raise ConfigError("pretrain_audio needs data.tagged (labelled clips, e.g. audioset:balanced_train_segments.csv)")
@@ -248,6 +254,12 @@ class Study:
 
     def fit_teacher(self, kind: str, train_manifest: str, seed: int, init_audio_encoder: str | None = None) -> str:
         from .. import train
+
+        if self.config.teacher_checkpoint:  # a given teacher: every seed's students start from it
+            from ..model.checkpoints import load
+
+            load(self.config.teacher_checkpoint)  # a readable checkpoint folder, or a clear error now
+            return self.config.teacher_checkpoint
 
         def fit():
             start = {"init_audio_encoder": init_audio_encoder} if init_audio_encoder else {}
