@@ -463,3 +463,18 @@ def test_study_runs_from_an_imported_teacher(tiny_roberta_dir, tmp_path):
     assert set(results.teacher) == {"full"} and {"teacher", "DU", "ADS+SL"} <= set(results.method)
     assert results.accuracy.between(0, 1).all()
     assert not (tmp_path / "runs" / "given" / "teachers").exists()  # no teacher was trained
+
+
+def test_int16_round_trip_and_short_clip_fill_follow_laion_clap():
+    from clapcurate.model.frontend import int16_round_trip
+
+    quantize, _ = _laion_preprocessing()
+    wave = np.random.default_rng(0).uniform(-1.3, 1.3, 5000).astype(np.float32)
+    expected = quantize(wave)
+    assert np.array_equal(int16_round_trip(wave), expected)  # the log-mel cache's path (numpy)
+    assert np.array_equal(int16_round_trip(torch.from_numpy(wave)).numpy(), expected)  # the model's path (torch)
+    short = np.arange(1, 4, dtype=np.float32)
+    np.testing.assert_array_equal(inference_windows(short, 8, "repeat_then_silence"), [[1, 2, 3, 1, 2, 3, 0, 0]])
+    np.testing.assert_array_equal(inference_windows(short, 8), [[1, 2, 3, 1, 2, 3, 1, 2]])
+    long = np.arange(20, dtype=np.float32)
+    np.testing.assert_array_equal(inference_windows(long, 8, "repeat_then_silence"), inference_windows(long, 8))
