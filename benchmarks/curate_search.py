@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from clapcurate.curate import DEFAULT_BLOCK_SIZE, threshold_search
+from clapcurate.search import DEFAULT_BLOCK_SIZE, threshold_search
 
 
 def peak_rss_gb() -> float:

@@ -1,4 +1,4 @@
-"""Audio reading, mono mixing, resampling, training crops and inference windows."""
+"""Audio reading, mono mixing, resampling and inference windows."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from clapcurate.audio import (
     audio_duration,
     inference_windows,
     load_audio,
-    random_crop_or_pad,
 )
 from clapcurate.errors import AudioError, ClapcurateError
 
@@ -118,57 +117,6 @@ def test_audio_duration_reads_the_header(tmp_path):
     assert audio_duration(path) == pytest.approx(1.5)
     with pytest.raises(AudioError, match="not a readable audio file"):
         audio_duration(write_text(tmp_path / "notes.wav"))
-
-
-def test_random_crop_of_a_long_clip_is_a_contiguous_excerpt_at_varying_offsets():
-    wave = np.arange(1000, dtype=np.float32)
-    rng = np.random.default_rng(0)
-
-    starts = set()
-    for _ in range(50):
-        crop = random_crop_or_pad(wave, 300, rng)
-        assert crop.shape == (300,)
-        start = int(crop[0])
-        np.testing.assert_array_equal(crop, wave[start : start + 300])
-        starts.add(start)
-
-    assert len(starts) > 10
-    assert max(starts) <= 700
-
-
-def test_random_pad_of_a_short_clip_places_it_in_silence_at_varying_offsets():
-    wave = np.arange(1, 101, dtype=np.float32)  # no zeros, so the clip is easy to find
-    rng = np.random.default_rng(0)
-
-    offsets = set()
-    for _ in range(50):
-        padded = random_crop_or_pad(wave, 400, rng)
-        assert padded.shape == (400,)
-        offset = int(np.flatnonzero(padded)[0])
-        np.testing.assert_array_equal(padded[offset : offset + 100], wave)
-        assert np.count_nonzero(padded) == 100
-        offsets.add(offset)
-
-    assert len(offsets) > 10
-    assert max(offsets) <= 300
-
-
-def test_random_crop_or_pad_is_reproducible_with_the_same_seed():
-    wave = np.random.default_rng(1).standard_normal(5000).astype(np.float32)
-
-    first = random_crop_or_pad(wave, 1234, np.random.default_rng(7))
-    second = random_crop_or_pad(wave, 1234, np.random.default_rng(7))
-
-    np.testing.assert_array_equal(first, second)
-
-
-def test_random_crop_or_pad_returns_a_copy_not_a_view():
-    wave = np.ones(10, dtype=np.float32)
-
-    crop = random_crop_or_pad(wave, 10, np.random.default_rng(0))
-    crop[:] = 0
-
-    assert wave.sum() == 10
 
 
 def test_short_clip_is_repeated_to_fill_one_window():

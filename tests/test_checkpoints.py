@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,7 +74,7 @@ def test_load_reports_broken_folders(tiny_clap, tmp_path):
     config = json.loads(config_path.read_text())
 
     config_path.write_text(json.dumps({**config, "d_proj": 16}))
-    with pytest.raises(ClapcurateError, match="shape mismatches: audio_projection.layer_norm.bias"):
+    with pytest.raises(ClapcurateError, match=r"shape mismatches \(checkpoint vs model\): audio_projection.layer_norm.bias"):
         load(tmp_path / "ckpt")
 
     config_path.write_text(json.dumps({**config, "width": 3}))
@@ -110,6 +111,44 @@ def msclap_state_dict(model: CLAP) -> dict[str, torch.Tensor]:
     state["caption_encoder.base.pooler.dense.bias"] = torch.randn(hidden, generator=generator)
     state["caption_encoder.base.embeddings.position_ids"] = torch.arange(128)[None]
     return state
+
+
+# The keys of MS CLAP 2022's `CLAP_weights_2022.pth` outside the BERT, written out from msclap's
+# model code (CLAP = audio_encoder(base = PANNs Cnn14, projection) + caption_encoder(base = BERT,
+# projection) + logit_scale; Projection = linear1, linear2 (no biases), layer_norm) and PANNs'
+# Cnn14 (`pytorch/models.py`): the fixture below must produce exactly these names.
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+PANNS_CNN14_KEYS = [
+    "spectrogram_extractor.stft.conv_real.weight", "spectrogram_extractor.stft.conv_imag.weight",
+    "logmel_extractor.melW", *(f"bn0.{p}" for p in _BN),
+    *(f"conv_block{i}.{part}" for i in range(1, 7)
+      for part in ("conv1.weight", "conv2.weight", *(f"bn1.{p}" for p in _BN), *(f"bn2.{p}" for p in _BN))),
+    "fc1.weight", "fc1.bias", "fc_audioset.weight", "fc_audioset.bias",
+]
+_PROJECTION = ("linear1.weight", "linear2.weight", "layer_norm.weight", "layer_norm.bias")
+MSCLAP_2022_NON_TEXT_KEYS = {
+    "logit_scale",
+    *(f"audio_encoder.base.{key}" for key in PANNS_CNN14_KEYS),
+    *(f"audio_encoder.projection.{key}" for key in _PROJECTION),
+    *(f"caption_encoder.projection.{key}" for key in _PROJECTION),
+}
+
+
+def test_msclap_fixture_has_the_published_key_names(tiny_clap, tiny_text_encoder_dir):
+    state = msclap_state_dict(tiny_clap)
+    text_keys = {key for key in state if key.startswith("caption_encoder.base.")}
+    assert set(state) - text_keys == MSCLAP_2022_NON_TEXT_KEYS
+    bert = transformers.BertModel(transformers.BertConfig.from_pretrained(tiny_text_encoder_dir))
+    assert text_keys == {f"caption_encoder.base.{key}" for key in bert.state_dict()} | {
+        "caption_encoder.base.embeddings.position_ids"}
+
+
+def test_panns_key_names_match_the_real_cnn14_listing():
+    listing = Path(__file__).resolve().parents[2] / "shared" / "real-metadata" / "panns" / "cnn14_keys.txt"
+    if not listing.is_file():
+        pytest.skip("real PANNs metadata not available")
+    keys = [line.split("\t")[0] for line in listing.read_text().splitlines() if line and not line.startswith("#")]
+    assert keys == PANNS_CNN14_KEYS
 
 
 def reference_projection(x, state, prefix):

@@ -93,4 +93,4 @@ def test_example_stage_configs_are_valid():
     assert load_tagger_config(configs / "tagger.yaml").data.labels_csv.endswith("class_labels_indices.csv")
     for name in ("demo.yaml", "paper.yaml"):
         assert load_study_config(configs / name).model
-    assert load_study_config(configs / "demo.yaml").pretrain_audio["trainer"]["max_steps"] > 0
+    assert load_study_config(configs / "demo.yaml").pretrain_audio.trainer.max_steps > 0

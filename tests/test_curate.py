@@ -11,8 +11,8 @@ import pytest
 import soundfile
 import torch
 
+from clapcurate import method
 from clapcurate.curate import (
-    SimilarityHistogram,
     curate_ads,
     curate_ds,
     curate_du,
@@ -20,10 +20,9 @@ from clapcurate.curate import (
     refuse_benchmark_audio,
     resolve_sigma,
     run_curation,
-    similarity_histogram,
-    threshold_search,
     training_clip_mask,
 )
+from clapcurate.search import SimilarityHistogram, similarity_histogram, threshold_search
 from clapcurate.data.manifest import read_manifest, write_manifest
 from clapcurate.errors import ClapcurateError, ConfigError
 
@@ -111,7 +110,7 @@ def test_keep_fraction_resolves_to_the_quantile_within_one_bin(caplog):
     all_sims = np.sort((queries @ keys.T).ravel())[::-1]
     keep_fraction = 0.01
     with caplog.at_level("INFO", logger="clapcurate.curate"):
-        sigma, histogram = resolve_sigma(queries, keys, None, keep_fraction, block_size=64)
+        sigma, histogram = resolve_sigma(queries, keys, None, keep_fraction, "du", block_size=64)
     assert f"resolved to sigma = {sigma:.6f}" in caplog.text
     wanted = int(np.ceil(keep_fraction * all_sims.size))
     assert histogram.total == all_sims.size
@@ -121,11 +120,12 @@ def test_keep_fraction_resolves_to_the_quantile_within_one_bin(caplog):
     assert wanted <= kept <= wanted + in_bin
 
 
-def test_resolve_sigma_defaults_to_the_paper_and_refuses_both():
-    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), None, None) == (0.7, None)
-    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.75, None) == (0.75, None)
+def test_resolve_sigma_defaults_to_the_method_settings_and_refuses_both():
+    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), None, None, "du") == (0.7, None)
+    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), None, None, "ds") == (method.SIGMA["ds"], None)
+    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.75, None, "ads") == (0.75, None)
     with pytest.raises(ClapcurateError, match="either sigma or keep_fraction"):
-        resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.7, 0.1)
+        resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.7, 0.1, "du")
 
 
 def test_histogram_counts_every_pair_and_clamps_out_of_range_values():
@@ -266,6 +266,36 @@ def test_pool_with_benchmark_audio_is_refused(tmp_path, pool_clips):
     disguised = pool_clips.assign(audio_path=[str(link), "/a", "/b", "/c"])
     with pytest.raises(ClapcurateError, match="pool_copy.wav"):
         refuse_benchmark_audio(disguised, benchmark, "esc50")
+
+
+@pytest.mark.parametrize("disguise", ["copy", "hard_link", "flac"])
+def test_pool_file_with_a_benchmark_clips_content_is_refused(tmp_path, disguise):
+    rng = np.random.default_rng(0)
+    bench_dir, pool_dir = tmp_path / "bench", tmp_path / "pool"
+    bench_dir.mkdir(), pool_dir.mkdir()
+    clips = [(0.2 * rng.standard_normal(8000)).astype(np.float32) for _ in range(3)]
+    for i, clip in enumerate(clips):
+        soundfile.write(bench_dir / f"{i}.wav", clip, 16000, subtype="PCM_16")
+        other = clip[::-1].copy() if i else np.concatenate([clip, clip[:10]])  # same size / same length, other audio
+        soundfile.write(pool_dir / f"own{i}.wav", other, 16000, subtype="PCM_16")
+    source = bench_dir / "1.wav"
+    if disguise == "copy":
+        (pool_dir / "renamed.wav").write_bytes(source.read_bytes())
+        disguised = pool_dir / "renamed.wav"
+    elif disguise == "hard_link":
+        disguised = pool_dir / "linked.wav"
+        disguised.hardlink_to(source)
+    else:
+        samples, rate = soundfile.read(source, dtype="int16")
+        disguised = pool_dir / "reencoded.flac"
+        soundfile.write(disguised, samples, rate, subtype="PCM_16")
+    benchmark = pd.DataFrame({"clip_id": [f"esc:{i}" for i in range(3)],
+                              "audio_path": [str(bench_dir / f"{i}.wav") for i in range(3)]})
+    own = pd.DataFrame({"clip_id": [f"p{i}" for i in range(3)], "audio_path": [str(pool_dir / f"own{i}.wav") for i in range(3)]})
+    refuse_benchmark_audio(own, benchmark, "esc50")  # other audio of the same size or length: accepted
+    pool = pd.concat([own, pd.DataFrame({"clip_id": ["p9"], "audio_path": [str(disguised)]})], ignore_index=True)
+    with pytest.raises(ClapcurateError, match=rf"1 file.*{disguised.name} has the content of .*bench/1.wav"):
+        refuse_benchmark_audio(pool, benchmark, "esc50")
 
 
 # --------------------------------------------------------------------------- the stage

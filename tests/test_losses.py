@@ -121,12 +121,24 @@ def test_soft_label_loss_is_kl_divergence_per_direction():
     assert torch.allclose(loss, (a2t + t2a) / 2, atol=1e-6)
 
 
-def test_soft_label_loss_uses_audio_targets_for_audio_rows():
+def _kl_rows(targets, log_probs):
+    return torch.where(targets > 0, targets * (targets.clamp_min(1e-30).log() - log_probs), torch.zeros(())).sum(1).mean()
+
+
+@pytest.mark.parametrize("target_norm", TARGET_NORMS)
+def test_soft_label_loss_uses_audio_targets_for_audio_rows(target_norm):
+    """Eq. 3-5: audio->text rows (softmax over captions, C) take the teacher's audio-audio targets,
+    text->audio rows (softmax over clips, C^T) the teacher's text-text targets."""
     audio, text = unit_rows(4, 8, 12), unit_rows(4, 8, 13)
     teacher_audio, teacher_text = unit_rows(4, 8, 14), unit_rows(4, 8, 15)
-    forward = soft_label_loss(audio, text, 10.0, teacher_audio, teacher_text)
-    swapped = soft_label_loss(audio, text, 10.0, teacher_text, teacher_audio)
-    assert not torch.allclose(forward, swapped)
+    logits = 10.0 * audio @ text.T
+    audio_targets = soft_targets(teacher_audio, 0.3, target_norm)
+    text_targets = soft_targets(teacher_text, 0.3, target_norm)
+    expected = (_kl_rows(audio_targets, F.log_softmax(logits, 1)) + _kl_rows(text_targets, F.log_softmax(logits.T, 1))) / 2
+    swapped = (_kl_rows(text_targets, F.log_softmax(logits, 1)) + _kl_rows(audio_targets, F.log_softmax(logits.T, 1))) / 2
+    loss = soft_label_loss(audio, text, 10.0, teacher_audio, teacher_text, beta=0.3, target_norm=target_norm)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert (expected - swapped).abs() > 1e-3  # the test tells the two pairings apart
 
 
 def test_unnormalised_targets_follow_the_kl_formula_with_zero_log_zero():

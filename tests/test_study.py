@@ -1,7 +1,10 @@
 """The whole study on a tiny embedded world: every table cell present, resuming recomputes
 nothing, the same seed gives the same results."""
 
+import json
+import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -119,7 +122,7 @@ def test_resuming_with_other_settings_is_refused_but_more_seeds_are_not(tiny_stu
 
     _, config, out = tiny_study
     changed = copy.deepcopy(config)
-    changed.teacher["trainer"]["max_steps"] = 5
+    changed.teacher.trainer.max_steps = 5
     changed.curation.du_keep_fraction = 0.5
     with pytest.raises(ConfigError, match=r"curation\.du_keep_fraction, teacher\.trainer\.max_steps changed"):
         Study(changed)
@@ -139,3 +142,82 @@ def test_a_run_folder_without_recorded_settings_is_refused(tiny_study, tmp_path)
     (tmp_path / other.name / "stages" / "teacher__full_s0.json").write_text('{"result": "x", "seconds": 1}')
     with pytest.raises(ConfigError, match="not recorded"):
         Study(other)
+
+
+# What each student of the study trains on and replays, written out from the paper (Sec. 2.3 and
+# Tables 2-3), not from the code's own method table: (Improvement-Set, replay set, soft labels).
+EXPECTED_STUDENTS = {
+    "SL": ("train", "train", True),
+    "DU": ("du", "train", False),
+    "DU_SL": ("du", "train", True),
+    "DS": ("ds", "train", False),
+    "DS_SL": ("ds", "train", True),
+    "ADS": ("ads", "ds", False),
+    "ADS_SL": ("ads", "ds", True),
+}
+
+
+def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_study):
+    _, config, out = tiny_study
+    students = sorted(Path(out, "students").glob("*/*/config.json"))
+    seen = set()
+    for path in students:
+        teacher_dir, name = path.parent.parent.name, path.parent.name
+        student = json.loads(path.read_text())
+        for suffix in ("_esc50", "_urbansound8k", "_tut2017"):
+            if name.endswith(suffix):
+                method, bench = name[: -len(suffix)], suffix[1:]
+                break
+        else:
+            method, bench = name, None
+        if method not in EXPECTED_STUDENTS:  # the ADS+SL variants
+            assert method.startswith("ADS_SL_") and teacher_dir.startswith("full")
+            method = "ADS_SL"
+        curated_set, replayed, soft = EXPECTED_STUDENTS[method]
+        low = not teacher_dir.startswith("full")
+        train = Path(out, "manifests", "train_low10_s0.csv" if low else "train.csv")
+
+        def set_path(kind):
+            if kind == "train":
+                return train
+            return Path(out, "curated", teacher_dir, kind if kind == "du" else f"{kind}_{bench}", "improvement_set.csv")
+
+        assert Path(student["improvement_set"]) == set_path(curated_set), name
+        assert Path(student["replay_manifest"]) == set_path(replayed), name
+        assert (student["loss"]["kind"] == "soft_label") == soft, name
+        assert student["teacher"] == str(Path(out, "teachers", teacher_dir, "best"))
+        seen.add((low, method))
+    assert {m for low, m in seen if not low} == set(EXPECTED_STUDENTS)
+    assert {m for low, m in seen if low} == {"DU", "ADS", "ADS_SL"}
+
+
+def test_the_low_resource_teacher_curates_ds_from_its_own_pairs(tiny_study):
+    _, config, out = tiny_study
+    own = pd.read_csv(Path(out, "manifests", "train_low10_s0.csv"), dtype=str, keep_default_na=False)
+    everything = pd.read_csv(Path(out, "manifests", "train.csv"), dtype=str, keep_default_na=False)
+    assert len(own) == round(0.1 * len(everything))
+    trained_on = pd.read_csv(Path(out, "teachers", "low10_s0", "train_pairs.csv"), dtype=str, keep_default_na=False)
+    assert set(trained_on["id"]) <= set(own["id"])
+    for bench in ("esc50", "urbansound8k", "tut2017"):
+        ds = pd.read_csv(Path(out, "curated", "low10_s0", f"ds_{bench}", "improvement_set.csv"), dtype=str,
+                         keep_default_na=False)
+        assert set(ds["source_id"]) <= set(own["id"]), bench
+    full_ds = pd.read_csv(Path(out, "curated", "full_s0", "ds_esc50", "improvement_set.csv"), dtype=str,
+                          keep_default_na=False)
+    assert not set(full_ds["source_id"]) <= set(own["id"])  # the full teacher draws from every pair
+
+
+@pytest.mark.parametrize("text, key", [
+    ("teacher: {optim: {lrr: 0.1}}", "teacher.optim.lrr"),
+    ("student: {loss: {betta: 0.3}}", "student.loss.betta"),
+    ("low_resource_teacher: {trainer: {max_stepz: 3}}", "low_resource_teacher.trainer.max_stepz"),
+    ("pretrain_audio: {data: {batchsize: 3}}", "pretrain_audio.data.batchsize"),
+    ("model: {audio: {encoder: cnn99}}", "model.audio"),
+    ("teacher: {seed: 4}", "teacher.seed is set by the study"),
+    ("student: {improvement_set: x.csv}", "student.improvement_set is set by the study"),
+])
+def test_a_study_config_is_validated_completely_when_loaded(tmp_path, text, key):
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: x\nworld: {{dir: w}}\n{text}\n")
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_study_config(path)

@@ -10,13 +10,15 @@ from clapcurate.audio import load_audio
 from clapcurate.cli import main
 from clapcurate.errors import ManifestError
 from clapcurate.model import checkpoints
-from clapcurate.model.audio_encoders import load_panns_checkpoint, read_torch_state_dict
+from clapcurate.model.audio_encoders import load_panns_checkpoint
+from clapcurate.model.weights import read_torch_state_dict
 from clapcurate.train import (
     OptimConfig, TaggerConfig, TaggerDataConfig, TrainerConfig, fit_tagger, fit_teacher,
 )
 from clapcurate.train.data import label_matrix
 from clapcurate.train.fit import build_tagger
-from clapcurate.train.module import TAGGER_CHECKPOINT, average_precision
+from clapcurate.metrics import average_precision
+from clapcurate.train.module import TAGGER_CHECKPOINT
 
 from test_train import NO_AUGMENT, QUIET, pairs_csv, teacher_config, write_clips  # noqa: F401 (fixture)
 

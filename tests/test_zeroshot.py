@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from clapcurate import zeroshot
+from clapcurate import metrics as metric_functions
+from clapcurate import prompts, zeroshot
 
 
 def _unit(x):
@@ -9,12 +10,12 @@ def _unit(x):
 
 
 def test_prompts_turn_separators_into_spaces():
-    assert zeroshot.prompts(["car_horn", "cafe/restaurant", "dog"]) == [
+    assert prompts.prompts(["car_horn", "cafe/restaurant", "dog"]) == [
         "this is a sound of car horn",
         "this is a sound of cafe restaurant",
         "this is a sound of dog",
     ]
-    assert zeroshot.label_text("  street__music ") == "street music"
+    assert prompts.label_text("  street__music ") == "street music"
 
 
 def test_classify_picks_most_similar_class():
@@ -23,20 +24,20 @@ def test_classify_picks_most_similar_class():
     truth = rng.integers(0, 5, size=200)
     audio = _unit(classes[truth] + 0.05 * rng.normal(size=(200, 16)))
     pred = zeroshot.classify(audio, classes)
-    assert zeroshot.accuracy(truth, pred) == 1.0
+    assert metric_functions.accuracy(truth, pred) == 1.0
     # a deliberately wrong class set (rolled) gives no correct prediction
-    assert zeroshot.accuracy(truth, zeroshot.classify(audio, np.roll(classes, 1, axis=0))) == 0.0
+    assert metric_functions.accuracy(truth, zeroshot.classify(audio, np.roll(classes, 1, axis=0))) == 0.0
 
 
 def test_confusion_and_per_class_accuracy():
     y_true = [0, 0, 1, 1, 1, 2]
     y_pred = [0, 1, 1, 1, 0, 0]
-    cm = zeroshot.confusion_matrix(y_true, y_pred, 4)
+    cm = metric_functions.confusion_matrix(y_true, y_pred, 4)
     assert cm.tolist() == [[1, 1, 0, 0], [1, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
-    per_class = zeroshot.per_class_accuracy(y_true, y_pred, 4)
+    per_class = metric_functions.per_class_accuracy(y_true, y_pred, 4)
     assert per_class[:3].tolist() == [0.5, 2 / 3, 0.0]
     assert np.isnan(per_class[3])
-    assert zeroshot.accuracy(y_true, y_pred) == pytest.approx(0.5)
+    assert metric_functions.accuracy(y_true, y_pred) == pytest.approx(0.5)
 
 
 def _brute_force_retrieval(audio, text, text_to_audio, k):
@@ -54,7 +55,7 @@ def test_retrieval_metrics_match_brute_force():
     audio = _unit(rng.normal(size=(30, 8)))
     text_to_audio = np.repeat(np.arange(30), 3)  # three captions per clip
     text = _unit(audio[text_to_audio] + 0.8 * rng.normal(size=(90, 8)))
-    metrics = zeroshot.retrieval_metrics(audio, text, text_to_audio)
+    metrics = metric_functions.retrieval_metrics(audio, text, text_to_audio)
     for k in (1, 5, 10):
         t2a, a2t = _brute_force_retrieval(audio, text, text_to_audio, k)
         assert metrics[f"text_to_audio/R@{k}"] == pytest.approx(t2a)
@@ -65,11 +66,11 @@ def test_retrieval_metrics_match_brute_force():
 def test_retrieval_metrics_perfect_and_map_of_one_relevant_item():
     audio = np.eye(4)
     text = np.eye(4)
-    metrics = zeroshot.retrieval_metrics(audio, text, [0, 1, 2, 3])
+    metrics = metric_functions.retrieval_metrics(audio, text, [0, 1, 2, 3])
     assert all(v == 1.0 for v in metrics.values())
     # caption 0 ranks its clip second: AP = 1/2
     text = np.array([[0.9, 1.0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
-    metrics = zeroshot.retrieval_metrics(audio, text, [0, 1, 2, 3])
+    metrics = metric_functions.retrieval_metrics(audio, text, [0, 1, 2, 3])
     assert metrics["text_to_audio/mAP@10"] == pytest.approx((0.5 + 1 + 1 + 1) / 4)
     assert metrics["text_to_audio/R@1"] == pytest.approx(0.75)
 

@@ -1,4 +1,4 @@
-"""Audio input: read any file soundfile can decode, mix to mono, resample, crop, pad, window.
+"""Audio input: read any file soundfile can decode, mix to mono, resample, window.
 
 Every problem with a file a user gave (missing, unreadable, not audio, empty, NaN/inf samples)
 raises `AudioError(path, reason)`; callers decide whether to skip the file or stop.
@@ -7,6 +7,7 @@ raises `AudioError(path, reason)`; callers decide whether to skip the file or st
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import soundfile
@@ -70,20 +71,6 @@ def _check_mono(wave: np.ndarray, n_samples: int) -> None:
         raise ValueError(f"n_samples must be positive, got {n_samples}")
 
 
-def random_crop_or_pad(wave: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A training excerpt of exactly `n_samples`: a random crop of a longer clip, or a shorter
-    clip placed at a random offset in silence (zero padding)."""
-    _check_mono(wave, n_samples)
-    length = wave.shape[0]
-    if length >= n_samples:
-        start = int(rng.integers(0, length - n_samples + 1))
-        return wave[start : start + n_samples].copy()
-    excerpt = np.zeros(n_samples, dtype=wave.dtype)
-    offset = int(rng.integers(0, n_samples - length + 1))
-    excerpt[offset : offset + length] = wave
-    return excerpt
-
-
 SHORT_CLIP_FILLS = ("loop", "repeat_then_silence")
 
 
@@ -111,3 +98,23 @@ def inference_windows(wave: np.ndarray, n_samples: int, short_clip_fill: str = "
     n_windows = max(1, full_windows + int(keeps_tail))
     looped = np.resize(wave, n_windows * n_samples)  # the clip repeated cyclically
     return looped.reshape(n_windows, n_samples)
+
+
+class AudioFiles:
+    """A map-style dataset (for `torch.utils.data.DataLoader` workers) over audio files: item i is
+    `(i, transform(waveform))`, or `(i, AudioError)` when file i cannot be read. `transform` runs
+    in the worker (it must be picklable, e.g. a `functools.partial`)."""
+
+    def __init__(self, paths: Sequence[str], sample_rate: int, transform: Callable[[np.ndarray], object]):
+        self.paths = list(paths)
+        self.sample_rate = sample_rate
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return index, self.transform(load_audio(self.paths[index], self.sample_rate))
+        except AudioError as error:
+            return index, error

@@ -23,6 +23,7 @@ process.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -35,11 +36,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from .audio import inference_windows, load_audio
+from .audio import AudioFiles, inference_windows
 from .data.manifest import manifest_hash, read_manifest
-from .errors import AudioError, ClapcurateError
+from .errors import AudioError, ClapcurateError, ManifestError
+from .files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +80,15 @@ def text_key(caption: str) -> str:
     return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:20]
 
 
-class _ClipWindows(Dataset):
-    """Item i: (i, windows [W, clip_samples] float32 or None, reason the clip was unreadable)."""
-
-    def __init__(self, audio_paths: Sequence[str], sample_rate: int, clip_samples: int, short_clip_fill: str = "loop"):
-        self.audio_paths = list(audio_paths)
-        self.sample_rate = sample_rate
-        self.clip_samples = clip_samples
-        self.short_clip_fill = short_clip_fill
-
-    def __len__(self) -> int:
-        return len(self.audio_paths)
-
-    def __getitem__(self, index: int):
-        try:
-            wave = load_audio(self.audio_paths[index], self.sample_rate)  # [T]
-        except AudioError as error:
-            return index, None, error.reason
-        return index, inference_windows(wave, self.clip_samples, self.short_clip_fill), ""
+def embedding_rows(keys: Sequence[str], ids: Sequence[str], embeddings: np.ndarray, folder, hint: str) -> np.ndarray:
+    """The rows [len(keys), d] of `embeddings` whose `ids` are `keys`, in the order of `keys`;
+    `ManifestError` naming the folder, a missing key and `hint` when some are absent."""
+    row_of = {key: row for row, key in enumerate(ids)}
+    missing = [key for key in keys if key not in row_of]
+    if missing:
+        raise ManifestError(f"{folder}: no embedding for {len(missing)} of {len(keys)} items "
+                              f"(e.g. {missing[0]!r}); {hint}")
+    return embeddings[[row_of[key] for key in keys]]
 
 
 def _keep_items(items: list) -> list:
@@ -144,10 +137,10 @@ def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int
     """
     pending, owners, clips_loaded = [], [], 0
     for items in loader:
-        for index, windows, reason in items:
+        for index, windows in items:
             clips_loaded += 1
-            if windows is None:
-                skipped.append((index, reason))
+            if isinstance(windows, AudioError):
+                skipped.append((index, windows.reason))
                 continue
             pending.append(windows)
             owners.append(np.full(len(windows), index, dtype=np.int64))
@@ -179,8 +172,9 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     or number of workers.
     """
     clips = unique_clips(manifest)
-    dataset = _ClipWindows(clips["audio_path"], model.sample_rate, model.clip_samples,
-                           model.config.audio.short_clip_fill)
+    dataset = AudioFiles(clips["audio_path"], model.sample_rate,
+                         functools.partial(inference_windows, n_samples=model.clip_samples,
+                                           short_clip_fill=model.config.audio.short_clip_fill))  # [W, clip_samples]
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items)
     window_sums = np.zeros((len(clips), model.config.d_proj), dtype=np.float32)  # [N, d]
     skipped: list[tuple[int, str]] = []
@@ -195,6 +189,9 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
         advance(len(clips) - clips_done)
     readable = np.ones(len(clips), dtype=bool)
     readable[[index for index, _ in skipped]] = False
+    overflowed = readable & ~np.isfinite(window_sums).all(axis=1)  # finite audio the model cannot represent
+    skipped += [(int(index), "non-finite embedding (the audio overflows the model)") for index in np.flatnonzero(overflowed)]
+    readable &= ~overflowed
     # the mean's direction is the sum's: normalising the sum is normalising the mean
     embeddings = F.normalize(torch.from_numpy(window_sums[readable]), dim=1)  # [N_readable, d]
     skipped_rows = pd.DataFrame(
@@ -230,14 +227,6 @@ def _shard_paths(out_dir: Path, index: int) -> dict[str, Path]:
         "skipped": out_dir / f"{stem}.skipped.csv",
         "done": out_dir / f"{stem}.done",
     }
-
-
-def _write_atomically(path: Path, write: Callable[[object], None], mode: str = "w") -> None:
-    """Write `path` through a partial file renamed into place (readers never see half a file)."""
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    with open(partial, mode) as handle:
-        write(handle)
-    os.replace(partial, path)
 
 
 def _distributed_rank() -> tuple[int, int]:
@@ -287,7 +276,7 @@ def _claim_folder(out_dir: Path, meta: dict) -> None:
     """Write `meta.json`, or check that the existing one describes the same embedding run."""
     existing = _read_meta(out_dir)
     if existing is None:
-        _write_atomically(out_dir / META_FILE, lambda f: f.write(json.dumps(meta, indent=2) + "\n"))
+        write_atomically(out_dir / META_FILE, lambda f: f.write(json.dumps(meta, indent=2) + "\n"))
         return
     differences = [f"{key}: folder has {existing.get(key)!r}, this run {value!r}"
                    for key, value in meta.items() if existing.get(key) != value]
@@ -313,11 +302,11 @@ def _write_shard(out_dir: Path, index: int, keys: list[str], embeddings: np.ndar
                  skipped: pd.DataFrame) -> None:
     """Write a shard's files, its done marker last."""
     paths = _shard_paths(out_dir, index)
-    _write_atomically(paths["embeddings"], lambda f: np.save(f, embeddings.astype(np.float16)), "wb")
-    _write_atomically(paths["ids"], lambda f: f.write("".join(f"{key}\n" for key in keys)))
-    _write_atomically(paths["skipped"], lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
+    write_atomically(paths["embeddings"], lambda f: np.save(f, embeddings.astype(np.float16)), "wb")
+    write_atomically(paths["ids"], lambda f: f.write("".join(f"{key}\n" for key in keys)))
+    write_atomically(paths["skipped"], lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
     marker = {"rows": len(keys), "skipped": len(skipped)}
-    _write_atomically(paths["done"], lambda f: f.write(json.dumps(marker) + "\n"))
+    write_atomically(paths["done"], lambda f: f.write(json.dumps(marker) + "\n"))
 
 
 def _unfinished_shards(out_dir: Path, num_shards: int) -> list[int]:
@@ -329,7 +318,7 @@ def _write_skipped_list(out_dir: Path, num_shards: int) -> None:
     parts = [pd.read_csv(_shard_paths(out_dir, i)["skipped"], dtype=str, keep_default_na=False)
              for i in range(num_shards)]
     skipped = pd.concat([pd.DataFrame(columns=SKIPPED_COLUMNS), *parts], ignore_index=True)
-    _write_atomically(out_dir / SKIPPED_FILE, lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
+    write_atomically(out_dir / SKIPPED_FILE, lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
 
 
 def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audio", batch_size: int = 64,

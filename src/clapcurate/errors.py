@@ -25,3 +25,6 @@ class AudioError(ClapcurateError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # picklable, so DataLoader workers can hand it back
+        return type(self), (self.path, self.reason)

@@ -24,8 +24,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .audio import load_audio
+from .audio import AudioFiles, load_audio
 from .errors import AudioError
+from .files import write_atomically
 from .model.frontend import LogMel, int16_round_trip
 
 FEATURE_DTYPE = np.float16
@@ -75,15 +76,20 @@ class FrontendSettings:
 
 @functools.lru_cache(maxsize=8)
 def _logmel_module(settings: FrontendSettings) -> LogMel:
-    return LogMel(settings.mel_sample_rate or settings.sample_rate, settings.window_size, settings.hop_size,
-                  settings.mel_bins, settings.fmin, settings.fmax).eval()
+    """Built once per process on first use, so it must not draw from the global random generator
+    (the layers' throw-away random initialisation would shift every later draw of the run that
+    happens to build it first: a fit's numbers would depend on what ran before it)."""
+    with torch.random.fork_rng(devices=[]):
+        return LogMel(settings.mel_sample_rate or settings.sample_rate, settings.window_size, settings.hop_size,
+                      settings.mel_bins, settings.fmin, settings.fmax).eval()
 
 
-def compute_logmel(wave: np.ndarray, settings: FrontendSettings) -> np.ndarray:
+def compute_logmel(wave: np.ndarray, settings: FrontendSettings, path: str = "waveform") -> np.ndarray:
     """Log-mel [frames, mel_bins] float16 of a mono waveform [T].
 
     A clip of at most half a window (too short for the centred STFT's reflection padding) is
-    zero-padded to one window first.
+    zero-padded to one window first. `AudioError` (naming `path`) when the log-mel is not finite
+    in float16, e.g. samples so large that their power overflows.
     """
     if settings.int16_round_trip:
         wave = int16_round_trip(wave)
@@ -91,7 +97,10 @@ def compute_logmel(wave: np.ndarray, settings: FrontendSettings) -> np.ndarray:
         wave = np.pad(wave, (0, settings.window_size - len(wave)))
     with torch.no_grad():
         logmel = _logmel_module(settings)(torch.from_numpy(wave)[None])  # [1, 1, frames, mel_bins]
-    return logmel[0, 0].numpy().astype(FEATURE_DTYPE)
+    features = logmel[0, 0].numpy().astype(FEATURE_DTYPE)
+    if not np.isfinite(features).all():
+        raise AudioError(path, f"non-finite log-mel (samples of magnitude up to {float(np.abs(wave).max()):.3g})")
+    return features
 
 
 @functools.lru_cache(maxsize=8)
@@ -108,23 +117,6 @@ def file_key(path: str | os.PathLike) -> str:
     except OSError as exc:
         raise AudioError(path, "no such file") from exc
     return hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-
-
-class _ComputeLogmel(torch.utils.data.Dataset):
-    """Loads and transforms files in DataLoader workers; yields (index, features or AudioError)."""
-
-    def __init__(self, paths: Sequence[str], settings: FrontendSettings):
-        self.paths = paths
-        self.settings = settings
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            return index, compute_logmel(load_audio(self.paths[index], self.settings.sample_rate), self.settings)
-        except AudioError as error:
-            return index, error
 
 
 class LogMelCache:
@@ -150,17 +142,14 @@ class LogMelCache:
         disk_path = self._disk_path(key)
         if disk_path is not None:
             disk_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = disk_path.with_name(f".{disk_path.name}.{os.getpid()}.partial")
-            with open(partial, "wb") as handle:
-                np.save(handle, features)
-            os.replace(partial, disk_path)
+            write_atomically(disk_path, lambda handle: np.save(handle, features), "wb")
 
     def get(self, path: str | os.PathLike) -> np.ndarray:
         """Features of one file, computed on first use; `AudioError` when it is unreadable."""
         key = file_key(path)
         cached = self._lookup(key)
         if cached is None:
-            cached = compute_logmel(load_audio(path, self.settings.sample_rate), self.settings)
+            cached = compute_logmel(load_audio(path, self.settings.sample_rate), self.settings, str(path))
             self._store(key, cached)
         return cached
 
@@ -186,7 +175,8 @@ class LogMelCache:
             else:
                 features[path] = cached
         loader = torch.utils.data.DataLoader(
-            _ComputeLogmel([path for path, _ in missing], self.settings),
+            AudioFiles([path for path, _ in missing], self.settings.sample_rate,
+                       functools.partial(compute_logmel, settings=self.settings)),
             batch_size=None, num_workers=num_workers if len(missing) > 1 else 0,
         )
         for index, result in loader:

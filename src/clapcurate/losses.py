@@ -17,8 +17,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .method import BETA, TARGET_NORM, TARGET_NORMS
+
 TargetNorm = Literal["none", "after_mix", "before_mix"]
-TARGET_NORMS: tuple[str, ...] = ("none", "after_mix", "before_mix")
 
 
 def _similarity_logits(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale) -> torch.Tensor:
@@ -63,7 +64,7 @@ def contrastive_loss(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
         return (audio_to_text + text_to_audio) / 2
 
 
-def soft_targets(teacher_emb: torch.Tensor, beta: float, target_norm: TargetNorm = "before_mix") -> torch.Tensor:
+def soft_targets(teacher_emb: torch.Tensor, beta: float, target_norm: TargetNorm = TARGET_NORM) -> torch.Tensor:
     """Eq. 3: soft labels (1 - beta) * I + beta * C~ from the teacher's intra-modal cosines.
 
     C~ = cos(teacher_emb_i, teacher_emb_j) with negative cosines clamped at 0, [N, N], float32,
@@ -95,8 +96,8 @@ def soft_label_loss(
     logit_scale,
     teacher_audio_emb: torch.Tensor,
     teacher_text_emb: torch.Tensor,
-    beta: float = 0.3,
-    target_norm: TargetNorm = "before_mix",
+    beta: float = BETA,
+    target_norm: TargetNorm = TARGET_NORM,
 ) -> torch.Tensor:
     """Eq. 2-5: KL divergence between soft targets and the rows of softmax(C/tau).
 

@@ -241,3 +241,24 @@ def manifest_hash(df: pd.DataFrame) -> str:
         digest.update(values.encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def take_subset(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A reproducible random `fraction` of the rows (at least one), in manifest order: the
+    low-resource teacher's pairs (`fit-teacher --subset`, the study's low-resource teacher)."""
+    if fraction >= 1.0:
+        return manifest
+    n_keep = max(1, int(round(fraction * len(manifest))))
+    rows = np.sort(np.random.default_rng(seed).choice(len(manifest), size=n_keep, replace=False))
+    return manifest.iloc[rows].reset_index(drop=True)
+
+
+def youtube_clip_id(youtube_id: str, start_seconds: float) -> str:
+    """The clip id of a YouTube segment, `yt:{youtube_id}_{int(start_seconds)}`,
+    shared by AudioCaps rows and AudioSet pool rows of the same segment."""
+    return f"yt:{youtube_id}_{int(start_seconds)}"
+
+
+def label_names(text) -> list[str]:
+    """The labels in one comma-separated label string ("/m/a, /m/b" -> ["/m/a", "/m/b"])."""
+    return [name for name in (part.strip() for part in str(text).split(",")) if name]

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from ..errors import ManifestError
-from .manifest import normalize_manifest, read_csv_table, read_text
+from .manifest import label_names, normalize_manifest, read_csv_table, read_text, youtube_clip_id
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,6 @@ def _seconds(value: str, column: str, path: Path, line: int) -> float:
             f"{path}, line {line}: column {column!r} must be a number of seconds, got {value!r}"
         )
     return seconds
-
-
-def youtube_clip_id(youtube_id: str, start_seconds: float) -> str:
-    """The clip id of a YouTube segment, `yt:{youtube_id}_{int(start_seconds)}`,
-    shared by AudioCaps rows and AudioSet pool rows of the same segment."""
-    return f"yt:{youtube_id}_{int(start_seconds)}"
 
 
 def _split_files(
@@ -379,7 +373,7 @@ def read_audioset(csv_path: PathLike, audio_dir: PathLike | None = None) -> pd.D
                 {
                     "id": youtube_clip_id(row["YTID"], start),
                     "audio_path": str(audio_dir / file_name),
-                    "label": ",".join(mid.strip() for mid in row["positive_labels"].split(",") if mid.strip()),
+                    "label": ",".join(label_names(row["positive_labels"])),
                     "start_seconds": row["start_seconds"],
                     "end_seconds": row["end_seconds"],
                 }

@@ -15,19 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from clapcurate.errors import ClapcurateError
+from clapcurate.files import write_atomically
 from clapcurate.model.frontend import LogmelFilterBank, Spectrogram, log_mel_spectrogram
+from clapcurate.model.weights import load_state_strict, read_torch_state_dict
 
 BLOCK_DROPOUT = 0.2  # after every conv block, as PANNs
 HEAD_DROPOUT = 0.5  # before fc1 and on the embedding, as PANNs
 IGNORED_CHECKPOINT_PREFIX = "fc_audioset."
 FRONTEND_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.")
-MAX_KEYS_LISTED = 10
 
 
 def init_layer(layer: nn.Module) -> None:
@@ -187,48 +187,6 @@ def build_audio_encoder(name: str, **kwargs) -> PannsCnn:
     return encoder_class(**kwargs)
 
 
-def _numpy_array_globals() -> list:
-    """What unpickling numpy arrays and scalars needs, under numpy 2 and numpy 1 names."""
-    array_reconstructor = np.ndarray(0).__reduce__()[0]
-    scalar_reconstructor = np.float64(0).__reduce__()[0]
-    dtype_classes = [type(np.dtype(code)) for code in np.typecodes["All"]]
-    return [
-        np.ndarray,
-        np.dtype,
-        *dtype_classes,
-        array_reconstructor,
-        scalar_reconstructor,
-        (array_reconstructor, "numpy.core.multiarray._reconstruct"),
-        (scalar_reconstructor, "numpy.core.multiarray.scalar"),
-    ]
-
-
-def read_torch_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
-    """The state dict in a PANNs checkpoint file: `torch.load(path)['model']` or a bare one.
-
-    PANNs' training script also stores its sampler state (numpy arrays) next to the weights;
-    numpy array reconstruction is allowed, arbitrary pickled code is not.
-    """
-    if not path.is_file():
-        raise ClapcurateError(f"{path}: no such checkpoint file")
-    try:
-        with torch.serialization.safe_globals(_numpy_array_globals()):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise ClapcurateError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
-    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("model"), Mapping):
-        return checkpoint["model"]
-    if isinstance(checkpoint, Mapping):
-        return checkpoint
-    raise ClapcurateError(f"{path}: expected a state dict or a dict with key 'model'")
-
-
-def _listed(keys: list[str]) -> str:
-    shown = ", ".join(keys[:MAX_KEYS_LISTED])
-    more = len(keys) - MAX_KEYS_LISTED
-    return shown + (f", ... ({more} more)" if more > 0 else "")
-
-
 def load_panns_checkpoint(encoder: PannsCnn, path_or_state_dict, keep_frontend: bool = False) -> PannsCnn:
     """Load PANNs weights into `encoder` and return it.
 
@@ -249,31 +207,11 @@ def load_panns_checkpoint(encoder: PannsCnn, path_or_state_dict, keep_frontend: 
         for key, value in state_dict.items()
         if not key.startswith(IGNORED_CHECKPOINT_PREFIX)
     }
-    expected = encoder.state_dict()
     if keep_frontend:
+        expected = encoder.state_dict()
         weights = {key: value for key, value in weights.items() if not key.startswith(FRONTEND_PREFIXES)}
         weights.update({key: value for key, value in expected.items() if key.startswith(FRONTEND_PREFIXES)})
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    mismatched = sorted(
-        f"{key} {tuple(weights[key].shape)} vs {tuple(expected[key].shape)}"
-        for key in set(weights) & set(expected)
-        if tuple(weights[key].shape) != tuple(expected[key].shape)
-    )
-    problems = [
-        f"{label}: {_listed(keys)}"
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches (checkpoint vs encoder)", mismatched),
-        )
-        if keys
-    ]
-    if problems:
-        raise ClapcurateError(
-            f"{source}: does not fit {type(encoder).__name__}: " + "; ".join(problems)
-        )
-    encoder.load_state_dict(weights, strict=True)
+    load_state_strict(encoder, weights, f"{source}: does not fit {type(encoder).__name__}")
     return encoder
 
 
@@ -304,7 +242,5 @@ def save_panns_checkpoint(tagger: AudioTagger, path: str | Path, labels: list[st
     """Write `{"model": state dict, "labels": class names}` as PANNs does (`torch.save`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save({"model": tagger.panns_state_dict(), "labels": list(labels)}, partial)
-    partial.replace(path)
-    return path
+    state = {"model": tagger.panns_state_dict(), "labels": list(labels)}
+    return write_atomically(path, lambda handle: torch.save(state, handle), "wb")

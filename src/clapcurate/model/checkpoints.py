@@ -19,8 +19,10 @@ from safetensors.torch import load_file, save_file
 
 from ..config import from_dict, to_dict
 from ..errors import ClapcurateError, ConfigError
-from .audio_encoders import IGNORED_CHECKPOINT_PREFIX, read_torch_state_dict
+from ..files import partial_folder, publish_folder
+from .audio_encoders import IGNORED_CHECKPOINT_PREFIX
 from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
+from .weights import load_state_strict, read_torch_state_dict
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -28,14 +30,17 @@ TEXT_ENCODER_DIR = "text_encoder"
 
 
 def save(model: CLAP, directory: str | Path) -> Path:
-    """Write `model` to `directory` in our checkpoint format; returns the folder."""
+    """Write `model` to `directory` in our checkpoint format; returns the folder. The folder is
+    built beside `directory` and swapped into place: an interrupted save leaves the previous
+    checkpoint (or none), never a partial one."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_folder(directory)
     weights = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(weights, str(directory / WEIGHTS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(to_dict(model.config), indent=2) + "\n")
-    model.text_encoder.save_architecture(directory / TEXT_ENCODER_DIR)
-    return directory
+    save_file(weights, str(partial / WEIGHTS_FILE))
+    (partial / CONFIG_FILE).write_text(json.dumps(to_dict(model.config), indent=2) + "\n")
+    model.text_encoder.save_architecture(partial / TEXT_ENCODER_DIR)
+    return publish_folder(partial, directory)
 
 
 def _read_config(directory: Path) -> CLAPConfig:
@@ -59,26 +64,6 @@ def _checkpoint_files(directory: Path) -> list[Path]:
     return [directory / CONFIG_FILE, directory / WEIGHTS_FILE, *text_files]
 
 
-def load_weights_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `model`, every key and shape matching; otherwise a ClapcurateError naming `source`."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{name} {tuple(state[name].shape)} (model has {tuple(expected[name].shape)})"
-        for name in sorted(set(state) & set(expected))
-        if state[name].shape != expected[name].shape
-    ]
-    problems = []
-    for what, names in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-        if names:
-            shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
-            problems.append(f"{what}: {shown}")
-    if problems:
-        raise ClapcurateError(f"{source}: weights do not fit the model: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
-
-
 def load(directory: str | Path, device: str | torch.device = "cpu") -> CLAP:
     """Rebuild a `CLAP` model from a checkpoint folder written by `save`, in eval mode."""
     directory = Path(directory)
@@ -93,7 +78,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> CLAP:
         state = load_file(str(weights_path))
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise ClapcurateError(f"{weights_path}: cannot read weights: {exc}") from exc
-    load_weights_strict(model, state, str(weights_path))
+    load_state_strict(model, state, f"{weights_path}: weights do not fit the model")
     return model.to(device).eval()
 
 
@@ -136,7 +121,7 @@ def panns_encoder_sizes(state: dict[str, torch.Tensor], prefix: str, path: Path)
         mel_bins = state[prefix + "logmel_extractor.melW"].shape[1]
         base_channels = state[prefix + "conv_block1.conv1.weight"].shape[0]
     except KeyError as exc:
-        raise ClapcurateError(f"{path}: not an MS CLAP checkpoint (no {exc.args[0]})") from exc
+        raise ClapcurateError(f"{path}: no PANNs audio encoder in the checkpoint (no {exc.args[0]})") from exc
     n_blocks = len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix + "conv_block")})
     has_conv2 = prefix + "conv_block1.conv2.weight" in state
     encoders = {(6, True): "cnn14", (4, True): "cnn10", (4, False): "cnn6"}
@@ -199,7 +184,7 @@ def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **a
             f"{path}: the checkpoint's text encoder has hidden size {text_projection.shape[1]}, "
             f"but {text_encoder!r} has {model.text_encoder.out_dim}: give the text encoder it was trained with"
         )
-    load_weights_strict(model, weights, str(path))
+    load_state_strict(model, weights, f"{path}: weights do not fit the model")
     return model.eval()
 
 

@@ -36,9 +36,9 @@ import torch
 
 from ..config import from_dict
 from ..errors import ClapcurateError, ConfigError
-from .audio_encoders import read_torch_state_dict
 from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
 from .htsat import HTSATConfig
+from .weights import load_state_strict, read_torch_state_dict
 
 MSCLAP_2023_AUDIO = dict(sample_rate=44100, mel_sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64,
                          fmin=50, fmax=14000, clip_seconds=7.0)
@@ -143,15 +143,13 @@ def _frontend_sizes(state: Mapping[str, torch.Tensor], prefix: str, path: Path, 
 
 
 def _build_and_load(config: CLAPConfig, weights: dict[str, torch.Tensor], path: Path) -> CLAP:
-    from .checkpoints import load_weights_strict
-
     model = CLAP(config, pretrained_text=False)
     text_in = weights["text_projection.linear1.weight" if config.projection == "msclap" else "text_projection.0.weight"]
     if model.text_encoder.out_dim != text_in.shape[1]:
         raise ClapcurateError(
             f"{path}: the checkpoint's text encoder has hidden size {text_in.shape[1]}, but "
             f"{config.text.name_or_path!r} has {model.text_encoder.out_dim}: give the text encoder it was trained with")
-    load_weights_strict(model, weights, str(path))
+    load_state_strict(model, weights, f"{path}: weights do not fit the model")
     return model.eval()
 
 

@@ -7,6 +7,7 @@ Every stage is kept on disk (`runs/<name>/stages/`): a second run recomputes not
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -18,8 +19,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..config import deep_merge, from_dict, load_config, to_dict
+from .. import method
+from ..config import apply_overrides, deep_merge, from_dict, read_yaml, to_dict
 from ..errors import ConfigError
+from ..model.clap import CLAPConfig
+from ..train.config import StudentConfig, TaggerConfig, TeacherConfig
 from . import report
 from .stages import StageRunner
 
@@ -30,6 +34,16 @@ SETTINGS_FILE = "settings.json"  # the settings a run's stages were computed wit
 # Each fit is one resumable stage of the study: no per-validation resume state (a crash reruns
 # that fit); students are evaluated at their last step, so they keep no `best/`.
 STAGE_TRAINER = {"save_resume_state": False, "progress_bar": False}
+
+# Keys of the stage sections that the study sets itself (a value given in the study config
+# would be ignored, so it is refused).
+STUDY_OWNED_KEYS = {
+    "pretrain_audio": ("audio", "data.train", "data.labels_csv", "out_dir", "resume"),
+    "teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume"),
+    "low_resource_teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume"),
+    "student": ("teacher", "improvement_set", "replay_manifest", "val_manifest", "seed", "out_dir", "resume",
+                "loss.kind", "loss.teacher_audio_embeddings", "loss.teacher_text_embeddings"),
+}
 
 
 @dataclass
@@ -55,12 +69,12 @@ class DataSettings:
 class CurationSettings:
     """Thresholds: sigma (absolute cosine) or keep_fraction (a quantile of all pairs)."""
 
-    du_sigma: float | None = 0.7
+    du_sigma: float | None = method.SIGMA["du"]
     du_keep_fraction: float | None = None
     du_max_captions_per_clip: int | None = 1
-    ds_sigma: float | None = 0.6
+    ds_sigma: float | None = method.SIGMA["ds"]
     ds_keep_fraction: float | None = None
-    ads_sigma: float | None = 0.7
+    ads_sigma: float | None = method.SIGMA["ads"]
     ads_keep_fraction: float | None = None
     ads_max_captions_per_clip: int | None = 1
     block_size: int = 8192
@@ -68,32 +82,63 @@ class CurationSettings:
 
 @dataclass
 class StudyConfig:
+    """The whole study. The stage sections are the stage configs they become (`TaggerConfig`,
+    `TeacherConfig`, `StudentConfig`, `CLAPConfig`), without the keys the study sets itself
+    (`STUDY_OWNED_KEYS`: data paths, seeds, output folders)."""
+
     name: str = "study"
     out_root: str = "runs"
     world: WorldSettings | None = None
     data: DataSettings = field(default_factory=DataSettings)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    low_resource_fraction: float | None = 0.1
-    model: dict[str, Any] = field(default_factory=dict)
-    teacher: dict[str, Any] = field(default_factory=dict)
-    low_resource_teacher: dict[str, Any] = field(default_factory=dict)  # changes for the 10% teacher
+    low_resource_fraction: float | None = method.LOW_RESOURCE_FRACTION
+    model: CLAPConfig = field(default_factory=CLAPConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    # changes to `teacher` for the low-resource teacher (any `teacher` key, nested)
+    low_resource_teacher: dict[str, Any] = field(default_factory=dict)
     # a checkpoint folder to use as the teacher instead of training one (e.g. an imported LAION-CLAP
     # or MS CLAP 2023 model: `clapcurate import-laion-clap` / `import-msclap`); needs
     # low_resource_fraction: null, and `model`, `teacher`, `pretrain_audio` then go unused
     teacher_checkpoint: str = ""
-    # a `TaggerConfig` (its `audio` is `model.audio`): pretrain the teachers' audio encoder on
-    # `data.tagged` once, as PANNs' CNNs were pretrained on AudioSet; null: no pretraining
-    # (real data: give `teacher.init_audio_encoder` a PANNs checkpoint instead)
-    pretrain_audio: dict[str, Any] | None = None
-    student: dict[str, Any] = field(default_factory=dict)
+    # pretrain the teachers' audio encoder (`model.audio`) as a tagger on `data.tagged` once, as
+    # PANNs' CNNs were pretrained on AudioSet; null: no pretraining (real data: give
+    # `teacher.init_audio_encoder` a PANNs checkpoint instead)
+    pretrain_audio: TaggerConfig | None = None
+    student: StudentConfig = field(default_factory=StudentConfig)
     curation: CurationSettings = field(default_factory=CurationSettings)
     variants: bool = True
     eval_batch_size: int = 64
     num_workers: int = 0
 
+    @property
+    def low_resource(self) -> method.LowResource | None:
+        return method.LowResource(self.low_resource_fraction) if self.low_resource_fraction else None
+
+    def low_resource_teacher_config(self) -> TeacherConfig:
+        """`teacher` with the `low_resource_teacher` changes."""
+        return from_dict(TeacherConfig, deep_merge(to_dict(self.teacher), self.low_resource_teacher),
+                         prefix="low_resource_teacher.")
+
+
+def _given(section: dict, dotted: str) -> bool:
+    node = section
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
 
 def load_study_config(path, overrides=None) -> StudyConfig:
-    config = load_config(StudyConfig, path, overrides)
+    """A validated `StudyConfig`: every section is checked completely when loaded (full key paths
+    in the messages), including the low-resource teacher's changes."""
+    data = apply_overrides(read_yaml(path), overrides)
+    for section, owned in STUDY_OWNED_KEYS.items():
+        given = [key for key in owned if _given(data.get(section) or {}, key)]
+        if given:
+            raise ConfigError(f"{section}.{given[0]} is set by the study itself; remove it from the study config")
+    config = from_dict(StudyConfig, data)
+    config.low_resource_teacher_config()
     if config.teacher_checkpoint and config.low_resource_fraction:
         raise ConfigError("teacher_checkpoint: a given teacher has no 10% counterpart; set low_resource_fraction: null")
     if config.world is None and not (config.data.captioned and config.data.pool and config.data.benchmarks):
@@ -208,16 +253,15 @@ class Study:
 
     def low_resource_manifest(self, train_path: str, seed: int) -> str:
         """A reproducible random `low_resource_fraction` of the training pairs."""
-        from ..data.manifest import read_manifest, write_manifest
+        from ..data.manifest import read_manifest, take_subset, write_manifest
+
+        name = f"train_{self.config.low_resource.slug}_s{seed}"
 
         def make():
-            train = read_manifest(train_path)
-            rng = np.random.default_rng(seed)
-            n = max(1, int(round(self.config.low_resource_fraction * len(train))))
-            rows = np.sort(rng.choice(len(train), size=n, replace=False))
-            return str(write_manifest(train.iloc[rows], self.out / "manifests" / f"train_10pct_s{seed}.csv"))
+            subset = take_subset(read_manifest(train_path), self.config.low_resource_fraction, seed)
+            return str(write_manifest(subset, self.out / "manifests" / f"{name}.csv"))
 
-        return self.stages.run(f"manifests/train_10pct_s{seed}", make)
+        return self.stages.run(f"manifests/{name}", make)
 
     # ------------------------------------------------------------- training
     def pretrain_audio(self) -> str | None:
@@ -225,18 +269,19 @@ class Study:
         from .. import train
 
         cfg = self.config
-        if cfg.pretrain_audio is None or cfg.teacher.get("init_audio_encoder") or cfg.teacher_checkpoint:
+        if cfg.pretrain_audio is None or cfg.teacher.init_audio_encoder or cfg.teacher_checkpoint:
             return None
         if not self.data.tagged:
             raise ConfigError("pretrain_audio needs data.tagged (labelled clips, e.g. audioset:balanced_train_segments.csv)")
 
         def fit():
-            labels_csv = ({"labels_csv": str(Path(cfg.world.dir) / "tagged" / "class_labels_indices.csv")}
-                          if cfg.world is not None else {})
-            config = from_dict(train.TaggerConfig, deep_merge(
-                {"trainer": {**STAGE_TRAINER, "keep_best": True}}, {"audio": cfg.model.get("audio", {})},
-                cfg.pretrain_audio, {"data": {"train": self.data.tagged, **labels_csv},
-                                     "out_dir": str(self.out / "pretrained_audio")}))
+            labels_csv = (str(Path(cfg.world.dir) / "tagged" / "class_labels_indices.csv")
+                          if cfg.world is not None else None)
+            base = cfg.pretrain_audio
+            config = dataclasses.replace(
+                base, audio=cfg.model.audio, trainer=_stage_trainer(base.trainer, keep_best=True),
+                data=dataclasses.replace(base.data, train=self.data.tagged, labels_csv=labels_csv),
+                out_dir=str(self.out / "pretrained_audio"))
             run_dir = Path(train.fit_tagger(config))
             metrics = pd.read_csv(run_dir / "metrics.csv")
             summary = json.loads((run_dir / "summary.json").read_text())
@@ -262,33 +307,33 @@ class Study:
             return self.config.teacher_checkpoint
 
         def fit():
-            start = {"init_audio_encoder": init_audio_encoder} if init_audio_encoder else {}
-            config = from_dict(train.TeacherConfig, deep_merge(
-                {"trainer": STAGE_TRAINER}, self.config.teacher,
-                self.config.low_resource_teacher if kind == "10%" else {},
-                {"model": self.config.model, "data": {"train_manifest": train_manifest}, "seed": seed,
-                 "out_dir": str(self.out / "teachers" / f"{_slug(kind)}_s{seed}"), **start}))
+            base = self.config.teacher if kind == "full" else self.config.low_resource_teacher_config()
+            config = dataclasses.replace(
+                base, model=self.config.model, data=dataclasses.replace(base.data, train_manifest=train_manifest),
+                trainer=_stage_trainer(base.trainer), seed=seed,
+                init_audio_encoder=init_audio_encoder or base.init_audio_encoder,
+                out_dir=str(self.out / "teachers" / f"{self.slug(kind)}_s{seed}"))
             return str(Path(train.fit_teacher(config)) / "best")
 
-        return self.stages.run(f"teacher/{_slug(kind)}_s{seed}", fit)
+        return self.stages.run(f"teacher/{self.slug(kind)}_s{seed}", fit)
 
     def fit_student(self, kind: str, teacher_ckpt: str, spec: StudentSpec, seed: int,
                     embeddings: dict[str, str]) -> str:
         from .. import train
 
-        name = _student_name(kind, spec, seed)
+        name = self.student_name(kind, spec, seed)
 
         def fit():
-            loss = dict(self.config.student.get("loss", {}))
-            loss["kind"] = "soft_label" if spec.soft_labels else "contrastive"
-            loss.update(spec.loss_overrides)
-            if loss.get("teacher_targets") == "cached":
-                loss["teacher_audio_embeddings"] = [embeddings["audio"], embeddings["train_audio"]]
-                loss["teacher_text_embeddings"] = [embeddings["text"]]
-            config = from_dict(train.StudentConfig, deep_merge(
-                {"trainer": {**STAGE_TRAINER, "keep_best": False}}, self.config.student,
-                {"teacher": teacher_ckpt, "improvement_set": spec.improvement_set, "replay_manifest": spec.replay,
-                 "loss": loss, "seed": seed, "out_dir": str(self.out / "students" / name)}))
+            base = self.config.student
+            loss = {"kind": "soft_label" if spec.soft_labels else "contrastive", **spec.loss_overrides}
+            if loss.get("teacher_targets", base.loss.teacher_targets) == "cached":
+                loss.update(teacher_audio_embeddings=[embeddings["audio"], embeddings["train_audio"]],
+                            teacher_text_embeddings=[embeddings["text"]])
+            loss = dataclasses.replace(base.loss, **loss)
+            config = dataclasses.replace(
+                base, teacher=teacher_ckpt, improvement_set=spec.improvement_set, replay_manifest=spec.replay,
+                loss=loss, trainer=_stage_trainer(base.trainer, keep_best=False), seed=seed,
+                out_dir=str(self.out / "students" / name))
             return str(Path(train.fit_student(config)) / "last")
 
         return self.stages.run(f"student/{name}", fit)
@@ -301,7 +346,7 @@ class Study:
         from ..embed import embed_manifest
 
         def run():
-            out = self.out / "embeddings" / f"{_slug(kind)}_s{seed}"
+            out = self.out / "embeddings" / f"{self.slug(kind)}_s{seed}"
             jobs = {"audio": (manifests["pool"], "pool_audio", "audio"),
                     "train_audio": (train_manifest, "train_audio", "audio"),
                     "text": (manifests["train"], "caption_text", "text")}
@@ -309,7 +354,7 @@ class Study:
                                             num_workers=self.config.num_workers, progress=True))
                     for key, (manifest, name, modality) in jobs.items()}
 
-        return self.stages.run(f"embed/{_slug(kind)}_s{seed}", run)
+        return self.stages.run(f"embed/{self.slug(kind)}_s{seed}", run)
 
     def curate(self, kind: str, seed: int, ckpt: str, manifests: dict[str, str], train_manifest: str,
                embeddings: dict[str, str]) -> dict[str, str]:
@@ -319,8 +364,8 @@ class Study:
         base = dict(teacher=ckpt, pool_manifest=manifests["pool"], train_manifest=manifests["train"],
                     teacher_train_manifest=train_manifest, pool_embeddings=embeddings["audio"],
                     caption_embeddings=embeddings["text"], block_size=c.block_size)
-        out = self.out / "curated" / f"{_slug(kind)}_s{seed}"
-        stage = f"curate/{_slug(kind)}_s{seed}"
+        out = self.out / "curated" / f"{self.slug(kind)}_s{seed}"
+        stage = f"curate/{self.slug(kind)}_s{seed}"
 
         def run(method: str, name: str, settings: dict) -> str:
             if settings.get("keep_fraction") is not None:
@@ -360,34 +405,39 @@ class Study:
         return {"teacher": kind, "method": method, "seed": seed, "benchmark": bench, **record}
 
     # ---------------------------------------------------------------- plan
+    def slug(self, kind: str) -> str:
+        """Folder and stage name of a teacher kind: `full`, or the low-resource slug (`low10`)."""
+        return "full" if kind == "full" else self.config.low_resource.slug
+
+    def student_name(self, kind: str, spec: StudentSpec, seed: int) -> str:
+        name = spec.method.replace("+", "_").replace(" ", "_").replace("=", "-")
+        return f"{self.slug(kind)}_s{seed}/{name}" + (f"_{spec.benchmark}" if spec.benchmark else "")
+
     def students(self, kind: str, train_manifest: str, sets: dict[str, str]) -> list[StudentSpec]:
-        benches = list(self.data.benchmarks)
-        if kind == "full":
-            specs = [StudentSpec("SL", None, train_manifest, train_manifest, True),
-                     StudentSpec("DU", None, sets["DU"], train_manifest, False),
-                     StudentSpec("DU+SL", None, sets["DU"], train_manifest, True)]
-            for b in benches:
-                specs += [StudentSpec("DS", b, sets[f"DS/{b}"], train_manifest, False),
-                          StudentSpec("DS+SL", b, sets[f"DS/{b}"], train_manifest, True),
-                          StudentSpec("ADS", b, sets[f"ADS/{b}"], sets[f"DS/{b}"], False),
-                          StudentSpec("ADS+SL", b, sets[f"ADS/{b}"], sets[f"DS/{b}"], True)]
-            if self.config.variants:
-                main_loss = self.config.student.get("loss", {})
-                main_norm = main_loss.get("target_norm", "before_mix")
-                main_targets = main_loss.get("teacher_targets", "online")
-                for b in benches:
-                    for norm in ("none", "after_mix", "before_mix"):
-                        if norm != main_norm:
-                            specs.append(StudentSpec(f"ADS+SL norm={norm}", b, sets[f"ADS/{b}"], sets[f"DS/{b}"],
-                                                     True, {"target_norm": norm}, "variant"))
-                    other = "cached" if main_targets == "online" else "online"
-                    specs.append(StudentSpec(f"ADS+SL targets={other}", b, sets[f"ADS/{b}"], sets[f"DS/{b}"],
-                                             True, {"teacher_targets": other}, "variant"))
-        else:
-            specs = [StudentSpec("DU", None, sets["DU"], train_manifest, False)]
-            for b in benches:
-                specs += [StudentSpec("ADS", b, sets[f"ADS/{b}"], sets[f"DS/{b}"], False),
-                          StudentSpec("ADS+SL", b, sets[f"ADS/{b}"], sets[f"DS/{b}"], True)]
+        """The students of one teacher: the paper's Table 2 for the full teacher, Table 3 for the
+        low-resource one (`method.STUDENT_METHODS`, `method.LOW_RESOURCE_METHODS`), each with the
+        Improvement-Set and the replay set `method.replayed_set` prescribes; then the ADS+SL
+        variants of the full teacher."""
+        def path(curated_set: str, bench: str | None) -> str:
+            return {"train": train_manifest, "du": sets["DU"]}.get(curated_set) or sets[f"{curated_set.upper()}/{bench}"]
+
+        def spec(name: str, bench: str | None, overrides: dict | None = None, table: str = "main") -> StudentSpec:
+            curated_set, soft_labels = method.STUDENT_METHODS[name.split(" ")[0]]
+            return StudentSpec(name, bench, path(curated_set, bench), path(method.replayed_set(curated_set), bench),
+                               soft_labels, overrides or {}, table)
+
+        names = method.STUDENT_METHODS if kind == "full" else method.LOW_RESOURCE_METHODS
+        per_benchmark = [name for name in names if method.STUDENT_METHODS[name][0] in ("ds", "ads")]
+        specs = [spec(name, None) for name in names if name not in per_benchmark]
+        specs += [spec(name, bench) for bench in self.data.benchmarks for name in per_benchmark]
+        if kind == "full" and self.config.variants:
+            main_loss = self.config.student.loss
+            other_targets = "cached" if main_loss.teacher_targets == "online" else "online"
+            for bench in self.data.benchmarks:
+                specs += [spec(f"ADS+SL norm={norm}", bench, {"target_norm": norm}, "variant")
+                          for norm in method.TARGET_NORMS if norm != main_loss.target_norm]
+                specs.append(spec(f"ADS+SL targets={other_targets}", bench, {"teacher_targets": other_targets},
+                                  "variant"))
         return specs
 
     # ----------------------------------------------------------------- run
@@ -396,10 +446,11 @@ class Study:
         manifests = self.prepare_data()
         pretrained = self.pretrain_audio()
         rows, variant_rows, counts = [], [], []
-        kinds = ["full"] + (["10%"] if self.config.low_resource_fraction else [])
-        if self.config.low_resource_fraction:
+        low = self.config.low_resource
+        kinds = ["full"] + ([low.label] if low else [])
+        if low:
             self.notes.append(
-                f"The 10% teacher trains on a random {self.config.low_resource_fraction:.0%} of the pairs "
+                f"The {low.label} teacher trains on a random {low.label} of the pairs "
                 "(per seed); its DS pairs come only from those pairs, while the captions of the other pairs "
                 "serve as unpaired text for its DU and ADS matching, and its students replay its own pairs.")
         if self.truth() is not None:
@@ -412,7 +463,7 @@ class Study:
                 ckpt = self.fit_teacher(kind, train_manifest, seed, pretrained)
                 for bench in self.data.benchmarks:
                     rows.append(self.evaluate(kind, "teacher", seed, ckpt, bench, manifests,
-                                              f"{_slug(kind)}_s{seed}/teacher"))
+                                              f"{self.slug(kind)}_s{seed}/teacher"))
                 embeddings = self.embed(kind, seed, ckpt, manifests, train_manifest)
                 sets = self.curate(kind, seed, ckpt, manifests, train_manifest, embeddings)
                 counts += self.curated_counts(kind, seed, sets, manifests)
@@ -420,7 +471,7 @@ class Study:
                     student = self.fit_student(kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
                         row = self.evaluate(kind, spec.method, seed, student, bench, manifests,
-                                            _student_name(kind, spec, seed))
+                                            self.student_name(kind, spec, seed))
                         (rows if spec.table == "main" else variant_rows).append(row)
         return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0)
 
@@ -475,10 +526,16 @@ class Study:
                   f"({len(self.stages.computed)} stages computed, the rest resumed from disk).\n\n"
                   f"Software: {_versions()}.")
         text = report.write_report(self.out, results, pd.DataFrame(counts), self.per_class_rows(rows),
-                                   self.stages.timings, header, variants if len(variants) else None, self.notes)
+                                   self.stages.timings, header, variants if len(variants) else None, self.notes,
+                                   low_resource=self.config.low_resource.label if self.config.low_resource else "")
         self.console.print(text)
         self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
         return str(self.out)
+
+
+def _stage_trainer(trainer, **changes):
+    """A fit's trainer settings inside the study (`STAGE_TRAINER`, plus `changes`)."""
+    return dataclasses.replace(trainer, **STAGE_TRAINER, **changes)
 
 
 def _changed_keys(old, new, prefix: str = "") -> list[str]:
@@ -489,13 +546,6 @@ def _changed_keys(old, new, prefix: str = "") -> list[str]:
             for changed in _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)]
 
 
-def _slug(kind: str) -> str:
-    return {"full": "full", "10%": "low10"}[kind]
-
-
-def _student_name(kind: str, spec: StudentSpec, seed: int) -> str:
-    method = spec.method.replace("+", "_").replace(" ", "_").replace("=", "-")
-    return f"{_slug(kind)}_s{seed}/{method}" + (f"_{spec.benchmark}" if spec.benchmark else "")
 
 
 def _versions() -> str:

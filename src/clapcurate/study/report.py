@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..method import LOW_RESOURCE_METHODS, STUDENT_METHODS
+
 BENCHMARKS = ("esc50", "urbansound8k", "tut2017")
 BENCHMARK_TITLES = {"esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "tut2017": "TUT17"}
 
@@ -36,8 +38,8 @@ PAPER_TABLE3 = {
 PAPER_TABLE1 = {"DU": 5.0e6, "DS": {"esc50": 15.6e3, "urbansound8k": 9.7e3, "tut2017": 8.7e3},
                 "ADS": {"esc50": 1.30e6, "urbansound8k": 1.1e6, "tut2017": 0.3e6}}
 
-TABLE2_ROWS = ("teacher", "SL", "DU", "DU+SL", "DS", "DS+SL", "ADS", "ADS+SL")
-TABLE3_ROWS = ("teacher", "DU", "ADS", "ADS+SL")
+TABLE2_ROWS = ("teacher", *STUDENT_METHODS)
+TABLE3_ROWS = ("teacher", *LOW_RESOURCE_METHODS)
 
 
 def mean_std(values, signed: bool = False) -> str:
@@ -154,22 +156,24 @@ def plot_accuracy(results: pd.DataFrame, path: Path) -> None:
 
 def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per_class: pd.DataFrame,
                  timings: dict[str, float], header: str, ablations: pd.DataFrame | None,
-                 notes: list[str]) -> str:
-    """Write report.md (and the accuracy plot) and return the markdown text."""
+                 notes: list[str], low_resource: str = "10%") -> str:
+    """Write report.md (and the accuracy plot) and return the markdown text. `low_resource` is
+    the label of the teacher trained on a fraction of the pairs (`method.LowResource.label`)."""
+    low = low_resource
     parts = [header]
     parts += ["## Table 1: curated Improvement-Set pairs (full teacher)", _markdown(counts_table(counts, "full"))]
-    if (counts["teacher"] == "10%").any():
-        parts += ["Curated pairs with the 10% teacher:", _markdown(counts_table(counts, "10%"))]
+    if (counts["teacher"] == low).any():
+        parts += [f"Curated pairs with the {low} teacher:", _markdown(counts_table(counts, low))]
     parts += ["## Table 2: zero-shot accuracy (%), students of the full teacher",
               "DS and ADS students are trained per benchmark and evaluated on their own benchmark.",
               _markdown(accuracy_table(results, "full", TABLE2_ROWS, PAPER_TABLE2)),
               "Gain over the teacher of the same seed (points):",
               _markdown(gain_table(results, "full", TABLE2_ROWS))]
-    if (results["teacher"] == "10%").any():
-        parts += ["## Table 3: zero-shot accuracy (%), students of the 10% teacher",
-                  _markdown(accuracy_table(results, "10%", TABLE3_ROWS, PAPER_TABLE3)),
-                  "Gain over the 10% teacher of the same seed (points):",
-                  _markdown(gain_table(results, "10%", TABLE3_ROWS))]
+    if (results["teacher"] == low).any():
+        parts += [f"## Table 3: zero-shot accuracy (%), students of the {low} teacher",
+                  _markdown(accuracy_table(results, low, TABLE3_ROWS, PAPER_TABLE3)),
+                  f"Gain over the {low} teacher of the same seed (points):",
+                  _markdown(gain_table(results, low, TABLE3_ROWS))]
     if ablations is not None and len(ablations):
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
                   _markdown(accuracy_table(ablations, "full", list(dict.fromkeys(ablations["method"])), {}))]
@@ -185,8 +189,8 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   "scene when the caption names the place. A DS pair is right when its clip holds the "
                   "sound of the benchmark class its caption was matched to.",
                   _markdown(precision_table(counts, "full"))]
-        if (counts["teacher"] == "10%").any():
-            parts += ["With the 10% teacher:", _markdown(precision_table(counts, "10%"))]
+        if (counts["teacher"] == low).any():
+            parts += [f"With the {low} teacher:", _markdown(precision_table(counts, low))]
     if "path" in counts:
         links = [f"[{r.method} {r.benchmark} ({r.teacher}, seed {r.seed})]"
                  f"({Path(r.path).parent.relative_to(out_dir) / 'similarity_histogram.png'})"

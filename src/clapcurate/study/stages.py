@@ -4,10 +4,11 @@ time; a second run returns the stored result instead of recomputing."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from ..files import write_text_atomically
 
 
 class StageRunner:
@@ -36,9 +37,7 @@ class StageRunner:
         start = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - start
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"result": result, "seconds": seconds}, indent=1, default=str))
-        os.replace(tmp, marker)
+        write_text_atomically(marker, json.dumps({"result": result, "seconds": seconds}, indent=1, default=str))
         self.timings[name] = seconds
         self.computed.append(name)
         self.log(f"[stage] {name} done in {seconds:.1f} s")

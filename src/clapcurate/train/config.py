@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import load_config
-from ..losses import TARGET_NORMS
+from .. import method
 from ..model.clap import AudioConfig, CLAPConfig
 
 PRECISIONS = ("32", "bf16-mixed")
@@ -129,13 +129,14 @@ class TeacherConfig:
 
 @dataclasses.dataclass
 class ReplayConfig:
-    """Each step is an Improvement-Set batch with probability `curated_prob`, else a replay batch."""
+    """Each step is a replay batch with probability `replay_prob`, else an Improvement-Set batch
+    (paper: 0.5). What is replayed is the student config's `replay_manifest`."""
 
-    curated_prob: float = 0.5
+    replay_prob: float = method.REPLAY_PROB
 
     def __post_init__(self):
-        if not 0.0 <= self.curated_prob <= 1.0:
-            raise ValueError(f"curated_prob must lie in [0, 1], got {self.curated_prob}")
+        if not 0.0 <= self.replay_prob <= 1.0:
+            raise ValueError(f"replay_prob must lie in [0, 1], got {self.replay_prob}")
 
 
 @dataclasses.dataclass
@@ -148,15 +149,15 @@ class LossConfig:
     """
 
     kind: Literal["contrastive", "soft_label"] = "soft_label"
-    beta: float = 0.3
-    target_norm: str = "before_mix"
+    beta: float = method.BETA
+    target_norm: str = method.TARGET_NORM
     teacher_targets: Literal["online", "cached"] = "online"
     teacher_audio_embeddings: list[str] = dataclasses.field(default_factory=list)
     teacher_text_embeddings: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
-        if self.target_norm not in TARGET_NORMS:
-            raise ValueError(f"target_norm must be one of {list(TARGET_NORMS)}, got {self.target_norm!r}")
+        if self.target_norm not in method.TARGET_NORMS:
+            raise ValueError(f"target_norm must be one of {list(method.TARGET_NORMS)}, got {self.target_norm!r}")
         if self.kind == "soft_label" and self.teacher_targets == "cached" and not (
             self.teacher_audio_embeddings and self.teacher_text_embeddings
         ):

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.manifest import label_names
 from ..errors import ManifestError
 from ..features import LogMelCache, TextFeatureCache
 from .config import AugmentConfig
@@ -37,15 +38,6 @@ def split_by_clip(manifest: pd.DataFrame, val_fraction: float, split_seed: int) 
     """
     held_out = np.array([_unit_hash(split_seed, clip) < val_fraction for clip in manifest["clip_id"]], dtype=bool)
     return manifest[~held_out].reset_index(drop=True), manifest[held_out].reset_index(drop=True)
-
-
-def take_subset(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
-    """A reproducible random `fraction` of the rows (at least one), in manifest order."""
-    if fraction >= 1.0:
-        return manifest
-    n_keep = max(1, int(round(fraction * len(manifest))))
-    rows = np.sort(np.random.default_rng([seed, 11]).choice(len(manifest), size=n_keep, replace=False))
-    return manifest.iloc[rows].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ prepared pairs
@@ -110,11 +102,6 @@ def prepare_pairs(
         text_features=text_cache.features(captions) if text_cache is not None else None,
     )
     return pairs, kept, skipped
-
-
-def label_names(text) -> list[str]:
-    """The labels in one comma-separated label string ("/m/a, /m/b" -> ["/m/a", "/m/b"])."""
-    return [name for name in (part.strip() for part in str(text).split(",")) if name]
 
 
 def label_matrix(labels: Sequence[str], classes: Sequence[str], origin: str) -> np.ndarray:

@@ -27,19 +27,20 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_every
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import to_dict
-from ..data.manifest import read_manifest, write_manifest
-from ..errors import ManifestError
+from ..data.manifest import label_names, read_manifest, take_subset, write_manifest
+from ..errors import ClapcurateError, ManifestError
+from ..files import write_atomically
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
-from ..model import checkpoints
 from ..data.readers import read_dataset
+from ..model import checkpoints
 from ..model.audio_encoders import AudioTagger, load_panns_checkpoint
 from ..model.clap import CLAP, AudioConfig
 from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig
 from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
-    label_matrix, label_names, prepare_pairs, split_by_clip, take_subset,
+    label_matrix, prepare_pairs, split_by_clip,
 )
-from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule
+from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule, TrainingDivergedError
 
 log = logging.getLogger("clapcurate.train")
 RESUME_CHECKPOINT = "resume.ckpt"
@@ -95,6 +96,10 @@ class RunCheckpoints(Callback):
         if trainer.sanity_checking:
             return
         val_loss = float(trainer.callback_metrics["val_loss"])
+        if not math.isfinite(val_loss):
+            raise TrainingDivergedError(
+                f"the validation loss became {val_loss} at step {trainer.global_step}; training stopped "
+                f"(the last good checkpoint is {self.run_dir / 'best'}; try a lower optim.lr or precision 32)")
         if val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
             if trainer.is_global_zero and self.keep_best:
@@ -104,8 +109,11 @@ class RunCheckpoints(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         self._save_state(trainer, pl_module)
-        if not self.has_validation and self.keep_best and trainer.is_global_zero:
-            shutil.copytree(self.run_dir / "last", self.run_dir / "best", dirs_exist_ok=True)
+        if self.keep_best and trainer.is_global_zero and math.isinf(self.best_val_loss):
+            if self.has_validation:  # fewer steps than one validation interval
+                log.warning("%s: no validation ran before the last step (%d); best/ is the last step",
+                            self.run_dir, trainer.global_step)
+            pl_module.save_model(self.run_dir / "best")
 
     def state_dict(self) -> dict:
         return {"best_val_loss": self.best_val_loss}
@@ -194,10 +202,31 @@ def _write_summary(run_dir: Path, counts: dict[str, int], skipped: Sequence[pd.D
     log.info("%s: %s, %d unreadable clip(s) skipped", run_dir, counts, len(skipped_all))
 
 
+def _read_metrics(run_dir: Path) -> pd.DataFrame | None:
+    path = run_dir / "metrics.csv"
+    return pd.read_csv(path) if path.is_file() and path.stat().st_size else None
+
+
+def _keep_earlier_metrics(run_dir: Path, earlier: pd.DataFrame | None) -> None:
+    """After a resumed fit: `metrics.csv` = the rows logged before the resumed step + the new ones
+    (the logger starts a new file)."""
+    if earlier is None:
+        return
+    new = _read_metrics(run_dir)
+    if new is not None and len(new):
+        earlier = pd.concat([earlier[earlier["step"] < new["step"].min()], new], ignore_index=True)
+    write_atomically(run_dir / "metrics.csv", lambda handle: earlier.to_csv(handle, index=False))
+
+
 def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, ckpt_path: str | None,
          callbacks: Sequence[Callback]) -> Path:
+    earlier = _read_metrics(run_dir) if ckpt_path else None
     trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    _keep_earlier_metrics(run_dir, earlier)
+    for kept in ("last", "best") if config.trainer.keep_best else ("last",):
+        if not (run_dir / kept).is_dir():  # the next stage reads it: never report a run without it
+            raise ClapcurateError(f"{run_dir}: the fit ended without writing {kept}/")
     return run_dir
 
 
@@ -230,21 +259,9 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 
 
-def _rows_of(keys: Sequence[str], ids: Sequence[str], embeddings: np.ndarray, folder: str, what: str) -> np.ndarray:
-    """Embedding rows [N, d] of `keys` looked up among `ids`; `ManifestError` for missing keys."""
-    position = {key: row for row, key in enumerate(ids)}
-    missing = [key for key in keys if key not in position]
-    if missing:
-        raise ManifestError(
-            f"{folder}: no teacher {what} embedding for {len(missing)} of {len(keys)} training pairs "
-            f"(e.g. {missing[0]!r}); embed every Improvement-Set and replay {what} with the teacher"
-        )
-    return embeddings[[position[key] for key in keys]].astype(np.float32)
-
-
 def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig) -> None:
     """Look up the teacher's embeddings of each pair: audio by `clip_id`, text by `text_key(caption)`."""
-    from ..embed import load_embeddings, text_key
+    from ..embed import embedding_rows, load_embeddings, text_key
 
     def load_all(folders: list[str]) -> tuple[list[str], np.ndarray]:
         loaded = [load_embeddings(folder) for folder in folders]
@@ -252,9 +269,11 @@ def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig)
 
     audio_ids, audio = load_all(loss.teacher_audio_embeddings)
     text_ids, text = load_all(loss.teacher_text_embeddings)
-    pairs.teacher_audio = _rows_of(kept["clip_id"].tolist(), audio_ids, audio, loss.teacher_audio_embeddings, "audio")
-    pairs.teacher_text = _rows_of([text_key(c) for c in kept["caption"]], text_ids, text,
-                                  loss.teacher_text_embeddings, "text")
+    hint = "embed every Improvement-Set and replay {} with the teacher"
+    pairs.teacher_audio = embedding_rows(kept["clip_id"].tolist(), audio_ids, audio, loss.teacher_audio_embeddings,
+                                         hint.format("audio")).astype(np.float32)
+    pairs.teacher_text = embedding_rows([text_key(c) for c in kept["caption"]], text_ids, text,
+                                        loss.teacher_text_embeddings, hint.format("text")).astype(np.float32)
 
 
 def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Path:
@@ -295,7 +314,7 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     module = ClapModule(model, config.optim, config.loss, teacher, config.freeze_batchnorm,
                         config.text.freeze_text_encoder)
     schedule = ReplaySchedule(prepared["curated"][0], prepared["replay"][0], config.data.batch_size,
-                              config.replay.curated_prob, config.seed)
+                              1.0 - config.replay.replay_prob, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 

@@ -17,7 +17,7 @@ from ..losses import contrastive_loss, soft_label_loss
 from ..model import checkpoints
 from ..model.audio_encoders import AudioTagger, save_panns_checkpoint
 from ..model.clap import CLAP
-from ..zeroshot import retrieval_metrics
+from ..metrics import average_precision, retrieval_metrics
 from .config import LossConfig, OptimConfig
 
 RETRIEVAL_KEYS = ("R@1", "R@5", "R@10")
@@ -215,18 +215,6 @@ class ClapModule(PlateauModule):
 
     def save_model(self, folder) -> None:
         checkpoints.save(self.model, folder)
-
-
-def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Mean over classes with at least one positive of the average precision of ranking the
-    rows by `scores` [N, C] against 0/1 `targets` [N, C] (AudioSet's mAP)."""
-    values = []
-    for column in np.flatnonzero(targets.sum(axis=0) > 0):
-        order = np.argsort(-scores[:, column], kind="stable")
-        hits = targets[order, column] > 0
-        precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
-        values.append(precision_at_hit.mean())
-    return float(np.mean(values)) if values else float("nan")
 
 
 class TaggerModule(PlateauModule):

@@ -19,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ...errors import ClapcurateError
+from ...files import write_text_atomically
+from ..manifest import youtube_clip_id
 from .captions import write_captions
 from .concepts import (CONCEPTS, ESC10_CLASSES, ESC50_CLASSES, ESC50_CONCEPT, SCENES, URBANSOUND8K_CLASSES,
                        URBANSOUND8K_CONCEPT, URBANSOUND8K_SHARE)
@@ -325,10 +327,10 @@ def write_ground_truth(root: Path, corpus: dict, pool: list, tagged: list) -> No
                     for plan, split, *_ in corpus["audiocaps"]]
     write_csv(folder / "corpus.csv", header, corpus_rows)
     write_csv(folder / "pool.csv", ("path", "clip_id", "events", "background", "in_audiocaps", "fault"),
-              [(plan.path, f"yt:{youtube_id}_{int(start)}", plan.describe_events(), plan.describe_background(),
+              [(plan.path, youtube_clip_id(youtube_id, start), plan.describe_events(), plan.describe_background(),
                 in_audiocaps, plan.fault) for plan, youtube_id, start, in_audiocaps in pool])
     write_csv(folder / "tagged.csv", ("path", "clip_id", "events", "background"),
-              [(plan.path, f"yt:{youtube_id}_{int(start)}", plan.describe_events(), plan.describe_background())
+              [(plan.path, youtube_clip_id(youtube_id, start), plan.describe_events(), plan.describe_background())
                for plan, youtube_id, start, _ in tagged])
     write_csv(folder / "corrupted.csv", ("path", "fault", "loader_rejects"),
               [(plan.path, plan.fault, LOADER_REJECTS[plan.fault]) for plan, *_ in pool if plan.fault])
@@ -356,17 +358,22 @@ def world_description(seed: int, scale: float, coverage: CorpusCoverage, counts:
 
 # ----------------------------------------------------------------------------- driver
 
+GENERATING_MARKER = ".generating"  # present while a world is being written; world.json comes last
+
+
 def prepare_output(root: Path) -> None:
-    """Refuse a non-empty folder that is not a previous world; clear a previous world's parts."""
+    """Refuse a non-empty folder that is not a world (finished, or interrupted while being
+    generated); clear such a world's parts, so that a rerun writes it again from scratch."""
     if root.exists() and not root.is_dir():
         raise ClapcurateError(f"{root}: exists and is not a folder")
     if root.is_dir() and any(root.iterdir()):
-        if not (root / "world.json").is_file():
+        if not ((root / "world.json").is_file() or (root / GENERATING_MARKER).is_file()):
             raise ClapcurateError(f"{root}: folder is not empty and holds no world.json; choose an empty folder")
         for entry in OWNED_ENTRIES:
             target = root / entry
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
+    (root / GENERATING_MARKER).write_text("a world is being written here; rerun the same command to finish it\n")
 
 
 def render_all(root: Path, parts: dict, progress: bool, workers: int) -> None:
@@ -427,8 +434,9 @@ def generate_world(out_dir, seed: int = 0, scale: float = 1.0, progress: bool = 
               "pool_faults": len(FAULTS), "tagged": len(tagged), "esc50": len(esc50), "urbansound8k": len(urbansound8k),
               "tut2017_development": len(tut2017["development"]), "tut2017_evaluation": len(tut2017["evaluation"])}
     world_json = root / "world.json"
-    world_json.write_text(json.dumps(world_description(seed, scale, coverage, counts), indent=2) + "\n",
-                          encoding="utf-8")
+    # last: a world with world.json is complete
+    write_text_atomically(world_json, json.dumps(world_description(seed, scale, coverage, counts), indent=2) + "\n")
+    (root / GENERATING_MARKER).unlink()
     benchmarks = root / "benchmarks"
     return WorldPaths(root=root, clotho=root / "corpus" / "clotho", audiocaps=root / "corpus" / "audiocaps",
                       pool_segments_csv=root / "pool" / "unbalanced_train_segments.csv",

@@ -1,0 +1,163 @@
+"""The paper's curation methods (Sec. 2.2) as functions on embeddings and manifests.
+
+- **DU** (domain-unspecific): every pool clip x every training caption; keep the pairs whose
+  cosine similarity is >= sigma, optionally only the `max_captions_per_clip` best captions of
+  each clip.
+- **DS** (domain-specific): text-text cosine between each training caption and the prompts
+  "this is a sound of {label}" of the target benchmark; keep the training pairs whose best label
+  similarity is >= sigma.
+- **ADS** (augmented DS): the DS captions x every pool clip, pairs >= sigma.
+
+Nothing here reads or writes files: the stage (`curate.stage`) does. The leakage checks (the
+teacher's training clips, a target benchmark's audio in the pool) are `curate.leakage`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import method
+from ..errors import ClapcurateError, ConfigError
+from ..search import (DEFAULT_BLOCK_SIZE, SimilarityHistogram, best_key, similarity_histogram,
+                      threshold_search)
+
+log = logging.getLogger("clapcurate.curate")
+
+def threshold_from(sigma: float | None, keep_fraction: float | None,
+                   histogram: SimilarityHistogram | None, kind: str) -> float:
+    """The absolute threshold: `sigma`, the value keeping `keep_fraction` of the `histogram`'s
+    similarities, or without either the default sigma of the `kind` of set
+    (`clapcurate.method.SIGMA`). The resolved value is logged."""
+    if sigma is not None and keep_fraction is not None:
+        raise ConfigError("give either sigma or keep_fraction, not both")
+    if keep_fraction is None:
+        return method.SIGMA[kind] if sigma is None else float(sigma)
+    resolved = histogram.value_at_keep_fraction(keep_fraction)
+    log.info("keep_fraction %.6g of %d similarities resolved to sigma = %.6f",
+             keep_fraction, histogram.total, resolved)
+    return resolved
+
+
+def resolve_sigma(queries, keys, sigma: float | None, keep_fraction: float | None, kind: str,
+                  block_size: int = DEFAULT_BLOCK_SIZE,
+                  device: str | torch.device | None = None) -> tuple[float, SimilarityHistogram | None]:
+    """(sigma, histogram): the threshold of `threshold_from` over all query x key pairs; with
+    `keep_fraction` it costs one blocked histogram pass, whose histogram is returned too."""
+    if keep_fraction is None:
+        return threshold_from(sigma, None, None, kind), None
+    histogram = similarity_histogram(queries, keys, block_size, device=device)
+    return threshold_from(sigma, keep_fraction, histogram, kind), histogram
+
+
+PLOT_SAMPLE_QUERIES = 4096  # pool rows sampled for the histogram when sigma is absolute
+
+
+@dataclasses.dataclass
+class ImprovementSet:
+    """Curated pairs as manifest rows, the threshold sigma that selected them and the histogram
+    of the similarities they were selected from (for the plot)."""
+
+    method: str
+    rows: pd.DataFrame  # manifest columns + similarity + method, source_id, best_label
+    sigma: float
+    histogram: SimilarityHistogram
+
+
+def _check_aligned(embeddings, n_rows: int, what: str) -> None:
+    if len(embeddings) != n_rows:
+        raise ClapcurateError(f"{what}: {len(embeddings)} embeddings for {n_rows} rows")
+
+
+def _pool_caption_pairs(kind: str, pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings,
+                        caption_rows: pd.DataFrame, sigma: float | None, keep_fraction: float | None,
+                        max_captions_per_clip: int | None, block_size: int, device) -> ImprovementSet:
+    """Every (pool clip, distinct caption) pair with cosine >= sigma, at most
+    `max_captions_per_clip` per clip. `caption_rows` needs `caption`, `source_id`, `best_label`."""
+    _check_aligned(pool_embeddings, len(pool_clips), "pool")
+    _check_aligned(caption_embeddings, len(caption_rows), "captions")
+    first_of_caption = np.flatnonzero(~caption_rows["caption"].duplicated().to_numpy())
+    captions = caption_rows.iloc[first_of_caption].reset_index(drop=True)
+    caption_embeddings = caption_embeddings[first_of_caption]  # [C, d]
+    threshold, histogram = resolve_sigma(pool_embeddings, caption_embeddings, sigma, keep_fraction, kind,
+                                         block_size, device)
+    if histogram is None:
+        histogram = similarity_histogram(pool_embeddings, caption_embeddings, block_size,
+                                         max_queries=PLOT_SAMPLE_QUERIES, device=device)
+    found = threshold_search(pool_embeddings, caption_embeddings, threshold, block_size,
+                             top_k=max_captions_per_clip, device=device)
+    clips = pool_clips.iloc[found.query_idx].reset_index(drop=True)
+    matched = captions.iloc[found.key_idx].reset_index(drop=True)
+    rows = pd.DataFrame({
+        "id": [f"{kind}:{clip}:{source}" for clip, source in zip(clips["clip_id"], matched["source_id"])],
+        "clip_id": clips["clip_id"],
+        "audio_path": clips["audio_path"],
+        "caption": matched["caption"],
+        "source": clips["source"] if "source" in clips else "",
+        "similarity": found.similarity.astype(np.float64),
+        "method": kind,
+        "source_id": matched["source_id"],
+        "best_label": matched["best_label"],
+    })
+    return ImprovementSet(kind, rows, threshold, histogram)
+
+
+def curate_du(pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings, caption_rows: pd.DataFrame,
+              sigma: float | None = None, keep_fraction: float | None = None,
+              max_captions_per_clip: int | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
+              device: str | torch.device | None = None) -> ImprovementSet:
+    """DU: every pool clip x every distinct training caption, pairs with cosine >= sigma.
+
+    `pool_embeddings` [P, d] align with `pool_clips` (clip_id, audio_path, source);
+    `caption_embeddings` [R, d] with `caption_rows` (training manifest rows: id, caption). A
+    caption shared by several rows is matched once, credited to its first row. sigma defaults
+    to `method.SIGMA['du']` (the paper's 0.7); `keep_fraction` sets it to the quantile of all pair similarities.
+    """
+    captions = caption_rows.assign(source_id=caption_rows["id"], best_label="")
+    return _pool_caption_pairs("du", pool_embeddings, pool_clips, caption_embeddings, captions,
+                               sigma, keep_fraction, max_captions_per_clip, block_size, device)
+
+
+def curate_ads(ds_manifest: pd.DataFrame, caption_embeddings, pool_embeddings, pool_clips: pd.DataFrame,
+               sigma: float | None = None, keep_fraction: float | None = None,
+               max_captions_per_clip: int | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
+               device: str | torch.device | None = None) -> ImprovementSet:
+    """ADS: the DS Improvement-Set's captions x every pool clip, pairs with cosine >= sigma.
+
+    `caption_embeddings` [R, d] align with `ds_manifest`'s rows; each output row keeps the DS
+    row's provenance (the training row id in `source_id`, the `best_label`).
+    """
+    return _pool_caption_pairs("ads", pool_embeddings, pool_clips, caption_embeddings, ds_manifest,
+                               sigma, keep_fraction, max_captions_per_clip, block_size, device)
+
+def curate_ds(train_manifest: pd.DataFrame, caption_embeddings, prompt_embeddings, labels,
+              sigma: float | None = None, keep_fraction: float | None = None,
+              block_size: int = DEFAULT_BLOCK_SIZE) -> ImprovementSet:
+    """DS: the training pairs whose caption is close to a prompt of the target benchmark.
+
+    `caption_embeddings` [R, d] align with `train_manifest`'s rows, `prompt_embeddings` [L, d]
+    with `labels` (prompts "this is a sound of {label}", `zeroshot.prompts`). A row is kept when
+    its best label's text-text cosine is >= sigma; the label is recorded in `best_label`.
+    """
+    _check_aligned(caption_embeddings, len(train_manifest), "captions")
+    _check_aligned(prompt_embeddings, len(labels), "prompts")
+    if len(labels) == 0:
+        raise ClapcurateError("DS curation needs the benchmark's class labels, got none")
+    best_label, best_similarity = best_key(caption_embeddings, prompt_embeddings, block_size)
+    histogram = SimilarityHistogram.empty()
+    histogram.add(torch.from_numpy(best_similarity.copy()))
+    threshold = threshold_from(sigma, keep_fraction, histogram, "ds")
+    keep = best_similarity >= threshold
+    kept = train_manifest[keep].reset_index(drop=True)
+    rows = kept.assign(
+        id=["ds:" + row_id for row_id in kept["id"]],
+        similarity=best_similarity[keep].astype(np.float64),
+        method="ds",
+        source_id=kept["id"],
+        best_label=[str(labels[i]) for i in best_label[keep]],
+    )
+    return ImprovementSet("ds", rows, threshold, histogram)

@@ -1,0 +1,217 @@
+"""The curation stage: read a config, the manifests and the teacher's embeddings (computing
+what is missing), select an Improvement-Set with `curate.methods`, and write it with its
+`stats.json`, histogram plot and histogram data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from ..config import load_config
+from ..data.manifest import read_manifest, write_manifest
+from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
+from ..errors import ConfigError
+from ..prompts import benchmark_labels, prompts
+from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
+from .leakage import refuse_benchmark_audio, training_clip_mask
+from .methods import ImprovementSet, curate_ads, curate_ds, curate_du
+
+log = logging.getLogger("clapcurate.curate")
+
+PLOT_BINS = 256
+
+
+def improvement_set_stats(improvement_set: ImprovementSet, **context) -> dict:
+    """The counts of an Improvement-Set (pairs as in the paper's Table 1; distinct clips and
+    captions), the sigma used, the similarity range, and `context` (benchmark, pool size, ...)."""
+    rows = improvement_set.rows
+    similarity = rows["similarity"]
+    return {
+        "method": improvement_set.method,
+        **context,
+        "pairs": len(rows),
+        "clips": int(rows["clip_id"].nunique()),
+        "captions": int(rows["caption"].nunique()),
+        "sigma": improvement_set.sigma,
+        "similarity": None if rows.empty else {
+            "min": float(similarity.min()), "mean": float(similarity.mean()), "max": float(similarity.max())},
+    }
+
+
+def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path: Path, title: str) -> Path:
+    """A PNG of the similarity distribution (log counts) with the threshold sigma marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coarse = histogram.coarsened(PLOT_BINS) if len(histogram.counts) % PLOT_BINS == 0 else histogram
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.stairs(coarse.counts, coarse.edges, fill=True, alpha=0.6)
+    axes.axvline(sigma, color="crimson", linestyle="--", label=f"sigma = {sigma:.4f}")
+    occupied = coarse.edges[np.r_[np.flatnonzero(coarse.counts), np.flatnonzero(coarse.counts) + 1]]
+    low, high = min(occupied.min(initial=sigma), sigma), max(occupied.max(initial=sigma), sigma)
+    margin = 0.05 * (high - low) + coarse.bin_width
+    axes.set_xlim(low - margin, high + margin)  # zoom on the occupied range and sigma
+    axes.set_yscale("symlog", linthresh=1)
+    axes.set_xlabel("cosine similarity")
+    axes.set_ylabel("count")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+STATS_FILE = "stats.json"
+HISTOGRAM_FILE = "similarity_histogram.png"
+HISTOGRAM_DATA_FILE = "similarity_histogram.npz"  # counts [bins] (int64), low, high
+
+
+def read_histogram(path: str | Path) -> SimilarityHistogram:
+    """The histogram a curated folder's `similarity_histogram.npz` holds."""
+    return SimilarityHistogram.read(path)
+
+
+def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_name: str = "improvement_set.csv",
+                          **context) -> Path:
+    """Write the Improvement-Set manifest, `stats.json`, `similarity_histogram.png` and its data
+    `similarity_histogram.npz` into `out_dir`; returns the manifest's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = write_manifest(improvement_set.rows, out_dir / manifest_name)
+    stats = improvement_set_stats(improvement_set, **context)
+    (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+    title = f"{improvement_set.method.upper()}: {stats['pairs']} pairs >= sigma"
+    plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE, title)
+    improvement_set.histogram.save(out_dir / HISTOGRAM_DATA_FILE)
+    return path
+
+
+@dataclasses.dataclass
+class CurationConfig:
+    """What `clapcurate curate du|ds|ads --config CFG` reads.
+
+    Embedding folders default to `{out_dir}/embeddings/...` and are computed (or finished) with
+    `embed_manifest` when needed; an existing folder must have been made with this teacher and
+    these manifests.
+    """
+
+    teacher: str  # checkpoint folder of the teacher CLAP
+    train_manifest: str  # captioned pairs: the captions of DU, the pairs DS selects from
+    out_dir: str
+    teacher_train_manifest: str = ""  # pool clips in it are left out (default: train_manifest)
+    pool_manifest: str = ""  # unlabelled in-the-wild audio (DU, ADS)
+    benchmark: str = ""  # target benchmark's name (DS, ADS)
+    benchmark_manifest: str = ""  # its labels make the prompts; its audio must not be in the pool
+    labels: list[str] = dataclasses.field(default_factory=list)  # default: the benchmark's labels
+    ds_manifest: str = ""  # ADS: the DS Improvement-Set whose captions are matched to the pool
+    pool_embeddings: str = ""  # default {out_dir}/embeddings/pool_audio
+    caption_embeddings: str = ""  # default {out_dir}/embeddings/caption_text
+    sigma: float | None = None  # default: clapcurate.method.SIGMA of the method (DU 0.7, DS 0.6, ADS 0.7)
+    keep_fraction: float | None = None  # instead of sigma: keep this fraction of all similarities
+    max_captions_per_clip: int | None = None  # DU, ADS: only the best k captions of each clip
+    block_size: int = DEFAULT_BLOCK_SIZE
+    batch_size: int = 64
+    shard_size: int = 10_000
+    num_workers: int = 0
+    device: str | None = None  # default: cuda when available
+    manifest_name: str = "improvement_set.csv"  # .csv or .parquet
+    progress: bool = True
+
+
+def load_curation_config(path=None, overrides: list[str] | None = None, data: dict | None = None) -> CurationConfig:
+    """A `CurationConfig` from YAML `path` (or a mapping `data`) with `key=value` overrides,
+    validated as `clapcurate.config.load_config` does."""
+    return load_config(CurationConfig, path, overrides, data)
+
+
+def _caption_embeddings(config: CurationConfig, rows: pd.DataFrame) -> np.ndarray:
+    """Teacher text embeddings [len(rows), d] of `rows`' captions (the training captions are
+    embedded first where the folder is missing or unfinished)."""
+    folder = config.caption_embeddings or Path(config.out_dir) / "embeddings" / "caption_text"
+    embed_manifest(config.teacher, config.train_manifest, folder, "text", config.batch_size,
+                   config.shard_size, config.num_workers, config.progress, device=config.device)
+    ids, embeddings = load_embeddings(folder, dtype=np.float16)
+    return embedding_rows([text_key(caption) for caption in rows["caption"]], ids, embeddings, folder,
+                          "it was made from another manifest")
+
+
+def _pool(config: CurationConfig, benchmark: pd.DataFrame | None) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """(embeddings [P, d], clips [P], counts) of the pool's readable clips that the teacher did not
+    train on. The pool is checked against the benchmark before any of its audio is read."""
+    pool = read_manifest(config.pool_manifest)
+    if benchmark is not None:
+        refuse_benchmark_audio(pool, benchmark, config.benchmark or config.benchmark_manifest)
+    folder = config.pool_embeddings or Path(config.out_dir) / "embeddings" / "pool_audio"
+    embed_manifest(config.teacher, config.pool_manifest, folder, "audio", config.batch_size,
+                   config.shard_size, config.num_workers, config.progress, device=config.device)
+    ids, embeddings = load_embeddings(folder, dtype=np.float16)
+    all_clips = unique_clips(pool)
+    clips = all_clips.set_index("clip_id").loc[ids].reset_index()
+    in_training = training_clip_mask(clips, read_manifest(config.teacher_train_manifest or config.train_manifest))
+    counts = {"pool_clips": len(all_clips), "unreadable_pool_clips": len(all_clips) - len(ids),
+              "excluded_training_clips": int(in_training.sum())}
+    return embeddings[~in_training], clips[~in_training].reset_index(drop=True), counts
+
+
+def _curate_ds_stage(config: CurationConfig, benchmark: pd.DataFrame) -> tuple[ImprovementSet, dict]:
+    from ..model.checkpoints import load
+
+    train = read_manifest(config.train_manifest)
+    captioned = train[train["caption"] != ""].reset_index(drop=True)
+    labels = config.labels or benchmark_labels(benchmark)
+    teacher = load(config.teacher, device=config.device or "cpu")
+    improvement_set = curate_ds(captioned, _caption_embeddings(config, captioned), embed_texts(teacher, prompts(labels)),
+                                labels, config.sigma, config.keep_fraction, config.block_size)
+    return improvement_set, {"labels": len(labels), "training_pairs": len(captioned)}
+
+
+def _curate_pool_stage(method: str, config: CurationConfig,
+                       benchmark: pd.DataFrame | None) -> tuple[ImprovementSet, dict]:
+    pool_embeddings, pool_clips, counts = _pool(config, benchmark)
+    search = dict(sigma=config.sigma, keep_fraction=config.keep_fraction,
+                  max_captions_per_clip=config.max_captions_per_clip, block_size=config.block_size,
+                  device=config.device)
+    if method == "du":
+        captions = unique_captions(read_manifest(config.train_manifest))
+        improvement_set = curate_du(pool_embeddings, pool_clips, _caption_embeddings(config, captions), captions,
+                                    **search)
+    else:
+        captions = read_manifest(config.ds_manifest)
+        improvement_set = curate_ads(captions, _caption_embeddings(config, captions), pool_embeddings, pool_clips,
+                                     **search)
+    return improvement_set, {**counts, "candidate_captions": int(captions["caption"].nunique())}
+
+
+REQUIRED_KEYS = {"du": ["pool_manifest"], "ds": ["benchmark_manifest"],
+                 "ads": ["pool_manifest", "benchmark_manifest", "ds_manifest"]}
+
+
+def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> Path:
+    """Curate the `method` Improvement-Set of `config` into `config.out_dir`; returns the manifest.
+
+    Beside the manifest: `stats.json` (counts, sigma) and `similarity_histogram.png`.
+    """
+    if method not in REQUIRED_KEYS:
+        raise ConfigError(f"curation method must be du, ds or ads, got {method!r}")
+    missing = [key for key in REQUIRED_KEYS[method] if not getattr(config, key)]
+    if missing:
+        raise ConfigError(f"curate {method}: missing config key(s) {', '.join(missing)}")
+    benchmark = read_manifest(config.benchmark_manifest) if config.benchmark_manifest else None
+    if method == "ds":
+        improvement_set, counts = _curate_ds_stage(config, benchmark)
+    else:
+        improvement_set, counts = _curate_pool_stage(method, config, benchmark)
+    log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
+             improvement_set.sigma)
+    return write_improvement_set(
+        improvement_set, config.out_dir, config.manifest_name, benchmark=config.benchmark or None,
+        keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)
