@@ -402,7 +402,7 @@ def test_student_fine_tunes_a_tiny_htsat_teacher_until_it_overfits(tiny_clap_con
     from clapcurate.model.htsat import HTSATConfig
     from clapcurate.train import (AugmentConfig, DataConfig, LossConfig, OptimConfig, ReplayConfig, StudentConfig,
                                   TextTrainConfig, TrainerConfig, fit_student)
-    from clapcurate.zeroshot import retrieval_metrics
+    from clapcurate.metrics import retrieval_metrics
     from test_train import write_clips
 
     audio = AudioConfig(encoder="htsat", sample_rate=SAMPLE_RATE, window_size=512, hop_size=160, mel_bins=32,
@@ -415,7 +415,7 @@ def test_student_fine_tunes_a_tiny_htsat_teacher_until_it_overfits(tiny_clap_con
     manifest.to_csv(tmp_path / "pairs.csv", index=False)
     config = StudentConfig(
         teacher=str(tmp_path / "teacher"), improvement_set=str(tmp_path / "pairs.csv"),
-        replay_manifest=str(tmp_path / "pairs.csv"), replay=ReplayConfig(curated_prob=0.5),
+        replay_manifest=str(tmp_path / "pairs.csv"), replay=ReplayConfig(replay_prob=0.5),
         loss=LossConfig(kind="soft_label", beta=0.1), data=DataConfig(val_fraction=0.0, batch_size=32),
         optim=OptimConfig(lr=3e-3), augment=AugmentConfig(random_crop=False, gain_db=0.0, time_masks=0, freq_masks=0),
         trainer=TrainerConfig(max_steps=100, max_epochs=None, progress_bar=False, log_every_n_steps=1),
