@@ -478,3 +478,49 @@ def test_int16_round_trip_and_short_clip_fill_follow_laion_clap():
     np.testing.assert_array_equal(inference_windows(short, 8), [[1, 2, 3, 1, 2, 3, 1, 2]])
     long = np.arange(20, dtype=np.float32)
     np.testing.assert_array_equal(inference_windows(long, 8, "repeat_then_silence"), inference_windows(long, 8))
+
+
+# --- the published sizes and settings ---------------------------------------------------------------
+
+def test_published_sizes_import_with_the_family_defaults(tiny_gpt2_dir, tiny_roberta_dir, tmp_path):
+    """HTS-AT tiny as each family's code builds it at its published settings (LAION-CLAP: 48 kHz,
+    hop 480, 10 s; MS CLAP 2023: 44.1 kHz audio, a 32 kHz filterbank, hop 320, 7 s) imports with
+    no settings given (the front-end weights would be refused if a default were off) and embeds
+    a clip of the published length as the published code does."""
+    laion = laion_clap_modules()
+    audio_cfg = dict(model_type="HTSAT", model_name="tiny", sample_rate=48000, audio_length=1024, window_size=1024,
+                     hop_size=480, fmin=50, fmax=14000, class_num=527, mel_bins=64, clip_samples=480000)
+    text_cfg = dict(context_length=77, vocab_size=300, width=512, heads=8, layers=12, model_type="roberta")
+    torch.manual_seed(8)
+    with _tiny_roberta_for_laion(laion, tiny_roberta_dir):
+        laion_clap = laion.model.CLAP(embed_dim=768, audio_cfg=audio_cfg, text_cfg=text_cfg).eval()
+    _save_laion(laion_clap, tmp_path / "630k-audioset-best.pt")
+    model = load_model(tmp_path / "630k-audioset-best.pt", text_encoder=str(tiny_roberta_dir))
+    assert (model.config.audio.htsat.embed_dim, model.config.audio.htsat.depths, model.config.audio.htsat.spec_size,
+            model.config.audio.htsat.window_size, model.config.d_proj) == (96, [2, 2, 6, 2], 256, 8, 512)
+    quantize, get_audio_features = _laion_preprocessing()
+    rng = np.random.default_rng(9)
+    wave = (0.3 * rng.standard_normal(300000)).astype(np.float32)  # 6.25 s: repeated then zero-padded
+    with torch.no_grad():
+        prepared = get_audio_features({}, torch.from_numpy(quantize(wave)).float(), 480000, "rand_trunc",
+                                      "repeatpad", audio_cfg)
+        reference = laion_clap.get_audio_embedding([prepared])
+        ours = model.encode_audio(torch.from_numpy(inference_windows(wave, model.clip_samples,
+                                                                     model.config.audio.short_clip_fill)))
+    assert (ours - reference).abs().max().item() < TOLERANCE
+
+    msclap = msclap_modules()
+    torch.manual_seed(10)
+    ms_clap = msclap.clap.CLAP(audioenc_name="HTSAT", sample_rate=44100, window_size=1024, hop_size=320, mel_bins=64,
+                               fmin=50, fmax=8000, classes_num=527, out_emb=768, text_model=str(tiny_gpt2_dir),
+                               transformer_embed_dim=32, d_proj=1024).eval()
+    torch.save({"model": ms_clap.state_dict()}, tmp_path / "CLAP_weights_2023.pth")
+    model = load_model(tmp_path / "CLAP_weights_2023.pth", text_encoder=str(tiny_gpt2_dir))
+    assert (model.config.audio.sample_rate, model.config.audio.clip_samples, model.config.d_proj) == (44100, 308700, 1024)
+    _, load_into_tensor = _msclap_wrapper(tiny_gpt2_dir)
+    wave = (0.3 * rng.standard_normal(200000)).astype(np.float32)  # 4.5 s: looped to 7 s
+    with torch.no_grad():
+        load_into_tensor.__self__.read_audio = lambda wave, resample: (torch.from_numpy(wave)[None], 44100)
+        reference = F.normalize(ms_clap.audio_encoder(load_into_tensor(wave, 7)[None])[0], dim=-1)
+        ours = model.encode_audio(torch.from_numpy(inference_windows(wave, model.clip_samples)))
+    assert (ours - reference).abs().max().item() < TOLERANCE
