@@ -524,3 +524,33 @@ def test_published_sizes_import_with_the_family_defaults(tiny_gpt2_dir, tiny_rob
         reference = F.normalize(ms_clap.audio_encoder(load_into_tensor(wave, 7)[None])[0], dim=-1)
         ours = model.encode_audio(torch.from_numpy(inference_windows(wave, model.clip_samples)))
     assert (ours - reference).abs().max().item() < TOLERANCE
+
+
+def test_student_of_an_htsat_teacher_trains_under_ddp(tiny_clap_config, tmp_path):
+    """Two CPU processes (DDP, gloo): every parameter of an HTS-AT student with LAION-CLAP's heads
+    takes part in the loss (DDP fails on unused ones) and the global-batch losses run."""
+    from clapcurate.model.clap import CLAP, AudioConfig
+    from clapcurate.model.htsat import HTSATConfig
+    from clapcurate.train import (DataConfig, LossConfig, OptimConfig, StudentConfig, TextTrainConfig, TrainerConfig,
+                                  fit_student)
+    from test_train import write_clips
+
+    audio = AudioConfig(encoder="htsat", sample_rate=SAMPLE_RATE, window_size=512, hop_size=160, mel_bins=32, fmin=50,
+                        fmax=8000, clip_seconds=1.0, htsat=HTSATConfig(embed_dim=16, depths=[1, 1, 1],
+                                                                       num_heads=[2, 2, 4], window_size=4, spec_size=64))
+    torch.manual_seed(0)
+    teacher = CLAP(dataclasses.replace(tiny_clap_config, audio=audio, projection="mlp", text_logit_scale=True))
+    save(teacher, tmp_path / "teacher")
+    write_clips(tmp_path / "audio", 16).to_csv(tmp_path / "pairs.csv", index=False)
+    config = StudentConfig(
+        teacher=str(tmp_path / "teacher"), improvement_set=str(tmp_path / "pairs.csv"),
+        replay_manifest=str(tmp_path / "pairs.csv"), loss=LossConfig(kind="soft_label"),
+        data=DataConfig(val_fraction=0.0, batch_size=4), optim=OptimConfig(lr=1e-3),
+        trainer=TrainerConfig(max_steps=3, max_epochs=None, progress_bar=False, accelerator="cpu", devices=2,
+                              strategy="ddp_spawn"),
+        text=TextTrainConfig(freeze_text_encoder=True, cache_text_features=True), out_dir=str(tmp_path / "student"))
+    student = load(fit_student(config) / "last")
+    changed = [name for name, value in student.state_dict().items()
+               if not torch.equal(value, teacher.state_dict()[name])]
+    assert any(name.startswith("audio_encoder.layers.") for name in changed)
+    assert "text_logit_scale" not in changed  # LAION-CLAP's text scale is kept, not trained
