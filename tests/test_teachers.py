@@ -554,3 +554,14 @@ def test_student_of_an_htsat_teacher_trains_under_ddp(tiny_clap_config, tmp_path
                if not torch.equal(value, teacher.state_dict()[name])]
     assert any(name.startswith("audio_encoder.layers.") for name in changed)
     assert "text_logit_scale" not in changed  # LAION-CLAP's text scale is kept, not trained
+
+
+def test_htsat_refuses_clips_longer_than_its_input(tiny_clap_config):
+    from clapcurate.model.clap import CLAP, AudioConfig
+    from clapcurate.model.htsat import HTSATConfig
+
+    audio = AudioConfig(encoder="htsat", sample_rate=SAMPLE_RATE, window_size=512, hop_size=160, mel_bins=32,
+                        clip_seconds=3.0, htsat=HTSATConfig(embed_dim=8, depths=[1, 1, 1], num_heads=[1, 1, 1],
+                                                            window_size=4, spec_size=64))
+    with pytest.raises(ClapcurateError, match="3 s clips at hop 160 give 301 frames, more than the 128 HTS-AT takes"):
+        CLAP(dataclasses.replace(tiny_clap_config, audio=audio))

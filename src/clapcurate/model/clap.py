@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ClapcurateError
 from .audio_encoders import build_audio_encoder
 from .frontend import int16_round_trip
 from .htsat import HTSAT, HTSATConfig
@@ -140,6 +141,12 @@ class CLAP(nn.Module):
         super().__init__()
         self.config = config
         self.audio_encoder = config.audio.build_encoder()
+        max_frames = getattr(self.audio_encoder, "max_frames", None)  # HTS-AT's fixed input size
+        clip_frames = config.audio.clip_samples // config.audio.hop_size + 1
+        if max_frames is not None and clip_frames > max_frames:
+            raise ClapcurateError(
+                f"audio: {config.audio.clip_seconds:g} s clips at hop {config.audio.hop_size} give {clip_frames} frames, "
+                f"more than the {max_frames} HTS-AT takes; shorten clip_seconds")
         self.text_encoder = TextEncoder(
             config.text.name_or_path,
             pooling=config.text.pooling,
