@@ -34,6 +34,7 @@ bench: install
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/curate_search.py
 	$(PY) benchmarks/embed_audio.py
+	$(PY) benchmarks/browse.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -72,6 +72,24 @@ def test_every_table_cell_is_present(tiny_study):
     assert "| - |" not in table2.split("Gain over")[0].replace("| paper", "")  # our cells are filled
 
 
+def test_each_curated_set_has_a_browser_linked_from_the_report_and_report_html(tiny_study):
+    from pathlib import Path
+
+    _, _, out = tiny_study
+    report = open(f"{out}/report.md").read()
+    manifests = sorted(Path(out, "curated").glob("*/*/improvement_set.csv"))
+    assert len(manifests) == 14  # DU + 3 x (DS, ADS), for both teachers
+    for manifest in manifests:
+        page = manifest.parent / "browser" / "index.html"
+        assert page.is_file()
+        assert f"({page.relative_to(out)})" in report
+        assert '"right":[' in page.read_text()  # pairs marked from the world's ground truth
+    html = open(f"{out}/report.html").read()
+    assert html.count("data:image/png;base64,") == 1 and "<table>" in html  # the accuracy plot inline
+    assert f'href="{manifests[0].parent.relative_to(out)}/browser/index.html"' in html
+    assert "](" not in html  # every markdown link converted
+
+
 def test_resuming_recomputes_nothing(tiny_study):
     _, config, out = tiny_study
     study = Study(config)
@@ -221,3 +239,16 @@ def test_a_study_config_is_validated_completely_when_loaded(tmp_path, text, key)
     path.write_text(f"name: x\nworld: {{dir: w}}\n{text}\n")
     with pytest.raises(ConfigError, match=re.escape(key)):
         load_study_config(path)
+
+
+def test_report_html_converts_the_reports_markdown_and_inlines_its_plots(tmp_path):
+    from clapcurate.study.report import markdown_to_html
+
+    (tmp_path / "plot.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    page = markdown_to_html("# Study `x`\n\nSeeds: [0]; a < b, **bold** [DU all (full)](curated/du/browser/index.html)"
+                            "\n\n| model | acc |\n|---|---|\n| DU | 1.0 |\n\n- one\n- `two`\n\n![acc](plot.png)", tmp_path)
+    assert "<h1>Study <code>x</code></h1>" in page
+    assert "<p>Seeds: [0]; a &lt; b, <strong>bold</strong> <a href=\"curated/du/browser/index.html\">DU all (full)</a></p>" in page
+    assert "<table><thead><tr><th>model</th><th>acc</th></tr></thead><tbody><tr><td>DU</td><td>1.0</td></tr>" in page
+    assert "<ul><li>one</li><li><code>two</code></li></ul>" in page
+    assert '<img src="data:image/png;base64,iVBORw0KGgo=" alt="acc">' in page

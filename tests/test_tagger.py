@@ -129,4 +129,7 @@ def test_pretrain_audio_command_and_its_errors(tiny_clap_config, tmp_path, capsy
     assert "init_audio_encoder" in capsys.readouterr().out
     manifest.assign(label="").to_csv(tmp_path / "unlabelled.csv", index=False)
     assert main(["pretrain-audio", "--config", str(config), "--set", f"data.train={tmp_path / 'unlabelled.csv'}"]) == 2
+    assert "holds a run already" in capsys.readouterr().err  # a finished run is never replaced silently
+    assert main(["pretrain-audio", "--config", str(config), "--overwrite",
+                 "--set", f"data.train={tmp_path / 'unlabelled.csv'}"]) == 2
     assert "no labels" in capsys.readouterr().err

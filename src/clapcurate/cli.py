@@ -60,14 +60,18 @@ def cmd_synth(args):
     _console().print(paths)
 
 
+def _overrides(args) -> list[str]:
+    """`--set` overrides plus the run flags (`--resume`, `--overwrite`) as config keys."""
+    flags = [f"{flag}=true" for flag in ("resume", "overwrite") if getattr(args, flag, False)]
+    return list(args.set or []) + flags
+
+
 def cmd_fit_teacher(args):
     from . import train
 
-    overrides = list(args.set or [])
+    overrides = _overrides(args)
     if args.subset is not None:
         overrides.append(f"data.subset={args.subset}")
-    if args.resume:
-        overrides.append("resume=true")
     config = train.load_teacher_config(args.config, overrides)
     run_dir = train.fit_teacher(config)
     _console().print(f"teacher checkpoints in {run_dir}")
@@ -76,8 +80,7 @@ def cmd_fit_teacher(args):
 def cmd_pretrain_audio(args):
     from . import train
 
-    overrides = list(args.set or []) + (["resume=true"] if args.resume else [])
-    config = train.load_tagger_config(args.config, overrides)
+    config = train.load_tagger_config(args.config, _overrides(args))
     run_dir = train.fit_tagger(config)
     _console().print(f"pretrained audio encoder: {run_dir / 'best' / train.module.TAGGER_CHECKPOINT} "
                      "(start a teacher from it with init_audio_encoder)")
@@ -86,8 +89,7 @@ def cmd_pretrain_audio(args):
 def cmd_fit_student(args):
     from . import train
 
-    overrides = list(args.set or []) + (["resume=true"] if args.resume else [])
-    config = train.load_student_config(args.config, overrides)
+    config = train.load_student_config(args.config, _overrides(args))
     run_dir = train.fit_student(config)
     _console().print(f"student checkpoints in {run_dir}")
 
@@ -95,16 +97,20 @@ def cmd_fit_student(args):
 def cmd_embed(args):
     from .embed import embed_manifest
 
+    from .embed import SKIPPED_FILE, embedding_counts
+
     out = embed_manifest(args.model, args.manifest, args.out, modality=args.modality,
                          batch_size=args.batch_size, shard_size=args.shard_size,
                          num_workers=args.num_workers, progress=True)
-    _console().print(f"{args.modality} embeddings in {out}")
+    rows, skipped = embedding_counts(out)
+    note = f"; {skipped} skipped, listed in {out / SKIPPED_FILE}" if skipped else ""
+    _console().print(f"{rows} {args.modality} embeddings in {out}{note}")
 
 
 def cmd_curate(args):
     from . import curate
 
-    config = curate.load_curation_config(args.config, list(args.set or []))
+    config = curate.load_curation_config(args.config, _overrides(args))
     out = curate.run_curation(args.method, config)
     _console().print(f"Improvement-Set written to {out}")
 
@@ -113,17 +119,26 @@ def cmd_evaluate(args):
     from rich.table import Table
 
     from .data.readers import read_dataset
+    from .files import check_output_file
+    from .model import load_model
+    from .model.checkpoints import require_model_path
     from .zeroshot import evaluate
 
-    from .model import load_model
-
+    require_model_path(args.model)
+    if args.out:
+        check_output_file(args.out, "results file")
+    manifests = {}
+    for spec in args.dataset:  # every dataset is read and checked before the model loads
+        manifests[spec] = read_dataset(spec)
+        if not (manifests[spec]["label"] != "").any():
+            raise ClapcurateError(f"{spec}: no class labels; zero-shot evaluation needs a labelled dataset "
+                                  "(esc50:, urbansound8k:, tut2017:, or csv: with a label column)")
     model = load_model(args.model, args.text_encoder)
     table = Table(title=f"zero-shot accuracy of {args.model}")
     for column in ("dataset", "clips", "classes", "accuracy %", "skipped"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
     rows = []
-    for spec in args.dataset:
-        manifest = read_dataset(spec)
+    for spec, manifest in manifests.items():
         result = evaluate(model, manifest, batch_size=args.batch_size, num_workers=args.num_workers,
                           progress=True)
         table.add_row(spec, str(result.n_clips), str(len(result.labels)),
@@ -175,6 +190,26 @@ def cmd_study(args):
     run_study(config)
 
 
+def cmd_browse(args):
+    from .browse import matched_windows, read_curated_set, write_browser
+
+    if bool(args.world) != bool(args.train_manifest):
+        raise ClapcurateError("--world and --train-manifest go together (ground truth of the embedded world)")
+    rows = read_curated_set(args.curated).rows if (args.world or args.teacher) else None
+    right = windows = None
+    if args.world:
+        from .study.groundtruth import WorldTruth
+
+        benchmark = read_curated_set(args.curated).stats.get("benchmark")
+        right = WorldTruth(args.world).pair_is_right(rows, args.train_manifest, benchmark)
+    if args.teacher:
+        from .model import load_model
+
+        windows = matched_windows(rows, load_model(args.teacher, args.text_encoder))
+    page = write_browser(args.curated, args.out, limit=args.limit, right=right, windows=windows, audio=args.audio)
+    _console().print(f"Improvement-Set browser written to {page} (open it in a browser; no server needed)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clapcurate",
@@ -182,9 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "train a student with soft labels and replay, evaluate zero-shot.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p):
+    def with_config(p, resume: bool = True):
         p.add_argument("--config", required=True, help="YAML config file")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+        if resume:
+            p.add_argument("--resume", action="store_true", help="continue an interrupted run in out_dir")
+        p.add_argument("--overwrite", action="store_true", help="replace a finished output in out_dir")
 
     def with_import_options(p, text_encoders: str):
         p.add_argument("out_dir")
@@ -212,18 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain-audio", help="pretrain an audio encoder as a tagger on labelled clips")
     with_config(p)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=cmd_pretrain_audio)
 
     p = sub.add_parser("fit-teacher", help="train a CLAP teacher on captioned pairs")
     with_config(p)
     p.add_argument("--subset", type=float, help="train on this random fraction of the pairs (e.g. 0.1)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=cmd_fit_teacher)
 
     p = sub.add_parser("fit-student", help="train a student on an Improvement-Set with replay")
     with_config(p)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=cmd_fit_student)
 
     p = sub.add_parser("embed", help="embed a manifest's audio or captions into resumable shards")
@@ -238,8 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("curate", help="curate a DU, DS or ADS Improvement-Set")
     p.add_argument("method", choices=["du", "ds", "ads"])
-    with_config(p)
+    with_config(p, resume=False)
     p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("browse", help="write a static page to look at and listen to a curated set")
+    p.add_argument("curated", help="curated folder (improvement_set.csv, stats.json, histogram data)")
+    p.add_argument("--out", help="output folder (default: CURATED/browser)")
+    p.add_argument("--limit", type=int, default=100, help="pairs (audio players) per page")
+    p.add_argument("--audio", choices=["link", "copy"], default="link",
+                   help="link the clips next to the page (relative symbolic links) or copy them")
+    p.add_argument("--teacher", help="the teacher (checkpoint folder or MS CLAP .pth): long clips play the window "
+                                     "that matched the caption (one forward pass per window of the long clips)")
+    p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
+    p.add_argument("--world", help="embedded world folder: mark each pair right or wrong from its ground truth")
+    p.add_argument("--train-manifest", help="with --world: the training manifest the captions came from")
+    p.set_defaults(func=cmd_browse)
 
     p = sub.add_parser("evaluate", help="zero-shot accuracy on benchmark datasets")
     p.add_argument("--model", required=True, help="checkpoint folder, or MS CLAP / LAION-CLAP weights")
@@ -272,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except ClapcurateError as exc:
         print(f"clapcurate {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # paths and permissions the checks before the work could not foresee
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"clapcurate {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted; finished stages are kept and a re-run resumes", file=sys.stderr)

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from .audio import AudioFiles, inference_windows
 from .data.manifest import manifest_hash, read_manifest
 from .errors import AudioError, ClapcurateError, ManifestError
-from .files import write_atomically
+from .files import check_output_folder, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -336,12 +336,18 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
     if shard_size < 1 or batch_size < 1:
         raise ClapcurateError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ClapcurateError(f"{out_dir}: the output folder exists and is not a folder")
     existing = _read_meta(out_dir)
     if existing is not None and existing.get("shard_size") != shard_size:
         log.info("%s: continuing with the folder's shard_size %s", out_dir, existing.get("shard_size"))
         shard_size = int(existing.get("shard_size", shard_size))
     manifest = read_manifest(manifest_path)
     items = _items_to_embed(manifest, modality, manifest_path)
+    if len(items) == 0:
+        raise ManifestError(f"{manifest_path}: nothing to embed (no {'clips' if modality == 'audio' else 'captions'})")
+    if modality == "audio" and not (items["audio_path"] != "").any():
+        raise ManifestError(f"{manifest_path}: no audio_path values (expected a column audio_path)")
     num_shards = (len(items) + shard_size - 1) // shard_size
     rank, world_size = _distributed_rank()
     meta = {"format": META_FORMAT, "modality": modality, "model_hash": checkpoint_hash(model_dir),
@@ -349,8 +355,8 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
             "shard_size": shard_size, "num_shards": num_shards}
     if existing is not None:  # refuse a foreign folder before loading the model
         _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
+    check_output_folder(out_dir, "embeddings folder")
     model = load(model_dir, device=device or _default_device())
-    out_dir.mkdir(parents=True, exist_ok=True)
     _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
 
     mine = [i for i in _unfinished_shards(out_dir, num_shards) if i % world_size == rank]
@@ -361,7 +367,22 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
             advance(1)
     if not _unfinished_shards(out_dir, num_shards):
         _write_skipped_list(out_dir, num_shards)
+        rows, skipped = embedding_counts(out_dir)
+        if skipped:
+            log.warning("%s: %d of %d %s skipped (unreadable or non-finite); the list is %s", out_dir, skipped,
+                        rows + skipped, "clips" if modality == "audio" else "captions", out_dir / SKIPPED_FILE)
+        if rows == 0:
+            raise ManifestError(f"{manifest_path}: none of the {skipped} clips could be embedded "
+                                f"(the list and the reasons are in {out_dir / SKIPPED_FILE})")
     return out_dir
+
+
+def embedding_counts(out_dir) -> tuple[int, int]:
+    """(embedded rows, skipped items) of the finished shards of an embeddings folder."""
+    meta = _read_meta(Path(out_dir)) or {"num_shards": 0}
+    markers = [_shard_paths(Path(out_dir), i)["done"] for i in range(meta["num_shards"])]
+    counts = [json.loads(marker.read_text()) for marker in markers if marker.is_file()]
+    return sum(c["rows"] for c in counts), sum(c["skipped"] for c in counts)
 
 
 def load_embeddings(out_dir, dtype=np.float32) -> tuple[list[str], np.ndarray]:

@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from .errors import ClapcurateError
+
 
 def write_atomically(path: str | os.PathLike, write: Callable[[object], None], mode: str = "w") -> Path:
     """Write `path` with `write(handle)` through a partial file renamed into place."""
@@ -45,3 +47,28 @@ def publish_folder(partial: Path, target: str | os.PathLike) -> Path:
     os.replace(partial, target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create `path` if needed and make sure files can be written in it, before any work starts;
+    `ClapcurateError` naming the folder otherwise (an existing file, /proc, no permission)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ClapcurateError(f"{path}: the {what} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ClapcurateError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from exc
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Make sure `path` can be written (its folder is created if needed), before any work starts."""
+    path = Path(path)
+    if path.is_dir():
+        raise ClapcurateError(f"{path}: the {what} is a folder")
+    check_output_folder(path.parent if str(path.parent) else Path("."), f"folder of the {what}")
+    return path

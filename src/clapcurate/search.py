@@ -212,11 +212,10 @@ class SimilarityHistogram:
             raise ValueError(f"{bins} does not divide {len(self.counts)} bins")
         return SimilarityHistogram(self.counts.reshape(bins, -1).sum(axis=1), self.low, self.high)
 
-    def save(self, path: str | Path) -> Path:
-        """Counts and range as `.npz` (`counts` int64 [bins], `low`, `high`)."""
-        with open(path, "wb") as handle:
-            np.savez(handle, counts=self.counts, low=self.low, high=self.high)
-        return Path(path)
+    def save(self, file) -> None:
+        """Counts and range as `.npz` (`counts` int64 [bins], `low`, `high`) into a path ending in
+        `.npz` or an open binary file."""
+        np.savez(file, counts=self.counts, low=self.low, high=self.high)
 
     @classmethod
     def read(cls, path: str | Path) -> "SimilarityHistogram":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,8 @@ import pandas as pd
 from ..config import load_config
 from ..data.manifest import read_manifest, write_manifest
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
-from ..errors import ConfigError
+from ..errors import ClapcurateError, ConfigError
+from ..files import check_output_folder, write_atomically, write_text_atomically
 from ..prompts import benchmark_labels, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
 from .leakage import refuse_benchmark_audio, training_clip_mask
@@ -82,16 +84,22 @@ def read_histogram(path: str | Path) -> SimilarityHistogram:
 
 def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_name: str = "improvement_set.csv",
                           **context) -> Path:
-    """Write the Improvement-Set manifest, `stats.json`, `similarity_histogram.png` and its data
-    `similarity_histogram.npz` into `out_dir`; returns the manifest's path."""
+    """Write the Improvement-Set manifest, `similarity_histogram.png`, its data
+    `similarity_histogram.npz` and, last, `stats.json` into `out_dir`; returns the manifest's path.
+
+    `stats.json` marks a complete set: it is removed first and written only after the rest, each
+    file through a partial file, so an interrupted write never looks finished."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = write_manifest(improvement_set.rows, out_dir / manifest_name)
+    (out_dir / STATS_FILE).unlink(missing_ok=True)
+    path = out_dir / manifest_name
+    partial = write_manifest(improvement_set.rows, out_dir / f".partial-{manifest_name}")
+    os.replace(partial, path)
     stats = improvement_set_stats(improvement_set, **context)
-    (out_dir / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
     title = f"{improvement_set.method.upper()}: {stats['pairs']} pairs >= sigma"
     plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE, title)
-    improvement_set.histogram.save(out_dir / HISTOGRAM_DATA_FILE)
+    write_atomically(out_dir / HISTOGRAM_DATA_FILE, improvement_set.histogram.save, "wb")
+    write_text_atomically(out_dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
     return path
 
 
@@ -125,6 +133,22 @@ class CurationConfig:
     device: str | None = None  # default: cuda when available
     manifest_name: str = "improvement_set.csv"  # .csv or .parquet
     progress: bool = True
+    overwrite: bool = False  # replace a finished Improvement-Set in out_dir
+
+    def __post_init__(self):
+        if self.sigma is not None and self.keep_fraction is not None:
+            raise ValueError("give either sigma or keep_fraction, not both")
+        if self.sigma is not None and not -1.0 <= self.sigma <= 1.0:
+            raise ValueError(f"sigma is a cosine similarity and must lie in [-1, 1], got {self.sigma}")
+        if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
+            raise ValueError(f"keep_fraction must lie in (0, 1], got {self.keep_fraction}")
+        for key in ("block_size", "batch_size", "shard_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.max_captions_per_clip is not None and self.max_captions_per_clip < 1:
+            raise ValueError(f"max_captions_per_clip must be at least 1, got {self.max_captions_per_clip}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
 def load_curation_config(path=None, overrides: list[str] | None = None, data: dict | None = None) -> CurationConfig:
@@ -148,12 +172,17 @@ def _pool(config: CurationConfig, benchmark: pd.DataFrame | None) -> tuple[np.nd
     """(embeddings [P, d], clips [P], counts) of the pool's readable clips that the teacher did not
     train on. The pool is checked against the benchmark before any of its audio is read."""
     pool = read_manifest(config.pool_manifest)
+    if len(pool) == 0:
+        raise ClapcurateError(f"{config.pool_manifest}: the pool has no clips")
     if benchmark is not None:
         refuse_benchmark_audio(pool, benchmark, config.benchmark or config.benchmark_manifest)
     folder = config.pool_embeddings or Path(config.out_dir) / "embeddings" / "pool_audio"
     embed_manifest(config.teacher, config.pool_manifest, folder, "audio", config.batch_size,
                    config.shard_size, config.num_workers, config.progress, device=config.device)
     ids, embeddings = load_embeddings(folder, dtype=np.float16)
+    if not ids:
+        raise ClapcurateError(f"{config.pool_manifest}: none of the pool's clips could be read "
+                              f"(the list is {Path(folder) / 'skipped.csv'})")
     all_clips = unique_clips(pool)
     clips = all_clips.set_index("clip_id").loc[ids].reset_index()
     in_training = training_clip_mask(clips, read_manifest(config.teacher_train_manifest or config.train_manifest))
@@ -205,6 +234,13 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
     missing = [key for key in REQUIRED_KEYS[method] if not getattr(config, key)]
     if missing:
         raise ConfigError(f"curate {method}: missing config key(s) {', '.join(missing)}")
+    for key in ("teacher", "train_manifest", *REQUIRED_KEYS[method], "teacher_train_manifest"):
+        if getattr(config, key) and not Path(getattr(config, key)).exists():
+            raise ConfigError(f"{key}: {getattr(config, key)} does not exist")
+    out_dir = check_output_folder(config.out_dir)
+    if (out_dir / STATS_FILE).is_file() and not config.overwrite:
+        raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
+                              "--overwrite or choose another out_dir")
     benchmark = read_manifest(config.benchmark_manifest) if config.benchmark_manifest else None
     if method == "ds":
         improvement_set, counts = _curate_ds_stage(config, benchmark)

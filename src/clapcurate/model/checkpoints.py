@@ -219,9 +219,16 @@ def load_model(path: str | Path, text_encoder: str | None = None, device: str | 
     weights file (MS CLAP 2022 or 2023, LAION-CLAP; see `import_checkpoint`, whose text encoder
     architecture and tokenizer come from `text_encoder`). The one entry point behind every
     command's `--model`."""
-    path = Path(path)
+    path = require_model_path(path)
     if path.is_dir():
         return load(path, device=device)
-    if path.is_file():
-        return import_checkpoint(path, text_encoder).to(device)
-    raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or a published CLAP .pth/.pt file)")
+    return import_checkpoint(path, text_encoder).to(device)
+
+
+def require_model_path(path: str | Path) -> Path:
+    """`path` if it exists (checked before any work starts); `ClapcurateError` otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise ClapcurateError(
+            f"model not found: {path} (expected a checkpoint folder or a published CLAP .pth/.pt file)")
+    return path

@@ -54,6 +54,19 @@ class AudioConfig:
     int16_round_trip: bool = False
     short_clip_fill: Literal["loop", "repeat_then_silence"] = "loop"
 
+    def __post_init__(self):
+        for key in ("sample_rate", "window_size", "hop_size", "mel_bins", "base_channels"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin {self.fmin}, fmax {self.fmax} "
+                             f"at {self.sample_rate} Hz")
+        if not self.clip_seconds > 0:
+            raise ValueError(f"clip_seconds must be positive, got {self.clip_seconds}")
+        for key in ("block_dropout", "head_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"{key} must lie in [0, 1), got {getattr(self, key)}")
+
     @property
     def clip_samples(self) -> int:
         """Samples in one model input clip (sample_rate * clip_seconds)."""
@@ -96,6 +109,14 @@ class CLAPConfig:
     max_logit_scale: float = 100.0
     projection: Literal["msclap", "mlp"] = "msclap"
     text_logit_scale: bool = False  # keep LAION-CLAP's text-side scale (a buffer)
+
+    def __post_init__(self):
+        if self.d_proj < 1:
+            raise ValueError(f"d_proj must be positive, got {self.d_proj}")
+        if not 0.0 <= self.projection_dropout < 1.0:
+            raise ValueError(f"projection_dropout must lie in [0, 1), got {self.projection_dropout}")
+        if not (self.init_temperature > 0 and self.max_logit_scale > 0):
+            raise ValueError("init_temperature and max_logit_scale must be positive")
 
 
 class Projection(nn.Module):

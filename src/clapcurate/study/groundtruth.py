@@ -70,16 +70,15 @@ class WorldTruth:
         median = np.median(list(counts.values()))
         return {label: ("rare" if count < median else "frequent") for label, count in counts.items()}
 
-    def precision(self, improvement_set: str, train_manifest: str, benchmark: str | None) -> float:
-        """Share of curated pairs that are right.
+    def pair_is_right(self, pairs: pd.DataFrame, train_manifest: str | Path, benchmark: str | None) -> np.ndarray:
+        """Whether each curated pair is right, bool [len(pairs)].
 
         Pool pairs (DU, ADS): the pool clip holds everything the caption names (`named_events` of
-        the clip it was written for). Training pairs (DS): the clip holds the sound of the
-        benchmark class its caption was matched to.
+        the clip it was written for, found through `source_id` in `train_manifest`). Training
+        pairs (DS): the clip holds the sound of the benchmark class its caption was matched to.
         """
-        pairs = read_manifest(improvement_set)
         if len(pairs) == 0:
-            return float("nan")
+            return np.zeros(0, dtype=bool)
         if (pairs["method"] == "ds").all():
             right = [self.concept_of.get((benchmark, label)) in self.clip_events(path)
                      for label, path in zip(pairs["best_label"], pairs["audio_path"])]
@@ -88,4 +87,10 @@ class WorldTruth:
             named = [self.named_events(source_path[source], caption)
                      for source, caption in zip(pairs["source_id"], pairs["caption"])]
             right = [bool(events) and events <= self.clip_events(path) for events, path in zip(named, pairs["audio_path"])]
-        return float(np.mean(right))
+        return np.asarray(right, dtype=bool)
+
+    def precision(self, improvement_set: str | Path, train_manifest: str | Path, benchmark: str | None) -> float:
+        """Share of the curated pairs of the manifest `improvement_set` that are right
+        (`pair_is_right`); nan for an empty set."""
+        right = self.pair_is_right(read_manifest(improvement_set), train_manifest, benchmark)
+        return float(right.mean()) if len(right) else float("nan")

@@ -22,9 +22,10 @@ import yaml
 from .. import method
 from ..config import apply_overrides, deep_merge, from_dict, read_yaml, to_dict
 from ..errors import ConfigError
+from ..files import check_output_folder
 from ..model.clap import CLAPConfig
 from ..train.config import StudentConfig, TaggerConfig, TeacherConfig
-from . import report
+from . import browsers, report
 from .stages import StageRunner
 
 # Settings a resumed run may change: which seeds and variants to add, and how fast to compute.
@@ -38,11 +39,11 @@ STAGE_TRAINER = {"save_resume_state": False, "progress_bar": False}
 # Keys of the stage sections that the study sets itself (a value given in the study config
 # would be ignored, so it is refused).
 STUDY_OWNED_KEYS = {
-    "pretrain_audio": ("audio", "data.train", "data.labels_csv", "out_dir", "resume"),
-    "teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume"),
-    "low_resource_teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume"),
+    "pretrain_audio": ("audio", "data.train", "data.labels_csv", "out_dir", "resume", "overwrite"),
+    "teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume", "overwrite"),
+    "low_resource_teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume", "overwrite"),
     "student": ("teacher", "improvement_set", "replay_manifest", "val_manifest", "seed", "out_dir", "resume",
-                "loss.kind", "loss.teacher_audio_embeddings", "loss.teacher_text_embeddings"),
+                "overwrite", "loss.kind", "loss.teacher_audio_embeddings", "loss.teacher_text_embeddings"),
 }
 
 
@@ -53,6 +54,10 @@ class WorldSettings:
     dir: str = "world"
     seed: int = 0
     scale: float = 1.0
+
+    def __post_init__(self):
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
 
 
 @dataclass
@@ -78,6 +83,17 @@ class CurationSettings:
     ads_keep_fraction: float | None = None
     ads_max_captions_per_clip: int | None = 1
     block_size: int = 8192
+
+    def __post_init__(self):
+        for kind in ("du", "ds", "ads"):
+            sigma, keep = getattr(self, f"{kind}_sigma"), getattr(self, f"{kind}_keep_fraction")
+            if sigma is not None and not -1.0 <= sigma <= 1.0:
+                raise ValueError(f"{kind}_sigma is a cosine similarity and must lie in [-1, 1], got {sigma}")
+            if keep is not None and not 0.0 < keep <= 1.0:
+                raise ValueError(f"{kind}_keep_fraction must lie in (0, 1], got {keep}")
+        for key in ("du_max_captions_per_clip", "ads_max_captions_per_clip", "block_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
 
 
 @dataclass
@@ -109,6 +125,17 @@ class StudyConfig:
     variants: bool = True
     eval_batch_size: int = 64
     num_workers: int = 0
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed")
+        if self.low_resource_fraction is not None and not 0.0 < self.low_resource_fraction < 1.0:
+            raise ValueError(f"low_resource_fraction must lie in (0, 1) (or null: no low-resource teacher), "
+                             f"got {self.low_resource_fraction}")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
     @property
     def low_resource(self) -> method.LowResource | None:
@@ -183,8 +210,7 @@ class Study:
 
         self.config = config
         self.console = console or Console()
-        self.out = (Path(config.out_root) / config.name).resolve()
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = check_output_folder((Path(config.out_root) / config.name).resolve(), "study folder")
         self.check_settings()
         self.stages = StageRunner(self.out, log=self.console.print)
         self.data = config.data
@@ -281,7 +307,7 @@ class Study:
             config = dataclasses.replace(
                 base, audio=cfg.model.audio, trainer=_stage_trainer(base.trainer, keep_best=True),
                 data=dataclasses.replace(base.data, train=self.data.tagged, labels_csv=labels_csv),
-                out_dir=str(self.out / "pretrained_audio"))
+                out_dir=str(self.out / "pretrained_audio"), overwrite=True)
             run_dir = Path(train.fit_tagger(config))
             metrics = pd.read_csv(run_dir / "metrics.csv")
             summary = json.loads((run_dir / "summary.json").read_text())
@@ -311,7 +337,7 @@ class Study:
             config = dataclasses.replace(
                 base, model=self.config.model, data=dataclasses.replace(base.data, train_manifest=train_manifest),
                 trainer=_stage_trainer(base.trainer), seed=seed,
-                init_audio_encoder=init_audio_encoder or base.init_audio_encoder,
+                init_audio_encoder=init_audio_encoder or base.init_audio_encoder, overwrite=True,
                 out_dir=str(self.out / "teachers" / f"{self.slug(kind)}_s{seed}"))
             return str(Path(train.fit_teacher(config)) / "best")
 
@@ -332,7 +358,7 @@ class Study:
             loss = dataclasses.replace(base.loss, **loss)
             config = dataclasses.replace(
                 base, teacher=teacher_ckpt, improvement_set=spec.improvement_set, replay_manifest=spec.replay,
-                loss=loss, trainer=_stage_trainer(base.trainer, keep_best=False), seed=seed,
+                loss=loss, trainer=_stage_trainer(base.trainer, keep_best=False), seed=seed, overwrite=True,
                 out_dir=str(self.out / "students" / name))
             return str(Path(train.fit_student(config)) / "last")
 
@@ -370,7 +396,7 @@ class Study:
         def run(method: str, name: str, settings: dict) -> str:
             if settings.get("keep_fraction") is not None:
                 settings["sigma"] = None  # a quantile threshold replaces the absolute one
-            config = from_dict(curate.CurationConfig, {**base, **settings, "out_dir": str(out / name)})
+            config = from_dict(curate.CurationConfig, {**base, **settings, "out_dir": str(out / name), "overwrite": True})
             return self.stages.run(f"{stage}/{name}", lambda: str(curate.run_curation(method, config)))
 
         sets = {"DU": run("du", "du", {"sigma": c.du_sigma, "keep_fraction": c.du_keep_fraction,
@@ -467,6 +493,7 @@ class Study:
                 embeddings = self.embed(kind, seed, ckpt, manifests, train_manifest)
                 sets = self.curate(kind, seed, ckpt, manifests, train_manifest, embeddings)
                 counts += self.curated_counts(kind, seed, sets, manifests)
+                browsers.write_browsers(sets, manifests["train"], self.truth())
                 for spec in self.students(kind, train_manifest, sets):
                     student = self.fit_student(kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):

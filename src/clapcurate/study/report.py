@@ -5,7 +5,10 @@ published numbers beside ours."""
 
 from __future__ import annotations
 
+import base64
+import html
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +195,15 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
         if (counts["teacher"] == low).any():
             parts += [f"With the {low} teacher:", _markdown(precision_table(counts, low))]
     if "path" in counts:
+        from ..browse import BROWSER_DIR, PAGE_FILE
+
+        pages = [(r, Path(r.path).parent / BROWSER_DIR / PAGE_FILE) for r in counts.itertuples()
+                 if Path(r.path).is_relative_to(out_dir)]
+        parts += ["## Browse and listen to the curated sets",
+                  "One page per Improvement-Set (open it in any browser, no server needed): the similarity "
+                  "histogram with sigma, the counts a stricter sigma would keep, and every pair with its audio.",
+                  "\n".join(f"- [{r.method} {r.benchmark} ({r.teacher}, seed {r.seed})]({page.relative_to(out_dir)})"
+                            for r, page in pages if page.is_file())]
         links = [f"[{r.method} {r.benchmark} ({r.teacher}, seed {r.seed})]"
                  f"({Path(r.path).parent.relative_to(out_dir) / 'similarity_histogram.png'})"
                  for r in counts.itertuples() if Path(r.path).is_relative_to(out_dir)]
@@ -204,4 +216,73 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
     text = "\n\n".join(parts) + "\n"
     plot_accuracy(results, out_dir / "accuracy.png")
     (out_dir / "report.md").write_text(text)
+    write_report_html(out_dir, text)
     return text
+
+
+# --------------------------------------------------------------------------- report.html
+
+_INLINE = re.compile(r"`([^`]+)`|!\[([^\]]*)\]\(([^)\s]+)\)|\[([^\]]+)\]\(([^)\s]+)\)|\*\*([^*]+)\*\*")
+HTML_STYLE = ("body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;max-width:1100px;"
+              "margin:24px auto;padding:0 20px;color:#1d232b}table{border-collapse:collapse;margin:8px 0 16px}"
+              "th,td{border:1px solid #d8dde3;padding:3px 8px;text-align:left}th{background:#f3f5f7}"
+              "td{font-variant-numeric:tabular-nums}code{background:#f3f5f7;padding:0 3px;border-radius:3px}"
+              "img{max-width:100%}h1{font-size:24px}h2{font-size:18px;margin-top:28px}")
+
+
+def _inline_markdown(text: str, base: Path) -> str:
+    """Code spans, images (PNGs next to the report inlined as data URIs), links and bold."""
+
+    def replace(match: re.Match) -> str:
+        code, alt, image, label, href, bold = match.groups()
+        if code is not None:
+            return f"<code>{html.escape(code)}</code>"
+        if image is not None:
+            path = base / image
+            src = (f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"
+                   if path.suffix == ".png" and path.is_file() else image)
+            return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+        if label is not None:
+            return f'<a href="{html.escape(href)}">{_inline_markdown(label, base)}</a>'
+        return f"<strong>{_inline_markdown(bold, base)}</strong>"
+
+    out, position = [], 0
+    for match in _INLINE.finditer(text):
+        out += [html.escape(text[position:match.start()]), replace(match)]
+        position = match.end()
+    return "".join(out + [html.escape(text[position:])])
+
+
+def markdown_to_html(text: str, base: Path) -> str:
+    """The markdown this report writes (headings, paragraphs, pipe tables, bullet lists, inline
+    code, links, images, bold) as HTML; PNG images relative to `base` are embedded."""
+    blocks = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.splitlines()
+        heading = re.match(r"(#{1,6}) (.*)", lines[0])
+        if heading and len(lines) == 1:
+            level = len(heading.group(1))
+            blocks.append(f"<h{level}>{_inline_markdown(heading.group(2), base)}</h{level}>")
+        elif all(line.startswith("|") for line in lines) and len(lines) >= 2:
+            cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+            head = "".join(f"<th>{_inline_markdown(cell, base)}</th>" for cell in cells[0])
+            body = "".join("<tr>" + "".join(f"<td>{_inline_markdown(cell, base)}</td>" for cell in row) + "</tr>"
+                           for row in cells[2:])
+            blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif all(line.startswith("- ") for line in lines):
+            items = "".join(f"<li>{_inline_markdown(line[2:], base)}</li>" for line in lines)
+            blocks.append(f"<ul>{items}</ul>")
+        else:
+            blocks.append(f"<p>{_inline_markdown(' '.join(lines), base)}</p>")
+    return "\n".join(blocks)
+
+
+def write_report_html(out_dir: Path, markdown: str) -> Path:
+    """`report.html`: the report as one self-contained page, its plots inline."""
+    title = markdown.splitlines()[0].lstrip("# ").strip() if markdown.strip() else "report"
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+            f"<title>{html.escape(title)}</title><style>{HTML_STYLE}</style></head>\n<body>\n"
+            f"{markdown_to_html(markdown, out_dir)}\n</body></html>\n")
+    path = out_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

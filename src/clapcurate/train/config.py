@@ -38,6 +38,10 @@ class DataConfig:
             raise ValueError(f"subset must lie in (0, 1], got {self.subset}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not 0.0 <= self.max_missing_fraction <= 1.0:
+            raise ValueError(f"max_missing_fraction must lie in [0, 1], got {self.max_missing_fraction}")
 
 
 @dataclasses.dataclass
@@ -53,6 +57,16 @@ class OptimConfig:
     weight_decay: float = 0.0
     plateau_factor: float = 0.1
     plateau_patience: int = 10
+
+    def __post_init__(self):
+        if not self.lr >= 0:
+            raise ValueError(f"lr must be >= 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ValueError(f"plateau_factor must lie in (0, 1), got {self.plateau_factor}")
+        if self.plateau_patience < 0:
+            raise ValueError(f"plateau_patience must be >= 0, got {self.plateau_patience}")
 
 
 @dataclasses.dataclass
@@ -71,6 +85,11 @@ class AugmentConfig:
     time_mask_frames: int = 10
     freq_masks: int = 2
     freq_mask_bins: int = 8
+
+    def __post_init__(self):
+        for key in ("gain_db", "time_masks", "time_mask_frames", "freq_masks", "freq_mask_bins"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclasses.dataclass
@@ -96,6 +115,17 @@ class TrainerConfig:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.max_steps < 0 and self.max_epochs is None:
             raise ValueError("set max_steps or max_epochs")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be positive (or -1: no limit), got {self.max_steps}")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ValueError(f"max_epochs must be positive, got {self.max_epochs}")
+        if not self.val_check_interval > 0:
+            raise ValueError(f"val_check_interval must be positive, got {self.val_check_interval}")
+        if isinstance(self.val_check_interval, float) and self.val_check_interval > 1.0:
+            raise ValueError(f"val_check_interval as a float is a fraction of an epoch (at most 1.0); "
+                             f"give an int to count steps, got {self.val_check_interval}")
+        if self.log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be positive, got {self.log_every_n_steps}")
 
 
 @dataclasses.dataclass
@@ -124,7 +154,8 @@ class TeacherConfig:
     freeze_audio_encoder: bool = False  # train only the projections on top of it (few pairs)
     seed: int = 0
     out_dir: str = "runs/teacher"
-    resume: bool = False
+    resume: bool = False  # continue an interrupted run in out_dir
+    overwrite: bool = False  # replace a run already in out_dir
 
 
 @dataclasses.dataclass
@@ -156,6 +187,8 @@ class LossConfig:
     teacher_text_embeddings: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must lie in [0, 1], got {self.beta}")
         if self.target_norm not in method.TARGET_NORMS:
             raise ValueError(f"target_norm must be one of {list(method.TARGET_NORMS)}, got {self.target_norm!r}")
         if self.kind == "soft_label" and self.teacher_targets == "cached" and not (
@@ -186,7 +219,8 @@ class StudentConfig:
     text: TextTrainConfig = dataclasses.field(default_factory=TextTrainConfig)
     seed: int = 0
     out_dir: str = "runs/student"
-    resume: bool = False
+    resume: bool = False  # continue an interrupted run in out_dir
+    overwrite: bool = False  # replace a run already in out_dir
 
 
 @dataclasses.dataclass
@@ -212,7 +246,8 @@ class TaggerConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     seed: int = 0
     out_dir: str = "runs/tagger"
-    resume: bool = False
+    resume: bool = False  # continue an interrupted run in out_dir
+    overwrite: bool = False  # replace a run already in out_dir
 
 
 def load_tagger_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TaggerConfig:

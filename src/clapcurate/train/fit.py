@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from ..config import to_dict
 from ..data.manifest import label_names, read_manifest, take_subset, write_manifest
 from ..errors import ClapcurateError, ManifestError
-from ..files import write_atomically
+from ..files import check_output_folder, write_atomically
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
 from ..data.readers import read_dataset
 from ..model import checkpoints
@@ -181,12 +181,15 @@ class _Inputs:
 
 def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Path, str | None]:
     """The run folder and the checkpoint to resume from (None: a fresh run)."""
-    run_dir = Path(config.out_dir)
+    run_dir = check_output_folder(config.out_dir, "run folder")
     resume_path = run_dir / RESUME_CHECKPOINT
     if config.resume and resume_path.is_file():
         return run_dir, str(resume_path)
     if config.resume:
         log.warning("%s: nothing to resume, starting a fresh run", run_dir)
+    elif (run_dir / "last").is_dir() and not config.overwrite:
+        raise ClapcurateError(f"{run_dir} holds a run already (last/): continue it with --resume, replace it with "
+                              "--overwrite, or choose another out_dir")
     for stale in ("metrics.csv", RESUME_CHECKPOINT, "best", "last"):
         target = run_dir / stale
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ...errors import ClapcurateError
-from ...files import write_text_atomically
+from ...files import check_output_folder, write_text_atomically
 from ..manifest import youtube_clip_id
 from .captions import write_captions
 from .concepts import (CONCEPTS, ESC10_CLASSES, ESC50_CLASSES, ESC50_CONCEPT, SCENES, URBANSOUND8K_CLASSES,
@@ -364,15 +364,13 @@ GENERATING_MARKER = ".generating"  # present while a world is being written; wor
 def prepare_output(root: Path) -> None:
     """Refuse a non-empty folder that is not a world (finished, or interrupted while being
     generated); clear such a world's parts, so that a rerun writes it again from scratch."""
-    if root.exists() and not root.is_dir():
-        raise ClapcurateError(f"{root}: exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()):
+    check_output_folder(root, "world folder")
+    if any(root.iterdir()):
         if not ((root / "world.json").is_file() or (root / GENERATING_MARKER).is_file()):
             raise ClapcurateError(f"{root}: folder is not empty and holds no world.json; choose an empty folder")
         for entry in OWNED_ENTRIES:
             target = root / entry
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
     (root / GENERATING_MARKER).write_text("a world is being written here; rerun the same command to finish it\n")
 
 

@@ -1,0 +1,380 @@
+"""The Improvement-Set browser: counts at a stricter sigma, the audio placed beside the page, and
+the generated page itself, opened in headless Chromium (Debian's `chromium`; `.ci/run` installs it)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import threading
+from types import SimpleNamespace
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+
+from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, histogram_scale, kept_counts, matched_windows, place_audio,
+                               read_curated_set, search_pairs_at, write_browser)
+from clapcurate.cli import main
+from clapcurate.curate import ImprovementSet, write_improvement_set
+from clapcurate.errors import ClapcurateError
+from clapcurate.headless import Chromium
+from clapcurate.search import SimilarityHistogram
+
+SIGMA = 0.3
+WORDS = ("dog", "rain", "engine", "bird", "door")
+LABELS = ("dog", "rain", "engine")
+
+
+@pytest.fixture(scope="module")
+def curated_dir(tmp_path_factory):
+    """An ADS-like curated folder: 150 pairs over 120 clips (some clips with two captions), 12
+    captions, similarities in [sigma, 0.8], a full histogram of a 120 x 40 search."""
+    root = tmp_path_factory.mktemp("curated")
+    rng = np.random.default_rng(0)
+    audio = root / "pool"
+    audio.mkdir()
+    durations = rng.uniform(0.5, 2.0, 120).round(2)
+    for index, seconds in enumerate(durations):
+        soundfile.write(audio / f"clip{index:03d}.wav", 0.1 * np.sin(np.arange(int(8000 * seconds)) / 3.0), 8000)
+    captions = [f"a {WORDS[k % 5]} and a {WORDS[(k * 2 + 1) % 5]} sound {k}" for k in range(12)]
+    clip_of_row = np.r_[np.arange(120), rng.choice(120, 30, replace=False)]
+    caption_of_row = rng.integers(0, 12, 150)
+    similarity = rng.uniform(SIGMA, 0.8, 150)
+    similarity[:4] = [0.5, 0.5, 0.5, SIGMA]  # ties and a pair exactly at sigma
+    rows = pd.DataFrame({
+        "id": [f"ads:c{c}:s{k}:{i}" for i, (c, k) in enumerate(zip(clip_of_row, caption_of_row))],
+        "clip_id": [f"yt:clip{c:03d}" for c in clip_of_row],
+        "audio_path": [str(audio / f"clip{c:03d}.wav") for c in clip_of_row],
+        "caption": [captions[k] for k in caption_of_row],
+        "source": "audioset", "similarity": similarity, "method": "ads",
+        "source_id": [f"clotho/{k}" for k in caption_of_row],
+        "best_label": [LABELS[k % 3] for k in caption_of_row],
+    })
+    histogram = SimilarityHistogram.empty()
+    histogram.add(torch.cat([torch.from_numpy(similarity).float(), torch.empty(120 * 40 - 150).uniform_(-0.4, SIGMA)]))
+    out = root / "ads_esc50"
+    write_improvement_set(ImprovementSet("ads", rows, SIGMA, histogram), out, benchmark="esc50",
+                          pool_clips=130, unreadable_pool_clips=4, excluded_training_clips=6, candidate_captions=40)
+    (out / "durations.json").write_text(json.dumps(durations.tolist()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def right(curated_dir):
+    """A made-up ground truth: every third pair right."""
+    return np.arange(len(read_curated_set(curated_dir).rows)) % 3 == 0
+
+
+@pytest.fixture(scope="module")
+def page(curated_dir, right, tmp_path_factory):
+    return write_browser(curated_dir, tmp_path_factory.mktemp("browser"), limit=40, right=right)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with Chromium(width=1400, height=1000, timeout=20) as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="module")
+def opened(browser, page):
+    """The page opened from file://; the console errors of the load recorded."""
+    browser.events.clear()
+    browser.open(page.as_uri())
+    assert browser.evaluate("document.body.dataset.ready") == "1"
+    return browser
+
+
+def shown_rows(browser) -> list[dict]:
+    return browser.evaluate("""[...document.querySelectorAll('#rows tr[data-row]')].map(tr => ({
+        row: Number(tr.dataset.row), caption: tr.querySelector('.caption').textContent,
+        similarity: Number(tr.cells[1].textContent.slice(0, 6)), src: tr.querySelector('audio')?.getAttribute('src'),
+        right: tr.querySelector('.right') !== null, label: tr.querySelector('.tag')?.textContent}))""")
+
+
+def counts_shown(browser) -> dict:
+    return browser.evaluate("""Object.fromEntries(['pairs', 'clips', 'captions', 'search'].map(
+        k => [k, Number(document.getElementById('count-' + k).dataset.value)]))""")
+
+
+def set_sigma(browser, value: float) -> None:
+    browser.evaluate(f"""(() => {{ const input = document.getElementById('sigma-input');
+        input.value = '{value}'; input.dispatchEvent(new Event('change')); }})()""")
+
+
+# --------------------------------------------------------------------------- library
+
+
+def test_kept_counts_and_search_counts_follow_the_rows_and_the_histogram(curated_dir):
+    curated = read_curated_set(curated_dir)
+    rows = curated.rows
+    assert kept_counts(rows, SIGMA) == {"pairs": 150, "clips": 120, "captions": rows["caption"].nunique()}
+    strict = rows[rows["similarity"] >= 0.5]
+    assert kept_counts(rows, 0.5) == {"pairs": len(strict), "clips": strict["clip_id"].nunique(),
+                                      "captions": strict["caption"].nunique()}
+    assert kept_counts(rows, 0.9)["pairs"] == 0
+    # the histogram counts every pair of the search: at sigma it holds the 150 kept pairs, within a bin
+    assert abs(search_pairs_at(curated.histogram, SIGMA) - 150) <= 1
+    assert search_pairs_at(curated.histogram, -1.0) == 120 * 40
+    assert histogram_scale(curated.histogram, curated.stats) == 1.0  # (130 - 4 - 6) clips x 40 captions
+
+
+def test_a_sampled_histogram_is_scaled_to_the_whole_search(curated_dir):
+    curated = read_curated_set(curated_dir)
+    bigger = {**curated.stats, "pool_clips": 1210, "unreadable_pool_clips": 0, "excluded_training_clips": 10}
+    assert histogram_scale(curated.histogram, bigger) == pytest.approx(1200 * 40 / (120 * 40))
+    assert search_pairs_at(curated.histogram, -1.0, histogram_scale(curated.histogram, bigger)) == 1200 * 40
+    assert histogram_scale(curated.histogram, {"method": "ds"}) == 1.0  # no pool: the histogram is complete
+
+
+def test_audio_is_linked_relative_to_the_page_or_copied(tmp_path, curated_dir):
+    clips = read_curated_set(curated_dir).rows.drop_duplicates("clip_id")["audio_path"].tolist()[:3]
+    odd = tmp_path / "other folder" / "a clip #1.wav"  # a second folder; a name to quote in a URL
+    odd.parent.mkdir()
+    odd.write_bytes(Path(clips[0]).read_bytes())
+    paths = clips + [str(odd), str(tmp_path / "gone.wav")]
+    audio_dir = tmp_path / "page" / AUDIO_DIR
+    sources = place_audio(paths, audio_dir, "link")
+    assert sources[4] == ""  # a missing file gets no player
+    assert sources[3].endswith("/a%20clip%20%231.wav")
+    assert len(list(audio_dir.iterdir())) == 2  # one relative link per audio folder, not per clip
+    for entry in audio_dir.iterdir():
+        assert entry.is_symlink() and not os.path.isabs(os.readlink(entry))
+    for source, path in zip(sources, paths[:4]):
+        assert (tmp_path / "page" / unquote(source)).resolve() == Path(path).resolve()
+    sources = place_audio(paths[:4], audio_dir, "copy")  # a second run replaces the links
+    assert all(Path(path).is_file() for path in paths[:4])  # ... and never deletes their targets
+    for source, path in zip(sources, paths[:4]):
+        copy = tmp_path / "page" / unquote(source)
+        assert not copy.is_symlink() and not copy.parent.is_symlink()
+        assert copy.read_bytes() == Path(path).read_bytes()
+
+
+def test_write_browser_refuses_what_it_cannot_show(tmp_path, curated_dir):
+    with pytest.raises(ClapcurateError, match="not found"):
+        write_browser(tmp_path / "nothing")
+    with pytest.raises(ClapcurateError, match="holds no Improvement-Set"):
+        write_browser(tmp_path)
+    with pytest.raises(ClapcurateError, match="3 values for 150"):
+        write_browser(curated_dir, tmp_path / "out", right=[True, False, True])
+
+
+def test_browse_command_writes_the_page_beside_the_set_by_default(curated_dir, capsys):
+    assert main(["browse", str(curated_dir), "--limit", "10"]) == 0
+    assert (curated_dir / "browser" / PAGE_FILE).is_file()
+    assert [entry.resolve() for entry in (curated_dir / "browser" / AUDIO_DIR).iterdir()] == [curated_dir.parent / "pool"]
+    assert main(["browse", str(curated_dir / "missing")]) == 2
+    assert "curated set not found" in capsys.readouterr().err
+    assert main(["browse", str(curated_dir), "--world", str(curated_dir)]) == 2
+    assert "--world and --train-manifest go together" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the page in Chromium
+
+
+def test_page_loads_without_errors_and_shows_a_page_of_pairs_best_first(opened, curated_dir, right):
+    assert opened.console_errors() == []
+    rows = read_curated_set(curated_dir).rows
+    shown = shown_rows(opened)
+    assert len(shown) == 40  # the limit: 150 pairs in 4 pages
+    assert opened.evaluate("Number(document.getElementById('matching').dataset.value)") == 150
+    similarities = [row["similarity"] for row in shown]
+    assert similarities == sorted(similarities, reverse=True)
+    assert similarities[0] == pytest.approx(rows["similarity"].max(), abs=1e-4)
+    best = rows.sort_values("similarity", ascending=False, kind="stable")
+    assert {row["caption"] for row in shown[:3]} <= set(best["caption"].iloc[:3])
+    by_caption_and_similarity = {(c, round(s, 4)): bool(r) for c, s, r in zip(rows["caption"], rows["similarity"], right)}
+    for row in shown:
+        assert by_caption_and_similarity[(row["caption"], round(row["similarity"], 4))] == row["right"]
+    curated = read_curated_set(curated_dir)
+    assert counts_shown(opened) == {**{key: curated.stats[key] for key in ("pairs", "clips", "captions")},
+                                    "search": search_pairs_at(curated.histogram, SIGMA)}
+
+
+def test_stricter_sigma_shows_the_counts_computed_from_the_rows_and_histogram(opened, curated_dir):
+    curated = read_curated_set(curated_dir)
+    for sigma in (0.5, 0.4321, 0.75):
+        set_sigma(opened, sigma)
+        assert counts_shown(opened) == {**kept_counts(curated.rows, sigma),
+                                        "search": search_pairs_at(curated.histogram, sigma)}
+        shown = opened.evaluate("Number(document.getElementById('matching').dataset.value)")
+        assert shown == kept_counts(curated.rows, sigma)["pairs"]  # the list shows the kept pairs
+    opened.evaluate("""(() => { const range = document.getElementById('sigma-range');
+        range.value = '0.6'; range.dispatchEvent(new Event('input')); })()""")  # the slider does the same
+    assert counts_shown(opened) == {**kept_counts(curated.rows, 0.6), "search": search_pairs_at(curated.histogram, 0.6)}
+    set_sigma(opened, SIGMA)
+    assert counts_shown(opened)["pairs"] == 150
+    assert opened.console_errors() == []
+
+
+def test_audio_sources_resolve_to_the_clips_and_play(opened, page, curated_dir):
+    shown = shown_rows(opened)
+    rows = read_curated_set(curated_dir).rows
+    paths = {Path(path).resolve() for path in rows["audio_path"]}
+    for row in shown:
+        assert (page.parent / unquote(row["src"])).resolve() in paths
+    durations = json.loads((curated_dir / "durations.json").read_text())
+    src, duration = opened.evaluate("""(async () => {
+        const audio = document.querySelector('#rows audio');
+        audio.preload = 'metadata'; audio.load();
+        await new Promise((ok, fail) => { audio.onloadedmetadata = ok; audio.onerror = () => fail(new Error('cannot load ' + audio.src)); });
+        return [audio.getAttribute('src'), audio.duration]; })()""", await_promise=True)
+    clip = int(Path(unquote(src)).stem[len("clip"):])
+    assert duration == pytest.approx(durations[clip], abs=0.01)
+
+
+def test_filtering_by_caption_word_and_class_leaves_only_matching_rows(opened, curated_dir):
+    rows = read_curated_set(curated_dir).rows
+    opened.evaluate("""(() => { const input = document.getElementById('filter-text');
+        input.value = 'Engine'; input.dispatchEvent(new Event('input')); })()""")
+    opened.evaluate("new Promise(ok => setTimeout(ok, 300))", await_promise=True)  # the input is debounced
+    expected = rows["caption"].str.lower().str.contains("engine").sum()
+    assert opened.evaluate("Number(document.getElementById('matching').dataset.value)") == expected
+    shown = shown_rows(opened)
+    assert 0 < len(shown) == min(expected, 40)
+    assert all("engine" in row["caption"] for row in shown)
+    opened.evaluate("""(() => { const select = document.getElementById('filter-label');
+        select.value = [...select.options].find(o => o.text === 'rain').value;
+        select.dispatchEvent(new Event('change')); })()""")
+    both = (rows["caption"].str.contains("engine") & (rows["best_label"] == "rain")).sum()
+    assert opened.evaluate("Number(document.getElementById('matching').dataset.value)") == both
+    assert all(row["label"] == "rain" and "engine" in row["caption"] for row in shown_rows(opened))
+
+
+def test_paging_and_orders_cover_every_pair_once(browser, page):
+    browser.open(page.as_uri())
+    seen = []
+    for _ in range(4):
+        seen += [row["row"] for row in shown_rows(browser)]
+        browser.evaluate("document.getElementById('next').click()")
+    assert sorted(seen) == list(range(150))
+    for order in ("borderline", "random"):
+        browser.evaluate(f"""(() => {{ const select = document.getElementById('order'); select.value = '{order}';
+            select.dispatchEvent(new Event('change')); }})()""")
+        shown = shown_rows(browser)
+        assert len(shown) == 40
+        if order == "borderline":
+            assert shown[0]["similarity"] == pytest.approx(SIGMA, abs=1e-4)
+        else:
+            similarities = [row["similarity"] for row in shown]
+            assert similarities != sorted(similarities) and similarities != sorted(similarities, reverse=True)
+    assert browser.console_errors() == []
+
+
+def test_page_works_behind_a_plain_http_server(browser, page):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(page.parent))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        browser.events.clear()
+        browser.open(f"http://127.0.0.1:{server.server_address[1]}/{PAGE_FILE}")
+        duration = browser.evaluate("""(async () => {
+            const audio = document.querySelector('#rows audio'); audio.preload = 'metadata'; audio.load();
+            await new Promise((ok, fail) => { audio.onloadedmetadata = ok; audio.onerror = () => fail(new Error('no audio')); });
+            return audio.duration; })()""", await_promise=True)
+        assert duration > 0
+        assert len(shown_rows(browser)) == 40
+        assert browser.console_errors() == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_sampled_histogram_is_shown_scaled_to_the_whole_search(tmp_path, curated_dir, browser):
+    import shutil
+
+    sampled = tmp_path / "sampled"
+    shutil.copytree(curated_dir, sampled, ignore=shutil.ignore_patterns("browser"))
+    stats = json.loads((sampled / "stats.json").read_text())
+    (sampled / "stats.json").write_text(json.dumps({**stats, "pool_clips": 1210, "excluded_training_clips": 10}))
+    curated = read_curated_set(sampled)
+    browser.open(write_browser(sampled, tmp_path / "page").as_uri())
+    set_sigma(browser, 0.5)
+    expected = search_pairs_at(curated.histogram, 0.5, histogram_scale(curated.histogram, curated.stats))
+    assert counts_shown(browser)["search"] == expected
+    assert browser.evaluate("document.getElementById('count-search').textContent").startswith("≈")
+
+
+def test_an_empty_set_gives_a_page_that_says_so(tmp_path, browser):
+    rows = pd.DataFrame({"id": [], "clip_id": [], "audio_path": [], "caption": [], "similarity": [],
+                         "method": [], "source_id": [], "best_label": []})
+    histogram = SimilarityHistogram.empty()
+    histogram.add(torch.linspace(-0.2, 0.4, 500))
+    write_improvement_set(ImprovementSet("du", rows, 0.7, histogram), tmp_path / "set", keep_fraction=float("nan"))
+    browser.events.clear()
+    browser.open(write_browser(tmp_path / "set", tmp_path / "page").as_uri())
+    assert browser.evaluate("document.getElementById('rows').textContent") == "no pair matches"
+    assert counts_shown(browser) == {"pairs": 0, "clips": 0, "captions": 0, "search": 0}
+    assert browser.console_errors() == []
+
+
+# --------------------------------------------------------------------------- long clips
+
+
+class LoudnessModel(torch.nn.Module):
+    """A stand-in teacher: a window's embedding is its loudness, [rms, 0.05] normalised; captions
+    starting with "loud" embed as [1, 0], the others as [0, 1] (quiet windows match them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = SimpleNamespace(audio=SimpleNamespace(sample_rate=8000), d_proj=2)
+        self.clip_samples = 8000  # 1 s windows
+        self.device = torch.device("cpu")
+
+    def encode_audio(self, waveforms, normalize=True):
+        rms = waveforms.pow(2).mean(dim=1).sqrt()
+        return torch.nn.functional.normalize(torch.stack([rms, torch.full_like(rms, 0.05)], dim=1), dim=1)
+
+    def encode_text(self, captions, normalize=True):
+        return torch.tensor([[1.0, 0.0] if caption.startswith("loud") else [0.0, 1.0] for caption in captions])
+
+
+def test_long_clips_play_the_window_that_matched_their_caption(tmp_path, browser):
+    rng = np.random.default_rng(1)
+    level = np.repeat([0.02, 0.005, 0.5, 0.03], 8000)  # 4 s: the third second loud, the second quietest
+    soundfile.write(tmp_path / "long.wav", level * rng.standard_normal(32000), 8000)
+    soundfile.write(tmp_path / "short.wav", 0.3 * rng.standard_normal(7200), 8000)  # 0.9 s: one window
+    rows = pd.DataFrame({"id": ["a", "b", "c"], "clip_id": ["long", "long", "short"],
+                         "audio_path": [str(tmp_path / f"{clip}.wav") for clip in ("long", "long", "short")],
+                         "caption": ["loud engine", "a quiet room", "loud dog"], "similarity": [0.9, 0.8, 0.7],
+                         "method": "du", "source_id": ["x", "y", "z"], "best_label": ""})
+    write_improvement_set(ImprovementSet("du", rows, 0.5, SimilarityHistogram.empty()), tmp_path / "set")
+    windows = matched_windows(read_curated_set(tmp_path / "set").rows, LoudnessModel())
+    assert windows.window_seconds == 1.0
+    np.testing.assert_array_equal(windows.start_seconds, [2.0, 1.0, np.nan])
+    page = write_browser(tmp_path / "set", tmp_path / "page", windows=windows)
+    browser.events.clear()
+    browser.open(page.as_uri())
+    players = browser.evaluate("""Promise.all([...document.querySelectorAll('#rows audio')].map(audio => {
+        audio.preload = 'metadata'; audio.load();
+        return new Promise((ok, fail) => { audio.onloadedmetadata = () => ok([audio.getAttribute('src'), audio.currentTime]);
+                                           audio.onerror = () => fail(new Error('cannot load ' + audio.src)); }); }))""",
+                               await_promise=True)
+    assert [src.rpartition("/")[2] for src, _ in players] == ["long.wav#t=2,3", "long.wav#t=1,2", "short.wav"]
+    assert [time for _, time in players] == [2.0, 1.0, 0.0]  # Chromium starts at the matched window
+    assert browser.console_errors() == []
+
+
+def test_browse_command_with_a_teacher_starts_long_clips_at_a_window(tmp_path, tiny_clap):
+    from clapcurate.model.checkpoints import save
+
+    rng = np.random.default_rng(2)
+    soundfile.write(tmp_path / "long.wav", 0.1 * rng.standard_normal(40000), 16000)  # 2.5 s: 3 windows of 1 s
+    soundfile.write(tmp_path / "short.wav", 0.1 * rng.standard_normal(12000), 16000)
+    rows = pd.DataFrame({"id": ["a", "b"], "clip_id": ["long", "short"],
+                         "audio_path": [str(tmp_path / "long.wav"), str(tmp_path / "short.wav")],
+                         "caption": ["a dog barks", "rain falls"], "similarity": [0.9, 0.8], "method": "du",
+                         "source_id": ["x", "y"], "best_label": ""})
+    write_improvement_set(ImprovementSet("du", rows, 0.5, SimilarityHistogram.empty()), tmp_path / "set")
+    assert main(["browse", str(tmp_path / "set"), "--teacher", str(save(tiny_clap, tmp_path / "teacher"))]) == 0
+    data = json.loads((tmp_path / "set" / "browser" / PAGE_FILE).read_text().split('id="data">')[1].split("</script>")[0])
+    assert data["window_seconds"] == 1.0
+    assert data["rows"]["start"][0] in (0.0, 1.0, 2.0) and data["rows"]["start"][1] is None
