@@ -561,7 +561,7 @@ def test_htsat_refuses_clips_longer_than_its_input(tiny_clap_config):
     from clapcurate.model.htsat import HTSATConfig
 
     audio = AudioConfig(encoder="htsat", sample_rate=SAMPLE_RATE, window_size=512, hop_size=160, mel_bins=32,
-                        clip_seconds=3.0, htsat=HTSATConfig(embed_dim=8, depths=[1, 1, 1], num_heads=[1, 1, 1],
+                        fmax=8000, clip_seconds=3.0, htsat=HTSATConfig(embed_dim=8, depths=[1, 1, 1], num_heads=[1, 1, 1],
                                                             window_size=4, spec_size=64))
     with pytest.raises(ClapcurateError, match="3 s clips at hop 160 give 301 frames, more than the 128 HTS-AT takes"):
         CLAP(dataclasses.replace(tiny_clap_config, audio=audio))

@@ -58,9 +58,12 @@ class AudioConfig:
         for key in ("sample_rate", "window_size", "hop_size", "mel_bins", "base_channels"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
-        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+        if self.mel_sample_rate < 0:
+            raise ValueError(f"mel_sample_rate must be positive (or 0: sample_rate), got {self.mel_sample_rate}")
+        mel_rate = self.mel_sample_rate or self.sample_rate  # the rate the filterbank is designed for
+        if not 0 <= self.fmin < self.fmax <= mel_rate / 2:
             raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin {self.fmin}, fmax {self.fmax} "
-                             f"at {self.sample_rate} Hz")
+                             f"at {mel_rate} Hz")
         if not self.clip_seconds > 0:
             raise ValueError(f"clip_seconds must be positive, got {self.clip_seconds}")
         for key in ("block_dropout", "head_dropout"):

@@ -53,6 +53,16 @@ class HTSATConfig:
     mlp_ratio: float = 4.0
     drop_path: float = 0.1  # stochastic depth at the last block, as published; 0 at the first
 
+    def __post_init__(self):
+        sizes = [self.embed_dim, self.window_size, self.spec_size, self.patch_size, self.patch_stride,
+                 *self.depths, *self.num_heads]
+        if not self.depths or min(sizes) < 1:
+            raise ValueError(f"HTS-AT sizes must be positive and depths non-empty, got {self}")
+        if len(self.depths) != len(self.num_heads):
+            raise ValueError(f"{len(self.depths)} stage depths but {len(self.num_heads)} head counts")
+        if not 0.0 <= self.drop_path < 1.0 or self.mlp_ratio <= 0:
+            raise ValueError(f"need 0 <= drop_path < 1 and mlp_ratio > 0, got {self.drop_path}, {self.mlp_ratio}")
+
     @classmethod
     def named(cls, name: str) -> "HTSATConfig":
         """The published width `name` ("tiny", "base", "large")."""
