@@ -62,6 +62,7 @@ def test_classify_lists_top_labels_and_skips_unreadable_files(world, model_dir, 
     (["fit-teacher", "--config", "missing.yaml"], "config file not found"),
     (["curate", "du", "--config", "missing.yaml"], "config file not found"),
     (["import-msclap", "no/such/CLAP_weights_2022.pth", "out"], "no such checkpoint file"),
+    (["import-laion-clap", "no/such/630k-audioset-best.pt", "out"], "no such checkpoint file"),
 ])
 def test_user_errors_exit_2_with_one_message(argv, message, capsys):
     assert main(argv) == 2
