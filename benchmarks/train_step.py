@@ -5,11 +5,14 @@ Prints samples/s of both, their ratio (target >= 0.9) and the run's peak memory 
 The model is the one of a study config (default: the demo's, `configs/demo.yaml`). Generates its
 own WAV set in a temporary folder. Usage:
     python benchmarks/train_step.py [--config configs/demo.yaml] [--clips 256] [--batch-size 128] [--steps 30]
+    python benchmarks/train_step.py --htsat tiny --clips 64 --batch-size 8 --steps 6 --warmup 2
+`--htsat tiny|base` swaps the config's audio encoder for HTS-AT of that published width (64 mel bins).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import tempfile
 import time
@@ -24,6 +27,7 @@ from lightning.pytorch import Callback
 from clapcurate.config import from_dict
 from clapcurate.losses import contrastive_loss
 from clapcurate.model.clap import CLAP, CLAPConfig
+from clapcurate.model.htsat import HTSATConfig
 from clapcurate.study import load_study_config
 from clapcurate.train import (
     AugmentConfig, OptimConfig, TeacherConfig, TeacherDataConfig, TextTrainConfig, TrainerConfig, fit_teacher,
@@ -116,8 +120,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--htsat", choices=["tiny", "base"], help="measure HTS-AT of this width instead")
     args = parser.parse_args()
     args.model = study_model_config(args.config)
+    if args.htsat:
+        audio = dataclasses.replace(args.model.audio, encoder="htsat", mel_bins=64, htsat=HTSATConfig.named(args.htsat))
+        args.model = dataclasses.replace(args.model, audio=audio)
     bare_before = bare_step_rate(args)  # measured on both sides of the full run: the cores are shared
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -126,7 +134,8 @@ def main() -> None:
         full = full_step_rate(manifest, tmp / "run", args)
     bare = max(bare_before, bare_step_rate(args))
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"torch threads: {torch.get_num_threads()}, batch {args.batch_size}, {args.steps} timed steps")
+    print(f"audio encoder {args.model.audio.encoder}{' ' + args.htsat if args.htsat else ''}, "
+          f"torch threads: {torch.get_num_threads()}, batch {args.batch_size}, {args.steps} timed steps")
     print(f"full training step (data loading included): {full:8.1f} samples/s")
     print(f"bare forward+backward+Adam on tensors:      {bare:8.1f} samples/s")
     print(f"ratio full / bare: {full / bare:.3f} (target >= 0.9)")

@@ -62,6 +62,7 @@ def test_classify_lists_top_labels_and_skips_unreadable_files(world, model_dir, 
     (["fit-teacher", "--config", "missing.yaml"], "config file not found"),
     (["curate", "du", "--config", "missing.yaml"], "config file not found"),
     (["import-msclap", "no/such/CLAP_weights_2022.pth", "out"], "no such checkpoint file"),
+    (["import-laion-clap", "no/such/630k-audioset-best.pt", "out"], "no such checkpoint file"),
 ])
 def test_user_errors_exit_2_with_one_message(argv, message, capsys):
     assert main(argv) == 2
@@ -87,6 +88,9 @@ def test_example_stage_configs_are_valid():
     assert load_teacher_config(configs / "teacher.yaml").model.audio.encoder == "cnn14"
     assert load_student_config(configs / "student.yaml").loss.target_norm == "before_mix"
     assert load_curation_config(configs / "curate.yaml").sigma == 0.7
+    for family in ("laion_clap", "msclap_2023"):
+        curation = load_curation_config(configs / f"curate_{family}.yaml")
+        assert curation.teacher == f"ckpt/{family}" and curation.keep_fraction == 0.001
     assert load_tagger_config(configs / "tagger.yaml").data.labels_csv.endswith("class_labels_indices.csv")
     for name in ("demo.yaml", "paper.yaml"):
         assert load_study_config(configs / name).model

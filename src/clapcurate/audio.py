@@ -71,16 +71,28 @@ def _check_mono(wave: np.ndarray, n_samples: int) -> None:
         raise ValueError(f"n_samples must be positive, got {n_samples}")
 
 
-def inference_windows(wave: np.ndarray, n_samples: int) -> np.ndarray:
+SHORT_CLIP_FILLS = ("loop", "repeat_then_silence")
+
+
+def inference_windows(wave: np.ndarray, n_samples: int, short_clip_fill: str = "loop") -> np.ndarray:
     """Deterministic windows [W, n_samples] covering the clip as if it were played in a loop.
 
-    - A clip no longer than `n_samples` gives one window: the clip repeated until it fills it.
+    - A clip no longer than `n_samples` gives one window: the clip repeated until it fills it
+      (`short_clip_fill="loop"`), or repeated a whole number of times and completed with zeros
+      (`"repeat_then_silence"`, LAION-CLAP's "repeatpad").
     - A longer clip gives its consecutive full windows; the remainder after the last full window
       becomes one more window, completed by the clip's beginning (the loop continues), when it
       holds at least `MIN_TAIL_FRACTION` (10 %) of a window, and is dropped otherwise.
     W >= 1 always; the same input gives the same windows on every call.
     """
     _check_mono(wave, n_samples)
+    if short_clip_fill not in SHORT_CLIP_FILLS:
+        raise ValueError(f"short_clip_fill must be one of {SHORT_CLIP_FILLS}, got {short_clip_fill!r}")
+    if short_clip_fill == "repeat_then_silence" and wave.shape[0] < n_samples:
+        window = np.zeros(n_samples, dtype=wave.dtype)
+        repeats = n_samples // wave.shape[0]
+        window[: repeats * wave.shape[0]] = np.tile(wave, repeats)
+        return window[None]
     full_windows, tail = divmod(wave.shape[0], n_samples)
     keeps_tail = tail >= MIN_TAIL_FRACTION * n_samples
     n_windows = max(1, full_windows + int(keeps_tail))

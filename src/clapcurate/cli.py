@@ -20,12 +20,36 @@ def _console():
     return Console()
 
 
-def cmd_import_msclap(args):
+def _audio_settings(assignments: list[str] | None) -> dict:
+    """`KEY=VALUE` pairs (values parsed as YAML) -> AudioConfig keywords."""
+    import yaml
+
+    settings = {}
+    for assignment in assignments or []:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ClapcurateError(f"--set expects KEY=VALUE (an audio setting, e.g. fmax=18000), got {assignment!r}")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
+def _import_published(args, families: tuple[str, ...]):
     from .model import checkpoints
 
-    model = checkpoints.import_msclap(Path(args.checkpoint), text_encoder=args.text_encoder)
+    model = checkpoints.import_checkpoint(Path(args.checkpoint), text_encoder=args.text_encoder, families=families,
+                                          **_audio_settings(args.set))
     out = checkpoints.save(model, args.out_dir)
-    _console().print(f"MS CLAP 2022 weights saved as a clapcurate checkpoint in {out}")
+    audio = model.config.audio
+    _console().print(f"{args.checkpoint} ({audio.encoder}, {audio.sample_rate} Hz, {audio.clip_seconds:g} s clips) "
+                     f"saved as a clapcurate checkpoint in {out}")
+
+
+def cmd_import_msclap(args):
+    _import_published(args, ("msclap-2022", "msclap-2023"))
+
+
+def cmd_import_laion_clap(args):
+    _import_published(args, ("laion-clap",))
 
 
 def cmd_synth(args):
@@ -200,12 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue an interrupted run in out_dir")
         p.add_argument("--overwrite", action="store_true", help="replace a finished output in out_dir")
 
-    p = sub.add_parser("import-msclap", help="convert MS CLAP 2022 weights into a checkpoint folder")
-    p.add_argument("checkpoint", help="CLAP_weights_2022.pth")
-    p.add_argument("out_dir")
-    p.add_argument("--text-encoder", default="bert-base-uncased",
-                   help="name or folder of the BERT whose architecture and tokenizer the weights fit")
+    def with_import_options(p, text_encoders: str):
+        p.add_argument("out_dir")
+        p.add_argument("--text-encoder",
+                       help=f"name or folder of the text encoder whose architecture and tokenizer the weights fit "
+                            f"(default {text_encoders})")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="an audio setting the weights do not reveal (e.g. fmax=18000, clip_seconds=20)")
+
+    p = sub.add_parser("import-msclap", help="convert MS CLAP 2022 or 2023 weights into a checkpoint folder")
+    p.add_argument("checkpoint", help="CLAP_weights_2022.pth or CLAP_weights_2023.pth")
+    with_import_options(p, "bert-base-uncased for 2022, gpt2 for 2023")
     p.set_defaults(func=cmd_import_msclap)
+
+    p = sub.add_parser("import-laion-clap", help="convert LAION-CLAP weights into a checkpoint folder")
+    p.add_argument("checkpoint", help="e.g. 630k-audioset-best.pt, music_speech_audioset_epoch_15_esc_89.98.pt")
+    with_import_options(p, "roberta-base")
+    p.set_defaults(func=cmd_import_laion_clap)
 
     p = sub.add_parser("synth", help="write the embedded synthetic world")
     p.add_argument("out_dir")
@@ -255,20 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_browse)
 
     p = sub.add_parser("evaluate", help="zero-shot accuracy on benchmark datasets")
-    p.add_argument("--model", required=True, help="checkpoint folder or MS CLAP .pth")
+    p.add_argument("--model", required=True, help="checkpoint folder, or MS CLAP / LAION-CLAP weights")
     p.add_argument("--dataset", action="append", required=True,
                    help="KIND:DIR, e.g. esc50:/data/ESC-50 (repeatable)")
-    p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
+    p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio (raise on many-core GPU machines)")
     p.add_argument("--out", help="also write the table as CSV")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("classify", help="zero-shot classification of audio files")
-    p.add_argument("--model", required=True, help="checkpoint folder or MS CLAP .pth")
+    p.add_argument("--model", required=True, help="checkpoint folder, or MS CLAP / LAION-CLAP weights")
     p.add_argument("--labels", required=True, help="comma-separated labels")
     p.add_argument("--top", type=int, default=3)
-    p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
+    p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_classify)
 

@@ -173,7 +173,8 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     """
     clips = unique_clips(manifest)
     dataset = AudioFiles(clips["audio_path"], model.sample_rate,
-                         functools.partial(inference_windows, n_samples=model.clip_samples))  # [W, clip_samples]
+                         functools.partial(inference_windows, n_samples=model.clip_samples,
+                                           short_clip_fill=model.config.audio.short_clip_fill))  # [W, clip_samples]
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items)
     window_sums = np.zeros((len(clips), model.config.d_proj), dtype=np.float32)  # [N, d]
     skipped: list[tuple[int, str]] = []

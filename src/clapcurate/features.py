@@ -27,7 +27,7 @@ import torch
 from .audio import AudioFiles, load_audio
 from .errors import AudioError
 from .files import write_atomically
-from .model.frontend import LogMel
+from .model.frontend import LogMel, int16_round_trip
 
 FEATURE_DTYPE = np.float16
 
@@ -53,6 +53,8 @@ class FrontendSettings:
     mel_bins: int
     fmin: float
     fmax: float
+    mel_sample_rate: int = 0  # the filterbank's design rate; 0: sample_rate
+    int16_round_trip: bool = False  # LAION-CLAP's 16-bit quantisation of the waveform
 
     @classmethod
     def of(cls, audio_config) -> "FrontendSettings":
@@ -60,7 +62,11 @@ class FrontendSettings:
         return cls(**{field.name: getattr(audio_config, field.name) for field in dataclasses.fields(cls)})
 
     def digest(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        settings = dataclasses.asdict(self)
+        for name in ("mel_sample_rate", "int16_round_trip"):  # settings added later: old caches keep their digest
+            if not settings[name]:
+                del settings[name]
+        text = json.dumps(settings, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def frames(self, n_samples: int) -> int:
@@ -74,7 +80,8 @@ def _logmel_module(settings: FrontendSettings) -> LogMel:
     (the layers' throw-away random initialisation would shift every later draw of the run that
     happens to build it first: a fit's numbers would depend on what ran before it)."""
     with torch.random.fork_rng(devices=[]):
-        return LogMel(**dataclasses.asdict(settings)).eval()
+        return LogMel(settings.mel_sample_rate or settings.sample_rate, settings.window_size, settings.hop_size,
+                      settings.mel_bins, settings.fmin, settings.fmax).eval()
 
 
 def compute_logmel(wave: np.ndarray, settings: FrontendSettings, path: str = "waveform") -> np.ndarray:
@@ -84,6 +91,8 @@ def compute_logmel(wave: np.ndarray, settings: FrontendSettings, path: str = "wa
     zero-padded to one window first. `AudioError` (naming `path`) when the log-mel is not finite
     in float16, e.g. samples so large that their power overflows.
     """
+    if settings.int16_round_trip:
+        wave = int16_round_trip(wave)
     if len(wave) <= settings.window_size // 2:
         wave = np.pad(wave, (0, settings.window_size - len(wave)))
     with torch.no_grad():
@@ -186,6 +195,9 @@ def encoder_identity(text_encoder: torch.nn.Module) -> str:
     digest = hashlib.sha1()
     for attribute in ("name_or_path", "pooling", "max_length"):
         digest.update(f"{attribute}={getattr(text_encoder, attribute, None)};".encode())
+    suffix = getattr(text_encoder, "caption_suffix", "")
+    if suffix:  # only when set, so that earlier identities stay as they were
+        digest.update(f"caption_suffix={suffix};".encode())
     for name, tensor in sorted(text_encoder.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

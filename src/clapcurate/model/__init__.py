@@ -1,4 +1,5 @@
-"""Models: log-mel front-end, PANNs audio encoders, Hugging Face text encoders, CLAP, checkpoints.
+"""Models: log-mel front-end, PANNs and HTS-AT audio encoders, Hugging Face text encoders, CLAP,
+checkpoints and imports of published ones (MS CLAP 2022/2023, LAION-CLAP).
 
 The names below are imported on first use, so that `import clapcurate.model.frontend`
 does not pay for importing `transformers`.
@@ -19,6 +20,11 @@ _EXPORTS = {
     "checkpoint_hash": "checkpoints",
     "import_msclap": "checkpoints",
     "load_model": "checkpoints",
+    "import_checkpoint": "checkpoints",
+    "import_msclap_2023": "imports",
+    "import_laion_clap": "imports",
+    "HTSAT": "htsat",
+    "HTSATConfig": "htsat",
 }
 
 __all__ = sorted(_EXPORTS)

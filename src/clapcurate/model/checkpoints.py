@@ -114,15 +114,14 @@ _MSCLAP_UNUSED_KEYS = ("caption_encoder.base.embeddings.position_ids",)  # legac
 _AUDIO_SIZES_FROM_WEIGHTS = ("encoder", "window_size", "mel_bins", "base_channels")
 
 
-def _msclap_audio_sizes(state: dict[str, torch.Tensor], path: Path) -> dict:
-    """Encoder kind, FFT window, mel bins and channel width of the PANNs audio encoder in `state`."""
-    prefix = "audio_encoder.base."
+def panns_encoder_sizes(state: dict[str, torch.Tensor], prefix: str, path: Path) -> dict:
+    """Encoder kind, FFT window, mel bins and channel width of the PANNs CNN under `prefix` in `state`."""
     try:
         window_size = state[prefix + "spectrogram_extractor.stft.conv_real.weight"].shape[-1]
         mel_bins = state[prefix + "logmel_extractor.melW"].shape[1]
         base_channels = state[prefix + "conv_block1.conv1.weight"].shape[0]
     except KeyError as exc:
-        raise ClapcurateError(f"{path}: not an MS CLAP checkpoint (no {exc.args[0]})") from exc
+        raise ClapcurateError(f"{path}: no PANNs audio encoder in the checkpoint (no {exc.args[0]})") from exc
     n_blocks = len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix + "conv_block")})
     has_conv2 = prefix + "conv_block1.conv2.weight" in state
     encoders = {(6, True): "cnn14", (4, True): "cnn10", (4, False): "cnn6"}
@@ -165,7 +164,7 @@ def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **a
     state = read_torch_state_dict(path)  # torch.load(path)["model"], or a bare state dict
     if not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ClapcurateError(f"{path}: expected a state dict of tensors (or a dict with one under 'model')")
-    audio_sizes = _msclap_audio_sizes(state, path)
+    audio_sizes = panns_encoder_sizes(state, "audio_encoder.base.", path)
     try:
         audio = from_dict(AudioConfig, {**audio_kw, **audio_sizes})
     except ConfigError as exc:
@@ -189,19 +188,47 @@ def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **a
     return model.eval()
 
 
+FAMILY_NAMES = {"msclap-2022": "MS CLAP 2022", "msclap-2023": "MS CLAP 2023", "laion-clap": "LAION-CLAP"}
+
+
+def import_checkpoint(path: str | Path, text_encoder: str | None = None, families: tuple[str, ...] | None = None,
+                      **audio_kw) -> CLAP:
+    """A published CLAP checkpoint file of any supported family, recognised by its key names:
+    MS CLAP 2022 (text encoder default `bert-base-uncased`), MS CLAP 2023 (`gpt2`) or LAION-CLAP
+    (`roberta-base`); `text_encoder` names the text architecture and tokenizer (name or folder),
+    `families` (keys of `FAMILY_NAMES`) restricts what is accepted, `audio_kw` sets `AudioConfig`
+    fields the weights do not reveal (the family's published values by default)."""
+    from .imports import checkpoint_family, import_laion_clap, import_msclap_2023, read_state_dict
+
+    path = Path(path)
+    family = checkpoint_family(read_state_dict(path))
+    accepted = families or tuple(FAMILY_NAMES)
+    if family not in accepted:
+        expected = " or ".join(FAMILY_NAMES[name] for name in accepted)
+        found = f"an {FAMILY_NAMES[family]} checkpoint" if family else "not a checkpoint of a supported family"
+        raise ClapcurateError(f"{path}: {found}, expected {expected}")
+    if family == "laion-clap":
+        return import_laion_clap(path, text_encoder=text_encoder or "roberta-base", **audio_kw)
+    if family == "msclap-2023":
+        return import_msclap_2023(path, text_encoder=text_encoder or "gpt2", **audio_kw)
+    return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased", **audio_kw)
+
+
 def load_model(path: str | Path, text_encoder: str | None = None, device: str | torch.device = "cpu") -> CLAP:
-    """Any supported model, in eval mode on `device`: a clapcurate checkpoint folder, or an MS CLAP
-    2022 weights file (whose text encoder architecture and tokenizer come from `text_encoder`,
-    default `bert-base-uncased`). The one entry point behind every command's `--model`."""
+    """Any supported model, in eval mode on `device`: a clapcurate checkpoint folder, or a published
+    weights file (MS CLAP 2022 or 2023, LAION-CLAP; see `import_checkpoint`, whose text encoder
+    architecture and tokenizer come from `text_encoder`). The one entry point behind every
+    command's `--model`."""
     path = require_model_path(path)
     if path.is_dir():
         return load(path, device=device)
-    return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased").to(device)
+    return import_checkpoint(path, text_encoder).to(device)
 
 
 def require_model_path(path: str | Path) -> Path:
     """`path` if it exists (checked before any work starts); `ClapcurateError` otherwise."""
     path = Path(path)
     if not path.exists():
-        raise ClapcurateError(f"model not found: {path} (expected a checkpoint folder or an MS CLAP .pth file)")
+        raise ClapcurateError(
+            f"model not found: {path} (expected a checkpoint folder or a published CLAP .pth/.pt file)")
     return path

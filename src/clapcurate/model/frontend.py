@@ -241,6 +241,17 @@ class LogMel(nn.Module):
         return log_mel_spectrogram(self.spectrogram_extractor, self.logmel_extractor, waveform)
 
 
+INT16_SCALE = 32767.0
+
+
+def int16_round_trip(waveform):
+    """The waveform quantised to 16 bits and back, as LAION-CLAP prepares audio: clipped to
+    [-1, 1], scaled by 32767, truncated towards zero, divided by 32767 (torch or numpy, float32)."""
+    if isinstance(waveform, np.ndarray):
+        return (np.clip(waveform, -1.0, 1.0) * np.float32(INT16_SCALE)).astype(np.int16) / np.float32(INT16_SCALE)
+    return (waveform.clamp(-1.0, 1.0) * INT16_SCALE).to(torch.int16) / INT16_SCALE
+
+
 def log_mel_spectrogram(
     spectrogram_extractor: Spectrogram, logmel_extractor: LogmelFilterBank, waveform: torch.Tensor
 ) -> torch.Tensor:

