@@ -424,8 +424,10 @@ class Study:
         def run():
             result = evaluate(load(ckpt), read_manifest(manifests[bench]), batch_size=self.config.eval_batch_size,
                               num_workers=self.config.num_workers)
+            correct = result.predictions["label"] == result.predictions["predicted"]
             return {"accuracy": result.accuracy, "per_class": result.per_class, "n_clips": result.n_clips,
-                    "skipped": len(result.skipped)}
+                    "skipped": len(result.skipped), "correct": "".join("1" if c else "0" for c in correct),
+                    "clips": _digest(result.predictions["id"])}
 
         record = self.stages.run(f"eval/{stage}/{bench}", run)
         return {"teacher": kind, "method": method, "seed": seed, "benchmark": bench, **record}
@@ -542,7 +544,8 @@ class Study:
 
     def write_outputs(self, rows, variant_rows, counts, seconds: float) -> str:
         results = pd.DataFrame(rows)
-        results.drop(columns=["per_class"]).to_csv(self.out / "results.csv", index=False)
+        results.drop(columns=["per_class", "correct", "clips"], errors="ignore").to_csv(self.out / "results.csv",
+                                                                                          index=False)
         variants = pd.DataFrame(variant_rows)
         if len(variants):
             variants = pd.concat([results[(results["teacher"] == "full") & (results["method"] == "ADS+SL")],
@@ -558,6 +561,13 @@ class Study:
         self.console.print(text)
         self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
         return str(self.out)
+
+
+def _digest(ids) -> str:
+    """A short digest of an ordered list of clip ids (paired comparisons need the same clips)."""
+    import hashlib
+
+    return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()[:16]
 
 
 def _stage_trainer(trainer, **changes):

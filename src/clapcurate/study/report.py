@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..method import LOW_RESOURCE_METHODS, STUDENT_METHODS
+from .intervals import paired_bootstrap
 
 BENCHMARKS = ("esc50", "urbansound8k", "tut2017")
 BENCHMARK_TITLES = {"esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "tut2017": "TUT17"}
@@ -77,19 +78,70 @@ def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict) -> pd
     return pd.DataFrame(table)
 
 
-def gain_table(results: pd.DataFrame, teacher: str, rows) -> pd.DataFrame:
-    """Each student's gain over its own teacher of the same seed (mean ± std of differences)."""
-    sub = results[results["teacher"] == teacher]
-    base = sub[sub["method"] == "teacher"].set_index(["benchmark", "seed"])["accuracy"]
+def paired_difference(results: pd.DataFrame, teacher: str, method: str, baseline: str, bench: str) -> str:
+    """`method` minus `baseline` on `bench` (points): the difference with its 95% paired-bootstrap
+    interval over clips and seeds (`study.intervals`), "within noise" when it holds 0; without
+    per-clip scores (older runs), mean ± std of the per-seed differences."""
+    sub = results[(results["teacher"] == teacher) & (results["benchmark"] == bench)]
+    a = sub[sub["method"] == method].set_index("seed")
+    b = sub[sub["method"] == baseline].set_index("seed")
+    seeds = sorted(set(a.index) & set(b.index))
+    if not seeds:
+        return "-"
+    paired = "correct" in sub and all(
+        isinstance(a.at[s, "correct"], str) and isinstance(b.at[s, "correct"], str) and a.at[s, "clips"] == b.at[s, "clips"]
+        for s in seeds)
+    if not paired:
+        return mean_std([100 * (a.at[s, "accuracy"] - b.at[s, "accuracy"]) for s in seeds], signed=True)
+    scores = [np.array([[c == "1" for c in frame.at[s, "correct"]] for s in seeds]) for frame in (a, b)]
+    return str(paired_bootstrap(*scores))
+
+
+def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teacher") -> pd.DataFrame:
+    """Each student's gain over `baseline` (its own teacher) of the same seed: `paired_difference`."""
     table = []
     for method in rows:
-        if method == "teacher":
+        if method == baseline:
             continue
         line = {"model": method}
         for bench in BENCHMARKS:
-            rows_m = sub[(sub["method"] == method) & (sub["benchmark"] == bench)]
-            diffs = [100 * (r.accuracy - base.get((bench, r.seed), np.nan)) for r in rows_m.itertuples()]
-            line[BENCHMARK_TITLES[bench]] = mean_std(diffs, signed=True)
+            line[BENCHMARK_TITLES[bench]] = paired_difference(results, teacher, method, baseline, bench)
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+# The paper's claims as paired comparisons: (claim, teacher kind ("full" or the low-resource
+# one), model, baseline).
+CLAIMS = (
+    ("ADS+SL beats its teacher", "full", "ADS+SL", "teacher"),
+    ("ADS+SL beats SL (training longer on the teacher's own pairs)", "full", "ADS+SL", "SL"),
+    ("ADS+SL beats DS+SL (no pool audio)", "full", "ADS+SL", "DS+SL"),
+    ("soft labels help DS (DS+SL beats DS)", "full", "DS+SL", "DS"),
+    ("the low-resource teacher is improved by ADS+SL", "low", "ADS+SL", "teacher"),
+)
+
+
+def verdict(difference: str) -> str:
+    """replicated / not replicated / within noise, from a `paired_difference` cell."""
+    if "[" not in difference:
+        return "-"
+    if "within noise" in difference:
+        return "within noise"
+    return "replicated" if difference.startswith("+") else "not replicated"
+
+
+def claims_table(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
+    """Each claim of the paper per benchmark: the paired difference, its interval and the verdict."""
+    table = []
+    for claim, teacher, method, baseline in CLAIMS:
+        teacher = low_resource if teacher == "low" else teacher
+        if not ((results["teacher"] == teacher) & (results["method"] == method)).any():
+            continue
+        line = {"claim": claim}
+        for bench in BENCHMARKS:
+            cell = paired_difference(results, teacher, method, baseline, bench)
+            shown = cell.replace(" within noise", "")
+            line[BENCHMARK_TITLES[bench]] = f"{shown}: {verdict(cell)}" if verdict(cell) != "-" else cell
         table.append(line)
     return pd.DataFrame(table)
 
@@ -170,8 +222,15 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
     parts += ["## Table 2: zero-shot accuracy (%), students of the full teacher",
               "DS and ADS students are trained per benchmark and evaluated on their own benchmark.",
               _markdown(accuracy_table(results, "full", TABLE2_ROWS, PAPER_TABLE2)),
-              "Gain over the teacher of the same seed (points):",
+              "Gain over the teacher of the same seed (points, with the 95% paired-bootstrap interval over "
+              "benchmark clips and seeds; \"within noise\" when it holds 0):",
               _markdown(gain_table(results, "full", TABLE2_ROWS))]
+    claims = claims_table(results, low)
+    if len(claims):
+        parts += ["## The paper's claims on this data",
+                  "Each claim as a paired difference in accuracy (points) with its 95% interval: replicated "
+                  "when the interval lies above 0, not replicated when below, within noise when it holds 0.",
+                  _markdown(claims)]
     if (results["teacher"] == low).any():
         parts += [f"## Table 3: zero-shot accuracy (%), students of the {low} teacher",
                   _markdown(accuracy_table(results, low, TABLE3_ROWS, PAPER_TABLE3)),
