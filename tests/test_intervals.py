@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from clapcurate.study.intervals import paired_bootstrap
+from clapcurate.study.intervals import bracket_position, paired_bootstrap
 
 
 def test_a_model_against_itself_is_exactly_zero():
@@ -45,3 +45,16 @@ def test_seeds_add_their_spread():
     assert all_seeds.high - all_seeds.low > 5  # the seed that differs makes the interval wide
     with pytest.raises(ValueError, match="same non-empty shape"):
         paired_bootstrap(same, same[:2])
+
+
+def test_bracket_position_of_a_model_between_its_brackets():
+    n = 2000
+    rng = np.random.default_rng(3)
+    shuffled = (rng.random(n) < 0.40).astype(int)
+    oracle = np.maximum(shuffled, (rng.random(n) < 0.25).astype(int))  # right wherever shuffled is, and more
+    halfway = np.where(rng.random(n) < 0.5, oracle, shuffled)
+    point, low, high = bracket_position(halfway, oracle, shuffled)
+    assert low < point < high and 0.35 < point < 0.65 and low > 0.2 and high < 0.8
+    assert bracket_position(oracle, oracle, shuffled)[:1] == (1.0,)
+    assert bracket_position(shuffled, oracle, shuffled)[0] == 0.0
+    assert all(np.isnan(bracket_position(halfway, shuffled, shuffled)))  # no span: no position

@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from clapcurate.data.manifest import read_manifest
+
 from clapcurate.cli import main
 from clapcurate.errors import ConfigError
 from clapcurate.study import load_study_config, run_study
@@ -21,6 +23,7 @@ out_root: {out}
 world: {{dir: {world}, seed: 3, scale: 0.01}}
 seeds: [0]
 variants: true
+brackets: [DU, ADS+SL]
 eval_batch_size: 128
 model:
   audio: {{encoder: cnn6, sample_rate: 16000, window_size: 512, hop_size: 160, mel_bins: 32,
@@ -195,6 +198,8 @@ def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_stu
                 break
         else:
             method, bench = name, None
+        arm = next((arm for arm in ("oracle", "shuffled") if method.endswith(f"_{arm}")), None)
+        method = method.removesuffix(f"_{arm}") if arm else method
         if method not in EXPECTED_STUDENTS:  # the ADS+SL variants
             assert method.startswith("ADS_SL_") and teacher_dir.startswith("full")
             method = "ADS_SL"
@@ -207,7 +212,10 @@ def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_stu
                 return train
             return Path(out, "curated", teacher_dir, kind if kind == "du" else f"{kind}_{bench}", "improvement_set.csv")
 
-        assert Path(student["improvement_set"]) == set_path(curated_set), name
+        expected_set = set_path(curated_set)
+        if arm:  # a bracket: its own set beside the curated one, the same replay and loss
+            expected_set = Path(out, "brackets", teacher_dir, expected_set.parent.name, f"{arm}.csv")
+        assert Path(student["improvement_set"]) == expected_set, name
         assert Path(student["replay_manifest"]) == set_path(replayed), name
         assert (student["loss"]["kind"] == "soft_label") == soft, name
         assert student["teacher"] == str(Path(out, "teachers", teacher_dir, "best"))
@@ -259,3 +267,25 @@ def test_report_html_converts_the_reports_markdown_and_inlines_its_plots(tmp_pat
     assert "<table><thead><tr><th>model</th><th>acc</th></tr></thead><tbody><tr><td>DU</td><td>1.0</td></tr>" in page
     assert "<ul><li>one</li><li><code>two</code></li></ul>" in page
     assert '<img src="data:image/png;base64,iVBORw0KGgo=" alt="acc">' in page
+
+
+def test_brackets_hold_right_pairs_and_the_curated_clips_and_captions_shuffled(tiny_study):
+    from clapcurate.study.groundtruth import WorldTruth
+
+    _, config, out = tiny_study
+    truth = WorldTruth(config.world.dir)
+    folders = sorted(Path(out, "brackets").glob("*/*"))
+    assert {f.name for f in folders} >= {"du", "ads_esc50", "ads_urbansound8k", "ads_tut2017"}
+    for folder in folders:
+        curated = read_manifest(Path(out, "curated", folder.parent.name, folder.name, "improvement_set.csv"))
+        oracle, shuffled = read_manifest(folder / "oracle.csv"), read_manifest(folder / "shuffled.csv")
+        assert len(oracle) <= len(curated) and truth.pair_is_right(oracle, Path(out, "manifests", "train.csv"), None).all()
+        assert sorted(shuffled["clip_id"]) == sorted(curated["clip_id"])
+        assert sorted(shuffled["caption"]) == sorted(curated["caption"])
+        if curated["caption"].nunique() > 3:
+            assert (shuffled["caption"].to_numpy() != curated["caption"].to_numpy()).any()
+    brackets = pd.read_csv(Path(out, "brackets.csv"))
+    assert {"DU oracle", "DU shuffled", "ADS+SL oracle", "ADS+SL shuffled"} <= set(brackets["method"])
+    report = open(f"{out}/report.md").read()
+    section = report.split("## Brackets")[1].split("\n## ")[0]
+    assert section.count("| full |") == 3 + 3 and "position" in section  # DU on each benchmark, ADS+SL on its own

@@ -43,16 +43,41 @@ def paired_bootstrap(correct_a, correct_b, resamples: int = RESAMPLES, level: fl
     a, b = np.atleast_2d(np.asarray(correct_a, dtype=np.float64)), np.atleast_2d(np.asarray(correct_b, dtype=np.float64))
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"paired scores need the same non-empty shape, got {a.shape} and {b.shape}")
-    differences = a - b  # [S, N]
-    n_seeds, n_clips = differences.shape
-    rng = np.random.default_rng(seed)
-    clip_weights = rng.multinomial(n_clips, np.full(n_clips, 1.0 / n_clips), size=resamples)  # [R, N]
-    per_seed = clip_weights @ differences.T / n_clips  # [R, S]
-    if n_seeds > 1:
-        seed_weights = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=resamples)  # [R, S]
-        resampled = (per_seed * seed_weights).sum(axis=1) / n_seeds
-    else:
-        resampled = per_seed[:, 0]
+    means = _resampled_means([a, b], resamples, seed)  # [2, R]
+    resampled = means[0] - means[1]
+    differences = a - b
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(resampled, [tail, 100 - tail])
     return Interval(100 * float(differences.mean()), 100 * float(low), 100 * float(high))
+
+
+def _resampled_means(scores: list[np.ndarray], resamples: int, seed: int) -> np.ndarray:
+    """Mean accuracy of each model [M, R] under the same clip (and seed) resamples."""
+    stacked = np.stack([np.atleast_2d(np.asarray(s, dtype=np.float64)) for s in scores])  # [M, S, N]
+    _, n_seeds, n_clips = stacked.shape
+    rng = np.random.default_rng(seed)
+    clip_weights = rng.multinomial(n_clips, np.full(n_clips, 1.0 / n_clips), size=resamples)  # [R, N]
+    per_seed = np.einsum("rn,msn->mrs", clip_weights, stacked) / n_clips  # [M, R, S]
+    if n_seeds == 1:
+        return per_seed[:, :, 0]
+    seed_weights = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=resamples)  # [R, S]
+    return (per_seed * seed_weights[None]).sum(axis=2) / n_seeds
+
+
+def bracket_position(curated, oracle, shuffled, resamples: int = RESAMPLES, level: float = LEVEL,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """(curated - shuffled) / (oracle - shuffled) in accuracy, with a `level` percentile interval
+    from the same paired resamples of clips and seeds; NaNs when the oracle does not beat the
+    shuffled bracket in more than `level` of the resamples (the ratio means nothing then)."""
+    scores = [np.atleast_2d(np.asarray(s, dtype=np.float64)) for s in (curated, oracle, shuffled)]
+    if len({s.shape for s in scores}) != 1:
+        raise ValueError(f"paired scores need the same shape, got {[s.shape for s in scores]}")
+    means = _resampled_means(scores, resamples, seed)  # [3, R]
+    span = means[1] - means[2]
+    if np.mean(span > 0) < level:
+        return float("nan"), float("nan"), float("nan")
+    ratios = (means[0] - means[2])[span > 0] / span[span > 0]
+    point = (scores[0].mean() - scores[2].mean()) / (scores[1].mean() - scores[2].mean())
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(point), float(low), float(high)

@@ -29,7 +29,7 @@ from . import browsers, report
 from .stages import StageRunner
 
 # Settings a resumed run may change: which seeds and variants to add, and how fast to compute.
-RESUMABLE_KEYS = ("seeds", "variants", "num_workers", "eval_batch_size", "out_root", "name")
+RESUMABLE_KEYS = ("seeds", "variants", "brackets", "num_workers", "eval_batch_size", "out_root", "name")
 SETTINGS_FILE = "settings.json"  # the settings a run's stages were computed with
 
 # Each fit is one resumable stage of the study: no per-validation resume state (a crash reruns
@@ -123,6 +123,9 @@ class StudyConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     curation: CurationSettings = field(default_factory=CurationSettings)
     variants: bool = True
+    # student methods bracketed by an oracle and a shuffled student (`study.brackets`; the
+    # embedded world only, it needs ground truth), e.g. [DU, ADS+SL]
+    brackets: list[str] = field(default_factory=list)
     eval_batch_size: int = 64
     num_workers: int = 0
 
@@ -136,6 +139,12 @@ class StudyConfig:
             raise ValueError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        pool_methods = [name for name, (curated, _) in method.STUDENT_METHODS.items() if curated in ("du", "ads")]
+        for name in self.brackets:
+            if name not in pool_methods:
+                raise ValueError(f"brackets: {name!r} is not a student of pool pairs ({', '.join(pool_methods)})")
+        if self.brackets and self.world is None:
+            raise ValueError("brackets need the embedded world's ground truth (a `world` section)")
 
     @property
     def low_resource(self) -> method.LowResource | None:
@@ -476,7 +485,7 @@ class Study:
         t0 = time.perf_counter()
         manifests = self.prepare_data()
         pretrained = self.pretrain_audio()
-        rows, variant_rows, counts = [], [], []
+        rows, variant_rows, counts, bracket_rows = [], [], [], []
         low = self.config.low_resource
         kinds = ["full"] + ([low.label] if low else [])
         if low:
@@ -499,13 +508,49 @@ class Study:
                 sets = self.curate(kind, seed, ckpt, manifests, train_manifest, embeddings)
                 counts += self.curated_counts(kind, seed, sets, manifests)
                 browsers.write_browsers(sets, manifests["train"], self.truth())
-                for spec in self.students(kind, train_manifest, sets):
+                specs = self.students(kind, train_manifest, sets)
+                specs += [arm for spec in specs if spec.table == "main" and spec.method in self.config.brackets
+                          for arm in self.bracket_students(kind, seed, spec, train_manifest, manifests)]
+                for spec in specs:
                     student = self.fit_student(kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
                         row = self.evaluate(kind, spec.method, seed, student, bench, manifests,
                                             self.student_name(kind, spec, seed))
-                        (rows if spec.table == "main" else variant_rows).append(row)
-        return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0)
+                        {"main": rows, "variant": variant_rows, "bracket": bracket_rows}[spec.table].append(row)
+        return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows)
+
+    def bracket_students(self, kind: str, seed: int, spec: StudentSpec, train_manifest: str,
+                         manifests: dict[str, str]) -> list[StudentSpec]:
+        """The oracle and shuffled students of a curated student (`study.brackets`): the same
+        replay, loss, steps and seed, on sets of the same size."""
+        from ..curate import training_clip_mask
+        from ..data.manifest import read_manifest, write_manifest
+        from ..embed import unique_captions, unique_clips
+        from .brackets import oracle_set, shuffled_set
+
+        curated_dir = Path(spec.improvement_set).parent
+        name = f"brackets/{self.slug(kind)}_s{seed}/{curated_dir.name}"
+
+        def make():
+            out = self.out / name
+            out.mkdir(parents=True, exist_ok=True)
+            curated = read_manifest(spec.improvement_set)
+            train = read_manifest(manifests["train"])
+            if curated_dir.name == "du":
+                candidates = unique_captions(train).assign(source_id=lambda t: t["id"], best_label="")
+            else:
+                candidates = read_manifest(spec.replay)  # the DS set whose captions ADS matched
+            pool = unique_clips(read_manifest(manifests["pool"]))
+            pool = pool[~training_clip_mask(pool, read_manifest(train_manifest))].reset_index(drop=True)
+            oracle, same_caption = oracle_set(curated, candidates, pool, self.truth(),
+                                              dict(zip(train["id"], train["audio_path"])), seed)
+            return {"oracle": str(write_manifest(oracle, out / "oracle.csv")),
+                    "shuffled": str(write_manifest(shuffled_set(curated, seed), out / "shuffled.csv")),
+                    "pairs": len(curated), "oracle_pairs": len(oracle), "oracle_same_caption": same_caption}
+
+        record = self.stages.run(name, make)
+        return [dataclasses.replace(spec, method=f"{spec.method} {arm}", improvement_set=record[arm], table="bracket")
+                for arm in ("oracle", "shuffled")]
 
     def validation_curves(self) -> dict[str, pd.DataFrame]:
         """Each student's `metrics.csv` (its validation loss by step), by student name."""
@@ -550,10 +595,13 @@ class Study:
                 out.append({**{k: row[k] for k in columns[:4]}, "group": groups[bench][label], "accuracy": acc})
         return pd.DataFrame(out, columns=columns)
 
-    def write_outputs(self, rows, variant_rows, counts, seconds: float) -> str:
+    def write_outputs(self, rows, variant_rows, counts, seconds: float, bracket_rows=()) -> str:
         results = pd.DataFrame(rows)
         results.drop(columns=["per_class", "correct", "clips"], errors="ignore").to_csv(self.out / "results.csv",
                                                                                           index=False)
+        if bracket_rows:
+            pd.DataFrame(list(bracket_rows)).drop(columns=["per_class", "correct", "clips"], errors="ignore").to_csv(
+                self.out / "brackets.csv", index=False)
         variants = pd.DataFrame(variant_rows)
         if len(variants):
             variants = pd.concat([results[(results["teacher"] == "full") & (results["method"] == "ADS+SL")],
@@ -566,7 +614,8 @@ class Study:
         text = report.write_report(self.out, results, pd.DataFrame(counts), self.per_class_rows(rows),
                                    self.stages.timings, header, variants if len(variants) else None, self.notes,
                                    low_resource=self.config.low_resource.label if self.config.low_resource else "",
-                                   validation_curves=self.validation_curves())
+                                   validation_curves=self.validation_curves(),
+                                   brackets=pd.DataFrame(list(bracket_rows)))
         self.console.print(text)
         self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
         return str(self.out)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..method import LOW_RESOURCE_METHODS, STUDENT_METHODS
-from .intervals import paired_bootstrap
+from .intervals import bracket_position, paired_bootstrap
 
 BENCHMARKS = ("esc50", "urbansound8k", "tut2017")
 BENCHMARK_TITLES = {"esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "tut2017": "TUT17"}
@@ -219,6 +219,41 @@ def plot_accuracy(results: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame) -> pd.DataFrame:
+    """For each bracketed student: its gain, the oracle's and the shuffled student's over the
+    teacher, the oracle against the SL control, and where the curated student sits,
+    (curated - shuffled) / (oracle - shuffled) with its 95% interval."""
+    both = pd.concat([results, brackets], ignore_index=True)
+    table = []
+    keys = brackets[["teacher", "method", "benchmark"]].drop_duplicates()
+    for teacher, arm, bench in keys.itertuples(index=False):
+        model, _, kind = arm.rpartition(" ")
+        if kind != "oracle":
+            continue
+        line = {"teacher": teacher, "model": model, "benchmark": BENCHMARK_TITLES.get(bench, bench)}
+        for name, method in (("curated", model), ("oracle", f"{model} oracle"), ("shuffled", f"{model} shuffled")):
+            line[f"{name} gain"] = paired_difference(both, teacher, method, "teacher", bench)
+        has_sl = ((both["teacher"] == teacher) & (both["method"] == "SL")).any()
+        line["oracle - SL"] = paired_difference(both, teacher, f"{model} oracle", "SL", bench) if has_sl else "-"
+        scores = [_scores(both, teacher, method, bench) for method in (model, f"{model} oracle", f"{model} shuffled")]
+        if all(s is not None for s in scores) and len({s.shape for s in scores}) == 1:
+            point, low, high = bracket_position(*scores)
+            line["position"] = ("n/a (the oracle does not beat the shuffled pairs)" if np.isnan(point)
+                                else f"{point:.2f} [{low:.2f}, {high:.2f}]")
+        else:
+            line["position"] = "-"
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+def _scores(results: pd.DataFrame, teacher: str, method: str, bench: str) -> np.ndarray | None:
+    """0/1 scores [seeds, clips] of one model on one benchmark, seeds in order; None without them."""
+    sub = results[(results["teacher"] == teacher) & (results["method"] == method) & (results["benchmark"] == bench)]
+    if not len(sub) or "correct" not in sub or not all(isinstance(c, str) for c in sub["correct"]):
+        return None
+    return np.array([[c == "1" for c in text] for text in sub.sort_values("seed")["correct"]])
+
+
 def plot_gains(results: pd.DataFrame, path: Path) -> bool:
     """Each student's gain over its own teacher (points) with its 95% interval, one panel per
     benchmark that was evaluated; False (nothing drawn) without per-clip scores."""
@@ -280,7 +315,8 @@ def plot_validation_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
 def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per_class: pd.DataFrame,
                  timings: dict[str, float], header: str, ablations: pd.DataFrame | None,
                  notes: list[str], low_resource: str = "10%",
-                 validation_curves: dict[str, pd.DataFrame] | None = None) -> str:
+                 validation_curves: dict[str, pd.DataFrame] | None = None,
+                 brackets: pd.DataFrame | None = None) -> str:
     """Write report.md (with the plots of accuracy, gains with intervals and the students'
     validation curves) and return the markdown text. `low_resource` is the label of the teacher
     trained on a fraction of the pairs (`method.LowResource.label`)."""
@@ -306,6 +342,14 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   _markdown(accuracy_table(results, low, TABLE3_ROWS, PAPER_TABLE3)),
                   f"Gain over the {low} teacher of the same seed (points):",
                   _markdown(gain_table(results, low, TABLE3_ROWS))]
+    if brackets is not None and len(brackets):
+        parts += ["## Brackets: oracle and shuffled pairs (embedded world)",
+                  "Each bracketed student beside two more with the same replay, loss, steps and seed: one on as "
+                  "many pool pairs that are all right by the ground truth (for the same captions where the pool "
+                  "allows), one on the same clips and captions paired at random. Position = (curated - shuffled) "
+                  "/ (oracle - shuffled) in accuracy, with its 95% interval; oracle - SL says whether right pool "
+                  "pairs teach more than training on the teacher's own pairs.",
+                  _markdown(bracket_table(results, brackets))]
     if ablations is not None and len(ablations):
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
                   _markdown(accuracy_table(ablations, "full", list(dict.fromkeys(ablations["method"])), {}))]
