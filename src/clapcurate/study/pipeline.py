@@ -583,10 +583,11 @@ def _versions() -> str:
     return f"clapcurate {__version__}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def quiet_lightning() -> None:
-    """Many short in-process fits: keep Lightning's per-fit banners and tips off the screen."""
+def quiet_banners() -> None:
+    """Many short in-process fits: keep Lightning's per-fit banners (devices, "max_steps
+    reached") and transformers' loading bars off the screen. Lightning's irrelevant warnings
+    are filtered by every fit itself (`train.console.quiet_lightning`); its real warnings pass."""
     import logging
-    import warnings
 
     import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import)
     import transformers
@@ -594,11 +595,9 @@ def quiet_lightning() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"lightning(\..*)?")
-    warnings.filterwarnings("ignore", message=".*weights_only.*")
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run_study(config: StudyConfig) -> str:
-    quiet_lightning()
+    quiet_banners()
     return Study(config).run()

@@ -40,6 +40,7 @@ from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
     label_matrix, prepare_pairs, split_by_clip,
 )
+from .console import StepProgressBar, quiet_lightning, warn_if_few_pairs
 from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule, TrainingDivergedError
 
 log = logging.getLogger("clapcurate.train")
@@ -90,7 +91,7 @@ class RunCheckpoints(Callback):
         if trainer.is_global_zero:
             pl_module.save_model(self.run_dir / "last")
         if self.save_resume_state:
-            trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT)
+            trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT, weights_only=False)
 
     def on_validation_end(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         if trainer.sanity_checking:
@@ -136,12 +137,14 @@ def _build_trainer(config: TrainerConfig, run_dir: Path, has_validation: bool, c
         validation = {"val_check_interval": config.val_check_interval}
         if isinstance(config.val_check_interval, int):
             validation["check_val_every_n_epoch"] = None  # every N steps, across epochs
+    progress = [StepProgressBar()] if config.progress_bar else []
     return Trainer(
         accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
         precision=config.precision, num_nodes=config.num_nodes,
         max_steps=config.max_steps, max_epochs=config.max_epochs,
         log_every_n_steps=config.log_every_n_steps, enable_progress_bar=config.progress_bar,
-        logger=_loggers(run_dir), callbacks=[RunCheckpoints(run_dir, has_validation, config.keep_best, config.save_resume_state), *callbacks],
+        logger=_loggers(run_dir),
+        callbacks=[RunCheckpoints(run_dir, has_validation, config.keep_best, config.save_resume_state), *progress, *callbacks],
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=run_dir, **validation,
     )
@@ -198,11 +201,23 @@ def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Pa
     return run_dir, None
 
 
-def _write_summary(run_dir: Path, counts: dict[str, int], skipped: Sequence[pd.DataFrame]) -> None:
+def _write_summary(run_dir: Path, counts: dict[str, int], skipped: Sequence[pd.DataFrame],
+                   minimums: dict[str, int]) -> None:
+    """`summary.json` and `skipped.csv`; a warning for each count below its entry in `minimums`."""
     skipped_all = pd.concat(skipped, ignore_index=True).drop_duplicates("audio_path")
     skipped_all.to_csv(run_dir / "skipped.csv", index=False)
     (run_dir / "summary.json").write_text(json.dumps({**counts, "skipped_clips": len(skipped_all)}, indent=2) + "\n")
     log.info("%s: %s, %d unreadable clip(s) skipped", run_dir, counts, len(skipped_all))
+    warn_if_few_pairs(run_dir, counts, minimums)
+
+
+def _minimums(data: DataConfig, train_keys: Sequence[str], validates: bool) -> dict[str, int]:
+    """The warning thresholds of `data` for the counts named `train_keys` and, when the fit asked
+    for validation, `val_pairs`."""
+    minimums = {key: data.min_pairs_warning for key in train_keys}
+    if validates:
+        minimums["val_pairs"] = data.min_val_pairs_warning
+    return minimums
 
 
 def _read_metrics(run_dir: Path) -> pd.DataFrame | None:
@@ -224,8 +239,9 @@ def _keep_earlier_metrics(run_dir: Path, earlier: pd.DataFrame | None) -> None:
 def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, ckpt_path: str | None,
          callbacks: Sequence[Callback]) -> Path:
     earlier = _read_metrics(run_dir) if ckpt_path else None
-    trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with quiet_lightning():
+        trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     _keep_earlier_metrics(run_dir, earlier)
     for kept in ("last", "best") if config.trainer.keep_best else ("last",):
         if not (run_dir / kept).is_dir():  # the next stage reads it: never report a run without it
@@ -254,7 +270,8 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
     write_manifest(train_kept, run_dir / "train_pairs.csv")
     write_manifest(val_kept, run_dir / "val_pairs.csv")
     _write_summary(run_dir, {"train_pairs": len(train_kept), "val_pairs": len(val_kept)},
-                   [train_skipped, val_skipped.reindex(columns=["audio_path", "reason"])])
+                   [train_skipped, val_skipped.reindex(columns=["audio_path", "reason"])],
+                   _minimums(config.data, ["train_pairs"], config.data.val_fraction > 0))
     module = ClapModule(model, config.optim, freeze_text_encoder=config.text.freeze_text_encoder,
                         freeze_audio_encoder=config.freeze_audio_encoder)
     schedule = PairSchedule(train_pairs, config.data.batch_size, config.seed)
@@ -313,6 +330,8 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
         {"curated_pairs": len(prepared["curated"][1]), "replay_pairs": len(prepared["replay"][1]),
          "val_pairs": len(val_kept)},
         [prepared["curated"][2], prepared["replay"][2], val_skipped.reindex(columns=["audio_path", "reason"])],
+        _minimums(config.data, ["curated_pairs"] + (["replay_pairs"] if config.replay.replay_prob > 0 else []),
+                  config.val_manifest is not None or config.data.val_fraction > 0),
     )
     module = ClapModule(model, config.optim, config.loss, teacher, config.freeze_batchnorm,
                         config.text.freeze_text_encoder)
@@ -369,7 +388,9 @@ def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path
         pairs.labels = label_matrix(kept["label"].tolist(), classes, config.data.train)
         prepared[name] = (pairs, kept, skipped)
     _write_summary(run_dir, {"train_clips": len(prepared["train"][1]), "val_clips": len(prepared["val"][1]),
-                             "classes": len(classes)}, [prepared["train"][2], prepared["val"][2]])
+                             "classes": len(classes)}, [prepared["train"][2], prepared["val"][2]],
+                   {"train_clips": config.data.min_pairs_warning,
+                    **({"val_clips": config.data.min_val_pairs_warning} if config.data.val_fraction > 0 else {})})
     module = TaggerModule(model, config.optim, classes)
     schedule = PairSchedule(prepared["train"][0], config.data.batch_size, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, prepared["val"][0], inputs.val_batches, config.data,
