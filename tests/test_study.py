@@ -252,3 +252,17 @@ def test_report_html_converts_the_reports_markdown_and_inlines_its_plots(tmp_pat
     assert "<table><thead><tr><th>model</th><th>acc</th></tr></thead><tbody><tr><td>DU</td><td>1.0</td></tr>" in page
     assert "<ul><li>one</li><li><code>two</code></li></ul>" in page
     assert '<img src="data:image/png;base64,iVBORw0KGgo=" alt="acc">' in page
+
+
+def test_accuracy_plot_has_one_panel_per_evaluated_benchmark(tmp_path):
+    import matplotlib.image
+
+    from clapcurate.study.report import plot_accuracy
+
+    results = pd.DataFrame({"teacher": "full", "method": ["teacher", "DU", "teacher", "DU"], "seed": 0,
+                            "benchmark": ["urbansound8k", "urbansound8k", "esc50", "esc50"],
+                            "accuracy": [0.5, 0.55, 0.4, 0.42]})
+    assert plot_accuracy(results, tmp_path / "two.png") == ["esc50", "urbansound8k"]
+    assert plot_accuracy(results[results.benchmark == "esc50"], tmp_path / "one.png") == ["esc50"]
+    width = {name: matplotlib.image.imread(tmp_path / f"{name}.png").shape[1] for name in ("one", "two")}
+    assert width == {"one": 500, "two": 1000}  # 5 inches per panel at 100 dpi

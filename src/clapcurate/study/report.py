@@ -136,25 +136,34 @@ def rare_frequent_table(per_class: pd.DataFrame, teacher: str, rows) -> pd.DataF
     return pd.DataFrame(table)
 
 
-def plot_accuracy(results: pd.DataFrame, path: Path) -> None:
-    """Bar chart of accuracy per method and benchmark with error bars (std over seeds)."""
+def evaluated_benchmarks(results: pd.DataFrame) -> list[str]:
+    """The benchmarks `results` holds: the paper's in its order, then any others by name."""
+    present = set(results["benchmark"])
+    return [bench for bench in BENCHMARKS if bench in present] + sorted(present - set(BENCHMARKS))
+
+
+def plot_accuracy(results: pd.DataFrame, path: Path) -> list[str]:
+    """Bar chart of accuracy per method, one panel per evaluated (configured) benchmark, with
+    error bars (std over seeds); returns the benchmarks of the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(BENCHMARKS), figsize=(5 * len(BENCHMARKS), 4), squeeze=False)
-    for ax, bench in zip(axes[0], BENCHMARKS):
+    benchmarks = evaluated_benchmarks(results)
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(5 * len(benchmarks), 4), squeeze=False)
+    for ax, bench in zip(axes[0], benchmarks):
         sub = results[results["benchmark"] == bench]
         stats = sub.groupby(["teacher", "method"], sort=False)["accuracy"].agg(["mean", "std"]).reset_index()
         names = [f"{t}: {m}" for t, m in zip(stats["teacher"], stats["method"])]
         ax.barh(names, stats["mean"] * 100, xerr=stats["std"].fillna(0) * 100, color="tab:blue")
         ax.invert_yaxis()
-        ax.set_title(BENCHMARK_TITLES[bench])
+        ax.set_title(BENCHMARK_TITLES.get(bench, bench))
         ax.set_xlabel("zero-shot accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return benchmarks
 
 
 def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per_class: pd.DataFrame,
