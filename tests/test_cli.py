@@ -127,21 +127,33 @@ def test_bad_override_names_the_key(tmp_path, capsys):
     assert "optim.lrr" in capsys.readouterr().err
 
 
-def test_example_stage_configs_are_valid():
+def test_example_configs_are_valid():
+    """Every YAML file in configs/ loads as its kind, named by the file's prefix (teacher, student,
+    curate, tagger); any other file must be a study config. A new example cannot rot."""
     from pathlib import Path
 
     from clapcurate.curate import load_curation_config
     from clapcurate.study import load_study_config
     from clapcurate.train import load_student_config, load_tagger_config, load_teacher_config
 
+    loaders = {"teacher": load_teacher_config, "student": load_student_config, "curate": load_curation_config,
+               "tagger": load_tagger_config}
     configs = Path(__file__).resolve().parent.parent / "configs"
-    assert load_teacher_config(configs / "teacher.yaml").model.audio.encoder == "cnn14"
-    assert load_student_config(configs / "student.yaml").loss.target_norm == "before_mix"
-    assert load_curation_config(configs / "curate.yaml").sigma == 0.7
+    loaded = {}
+    for path in sorted(configs.glob("*.y*ml")):
+        kind = next((prefix for prefix in loaders if path.stem.startswith(prefix)), "study")
+        loaded[path.name] = loaders.get(kind, load_study_config)(path)
+    assert {"teacher.yaml", "student.yaml", "curate.yaml", "tagger.yaml", "demo.yaml", "paper.yaml"} <= set(loaded)
+    assert loaded["teacher.yaml"].model.audio.encoder == "cnn14"
+    assert loaded["student.yaml"].loss.target_norm == "before_mix"
+    assert loaded["student.yaml"].text.freeze_text_encoder and loaded["student.yaml"].text.cache_text_features
+    assert loaded["curate.yaml"].sigma == 0.7
+    assert loaded["curate.yaml"].pool_embeddings and loaded["curate.yaml"].caption_embeddings
     for family in ("laion_clap", "msclap_2023"):
-        curation = load_curation_config(configs / f"curate_{family}.yaml")
+        curation = loaded[f"curate_{family}.yaml"]
         assert curation.teacher == f"ckpt/{family}" and curation.keep_fraction == 0.001
-    assert load_tagger_config(configs / "tagger.yaml").data.labels_csv.endswith("class_labels_indices.csv")
-    for name in ("demo.yaml", "paper.yaml"):
-        assert load_study_config(configs / name).model
-    assert load_study_config(configs / "demo.yaml").pretrain_audio.trainer.max_steps > 0
+    assert loaded["tagger.yaml"].data.labels_csv.endswith("class_labels_indices.csv")
+    assert loaded["demo.yaml"].pretrain_audio.trainer.max_steps > 0
+    for name in ("teacher.yaml", "student.yaml"):
+        text = (configs / name).read_text()
+        assert "freeze_text_encoder" in text and "cache_text_features" in text and "min_pairs_warning" in text
