@@ -378,7 +378,7 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
     if not _unfinished_shards(out_dir, num_shards):
         _write_skipped_list(out_dir, num_shards)
         rows, skipped = embedding_counts(out_dir)
-        if skipped:
+        if skipped and mine:  # said once, by the call that finished the folder
             log.warning("%s: %d of %d %s skipped (unreadable or non-finite); the list is %s", out_dir, skipped,
                         rows + skipped, "clips" if modality == "audio" else "captions", out_dir / SKIPPED_FILE)
         if rows == 0:

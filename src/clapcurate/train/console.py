@@ -25,6 +25,9 @@ IRRELEVANT_LIGHTNING_MESSAGES = (
     r".*LeafSpec",
     # an advertisement
     r".*Tip: For seamless cloud logging",
+    # our epochs are step-indexed schedules; metrics are logged every n optimizer steps across
+    # epochs, so an epoch shorter than the interval loses no row of metrics.csv
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 _IRRELEVANT = re.compile("|".join(f"(?:{pattern})" for pattern in IRRELEVANT_LIGHTNING_MESSAGES))
 _LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector",
