@@ -118,8 +118,12 @@ def _eval_mode(model):
 @contextlib.contextmanager
 def _progress_bar(enabled: bool, total: int, description: str, completed: int = 0) -> Iterator[Callable[[int], None]]:
     """Yield `advance(n)`; a rich progress bar of `total` items, `completed` of them done
-    before (reused), when `enabled`."""
-    if not enabled:
+    before (reused), when `enabled`; one line instead of a bar when all of them are."""
+    if not enabled or completed >= total:
+        if enabled:
+            from rich.console import Console
+
+            Console().print(f"{description}: all {total} reused", highlight=False)
         yield lambda n: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -370,8 +374,8 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
     unfinished = set(_unfinished_shards(out_dir, num_shards))
     total, reused = _progress_counts(len(items), shard_size, my_shards, unfinished)
     mine = [i for i in my_shards if i in unfinished]
-    what = "clips" if modality == "audio" else "captions"
-    with _progress_bar(progress, total, f"embedding {modality} {what} ({out_dir.name})", reused) as advance:
+    what = "audio clips" if modality == "audio" else "captions"
+    with _progress_bar(progress, total, f"embedding {what} ({out_dir.name})", reused) as advance:
         for index in mine[:max_shards]:
             shard_items = items.iloc[index * shard_size:(index + 1) * shard_size]
             _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, num_workers, advance))
