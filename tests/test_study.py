@@ -66,8 +66,14 @@ def test_every_table_cell_is_present(tiny_study):
     for title in ("Table 1", "Table 2", "Table 3", "ADS+SL variants", "Rare versus frequent",
                   "Precision of the curated sets", "Wall time per stage", "labelled clips", "| pretrain_audio |"):
         assert title in report
-    for variant in ("ADS+SL norm=none", "ADS+SL norm=after_mix", "ADS+SL targets=cached"):
+    for variant in ("ADS+SL norm=none", "ADS+SL norm=after_mix", "ADS+SL norm=softmax", "ADS+SL targets=cached"):
         assert variant in report
+    claims = report.split("## The paper's claims")[1].split("##")[0]
+    assert claims.count("| ") >= 5 * 4 and "[" in claims  # five claims, three benchmarks, with intervals
+    rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    assert len(rows) == 5
+    assert all(cell.split(": ")[-1].strip() in ("replicated", "not replicated", "within noise")
+               for line in rows for cell in line.split("|")[2:-1])
     table2 = report.split("## Table 2")[1].split("##")[0]
     assert "| - |" not in table2.split("Gain over")[0].replace("| paper", "")  # our cells are filled
 

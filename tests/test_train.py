@@ -472,3 +472,25 @@ def test_a_fit_with_few_pairs_warns_naming_the_counts(teacher_dir, pairs_csv, tm
     with caplog.at_level("WARNING", logger="clapcurate.train"):
         fit_student(config)  # no validation asked for, enough pairs for this threshold
     assert not [r for r in caplog.records if "few pairs" in r.getMessage()]
+
+
+def test_a_student_stops_on_its_own_validation_loss_and_reads_no_other_data(teacher_dir, pairs_csv, tmp_path,
+                                                                            monkeypatch):
+    """Early stopping watches the validation split of the student's own replay pairs: the only
+    manifests a fit reads are its Improvement-Set and replay manifest (never a benchmark)."""
+    import clapcurate.train.fit as fit_module
+
+    opened = []
+    real_read = fit_module.read_manifest
+    monkeypatch.setattr(fit_module, "read_manifest", lambda path: opened.append(str(path)) or real_read(path))
+    config = student_config(teacher_dir, pairs_csv, tmp_path / "stopping", max_steps=40)
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, val_fraction=0.4), optim=OptimConfig(lr=0.05),
+        trainer=dataclasses.replace(config.trainer, val_check_interval=2, early_stopping_patience=1))
+    run_dir = fit_student(config)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    val = metrics.dropna(subset=["val_loss"])
+    assert len(val) >= 2 and metrics["step"].max() < 39  # stopped before the cap
+    assert val["val_loss"].iloc[-1] >= val["val_loss"].min()  # on a loss that no longer improved
+    assert (run_dir / "best").is_dir() and (run_dir / "last").is_dir()
+    assert set(opened) == {config.improvement_set, config.replay_manifest}

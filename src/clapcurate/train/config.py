@@ -116,6 +116,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     progress_bar: bool = True
     keep_best: bool = True  # keep `best/` (lowest validation loss) beside `last/`
+    # stop when the validation loss (on the run's own held-out pairs, never benchmark data) has not
+    # improved for this many validations; max_steps stays the cap. null: train to max_steps
+    early_stopping_patience: int | None = None
     save_resume_state: bool = True  # `resume.ckpt` and `last/` at each validation, for `resume`
 
     def __post_init__(self):
@@ -132,6 +135,8 @@ class TrainerConfig:
         if isinstance(self.val_check_interval, float) and self.val_check_interval > 1.0:
             raise ValueError(f"val_check_interval as a float is a fraction of an epoch (at most 1.0); "
                              f"give an int to count steps, got {self.val_check_interval}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"early_stopping_patience must be at least 1, got {self.early_stopping_patience}")
         if self.log_every_n_steps < 1:
             raise ValueError(f"log_every_n_steps must be positive, got {self.log_every_n_steps}")
 
@@ -190,6 +195,7 @@ class LossConfig:
     kind: Literal["contrastive", "soft_label"] = "soft_label"
     beta: float = method.BETA
     target_norm: str = method.TARGET_NORM
+    target_temperature: float | None = None  # softmax targets: tau of the teacher cosines (default: the teacher's)
     teacher_targets: Literal["online", "cached"] = "online"
     teacher_audio_embeddings: list[str] = dataclasses.field(default_factory=list)
     teacher_text_embeddings: list[str] = dataclasses.field(default_factory=list)
@@ -197,6 +203,8 @@ class LossConfig:
     def __post_init__(self):
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1], got {self.beta}")
+        if self.target_temperature is not None and not self.target_temperature > 0:
+            raise ValueError(f"target_temperature must be positive, got {self.target_temperature}")
         if self.target_norm not in method.TARGET_NORMS:
             raise ValueError(f"target_norm must be one of {list(method.TARGET_NORMS)}, got {self.target_norm!r}")
         if self.kind == "soft_label" and self.teacher_targets == "cached" and not (
