@@ -272,3 +272,14 @@ def test_accuracy_plot_has_one_panel_per_evaluated_benchmark(tmp_path):
     assert plot_accuracy(results[results.benchmark == "esc50"], tmp_path / "one.png") == ["esc50"]
     width = {name: matplotlib.image.imread(tmp_path / f"{name}.png").shape[1] for name in ("one", "two")}
     assert width == {"one": 500, "two": 1000}  # 5 inches per panel at 100 dpi
+
+
+def test_table1_shows_the_pairs_before_the_per_clip_cap_when_it_bit():
+    from clapcurate.study.report import counts_table
+
+    counts = pd.DataFrame([dict(teacher="full", seed=0, method="DU", benchmark="all", pairs=8, pairs_at_sigma=367),
+                           dict(teacher="full", seed=0, method="DS", benchmark="esc50", pairs=45, pairs_at_sigma=45)])
+    table = counts_table(counts, "full").set_index("")
+    assert table.loc["ours", "DU"] == "8" and table.loc["ours, >= sigma before the per-clip cap", "DU"] == "367"
+    uncapped = counts_table(counts.assign(pairs_at_sigma=counts["pairs"]), "full")
+    assert list(uncapped[""]) == ["ours", "paper"]

@@ -530,7 +530,8 @@ class Study:
         for key, path in sets.items():
             method, _, bench = key.partition("/")
             out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
-                        "pairs": len(read_manifest(path)), "path": str(Path(path).resolve()),
+                        "pairs": len(read_manifest(path)), "pairs_at_sigma": _pairs_before_cap(path),
+                        "path": str(Path(path).resolve()),
                         "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan})
         return out
 
@@ -592,6 +593,13 @@ def _changed_keys(old, new, prefix: str = "") -> list[str]:
             for changed in _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)]
 
 
+
+
+def _pairs_before_cap(improvement_set: str) -> float:
+    """The pairs of the search >= sigma before the per-clip cap, from the set's `stats.json`
+    (NaN for a set curated before it recorded them)."""
+    stats = json.loads((Path(improvement_set).parent / "stats.json").read_text())
+    return stats.get("pairs_at_sigma", {}).get("before_cap", np.nan)
 
 
 def _versions() -> str:
