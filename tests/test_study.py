@@ -91,7 +91,8 @@ def test_each_curated_set_has_a_browser_linked_from_the_report_and_report_html(t
         assert f"({page.relative_to(out)})" in report
         assert '"right":[' in page.read_text()  # pairs marked from the world's ground truth
     html = open(f"{out}/report.html").read()
-    assert html.count("data:image/png;base64,") == 1 and "<table>" in html  # the accuracy plot inline
+    # the plots inline: gains with intervals, accuracy, validation curves
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
     assert f'href="{manifests[0].parent.relative_to(out)}/browser/index.html"' in html
     assert "](" not in html  # every markdown link converted
 
