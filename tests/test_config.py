@@ -62,3 +62,15 @@ def test_deep_merge_layers_nested_mappings():
     merged = deep_merge(base, {"trainer": {"max_steps": 3}}, {"seed": 2, "out_dir": "x"})
     assert merged == {"trainer": {"max_steps": 3, "progress_bar": False}, "seed": 2, "out_dir": "x"}
     assert base["trainer"]["max_steps"] == 10  # inputs are left as they were
+
+
+def test_pyproject_ships_what_exists_and_declares_only_used_extras():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    for package, patterns in project["tool"]["setuptools"]["package-data"].items():
+        for pattern in patterns:
+            assert list((root / "src" / package).glob(pattern)), f"package data {pattern} matches no file"
+    assert set(project["project"]["optional-dependencies"]) == {"test"}  # no extra the code never imports

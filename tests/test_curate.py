@@ -22,7 +22,7 @@ from clapcurate.curate import (
     run_curation,
     training_clip_mask,
 )
-from clapcurate.search import SimilarityHistogram, similarity_histogram, threshold_search
+from clapcurate.search import SimilarityHistogram, counted_threshold_search, similarity_histogram, threshold_search
 from clapcurate.data.manifest import read_manifest, write_manifest
 from clapcurate.errors import ClapcurateError, ConfigError
 
@@ -58,6 +58,8 @@ def test_search_equals_brute_force_with_ties_and_exact_threshold(block_size, top
     result = threshold_search(queries, keys, sigma, block_size=block_size, top_k=top_k)
     assert as_pairs(result) == brute_force(queries, keys, sigma, top_k)
     assert result.query_idx.dtype == np.int64 and result.similarity.dtype == np.float32
+    counted, before_cap = counted_threshold_search(queries, keys, sigma, block_size=block_size, top_k=top_k)
+    assert as_pairs(counted) == as_pairs(result) and before_cap == (sims >= sigma).sum()
 
 
 def test_search_on_random_normalised_embeddings():
@@ -199,6 +201,12 @@ def test_du_top_caption_per_clip_breaks_ties_by_caption_order(pool_embeddings, p
     du = curate_du(pool_embeddings, pool_clips, caption_embeddings, train_rows, sigma=0.5, max_captions_per_clip=1)
     assert list(zip(du.rows["clip_id"], du.rows["caption"])) == [
         ("p0", "a dog barks"), ("p1", "a dog barks"), ("p2", "rain falls")]
+    assert du.pairs_before_cap == 4  # p1 reached sigma with both captions; the cap kept one
+    from clapcurate.curate.stage import histogram_title
+
+    assert histogram_title(du, 1) == "DU: 4 pairs >= sigma, 3 kept (at most 1 caption per clip)"
+    uncapped = curate_du(pool_embeddings, pool_clips, caption_embeddings, train_rows, sigma=0.5)
+    assert uncapped.pairs_before_cap == len(uncapped.rows) == 4
 
 
 def test_du_default_sigma_is_the_papers(pool_embeddings, pool_clips, caption_embeddings, train_rows):
@@ -390,6 +398,10 @@ def test_ds_then_ads_stages(world):
     ds_label = dict(zip(ds_rows["source_id"], ds_rows["best_label"]))
     assert all(ds_label[s] == label for s, label in zip(ads_rows["source_id"], ads_rows["best_label"]))
     assert ads_stats["pairs"] == 6 and ads_stats["clips"] == 6 and ads_stats["sigma"] == -1.0
+    # every pool clip x DS caption reached sigma = -1; the cap kept one caption per clip
+    n_captions = ds_rows["caption"].nunique()
+    assert ads_stats["pairs_at_sigma"] == {"before_cap": 6 * n_captions, "after_cap": 6} and n_captions > 1
+    assert ds_stats["pairs_at_sigma"] == {"before_cap": len(ds_rows), "after_cap": len(ds_rows)}
 
 
 def test_pool_holding_benchmark_audio_is_refused_before_any_audio_is_read(world):

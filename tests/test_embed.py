@@ -204,3 +204,33 @@ def test_text_folder_is_keyed_by_caption(checkpoint_dir, manifest_path, audio_ma
 def test_load_embeddings_refuses_a_plain_folder(tmp_path):
     with pytest.raises(ClapcurateError, match="not an embeddings folder"):
         load_embeddings(tmp_path)
+
+
+@pytest.mark.parametrize("modality", ["audio", "text"])
+def test_progress_counts_items_with_the_reused_part_done(checkpoint_dir, manifest_path, tmp_path, monkeypatch,
+                                                         modality):
+    import contextlib
+
+    from clapcurate import embed
+
+    bars = []
+
+    @contextlib.contextmanager
+    def recording_bar(enabled, total, description, completed=0):
+        bar = {"total": total, "completed": completed, "advances": []}
+        if enabled:
+            bars.append(bar)
+        yield bar["advances"].append
+
+    monkeypatch.setattr(embed, "_progress_bar", recording_bar)
+    settings = dict(shard_size=2, batch_size=3, modality=modality)
+    out = embed_manifest(checkpoint_dir, manifest_path, tmp_path / "emb", max_shards=1, **settings)
+    embed_manifest(checkpoint_dir, manifest_path, out, **settings)
+    ids, _ = load_embeddings(out)
+    n_items = len(ids) + len(pd.read_csv(out / "skipped.csv"))
+    first, second = bars
+    assert first["total"] == second["total"] == n_items
+    assert first["completed"] == 0 and sum(first["advances"]) == 2  # one shard of 2 items
+    assert second["completed"] == 2 and second["completed"] + sum(second["advances"]) == n_items
+    if modality == "audio":
+        assert max(second["advances"]) < n_items - 2  # several steps, not one per shard

@@ -289,3 +289,28 @@ def test_brackets_hold_right_pairs_and_the_curated_clips_and_captions_shuffled(t
     report = open(f"{out}/report.md").read()
     section = report.split("## Brackets")[1].split("\n## ")[0]
     assert section.count("| full |") == 3 + 3 and "position" in section  # DU on each benchmark, ADS+SL on its own
+
+
+def test_accuracy_plot_has_one_panel_per_evaluated_benchmark(tmp_path):
+    import matplotlib.image
+
+    from clapcurate.study.report import plot_accuracy
+
+    results = pd.DataFrame({"teacher": "full", "method": ["teacher", "DU", "teacher", "DU"], "seed": 0,
+                            "benchmark": ["urbansound8k", "urbansound8k", "esc50", "esc50"],
+                            "accuracy": [0.5, 0.55, 0.4, 0.42]})
+    assert plot_accuracy(results, tmp_path / "two.png") == ["esc50", "urbansound8k"]
+    assert plot_accuracy(results[results.benchmark == "esc50"], tmp_path / "one.png") == ["esc50"]
+    width = {name: matplotlib.image.imread(tmp_path / f"{name}.png").shape[1] for name in ("one", "two")}
+    assert width == {"one": 500, "two": 1000}  # 5 inches per panel at 100 dpi
+
+
+def test_table1_shows_the_pairs_before_the_per_clip_cap_when_it_bit():
+    from clapcurate.study.report import counts_table
+
+    counts = pd.DataFrame([dict(teacher="full", seed=0, method="DU", benchmark="all", pairs=8, pairs_at_sigma=367),
+                           dict(teacher="full", seed=0, method="DS", benchmark="esc50", pairs=45, pairs_at_sigma=45)])
+    table = counts_table(counts, "full").set_index("")
+    assert table.loc["ours", "DU"] == "8" and table.loc["ours, >= sigma before the per-clip cap", "DU"] == "367"
+    uncapped = counts_table(counts.assign(pairs_at_sigma=counts["pairs"]), "full")
+    assert list(uncapped[""]) == ["ours", "paper"]

@@ -389,7 +389,7 @@ def test_import_embed_curate_fit_student_evaluate(family, tiny_gpt2_dir, tiny_ro
     assert main(["evaluate", "--model", str(tmp_path / "student" / "last"), "--dataset",
                  f"csv:{tmp_path / 'eval.csv'}", "--out", str(tmp_path / "acc.csv")]) == 0
     accuracy = pd.read_csv(tmp_path / "acc.csv")
-    assert accuracy["clips"].tolist() == [8] and accuracy["accuracy"].between(0, 1).all()
+    assert accuracy["clips"].tolist() == [8] and accuracy["accuracy_percent"].between(0, 100).all()
 
 
 

@@ -424,6 +424,56 @@ def test_batch_augmentation_masks_stripes_and_shifts_gain():
     assert changed.any(axis=(1, 2)).mean() > 0.5  # most examples got some mask
 
 
+def test_a_fit_is_free_of_lightnings_irrelevant_warnings_and_counts_steps(teacher_dir, pairs_csv, tmp_path, capfd):
+    import warnings
+
+    from clapcurate.train.console import IRRELEVANT_LIGHTNING_MESSAGES, StepProgressBar
+
+    totals = []
+
+    class RecordTotal(Callback):
+        def on_train_start(self, trainer, pl_module):
+            totals.append(StepProgressBar.total_steps(trainer))
+
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "notes.txt").write_text("a file of the user's beside the run\n")
+    config = student_config(teacher_dir, pairs_csv, tmp_path / "student", max_steps=3)
+    config.trainer.progress_bar = True
+    config.data.val_fraction = 0.25
+    config.trainer.val_check_interval = 2
+    config.trainer.log_every_n_steps = 10  # more than the steps of an epoch
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_student(config, callbacks=[RecordTotal()])
+        config.resume, config.trainer.max_steps = True, 5
+        fit_student(config, callbacks=[RecordTotal()])
+    out, err = capfd.readouterr()
+    texts = [str(w.message) for w in caught] + (out + err).splitlines()
+    for pattern in ("logs directory", "eval mode", "weights_only", "LeafSpec", "litlogger", "logging interval"):
+        assert not [text for text in texts if pattern in text], pattern
+    assert len(IRRELEVANT_LIGHTNING_MESSAGES) == 6
+    assert totals == [3, 5]
+    assert "Epoch" not in out and "training steps" in out and "5/5" in out
+
+
+def test_a_fit_with_few_pairs_warns_naming_the_counts(teacher_dir, pairs_csv, tmp_path, caplog):
+    config = student_config(teacher_dir, pairs_csv, tmp_path / "student", max_steps=1)
+    config.data.val_fraction = 0.25
+    with caplog.at_level("WARNING", logger="clapcurate.train"):
+        fit_student(config)
+    summary = json.loads((tmp_path / "student" / "summary.json").read_text())
+    warning = " ".join(r.getMessage() for r in caplog.records if "few pairs" in r.getMessage())
+    assert f"curated pairs: {summary['curated_pairs']} (fewer than 64)" in warning
+    assert f"replay pairs: {summary['replay_pairs']} (fewer than 64)" in warning
+    assert f"val pairs: {summary['val_pairs']} (fewer than 16)" in warning
+    caplog.clear()
+    config = student_config(teacher_dir, pairs_csv, tmp_path / "quiet", max_steps=1)
+    config.data.min_pairs_warning = 8
+    with caplog.at_level("WARNING", logger="clapcurate.train"):
+        fit_student(config)  # no validation asked for, enough pairs for this threshold
+    assert not [r for r in caplog.records if "few pairs" in r.getMessage()]
+
+
 def test_a_student_stops_on_its_own_validation_loss_and_reads_no_other_data(teacher_dir, pairs_csv, tmp_path,
                                                                             monkeypatch):
     """Early stopping watches the validation split of the student's own replay pairs: the only

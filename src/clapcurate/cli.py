@@ -116,6 +116,7 @@ def cmd_curate(args):
 
 
 def cmd_evaluate(args):
+    import pandas as pd
     from rich.table import Table
 
     from .data.readers import read_dataset
@@ -125,8 +126,10 @@ def cmd_evaluate(args):
     from .zeroshot import evaluate
 
     require_model_path(args.model)
-    if args.out:
-        check_output_file(args.out, "results file")
+    skipped_file = args.skipped or (_beside(args.out, "skipped") if args.out else None)
+    for path, what in ((args.out, "results file"), (skipped_file, "list of skipped files")):
+        if path:
+            check_output_file(path, what)
     manifests = {}
     for spec in args.dataset:  # every dataset is read and checked before the model loads
         manifests[spec] = read_dataset(spec)
@@ -137,24 +140,51 @@ def cmd_evaluate(args):
     table = Table(title=f"zero-shot accuracy of {args.model}")
     for column in ("dataset", "clips", "classes", "accuracy %", "skipped"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
-    rows = []
+    rows, skipped = [], []
     for spec, manifest in manifests.items():
         result = evaluate(model, manifest, batch_size=args.batch_size, num_workers=args.num_workers,
                           progress=True)
         table.add_row(spec, str(result.n_clips), str(len(result.labels)),
                       f"{100 * result.accuracy:.1f}", str(len(result.skipped)))
-        rows.append({"dataset": spec, "clips": result.n_clips, "accuracy": result.accuracy})
-    _console().print(table)
+        rows.append({"dataset": spec, "clips": result.n_clips, "classes": len(result.labels),
+                     "accuracy_percent": round(100 * result.accuracy, 4), "skipped": len(result.skipped)})
+        skipped += [(spec, r.audio_path, r.reason) for r in result.skipped.itertuples()]
+    console = _console()
+    console.print(table)
     if args.out:
-        import pandas as pd
-
         pd.DataFrame(rows).to_csv(args.out, index=False)
+        console.print(f"results written to {args.out}", soft_wrap=True)
+    _report_skipped(console, pd.DataFrame(skipped, columns=["dataset", "audio_path", "reason"]), skipped_file)
+
+
+SKIPPED_SHOWN = 20  # skipped files listed on the console; all of them go to the --skipped file
+
+
+def _beside(path: str, suffix: str) -> str:
+    """`results.csv` -> `results.skipped.csv`."""
+    path = Path(path)
+    return str(path.with_name(f"{path.stem}.{suffix}.csv"))
+
+
+def _report_skipped(console, skipped, path: str | None) -> None:
+    """Name the skipped files (path and reason) on the console, and write them all to `path`."""
+    if path:
+        skipped.to_csv(path, index=False)
+    if skipped.empty:
+        return
+    console.print(f"[yellow]{len(skipped)} file(s) skipped (unreadable, or audio the model cannot represent); "
+                  "accuracy is over the others:[/yellow]", soft_wrap=True)
+    for row in skipped.head(SKIPPED_SHOWN).itertuples():
+        console.print(f"  {row.audio_path}: {row.reason}", soft_wrap=True, markup=False, highlight=False)
+    if path:
+        console.print(f"the list of skipped files is {path}", soft_wrap=True)
+    elif len(skipped) > SKIPPED_SHOWN:
+        console.print(f"  ... and {len(skipped) - SKIPPED_SHOWN} more (--skipped FILE writes them all)", soft_wrap=True)
 
 
 def cmd_classify(args):
     import numpy as np
     import pandas as pd
-    from rich.table import Table
 
     from .embed import embed_audio
     from .zeroshot import class_embeddings, similarity
@@ -172,15 +202,49 @@ def cmd_classify(args):
                              "audio_path": [str(Path(f).resolve()) for f in args.files]})
     audio = embed_audio(model, manifest)
     scores = similarity(audio.embeddings, class_embeddings(model, labels))
-    table = Table(title="zero-shot classification (cosine similarity)")
-    table.add_column("file", overflow="fold")
-    table.add_column("top labels")
-    for clip_id, row in zip(audio.ids, scores):
-        top = np.argsort(-row, kind="stable")[: args.top]
-        table.add_row(clip_id, ", ".join(f"{labels[i]} {row[i]:.3f}" for i in top))
-    for _, skipped in audio.skipped.iterrows():
-        table.add_row(str(skipped["id"]), f"[red]skipped: {skipped['reason']}[/red]")
-    _console().print(table)
+    results = [{"file": clip_id, "top": [{"label": labels[i], "score": round(float(row[i]), 6)}
+                                        for i in np.argsort(-row, kind="stable")[: args.top]], "skipped": None}
+               for clip_id, row in zip(audio.ids, scores)]
+    results += [{"file": str(r.id), "top": [], "skipped": r.reason} for r in audio.skipped.itertuples()]
+    order = {path: i for i, path in enumerate(args.files)}
+    results.sort(key=lambda result: order[result["file"]])  # the order the files were given in
+    _print_classification(results, args.format)
+
+
+def _print_classification(results: list[dict], output_format: str) -> None:
+    """`classify`'s results as a table (full paths, never folded), CSV (one row per file and
+    rank: file, rank, label, score, skipped) or JSON (a list of {file, top: [{label, score}],
+    skipped}) on stdout."""
+    if output_format == "json":
+        import json
+
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+    elif output_format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["file", "rank", "label", "score", "skipped"])
+        for result in results:
+            if result["skipped"] is not None:
+                writer.writerow([result["file"], "", "", "", result["skipped"]])
+            for rank, top in enumerate(result["top"], start=1):
+                writer.writerow([result["file"], rank, top["label"], f"{top['score']:.6f}", ""])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="zero-shot classification (cosine similarity)")
+        table.add_column("file", no_wrap=True)
+        table.add_column("top labels")
+        for result in results:
+            text = (f"[red]skipped: {result['skipped']}[/red]" if result["skipped"] is not None
+                    else ", ".join(f"{top['label']} {top['score']:.3f}" for top in result["top"]))
+            table.add_row(result["file"], text)
+        console = Console()
+        if not console.is_terminal:  # a pipe or a file: as wide as the longest path needs
+            widest = max((len(result["file"]) for result in results), default=0)
+            console = Console(width=max(console.width, widest + 60))
+        console.print(table)
 
 
 def cmd_study(args):
@@ -296,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio (raise on many-core GPU machines)")
-    p.add_argument("--out", help="also write the table as CSV")
+    p.add_argument("--out", help="also write the table as CSV (accuracy in percent: column accuracy_percent)")
+    p.add_argument("--skipped", help="write the skipped files (dataset, audio_path, reason) as CSV here "
+                                     "(default with --out: OUT's name with .skipped.csv)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("classify", help="zero-shot classification of audio files")
@@ -304,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="comma-separated labels")
     p.add_argument("--top", type=int, default=3)
     p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table (default), or csv / json on stdout for scripts")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_classify)
 

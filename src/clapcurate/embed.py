@@ -116,15 +116,21 @@ def _eval_mode(model):
 
 
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`; a rich progress bar when `enabled`."""
-    if not enabled:
+def _progress_bar(enabled: bool, total: int, description: str, completed: int = 0) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`; a rich progress bar of `total` items, `completed` of them done
+    before (reused), when `enabled`; one line instead of a bar when all of them are."""
+    if not enabled or completed >= total:
+        if enabled:
+            from rich.console import Console
+
+            Console().print(f"{description}: all {total} reused", highlight=False)
         yield lambda n: None
         return
-    from rich.progress import Progress
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    with Progress() as progress:
-        task = progress.add_task(description, total=total)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn()) as progress:
+        task = progress.add_task(description, total=total, completed=completed)
         yield lambda n: progress.advance(task, n)
 
 
@@ -163,8 +169,10 @@ def _add_to_clips(window_sums: np.ndarray, owner: np.ndarray, window_embeddings:
 
 
 def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers: int = 0,
-                progress: bool = False) -> EmbeddingResult:
+                progress: bool = False, advance: Callable[[int], None] | None = None) -> EmbeddingResult:
     """Embed the audio of every unique `clip_id` of `manifest` (decoded in DataLoader workers).
+
+    Progress in clips: a bar of its own with `progress`, or `advance(n)` called as clips finish.
 
     Each clip's windows are embedded and L2-normalised; the clip's embedding is the normalised
     mean of them. Unreadable clips are skipped and listed in `result.skipped`. The same files give
@@ -179,7 +187,8 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     window_sums = np.zeros((len(clips), model.config.d_proj), dtype=np.float32)  # [N, d]
     skipped: list[tuple[int, str]] = []
     with _eval_mode(model), _inference_context(model), \
-            _progress_bar(progress, len(clips), "embedding audio") as advance:
+            _progress_bar(progress and advance is None, len(clips), "embedding audio clips") as own_bar:
+        advance = advance or own_bar
         clips_done = 0
         for windows, owner, clips_loaded in _window_batches(loader, batch_size, skipped):
             window_embeddings = model.encode_audio(torch.from_numpy(windows), normalize=True)  # [B, d]
@@ -201,14 +210,18 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     return EmbeddingResult(list(clips["clip_id"][readable]), embeddings.numpy(), skipped_rows)
 
 
-def embed_texts(model, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """L2-normalised text embeddings [N, d] (float32) of `texts`, in order."""
+def embed_texts(model, texts: Sequence[str], batch_size: int = 256,
+                advance: Callable[[int], None] | None = None) -> np.ndarray:
+    """L2-normalised text embeddings [N, d] (float32) of `texts`, in order; `advance(n)` is
+    called as texts finish."""
     texts = list(texts)
     parts = [np.zeros((0, model.config.d_proj), dtype=np.float32)]
     with _eval_mode(model), _inference_context(model):
         for start in range(0, len(texts), batch_size):
             batch = model.encode_text(texts[start:start + batch_size], normalize=True)  # [B, d]
             parts.append(batch.float().cpu().numpy())
+            if advance is not None:
+                advance(len(batch))
     return np.concatenate(parts)
 
 
@@ -288,13 +301,14 @@ def _claim_folder(out_dir: Path, meta: dict) -> None:
         )
 
 
-def _embed_shard(model, items: pd.DataFrame, modality: Modality, batch_size: int,
-                 num_workers: int) -> tuple[list[str], np.ndarray, pd.DataFrame]:
-    """(keys, embeddings [n, d] float32, skipped rows) of one shard's items."""
+def _embed_shard(model, items: pd.DataFrame, modality: Modality, batch_size: int, num_workers: int,
+                 advance: Callable[[int], None]) -> tuple[list[str], np.ndarray, pd.DataFrame]:
+    """(keys, embeddings [n, d] float32, skipped rows) of one shard's items; `advance(n)` as
+    items finish."""
     if modality == "text":
-        embeddings = embed_texts(model, items["caption"], batch_size)
+        embeddings = embed_texts(model, items["caption"], batch_size, advance)
         return list(items["key"]), embeddings, pd.DataFrame(columns=SKIPPED_COLUMNS)
-    result = embed_audio(model, items, batch_size, num_workers)
+    result = embed_audio(model, items, batch_size, num_workers, advance=advance)
     return result.ids, result.embeddings, result.skipped
 
 
@@ -356,22 +370,32 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
     model = load(model_dir, device=device or _default_device())
     _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
 
-    mine = [i for i in _unfinished_shards(out_dir, num_shards) if i % world_size == rank]
-    with _progress_bar(progress, len(mine), f"embedding {modality} shards ({out_dir.name})") as advance:
+    my_shards = [i for i in range(num_shards) if i % world_size == rank]
+    unfinished = set(_unfinished_shards(out_dir, num_shards))
+    total, reused = _progress_counts(len(items), shard_size, my_shards, unfinished)
+    mine = [i for i in my_shards if i in unfinished]
+    what = "audio clips" if modality == "audio" else "captions"
+    with _progress_bar(progress, total, f"embedding {what} ({out_dir.name})", reused) as advance:
         for index in mine[:max_shards]:
             shard_items = items.iloc[index * shard_size:(index + 1) * shard_size]
-            _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, num_workers))
-            advance(1)
+            _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, num_workers, advance))
     if not _unfinished_shards(out_dir, num_shards):
         _write_skipped_list(out_dir, num_shards)
         rows, skipped = embedding_counts(out_dir)
-        if skipped:
+        if skipped and mine:  # said once, by the call that finished the folder
             log.warning("%s: %d of %d %s skipped (unreadable or non-finite); the list is %s", out_dir, skipped,
                         rows + skipped, "clips" if modality == "audio" else "captions", out_dir / SKIPPED_FILE)
         if rows == 0:
             raise ManifestError(f"{manifest_path}: none of the {skipped} clips could be embedded "
                                 f"(the list and the reasons are in {out_dir / SKIPPED_FILE})")
     return out_dir
+
+
+def _progress_counts(num_items: int, shard_size: int, shards: Sequence[int], unfinished: set[int]) -> tuple[int, int]:
+    """(items in `shards`, items in those of them already done): the progress bar's total and
+    its reused part."""
+    sizes = {i: min(shard_size, num_items - i * shard_size) for i in shards}
+    return sum(sizes.values()), sum(size for i, size in sizes.items() if i not in unfinished)
 
 
 def embedding_counts(out_dir) -> tuple[int, int]:

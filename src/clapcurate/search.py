@@ -135,21 +135,33 @@ def threshold_search(queries, keys, sigma: float, block_size: int = DEFAULT_BLOC
     result equals a brute-force computation over the full N x M matrix, but only one block of
     that matrix exists at a time. Sorted by query, then descending similarity, then key.
     """
+    return counted_threshold_search(queries, keys, sigma, block_size, top_k, device)[0]
+
+
+def counted_threshold_search(queries, keys, sigma: float, block_size: int = DEFAULT_BLOCK_SIZE,
+                             top_k: int | None = None, device: str | torch.device | None = None
+                             ) -> tuple[SearchResult, int]:
+    """(`threshold_search`'s result, the exact number of pairs >= sigma before the `top_k` cap),
+    counted in the same pass over the blocks."""
     if top_k is not None and top_k < 1:
         raise ClapcurateError(f"top_k must be at least 1, got {top_k}")
     found: list[SearchResult] = []
     pending: list[SearchResult] = []  # candidates of the current query block
+    at_sigma = 0
     for q_start, k_start, block in similarity_blocks(queries, keys, block_size, device):
         if k_start == 0 and pending:
             found.append(_finish_query_block(pending, top_k))
             pending = []
+        if top_k is not None:
+            at_sigma += int((block >= sigma).sum())
         rows, cols, values = _block_candidates(block, _block_floor(block, sigma, top_k))
         pending.append(SearchResult(rows + q_start, cols + k_start, values))
         if top_k is not None:
             pending = [_finish_query_block(pending, top_k)]
     if pending:
         found.append(_finish_query_block(pending, top_k))
-    return _concat(found)
+    result = _concat(found)
+    return result, at_sigma if top_k is not None else len(result.query_idx)
 
 
 def _finish_query_block(pending: list[SearchResult], top_k: int | None) -> SearchResult:

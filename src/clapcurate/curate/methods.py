@@ -23,8 +23,8 @@ import torch
 
 from .. import method
 from ..errors import ClapcurateError, ConfigError
-from ..search import (DEFAULT_BLOCK_SIZE, SimilarityHistogram, best_key, similarity_histogram,
-                      threshold_search)
+from ..search import (DEFAULT_BLOCK_SIZE, SimilarityHistogram, best_key, counted_threshold_search,
+                      similarity_histogram)
 
 log = logging.getLogger("clapcurate.curate")
 
@@ -59,13 +59,20 @@ PLOT_SAMPLE_QUERIES = 4096  # pool rows sampled for the histogram when sigma is 
 
 @dataclasses.dataclass
 class ImprovementSet:
-    """Curated pairs as manifest rows, the threshold sigma that selected them and the histogram
-    of the similarities they were selected from (for the plot)."""
+    """Curated pairs as manifest rows, the threshold sigma that selected them, the histogram
+    of the similarities they were selected from (for the plot) and how many pairs of the search
+    reached sigma before a per-clip cap (`max_captions_per_clip`) kept some of them."""
 
     method: str
     rows: pd.DataFrame  # manifest columns + similarity + method, source_id, best_label
     sigma: float
     histogram: SimilarityHistogram
+    pairs_before_cap: int = -1  # -1: as many as rows (no cap)
+    histogram_sampled: bool = False  # the histogram counts a sample of the pool's rows
+
+    def __post_init__(self):
+        if self.pairs_before_cap < 0:
+            self.pairs_before_cap = len(self.rows)
 
 
 def _check_aligned(embeddings, n_rows: int, what: str) -> None:
@@ -85,11 +92,12 @@ def _pool_caption_pairs(kind: str, pool_embeddings, pool_clips: pd.DataFrame, ca
     caption_embeddings = caption_embeddings[first_of_caption]  # [C, d]
     threshold, histogram = resolve_sigma(pool_embeddings, caption_embeddings, sigma, keep_fraction, kind,
                                          block_size, device)
+    sampled = histogram is None and len(pool_embeddings) > PLOT_SAMPLE_QUERIES
     if histogram is None:
         histogram = similarity_histogram(pool_embeddings, caption_embeddings, block_size,
                                          max_queries=PLOT_SAMPLE_QUERIES, device=device)
-    found = threshold_search(pool_embeddings, caption_embeddings, threshold, block_size,
-                             top_k=max_captions_per_clip, device=device)
+    found, pairs_before_cap = counted_threshold_search(pool_embeddings, caption_embeddings, threshold, block_size,
+                                                       top_k=max_captions_per_clip, device=device)
     clips = pool_clips.iloc[found.query_idx].reset_index(drop=True)
     matched = captions.iloc[found.key_idx].reset_index(drop=True)
     rows = pd.DataFrame({
@@ -103,7 +111,7 @@ def _pool_caption_pairs(kind: str, pool_embeddings, pool_clips: pd.DataFrame, ca
         "source_id": matched["source_id"],
         "best_label": matched["best_label"],
     })
-    return ImprovementSet(kind, rows, threshold, histogram)
+    return ImprovementSet(kind, rows, threshold, histogram, pairs_before_cap, sampled)
 
 
 def curate_du(pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings, caption_rows: pd.DataFrame,

@@ -22,7 +22,7 @@ from ..files import check_output_folder, write_atomically, write_text_atomically
 from ..prompts import benchmark_labels, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
 from .leakage import refuse_benchmark_audio, training_clip_mask
-from .methods import ImprovementSet, curate_ads, curate_ds, curate_du
+from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
 
 log = logging.getLogger("clapcurate.curate")
 
@@ -31,13 +31,15 @@ PLOT_BINS = 256
 
 def improvement_set_stats(improvement_set: ImprovementSet, **context) -> dict:
     """The counts of an Improvement-Set (pairs as in the paper's Table 1; distinct clips and
-    captions), the sigma used, the similarity range, and `context` (benchmark, pool size, ...)."""
+    captions), the pairs of the search >= sigma before and after the per-clip cap (exact), the
+    sigma used, the similarity range, and `context` (benchmark, pool size, ...)."""
     rows = improvement_set.rows
     similarity = rows["similarity"]
     return {
         "method": improvement_set.method,
         **context,
         "pairs": len(rows),
+        "pairs_at_sigma": {"before_cap": improvement_set.pairs_before_cap, "after_cap": len(rows)},
         "clips": int(rows["clip_id"].nunique()),
         "captions": int(rows["caption"].nunique()),
         "sigma": improvement_set.sigma,
@@ -46,12 +48,25 @@ def improvement_set_stats(improvement_set: ImprovementSet, **context) -> dict:
     }
 
 
-def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path: Path, title: str) -> Path:
-    """A PNG of the similarity distribution (log counts) with the threshold sigma marked."""
+def histogram_title(improvement_set: ImprovementSet, max_captions_per_clip: int | None = None) -> str:
+    """The plot's title: the pairs >= sigma, and the ones kept when a per-clip cap bit."""
+    kept, before_cap = len(improvement_set.rows), improvement_set.pairs_before_cap
+    title = f"{improvement_set.method.upper()}: {before_cap:,} pairs >= sigma"
+    if before_cap != kept:
+        per_clip = "caption" if max_captions_per_clip == 1 else "captions"
+        title += f", {kept:,} kept (at most {max_captions_per_clip} {per_clip} per clip)"
+    return title
+
+
+def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path: Path, title: str,
+                              ylabel: str = "pairs") -> Path:
+    """A PNG of the similarity distribution with the threshold sigma marked: counts on a log
+    scale, or on a linear scale of whole numbers when no bin holds more than 50."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     coarse = histogram.coarsened(PLOT_BINS) if len(histogram.counts) % PLOT_BINS == 0 else histogram
     figure, axes = plt.subplots(figsize=(7, 4))
@@ -61,9 +76,14 @@ def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path
     low, high = min(occupied.min(initial=sigma), sigma), max(occupied.max(initial=sigma), sigma)
     margin = 0.05 * (high - low) + coarse.bin_width
     axes.set_xlim(low - margin, high + margin)  # zoom on the occupied range and sigma
-    axes.set_yscale("symlog", linthresh=1)
+    if coarse.counts.max(initial=0) > 50:
+        axes.set_yscale("symlog", linthresh=1)
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    else:
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylim(bottom=0)
     axes.set_xlabel("cosine similarity")
-    axes.set_ylabel("count")
+    axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.legend()
     figure.tight_layout()
@@ -96,8 +116,11 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
     partial = write_manifest(improvement_set.rows, out_dir / f".partial-{manifest_name}")
     os.replace(partial, path)
     stats = improvement_set_stats(improvement_set, **context)
-    title = f"{improvement_set.method.upper()}: {stats['pairs']} pairs >= sigma"
-    plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE, title)
+    ylabel = "pairs"
+    if improvement_set.histogram_sampled:
+        ylabel = f"pairs (of {PLOT_SAMPLE_QUERIES:,} sampled pool clips)"
+    plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE,
+                              histogram_title(improvement_set, context.get("max_captions_per_clip")), ylabel)
     write_atomically(out_dir / HISTOGRAM_DATA_FILE, improvement_set.histogram.save, "wb")
     write_text_atomically(out_dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
     return path

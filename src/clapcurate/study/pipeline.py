@@ -575,7 +575,8 @@ class Study:
         for key, path in sets.items():
             method, _, bench = key.partition("/")
             out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
-                        "pairs": len(read_manifest(path)), "path": str(Path(path).resolve()),
+                        "pairs": len(read_manifest(path)), "pairs_at_sigma": _pairs_before_cap(path),
+                        "path": str(Path(path).resolve()),
                         "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan})
         return out
 
@@ -643,6 +644,13 @@ def _changed_keys(old, new, prefix: str = "") -> list[str]:
 
 
 
+def _pairs_before_cap(improvement_set: str) -> float:
+    """The pairs of the search >= sigma before the per-clip cap, from the set's `stats.json`
+    (NaN for a set curated before it recorded them)."""
+    stats = json.loads((Path(improvement_set).parent / "stats.json").read_text())
+    return stats.get("pairs_at_sigma", {}).get("before_cap", np.nan)
+
+
 def _versions() -> str:
     import torch
 
@@ -651,10 +659,11 @@ def _versions() -> str:
     return f"clapcurate {__version__}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def quiet_lightning() -> None:
-    """Many short in-process fits: keep Lightning's per-fit banners and tips off the screen."""
+def quiet_banners() -> None:
+    """Many short in-process fits: keep Lightning's per-fit banners (devices, "max_steps
+    reached") and transformers' loading bars off the screen. Lightning's irrelevant warnings
+    are filtered by every fit itself (`train.console.quiet_lightning`); its real warnings pass."""
     import logging
-    import warnings
 
     import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import)
     import transformers
@@ -662,11 +671,9 @@ def quiet_lightning() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"lightning(\..*)?")
-    warnings.filterwarnings("ignore", message=".*weights_only.*")
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run_study(config: StudyConfig) -> str:
-    quiet_lightning()
+    quiet_banners()
     return Study(config).run()

@@ -157,21 +157,27 @@ def claims_table(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
 
 
 def counts_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
-    """Table 1: curated pairs (mean over seeds), the paper's counts beside ours."""
+    """Table 1: curated pairs (mean over seeds), the paper's counts beside ours; when a per-clip
+    cap (`max_captions_per_clip`) kept fewer pairs than reached sigma, a row of the pairs >= sigma
+    before the cap too (the paper's DU keeps every caption of a clip)."""
     sub = counts[counts["teacher"] == teacher]
 
-    def mean_count(method, bench):
-        rows = sub[(sub["method"] == method) & (sub["benchmark"] == bench)]["pairs"]
-        return f"{rows.mean():,.0f}" if len(rows) else "-"
+    def mean_count(method, bench, column="pairs"):
+        if column not in sub.columns:
+            return "-"
+        values = sub[(sub["method"] == method) & (sub["benchmark"] == bench)][column].dropna()
+        return f"{values.mean():,.0f}" if len(values) else "-"
 
-    line = {"DU": mean_count("DU", "all")}
+    cells = [("DU", "DU", "all")] + [(f"{BENCHMARK_TITLES[bench]} {method}", method, bench)
+                                     for bench in BENCHMARKS for method in ("DS", "ADS")]
+    kept = {key: mean_count(method, bench) for key, method, bench in cells}
+    before_cap = {key: mean_count(method, bench, "pairs_at_sigma") for key, method, bench in cells}
     paper = {"DU": f"{PAPER_TABLE1['DU']:.1e}"}
-    for bench in BENCHMARKS:
-        for method in ("DS", "ADS"):
-            key = f"{BENCHMARK_TITLES[bench]} {method}"
-            line[key] = mean_count(method, bench)
-            paper[key] = f"{PAPER_TABLE1[method][bench]:.1e}"
-    return pd.DataFrame([{"": "ours", **line}, {"": "paper", **paper}])
+    paper.update({key: f"{PAPER_TABLE1[method][bench]:.1e}" for key, method, bench in cells[1:]})
+    rows = [{"": "ours", **kept}]
+    if any(before_cap[key] not in ("-", kept[key]) for key in kept):
+        rows.append({"": "ours, >= sigma before the per-clip cap", **before_cap})
+    return pd.DataFrame(rows + [{"": "paper", **paper}])
 
 
 def precision_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
@@ -198,25 +204,34 @@ def rare_frequent_table(per_class: pd.DataFrame, teacher: str, rows) -> pd.DataF
     return pd.DataFrame(table)
 
 
-def plot_accuracy(results: pd.DataFrame, path: Path) -> None:
-    """Bar chart of accuracy per method and benchmark with error bars (std over seeds)."""
+def evaluated_benchmarks(results: pd.DataFrame) -> list[str]:
+    """The benchmarks `results` holds: the paper's in its order, then any others by name."""
+    present = set(results["benchmark"])
+    return [bench for bench in BENCHMARKS if bench in present] + sorted(present - set(BENCHMARKS))
+
+
+def plot_accuracy(results: pd.DataFrame, path: Path) -> list[str]:
+    """Bar chart of accuracy per method, one panel per evaluated (configured) benchmark, with
+    error bars (std over seeds); returns the benchmarks of the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(BENCHMARKS), figsize=(5 * len(BENCHMARKS), 4), squeeze=False)
-    for ax, bench in zip(axes[0], BENCHMARKS):
+    benchmarks = evaluated_benchmarks(results)
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(5 * len(benchmarks), 4), squeeze=False)
+    for ax, bench in zip(axes[0], benchmarks):
         sub = results[results["benchmark"] == bench]
         stats = sub.groupby(["teacher", "method"], sort=False)["accuracy"].agg(["mean", "std"]).reset_index()
         names = [f"{t}: {m}" for t, m in zip(stats["teacher"], stats["method"])]
         ax.barh(names, stats["mean"] * 100, xerr=stats["std"].fillna(0) * 100, color="tab:blue")
         ax.invert_yaxis()
-        ax.set_title(BENCHMARK_TITLES[bench])
+        ax.set_title(BENCHMARK_TITLES.get(bench, bench))
         ax.set_xlabel("zero-shot accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return benchmarks
 
 
 def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame) -> pd.DataFrame:
@@ -262,7 +277,7 @@ def plot_gains(results: pd.DataFrame, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    benches = [b for b in BENCHMARKS if (results["benchmark"] == b).any()]
+    benches = evaluated_benchmarks(results)
     students = results[results["method"] != "teacher"][["teacher", "method"]].drop_duplicates()
     panels = {bench: [(f"{t}: {m}", paired_interval(results, t, m, "teacher", bench))
                       for t, m in students.itertuples(index=False)] for bench in benches}
@@ -280,7 +295,7 @@ def plot_gains(results: pd.DataFrame, path: Path) -> bool:
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(y, [name for name, _ in rows])
         ax.invert_yaxis()
-        ax.set_title(BENCHMARK_TITLES[bench])
+        ax.set_title(BENCHMARK_TITLES.get(bench, bench))
         ax.set_xlabel("gain over its teacher (points, 95% interval)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -21,6 +21,9 @@ class DataConfig:
     `val_fraction`: the same clip is on the same side in every manifest and run that share the
     split seed (a teacher and its students agree). `subset` keeps a random fraction of the
     pairs (seeded by `seed`) before the split. `batch_size` is the global batch.
+    A fit warns when its training, curated or replay pairs number fewer than `min_pairs_warning`,
+    or its validation pairs (when validation was asked for) fewer than `min_val_pairs_warning`
+    (0 turns a warning off): results of so few pairs cannot mean much.
     """
 
     val_fraction: float = 0.17
@@ -30,6 +33,8 @@ class DataConfig:
     num_workers: int = 0
     feature_cache: str | None = None
     max_missing_fraction: float = 0.5
+    min_pairs_warning: int = 64
+    min_val_pairs_warning: int = 16
 
     def __post_init__(self):
         if not 0.0 <= self.val_fraction < 1.0:
@@ -42,6 +47,9 @@ class DataConfig:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if not 0.0 <= self.max_missing_fraction <= 1.0:
             raise ValueError(f"max_missing_fraction must lie in [0, 1], got {self.max_missing_fraction}")
+        for key in ("min_pairs_warning", "min_val_pairs_warning"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclasses.dataclass

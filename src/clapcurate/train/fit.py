@@ -41,6 +41,7 @@ from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
     label_matrix, prepare_pairs, split_by_clip,
 )
+from .console import StepProgressBar, quiet_lightning, warn_if_few_pairs
 from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule, TrainingDivergedError
 
 log = logging.getLogger("clapcurate.train")
@@ -91,7 +92,7 @@ class RunCheckpoints(Callback):
         if trainer.is_global_zero:
             pl_module.save_model(self.run_dir / "last")
         if self.save_resume_state:
-            trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT)
+            trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT, weights_only=False)
 
     def on_validation_end(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         if trainer.sanity_checking:
@@ -143,6 +144,8 @@ def _build_trainer(config: TrainerConfig, run_dir: Path, has_validation: bool, c
                                            check_on_train_epoch_end=False))
     elif config.early_stopping_patience:
         log.warning("%s: early stopping needs validation pairs; training to max_steps", run_dir)
+    if config.progress_bar:
+        callbacks.append(StepProgressBar())
     return Trainer(
         accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
         precision=config.precision, num_nodes=config.num_nodes,
@@ -205,11 +208,23 @@ def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Pa
     return run_dir, None
 
 
-def _write_summary(run_dir: Path, counts: dict[str, int], skipped: Sequence[pd.DataFrame]) -> None:
+def _write_summary(run_dir: Path, counts: dict[str, int], skipped: Sequence[pd.DataFrame],
+                   minimums: dict[str, int]) -> None:
+    """`summary.json` and `skipped.csv`; a warning for each count below its entry in `minimums`."""
     skipped_all = pd.concat(skipped, ignore_index=True).drop_duplicates("audio_path")
     skipped_all.to_csv(run_dir / "skipped.csv", index=False)
     (run_dir / "summary.json").write_text(json.dumps({**counts, "skipped_clips": len(skipped_all)}, indent=2) + "\n")
     log.info("%s: %s, %d unreadable clip(s) skipped", run_dir, counts, len(skipped_all))
+    warn_if_few_pairs(run_dir, counts, minimums)
+
+
+def _minimums(data: DataConfig, train_keys: Sequence[str], validates: bool) -> dict[str, int]:
+    """The warning thresholds of `data` for the counts named `train_keys` and, when the fit asked
+    for validation, `val_pairs`."""
+    minimums = {key: data.min_pairs_warning for key in train_keys}
+    if validates:
+        minimums["val_pairs"] = data.min_val_pairs_warning
+    return minimums
 
 
 def _read_metrics(run_dir: Path) -> pd.DataFrame | None:
@@ -231,8 +246,9 @@ def _keep_earlier_metrics(run_dir: Path, earlier: pd.DataFrame | None) -> None:
 def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, ckpt_path: str | None,
          callbacks: Sequence[Callback]) -> Path:
     earlier = _read_metrics(run_dir) if ckpt_path else None
-    trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with quiet_lightning():
+        trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     _keep_earlier_metrics(run_dir, earlier)
     for kept in ("last", "best") if config.trainer.keep_best else ("last",):
         if not (run_dir / kept).is_dir():  # the next stage reads it: never report a run without it
@@ -261,7 +277,8 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
     write_manifest(train_kept, run_dir / "train_pairs.csv")
     write_manifest(val_kept, run_dir / "val_pairs.csv")
     _write_summary(run_dir, {"train_pairs": len(train_kept), "val_pairs": len(val_kept)},
-                   [train_skipped, val_skipped.reindex(columns=["audio_path", "reason"])])
+                   [train_skipped, val_skipped.reindex(columns=["audio_path", "reason"])],
+                   _minimums(config.data, ["train_pairs"], config.data.val_fraction > 0))
     module = ClapModule(model, config.optim, freeze_text_encoder=config.text.freeze_text_encoder,
                         freeze_audio_encoder=config.freeze_audio_encoder)
     schedule = PairSchedule(train_pairs, config.data.batch_size, config.seed)
@@ -320,6 +337,8 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
         {"curated_pairs": len(prepared["curated"][1]), "replay_pairs": len(prepared["replay"][1]),
          "val_pairs": len(val_kept)},
         [prepared["curated"][2], prepared["replay"][2], val_skipped.reindex(columns=["audio_path", "reason"])],
+        _minimums(config.data, ["curated_pairs"] + (["replay_pairs"] if config.replay.replay_prob > 0 else []),
+                  config.val_manifest is not None or config.data.val_fraction > 0),
     )
     module = ClapModule(model, config.optim, config.loss, teacher, config.freeze_batchnorm,
                         config.text.freeze_text_encoder)
@@ -376,7 +395,9 @@ def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path
         pairs.labels = label_matrix(kept["label"].tolist(), classes, config.data.train)
         prepared[name] = (pairs, kept, skipped)
     _write_summary(run_dir, {"train_clips": len(prepared["train"][1]), "val_clips": len(prepared["val"][1]),
-                             "classes": len(classes)}, [prepared["train"][2], prepared["val"][2]])
+                             "classes": len(classes)}, [prepared["train"][2], prepared["val"][2]],
+                   {"train_clips": config.data.min_pairs_warning,
+                    **({"val_clips": config.data.min_val_pairs_warning} if config.data.val_fraction > 0 else {})})
     module = TaggerModule(model, config.optim, classes)
     schedule = PairSchedule(prepared["train"][0], config.data.batch_size, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, prepared["val"][0], inputs.val_batches, config.data,
