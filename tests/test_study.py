@@ -24,6 +24,7 @@ world: {{dir: {world}, seed: 3, scale: 0.01}}
 seeds: [0]
 variants: true
 brackets: [DU, ADS+SL]
+lengths: {{benchmark: esc50, steps: [4], methods: [SL, ADS, ADS+SL, ADS oracle]}}
 eval_batch_size: 128
 model:
   audio: {{encoder: cnn6, sample_rate: 16000, window_size: 512, hop_size: 160, mel_bins: 32,
@@ -198,6 +199,10 @@ def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_stu
                 break
         else:
             method, bench = name, None
+        length = re.fullmatch(r"(.+)_(\d+)", method)  # a training-length student: `{method}_{steps}`
+        if length:
+            method = length.group(1)
+            assert student["trainer"]["max_steps"] == int(length.group(2))
         arm = next((arm for arm in ("oracle", "shuffled") if method.endswith(f"_{arm}")), None)
         method = method.removesuffix(f"_{arm}") if arm else method
         if method not in EXPECTED_STUDENTS:  # the ADS+SL variants
@@ -314,3 +319,15 @@ def test_table1_shows_the_pairs_before_the_per_clip_cap_when_it_bit():
     assert table.loc["ours", "DU"] == "8" and table.loc["ours, >= sigma before the per-clip cap", "DU"] == "367"
     uncapped = counts_table(counts.assign(pairs_at_sigma=counts["pairs"]), "full")
     assert list(uncapped[""]) == ["ours", "paper"]
+
+
+def test_training_length_is_measured_for_one_benchmark(tiny_study):
+    _, config, out = tiny_study
+    for name in ("SL_4", "ADS_4_esc50", "ADS_SL_4_esc50", "ADS_oracle_4_esc50"):
+        metrics = pd.read_csv(Path(out, "students", "full_s0", name, "metrics.csv"))
+        assert metrics["step"].max() == 3  # 4 steps instead of the main students' 2
+        assert json.loads(Path(out, "students", "full_s0", name, "config.json").read_text())["trainer"]["max_steps"] == 4
+    report = open(f"{out}/report.md").read()
+    section = report.split("## Training length")[1].split("\n## ")[0]
+    assert "| model | 2 steps | 4 steps |" in section
+    assert all(f"| {name} |" in section for name in ("SL", "ADS", "ADS+SL", "ADS oracle"))

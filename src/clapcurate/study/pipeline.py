@@ -29,7 +29,7 @@ from . import browsers, report
 from .stages import StageRunner
 
 # Settings a resumed run may change: which seeds and variants to add, and how fast to compute.
-RESUMABLE_KEYS = ("seeds", "variants", "brackets", "num_workers", "eval_batch_size", "out_root", "name")
+RESUMABLE_KEYS = ("seeds", "variants", "brackets", "lengths", "num_workers", "eval_batch_size", "out_root", "name")
 SETTINGS_FILE = "settings.json"  # the settings a run's stages were computed with
 
 # Each fit is one resumable stage of the study: no per-validation resume state (a crash reruns
@@ -68,6 +68,25 @@ class DataSettings:
     pool: str = ""
     benchmarks: dict[str, str] = field(default_factory=dict)
     tagged: str = ""  # labelled clips for `pretrain_audio` (e.g. audioset:balanced_train_segments.csv)
+
+
+@dataclass
+class LengthSettings:
+    """Training length measured, not assumed: the full teacher's students `methods` of one
+    `benchmark` trained for each number of `steps` (first seed only; the configured
+    `student.trainer.max_steps` is the main table's length). `ADS oracle` needs the embedded world."""
+
+    benchmark: str = "esc50"
+    steps: list[int] = field(default_factory=lambda: [320, 1280])
+    methods: list[str] = field(default_factory=lambda: ["SL", "ADS", "ADS+SL", "ADS oracle"])
+
+    def __post_init__(self):
+        if not self.steps or min(self.steps) < 1:
+            raise ValueError(f"steps must be positive numbers of steps, got {self.steps}")
+        known = [*method.STUDENT_METHODS, *(f"{m} oracle" for m in method.STUDENT_METHODS)]
+        unknown = [name for name in self.methods if name not in known]
+        if unknown:
+            raise ValueError(f"methods: {unknown[0]!r} is not a student (known: {', '.join(known)})")
 
 
 @dataclass
@@ -126,6 +145,7 @@ class StudyConfig:
     # student methods bracketed by an oracle and a shuffled student (`study.brackets`; the
     # embedded world only, it needs ground truth), e.g. [DU, ADS+SL]
     brackets: list[str] = field(default_factory=list)
+    lengths: LengthSettings | None = None  # students trained for other numbers of steps
     eval_batch_size: int = 64
     num_workers: int = 0
 
@@ -145,6 +165,8 @@ class StudyConfig:
                 raise ValueError(f"brackets: {name!r} is not a student of pool pairs ({', '.join(pool_methods)})")
         if self.brackets and self.world is None:
             raise ValueError("brackets need the embedded world's ground truth (a `world` section)")
+        if self.lengths and any(m.endswith(" oracle") for m in self.lengths.methods) and self.world is None:
+            raise ValueError("lengths: oracle students need the embedded world's ground truth (a `world` section)")
 
     @property
     def low_resource(self) -> method.LowResource | None:
@@ -208,7 +230,8 @@ class StudentSpec:
     replay: str
     soft_labels: bool
     loss_overrides: dict[str, Any] = field(default_factory=dict)
-    table: str = "main"  # "main" or "variant"
+    table: str = "main"  # "main", "variant", "bracket" or "length"
+    max_steps: int | None = None  # another training length than student.trainer.max_steps
 
 
 class Study:
@@ -368,9 +391,11 @@ class Study:
             # a student trained to a stopping rule is evaluated at its best validation loss, one
             # trained for a fixed number of steps at its last step
             stopping = bool(base.trainer.early_stopping_patience)
+            trainer = _stage_trainer(base.trainer, keep_best=stopping,
+                                     **({"max_steps": spec.max_steps} if spec.max_steps else {}))
             config = dataclasses.replace(
                 base, teacher=teacher_ckpt, improvement_set=spec.improvement_set, replay_manifest=spec.replay,
-                loss=loss, trainer=_stage_trainer(base.trainer, keep_best=stopping), seed=seed, overwrite=True,
+                loss=loss, trainer=trainer, seed=seed, overwrite=True,
                 out_dir=str(self.out / "students" / name))
             return str(Path(train.fit_student(config)) / ("best" if stopping else "last"))
 
@@ -450,7 +475,7 @@ class Study:
         return "full" if kind == "full" else self.config.low_resource.slug
 
     def student_name(self, kind: str, spec: StudentSpec, seed: int) -> str:
-        name = spec.method.replace("+", "_").replace(" ", "_").replace("=", "-")
+        name = spec.method.replace("+", "_").replace(" ", "_").replace("=", "-").replace("@", "")
         return f"{self.slug(kind)}_s{seed}/{name}" + (f"_{spec.benchmark}" if spec.benchmark else "")
 
     def students(self, kind: str, train_manifest: str, sets: dict[str, str]) -> list[StudentSpec]:
@@ -485,7 +510,7 @@ class Study:
         t0 = time.perf_counter()
         manifests = self.prepare_data()
         pretrained = self.pretrain_audio()
-        rows, variant_rows, counts, bracket_rows = [], [], [], []
+        rows, variant_rows, counts, bracket_rows, length_rows = [], [], [], [], []
         low = self.config.low_resource
         kinds = ["full"] + ([low.label] if low else [])
         if low:
@@ -511,13 +536,34 @@ class Study:
                 specs = self.students(kind, train_manifest, sets)
                 specs += [arm for spec in specs if spec.table == "main" and spec.method in self.config.brackets
                           for arm in self.bracket_students(kind, seed, spec, train_manifest, manifests)]
+                if kind == "full" and seed == self.config.seeds[0] and self.config.lengths:
+                    specs += self.length_students(seed, specs, train_manifest, manifests)
                 for spec in specs:
                     student = self.fit_student(kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
                         row = self.evaluate(kind, spec.method, seed, student, bench, manifests,
                                             self.student_name(kind, spec, seed))
-                        {"main": rows, "variant": variant_rows, "bracket": bracket_rows}[spec.table].append(row)
-        return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows)
+                        {"main": rows, "variant": variant_rows, "bracket": bracket_rows,
+                         "length": length_rows}[spec.table].append(row)
+        return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows, length_rows)
+
+    def length_students(self, seed: int, specs: list[StudentSpec], train_manifest: str,
+                        manifests: dict[str, str]) -> list[StudentSpec]:
+        """`lengths.methods` of `lengths.benchmark` again at each of `lengths.steps` steps."""
+        lengths = self.config.lengths
+        out = []
+        for name in lengths.methods:
+            base, _, arm = name.partition(" ")
+            bench = None if method.STUDENT_METHODS[base][0] in ("train", "du") else lengths.benchmark
+            spec = next((s for s in specs if s.method == base and s.benchmark == bench and s.table == "main"), None)
+            if spec is None:
+                continue
+            if arm:
+                spec = next(s for s in self.bracket_students("full", seed, spec, train_manifest, manifests)
+                            if s.method == name)
+            out += [dataclasses.replace(spec, method=f"{name} @{steps}", table="length", max_steps=steps)
+                    for steps in lengths.steps]
+        return out
 
     def bracket_students(self, kind: str, seed: int, spec: StudentSpec, train_manifest: str,
                          manifests: dict[str, str]) -> list[StudentSpec]:
@@ -596,7 +642,7 @@ class Study:
                 out.append({**{k: row[k] for k in columns[:4]}, "group": groups[bench][label], "accuracy": acc})
         return pd.DataFrame(out, columns=columns)
 
-    def write_outputs(self, rows, variant_rows, counts, seconds: float, bracket_rows=()) -> str:
+    def write_outputs(self, rows, variant_rows, counts, seconds: float, bracket_rows=(), length_rows=()) -> str:
         results = pd.DataFrame(rows)
         results.drop(columns=["per_class", "correct", "clips"], errors="ignore").to_csv(self.out / "results.csv",
                                                                                           index=False)
@@ -616,7 +662,8 @@ class Study:
                                    self.stages.timings, header, variants if len(variants) else None, self.notes,
                                    low_resource=self.config.low_resource.label if self.config.low_resource else "",
                                    validation_curves=self.validation_curves(),
-                                   brackets=pd.DataFrame(list(bracket_rows)))
+                                   brackets=pd.DataFrame(list(bracket_rows)), lengths=pd.DataFrame(list(length_rows)),
+                                   base_steps=self.config.student.trainer.max_steps)
         self.console.print(text)
         self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
         return str(self.out)

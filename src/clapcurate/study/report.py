@@ -261,6 +261,24 @@ def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(table)
 
 
+def length_table(results: pd.DataFrame, lengths: pd.DataFrame, brackets: pd.DataFrame | None,
+                 base_steps: int) -> pd.DataFrame:
+    """Accuracy of the length students (`method @steps`) beside the main students (`base_steps`)
+    of the same benchmark, each as its gain over the teacher with the 95% interval."""
+    both = pd.concat([results, lengths, brackets if brackets is not None else None], ignore_index=True)
+    bench = lengths["benchmark"].iloc[0]
+    names = list(dict.fromkeys(m.rsplit(" @", 1)[0] for m in lengths["method"]))
+    steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["method"]} | {base_steps})
+    table = []
+    for name in names:
+        line = {"model": name}
+        for count in steps:
+            method = name if count == base_steps else f"{name} @{count}"
+            line[f"{count} steps"] = paired_difference(both, "full", method, "teacher", bench)
+        table.append(line)
+    return pd.DataFrame(table)
+
+
 def _scores(results: pd.DataFrame, teacher: str, method: str, bench: str) -> np.ndarray | None:
     """0/1 scores [seeds, clips] of one model on one benchmark, seeds in order; None without them."""
     sub = results[(results["teacher"] == teacher) & (results["method"] == method) & (results["benchmark"] == bench)]
@@ -331,7 +349,8 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                  timings: dict[str, float], header: str, ablations: pd.DataFrame | None,
                  notes: list[str], low_resource: str = "10%",
                  validation_curves: dict[str, pd.DataFrame] | None = None,
-                 brackets: pd.DataFrame | None = None) -> str:
+                 brackets: pd.DataFrame | None = None, lengths: pd.DataFrame | None = None,
+                 base_steps: int | None = None) -> str:
     """Write report.md (with the plots of accuracy, gains with intervals and the students'
     validation curves) and return the markdown text. `low_resource` is the label of the teacher
     trained on a fraction of the pairs (`method.LowResource.label`)."""
@@ -365,6 +384,12 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   "/ (oracle - shuffled) in accuracy, with its 95% interval; oracle - SL says whether right pool "
                   "pairs teach more than training on the teacher's own pairs.",
                   _markdown(bracket_table(results, brackets))]
+    if lengths is not None and len(lengths):
+        bench = lengths["benchmark"].iloc[0]
+        parts += [f"## Training length ({BENCHMARK_TITLES.get(bench, bench)}, first seed)",
+                  "Gain over the teacher (points, 95% interval over clips) of the same students trained for "
+                  "other numbers of steps; the main tables use the configured length.",
+                  _markdown(length_table(results, lengths, brackets, base_steps))]
     if ablations is not None and len(ablations):
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
                   _markdown(accuracy_table(ablations, "full", list(dict.fromkeys(ablations["method"])), {}))]
