@@ -111,6 +111,14 @@ def assert_same_tensors(a: Path, b: Path) -> None:
     assert not different, f"{len(different)} of {len(first)} tensors differ, e.g. {different[0]}"
 
 
+def assert_same_metrics(reference: Path, killed: Path) -> None:
+    """The resumed run's metrics.csv holds every row of the uninterrupted one (none lost at a resume)."""
+    import pandas as pd
+
+    first, second = (pd.read_csv(folder / "metrics.csv") for folder in (reference, killed))
+    pd.testing.assert_frame_equal(first.sort_index(axis=1), second.sort_index(axis=1))
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, tiny_text_encoder_dir):
     """An uninterrupted study on a tiny world (its outputs are the other commands' inputs) and the
@@ -194,6 +202,7 @@ def test_killed_teacher_fit_resumes_to_identical_tensors(study, tmp_path):
                    ["fit-teacher", "--config", tmp_path / "killed.yaml", "--resume"], duration, kills=2)
     for kept in ("best", "last"):
         assert_same_tensors(tmp_path / "reference" / kept, tmp_path / "killed" / kept)
+    assert_same_metrics(tmp_path / "reference", tmp_path / "killed")
 
 
 def test_killed_student_fit_resumes_to_identical_tensors(study, tmp_path):
@@ -209,3 +218,4 @@ def test_killed_student_fit_resumes_to_identical_tensors(study, tmp_path):
                    ["fit-student", "--config", tmp_path / "killed.yaml", "--resume"], duration, kills=2)
     for kept in ("best", "last"):
         assert_same_tensors(tmp_path / "reference" / kept, tmp_path / "killed" / kept)
+    assert_same_metrics(tmp_path / "reference", tmp_path / "killed")

@@ -3,6 +3,8 @@ output that a later run would take as finished."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,10 +46,22 @@ def assert_one_line_exit_2(argv, capsys, expected: str) -> str:
     return err
 
 
+@pytest.fixture
+def immutable_dir(tmp_path):
+    """A folder nobody may write into, root included (`chattr +i`)."""
+    folder = tmp_path / "immutable"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
 @pytest.mark.parametrize("command", ["embed", "curate", "fit-student", "study", "synth", "evaluate"])
-@pytest.mark.parametrize("where", ["proc", "existing_file"])
-def test_an_unwritable_output_is_refused_before_any_work(command, where, inputs, capsys):
-    target = UNWRITABLE if where == "proc" else inputs["manifest"]
+@pytest.mark.parametrize("where", ["proc", "immutable", "existing_file"])
+def test_an_unwritable_output_is_refused_before_any_work(command, where, inputs, capsys, request):
+    target = {"proc": UNWRITABLE, "existing_file": inputs["manifest"]}.get(where) or (
+        request.getfixturevalue("immutable_dir") / "out")
     argv = {
         "embed": ["embed", "--model", inputs["model"], "--manifest", inputs["manifest"], "--out", target],
         "curate": ["curate", "du", "--config", inputs["curate"], "--set", f"out_dir={target}"],
@@ -55,9 +69,9 @@ def test_an_unwritable_output_is_refused_before_any_work(command, where, inputs,
         "study": ["study", inputs["study"], "--set", f"out_root={target}"],
         "synth": ["synth", target, "--scale", "0.01"],
         "evaluate": ["evaluate", "--model", inputs["model"], "--dataset", f"csv:{inputs['manifest']}",
-                     "--out", target if where == "proc" else inputs["tmp"]],
+                     "--out", inputs["tmp"] if where == "existing_file" else target],
     }[command]
-    expected = "cannot write" if where == "proc" else "folder"
+    expected = "folder" if where == "existing_file" else "cannot write"
     assert_one_line_exit_2(argv, capsys, expected)
     assert not (inputs["tmp"] / "runs").exists() and not (inputs["tmp"] / "world").exists()
 
