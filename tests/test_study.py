@@ -331,3 +331,15 @@ def test_training_length_is_measured_for_one_benchmark(tiny_study):
     section = report.split("## Training length")[1].split("\n## ")[0]
     assert "| model | 2 steps | 4 steps |" in section
     assert all(f"| {name} |" in section for name in ("SL", "ADS", "ADS+SL", "ADS oracle"))
+
+
+def test_a_setting_added_by_a_later_version_at_its_default_is_no_change():
+    from clapcurate.study.pipeline import _changed_keys
+
+    old = {"student": {"data": {"batch_size": 16}}, "seed": 1}
+    defaults = {"student": {"data": {"batch_size": 128, "min_pairs_warning": 64}}, "seed": 0}
+    new_default = {"student": {"data": {"batch_size": 16, "min_pairs_warning": 64}}, "seed": 1}
+    assert _changed_keys(old, new_default, defaults) == []
+    new_other = {"student": {"data": {"batch_size": 16, "min_pairs_warning": 8}}, "seed": 2}
+    assert _changed_keys(old, new_other, defaults) == ["seed", "student.data.min_pairs_warning"]
+    assert _changed_keys({**old, "gone": 1}, new_default, defaults) == ["gone"]

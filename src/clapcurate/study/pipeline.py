@@ -255,7 +255,8 @@ class Study:
         recorded = self.out / SETTINGS_FILE
         has_stages = any((self.out / "stages").glob("*.json"))
         if recorded.is_file():
-            changed = _changed_keys(json.loads(recorded.read_text()), json.loads(json.dumps(settings)))
+            defaults = json.loads(json.dumps(to_dict(StudyConfig(world=self.config.world))))
+            changed = _changed_keys(json.loads(recorded.read_text()), json.loads(json.dumps(settings)), defaults)
             if changed:
                 raise ConfigError(
                     f"{self.out} holds stages computed with other settings ({', '.join(changed[:8])}"
@@ -681,12 +682,18 @@ def _stage_trainer(trainer, **changes):
     return dataclasses.replace(trainer, **STAGE_TRAINER, **changes)
 
 
-def _changed_keys(old, new, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested mappings."""
+_ABSENT = object()
+
+
+def _changed_keys(old, new, defaults=None, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings. A key the old mapping lacks
+    (a setting added by a later clapcurate) is no change while the new value is its default."""
     if not (isinstance(old, dict) and isinstance(new, dict)):
-        return [] if old == new else [prefix or "(all)"]
+        return [] if old == new or (old is _ABSENT and new == defaults) else [prefix or "(all)"]
+    defaults = defaults if isinstance(defaults, dict) else {}
     return [changed for key in sorted(set(old) | set(new))
-            for changed in _changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)]
+            for changed in _changed_keys(old.get(key, _ABSENT), new.get(key, _ABSENT), defaults.get(key, _ABSENT),
+                                         f"{prefix}.{key}" if prefix else key)]
 
 
 
