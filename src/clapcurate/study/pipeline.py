@@ -255,7 +255,8 @@ class Study:
         recorded = self.out / SETTINGS_FILE
         has_stages = any((self.out / "stages").glob("*.json"))
         if recorded.is_file():
-            defaults = json.loads(json.dumps(to_dict(StudyConfig(world=self.config.world))))
+            pretrain = TaggerConfig() if self.config.pretrain_audio is not None else None
+            defaults = json.loads(json.dumps(to_dict(StudyConfig(world=self.config.world, pretrain_audio=pretrain))))
             changed = _changed_keys(json.loads(recorded.read_text()), json.loads(json.dumps(settings)), defaults)
             if changed:
                 raise ConfigError(
