@@ -537,9 +537,9 @@ class Study:
                 browsers.write_browsers(sets, manifests["train"], self.truth())
                 specs = self.students(kind, train_manifest, sets)
                 specs += [arm for spec in specs if spec.table == "main" and spec.method in self.config.brackets
-                          for arm in self.bracket_students(kind, seed, spec, train_manifest, manifests)]
+                          for arm in self.bracket_students(kind, seed, spec, train_manifest, manifests, embeddings)]
                 if kind == "full" and seed == self.config.seeds[0] and self.config.lengths:
-                    specs += self.length_students(seed, specs, train_manifest, manifests)
+                    specs += self.length_students(seed, specs, train_manifest, manifests, embeddings)
                 for spec in specs:
                     student = self.fit_student(kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
@@ -550,7 +550,7 @@ class Study:
         return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows, length_rows)
 
     def length_students(self, seed: int, specs: list[StudentSpec], train_manifest: str,
-                        manifests: dict[str, str]) -> list[StudentSpec]:
+                        manifests: dict[str, str], embeddings: dict[str, str]) -> list[StudentSpec]:
         """`lengths.methods` of `lengths.benchmark` again at each of `lengths.steps` steps."""
         lengths = self.config.lengths
         out = []
@@ -561,19 +561,20 @@ class Study:
             if spec is None:
                 continue
             if arm:
-                spec = next(s for s in self.bracket_students("full", seed, spec, train_manifest, manifests)
+                spec = next(s for s in self.bracket_students("full", seed, spec, train_manifest, manifests, embeddings)
                             if s.method == name)
             out += [dataclasses.replace(spec, method=f"{name} @{steps}", table="length", max_steps=steps)
                     for steps in lengths.steps]
         return out
 
     def bracket_students(self, kind: str, seed: int, spec: StudentSpec, train_manifest: str,
-                         manifests: dict[str, str]) -> list[StudentSpec]:
+                         manifests: dict[str, str], embeddings: dict[str, str]) -> list[StudentSpec]:
         """The oracle and shuffled students of a curated student (`study.brackets`): the same
-        replay, loss, steps and seed, on sets of the same size."""
+        replay, loss, steps and seed, on sets of the same size; the oracle draws from the pool
+        clips curation could use (readable, i.e. embedded, and not in the teacher's training set)."""
         from ..curate import training_clip_mask
         from ..data.manifest import read_manifest, write_manifest
-        from ..embed import unique_captions, unique_clips
+        from ..embed import load_embeddings, unique_captions, unique_clips
         from .brackets import oracle_set, shuffled_set
 
         curated_dir = Path(spec.improvement_set).parent
@@ -589,7 +590,9 @@ class Study:
             else:
                 candidates = read_manifest(spec.replay)  # the DS set whose captions ADS matched
             pool = unique_clips(read_manifest(manifests["pool"]))
-            pool = pool[~training_clip_mask(pool, read_manifest(train_manifest))].reset_index(drop=True)
+            readable = set(load_embeddings(embeddings["audio"], dtype=np.float16)[0])
+            pool = pool[pool["clip_id"].isin(readable).to_numpy()
+                        & ~training_clip_mask(pool, read_manifest(train_manifest))].reset_index(drop=True)
             oracle, same_caption = oracle_set(curated, candidates, pool, self.truth(),
                                               dict(zip(train["id"], train["audio_path"])), seed)
             return {"oracle": str(write_manifest(oracle, out / "oracle.csv")),
