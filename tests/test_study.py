@@ -343,3 +343,28 @@ def test_a_setting_added_by_a_later_version_at_its_default_is_no_change():
     new_other = {"student": {"data": {"batch_size": 16, "min_pairs_warning": 8}}, "seed": 2}
     assert _changed_keys(old, new_other, defaults) == ["seed", "student.data.min_pairs_warning"]
     assert _changed_keys({**old, "gone": 1}, new_default, defaults) == ["gone"]
+
+
+def test_the_report_measures_how_peaked_each_kind_of_soft_target_is(tiny_study):
+    _, _, out = tiny_study
+    section = open(f"{out}/report.md").read().split("## How peaked the soft targets are")[1].split("\n## ")[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ") and "target_norm" not in line]
+    assert {cells[0].strip() for cells in rows} == {"none", "after_mix", "before_mix", "softmax"}
+    for cells in rows:
+        mass = [float(c) for c in cells[1:]]
+        assert all(m >= 0 for m in mass)
+        if cells[0].strip() != "none":  # normalised targets: a row's mass is 1
+            assert abs(sum(mass) - 1) < 0.01
+
+
+def test_target_mass_counts_alike_items_by_their_events():
+    import numpy as np
+
+    from clapcurate.study.targets import target_mass
+
+    emb = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2, 2, 3, 3]]  # pairs of identical clips
+    events = [frozenset({k}) for k in (0, 0, 1, 1, 2, 2, 3, 3)]
+    table = target_mass(emb, events, beta=0.5, target_scale=10.0, batch_size=8, batches=2).set_index("target_norm")
+    # before_mix: a row's cosine mass is split between itself and its identical twin
+    assert abs(table.loc["before_mix", "self"] - 0.75) < 1e-6 and abs(table.loc["before_mix", "alike items"] - 0.25) < 1e-6
+    assert table.loc["before_mix", "other items"] < 1e-6 and abs(table.attrs["alike_share"] - 1 / 7) < 1e-6

@@ -535,6 +535,8 @@ class Study:
                 sets = self.curate(kind, seed, ckpt, manifests, train_manifest, embeddings)
                 counts += self.curated_counts(kind, seed, sets, manifests)
                 browsers.write_browsers(sets, manifests["train"], self.truth())
+                if kind == "full" and seed == self.config.seeds[0] and self.truth() is not None:
+                    self.peakedness = self.target_peakedness(seed, ckpt, train_manifest, embeddings)
                 specs = self.students(kind, train_manifest, sets)
                 specs += [arm for spec in specs if spec.table == "main" and spec.method in self.config.brackets
                           for arm in self.bracket_students(kind, seed, spec, train_manifest, manifests, embeddings)]
@@ -548,6 +550,25 @@ class Study:
                         {"main": rows, "variant": variant_rows, "bracket": bracket_rows,
                          "length": length_rows}[spec.table].append(row)
         return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows, length_rows)
+
+    def target_peakedness(self, seed: int, ckpt: str, train_manifest: str, embeddings: dict[str, str]) -> dict:
+        """`study.targets.target_mass` of the full teacher's audio targets on batches of its own
+        training clips (the student config's beta and batch size, the teacher's temperature)."""
+        from ..data.manifest import read_manifest
+        from ..embed import load_embeddings
+        from ..model.checkpoints import load
+        from .targets import target_mass
+
+        def run():
+            ids, emb = load_embeddings(embeddings["train_audio"])
+            path_of = dict(zip(*read_manifest(train_manifest)[["clip_id", "audio_path"]].T.values))
+            events = [self.truth().clip_events(path_of[clip]) for clip in ids]
+            scale = float(load(ckpt).logit_scale_exp())
+            student = self.config.student
+            table = target_mass(emb, events, student.loss.beta, scale, student.data.batch_size, seed=seed)
+            return {"rows": table.to_dict("records"), "alike_share": table.attrs["alike_share"], "scale": scale}
+
+        return self.stages.run(f"targets/full_s{seed}", run)
 
     def length_students(self, seed: int, specs: list[StudentSpec], train_manifest: str,
                         manifests: dict[str, str], embeddings: dict[str, str]) -> list[StudentSpec]:
@@ -668,7 +689,8 @@ class Study:
                                    low_resource=self.config.low_resource.label if self.config.low_resource else "",
                                    validation_curves=self.validation_curves(),
                                    brackets=pd.DataFrame(list(bracket_rows)), lengths=pd.DataFrame(list(length_rows)),
-                                   base_steps=self.config.student.trainer.max_steps)
+                                   base_steps=self.config.student.trainer.max_steps,
+                                   peakedness=getattr(self, "peakedness", None))
         self.console.print(text)
         self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
         return str(self.out)

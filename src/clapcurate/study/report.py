@@ -350,7 +350,7 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                  notes: list[str], low_resource: str = "10%",
                  validation_curves: dict[str, pd.DataFrame] | None = None,
                  brackets: pd.DataFrame | None = None, lengths: pd.DataFrame | None = None,
-                 base_steps: int | None = None) -> str:
+                 base_steps: int | None = None, peakedness: dict | None = None) -> str:
     """Write report.md (with the plots of accuracy, gains with intervals and the students'
     validation curves) and return the markdown text. `low_resource` is the label of the teacher
     trained on a fraction of the pairs (`method.LowResource.label`)."""
@@ -390,6 +390,17 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   "Gain over the teacher (points, 95% interval over clips) of the same students trained for "
                   "other numbers of steps; the main tables use the configured length.",
                   _markdown(length_table(results, lengths, brackets, base_steps))]
+    if peakedness:
+        table = pd.DataFrame(peakedness["rows"])
+        for column in ("self", "alike items", "other items"):
+            table[column] = [f"{value:.3f}" for value in table[column]]
+        parts += ["## How peaked the soft targets are",
+                  f"Mean target mass per row of the full teacher's audio-audio targets on batches of its own "
+                  f"training clips (beta as configured; softmax at the teacher's temperature, 1 / "
+                  f"{peakedness['scale']:.1f}): on the clip itself, on the other clips of the batch that share a "
+                  f"sound event with it ({100 * peakedness['alike_share']:.1f}% of them) and on the rest. Soft "
+                  "labels can only say \"these clips are alike\" when alike items get more than their share.",
+                  _markdown(table)]
     if ablations is not None and len(ablations):
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
                   _markdown(accuracy_table(ablations, "full", list(dict.fromkeys(ablations["method"])), {}))]
