@@ -233,8 +233,10 @@ REQUIRED_KEYS = {"du": ["pool_manifest"], "ds": ["benchmark_manifest"],
 
 
 def _data_keys(method: str) -> list[str]:
-    """The data keys `method` reads: each a manifest file or a dataset spec (`read_data`)."""
-    return ["train_manifest", *REQUIRED_KEYS[method], "teacher_train_manifest"]
+    """The data keys `method` reads when given: each a manifest file or a dataset spec (`read_data`).
+    A benchmark given to DU still keeps its audio out of the pool."""
+    keys = ["train_manifest", *REQUIRED_KEYS[method], "teacher_train_manifest", "benchmark_manifest"]
+    return list(dict.fromkeys(keys))
 
 
 def check_curation_inputs(method: str, config: CurationConfig) -> None:

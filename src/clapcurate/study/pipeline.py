@@ -171,17 +171,8 @@ def load_study_config(path, overrides=None) -> StudyConfig:
     config.low_resource_teacher_config()
     if config.teacher_checkpoint and config.low_resource_fraction:
         raise ConfigError("teacher_checkpoint: a given teacher has no 10% counterpart; set low_resource_fraction: null")
-    if config.teacher_checkpoint:
-        require_model_path(config.teacher_checkpoint, "teacher_checkpoint")
     if config.world is None and not (config.data.captioned and config.data.pool and config.data.benchmarks):
         raise ConfigError("data.captioned, data.pool and data.benchmarks are required without `world`")
-    if config.world is None:
-        given = {**{f"data.captioned[{i}]": spec for i, spec in enumerate(config.data.captioned)},
-                 "data.pool": config.data.pool, "data.tagged": config.data.tagged,
-                 **{f"data.benchmarks.{name}": spec for name, spec in config.data.benchmarks.items()}}
-        for key, spec in given.items():
-            if spec:
-                check_data(spec, key)
     unknown = set(config.data.benchmarks) - set(report.BENCHMARKS)
     if unknown:
         raise ConfigError(f"data.benchmarks: unknown benchmark {sorted(unknown)[0]!r} "
@@ -623,6 +614,21 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*weights_only.*")
 
 
+def check_study_inputs(config: StudyConfig) -> None:
+    """The given teacher and every dataset (without `world`) exist, before the study folder is made
+    or any model loaded; `ConfigError` naming the key otherwise."""
+    if config.teacher_checkpoint:
+        require_model_path(config.teacher_checkpoint, "teacher_checkpoint")
+    if config.world is None:
+        given = {**{f"data.captioned[{i}]": spec for i, spec in enumerate(config.data.captioned)},
+                 "data.pool": config.data.pool, "data.tagged": config.data.tagged,
+                 **{f"data.benchmarks.{name}": spec for name, spec in config.data.benchmarks.items()}}
+        for key, spec in given.items():
+            if spec:
+                check_data(spec, key)
+
+
 def run_study(config: StudyConfig) -> str:
     quiet_lightning()
+    check_study_inputs(config)
     return Study(config).run()
