@@ -11,7 +11,7 @@ On disk (`embed_manifest`) a folder holds
 - `part-00000.ids.txt`: one id per row (the `clip_id`, or `text_key(caption)` for text);
 - `part-00000.skipped.csv`: the shard's unreadable clips (`id, audio_path, reason`);
 - `part-00000.done`: the shard's marker, written last; a shard without one is redone;
-- `meta.json`: modality, model checkpoint hash, manifest hash, dimension and shard layout; a
+- `meta.json`: modality, model hash (`model_hash`), manifest hash, dimension and shard layout; a
   folder made with another model or manifest is refused;
 - `skipped.csv`: all unreadable clips, written once every shard is done.
 Every file is written beside its final name and renamed into place, so a run killed at any
