@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from clapcurate.losses import TARGET_NORMS, contrastive_loss, soft_label_loss, soft_targets
 
+SCALE = {"none": None, "after_mix": None, "before_mix": None, "softmax": 2.0}  # 1 / temperature of softmax targets
+
 
 def unit_rows(n, d, seed, dtype=torch.float32):
     generator = torch.Generator().manual_seed(seed)
@@ -67,7 +69,8 @@ def test_soft_targets_ignore_the_scale_of_teacher_embeddings():
     teacher = unit_rows(5, 7, 3)
     scaled = teacher * torch.tensor([[2.0], [0.5], [3.0], [1.0], [7.0]])
     for norm in TARGET_NORMS:
-        assert torch.allclose(soft_targets(teacher, 0.3, norm), soft_targets(scaled, 0.3, norm), atol=1e-6)
+        assert torch.allclose(soft_targets(teacher, 0.3, norm, SCALE[norm]), soft_targets(scaled, 0.3, norm, SCALE[norm]),
+                              atol=1e-6)
 
 
 @settings(max_examples=30, deadline=None)
@@ -104,7 +107,8 @@ def test_soft_label_loss_with_beta_zero_equals_contrastive_exactly(target_norm):
     scale = torch.tensor(1 / 0.07)
     reference = _loss_and_grads(contrastive_loss, audio, text, scale)
     soft = _loss_and_grads(
-        lambda a, t, s: soft_label_loss(a, t, s, teacher_audio, teacher_text, beta=0.0, target_norm=target_norm),
+        lambda a, t, s: soft_label_loss(a, t, s, teacher_audio, teacher_text, beta=0.0, target_norm=target_norm,
+                                        target_scale=SCALE[target_norm]),
         audio, text, scale,
     )
     for expected, got in zip(reference, soft):
@@ -132,11 +136,12 @@ def test_soft_label_loss_uses_audio_targets_for_audio_rows(target_norm):
     audio, text = unit_rows(4, 8, 12), unit_rows(4, 8, 13)
     teacher_audio, teacher_text = unit_rows(4, 8, 14), unit_rows(4, 8, 15)
     logits = 10.0 * audio @ text.T
-    audio_targets = soft_targets(teacher_audio, 0.3, target_norm)
-    text_targets = soft_targets(teacher_text, 0.3, target_norm)
+    audio_targets = soft_targets(teacher_audio, 0.3, target_norm, SCALE[target_norm])
+    text_targets = soft_targets(teacher_text, 0.3, target_norm, SCALE[target_norm])
     expected = (_kl_rows(audio_targets, F.log_softmax(logits, 1)) + _kl_rows(text_targets, F.log_softmax(logits.T, 1))) / 2
     swapped = (_kl_rows(text_targets, F.log_softmax(logits, 1)) + _kl_rows(audio_targets, F.log_softmax(logits.T, 1))) / 2
-    loss = soft_label_loss(audio, text, 10.0, teacher_audio, teacher_text, beta=0.3, target_norm=target_norm)
+    loss = soft_label_loss(audio, text, 10.0, teacher_audio, teacher_text, beta=0.3, target_norm=target_norm,
+                           target_scale=SCALE[target_norm])
     assert torch.allclose(loss, expected, atol=1e-6)
     assert (expected - swapped).abs() > 1e-3  # the test tells the two pairings apart
 
@@ -185,8 +190,29 @@ def test_losses_under_bf16_autocast_compute_in_float32():
 def test_batch_of_one_gives_zero_loss_and_finite_gradients(target_norm):
     audio = unit_rows(1, 4, 23).requires_grad_(True)
     text = unit_rows(1, 4, 24)
-    loss = soft_label_loss(audio, text, 30.0, unit_rows(1, 4, 25), unit_rows(1, 4, 26), target_norm=target_norm)
+    loss = soft_label_loss(audio, text, 30.0, unit_rows(1, 4, 25), unit_rows(1, 4, 26), target_norm=target_norm,
+                           target_scale=SCALE[target_norm])
     loss.backward()
     assert loss.item() == 0.0
     assert torch.isfinite(audio.grad).all()
     assert contrastive_loss(audio, text, 30.0).item() == 0.0
+
+
+def test_softmax_targets_are_distributions_from_the_identity_to_sharper_rows():
+    teacher = unit_rows(8, 6, 30)
+    for beta in (0.0, 0.3, 1.0):
+        targets = soft_targets(teacher, beta, "softmax", target_scale=10.0)
+        assert torch.allclose(targets.sum(dim=1), torch.ones(8), atol=1e-6)
+        assert (targets >= 0).all()
+    assert torch.equal(soft_targets(teacher, 0.0, "softmax", target_scale=10.0), torch.eye(8))
+    # beta = 1: the rows are softmax(scale * cos); a lower temperature (higher scale) puts more
+    # mass on the diagonal (cos = 1) and lowers each row's entropy
+    rows = {scale: soft_targets(teacher, 1.0, "softmax", target_scale=scale) for scale in (1.0, 10.0, 100.0)}
+    unit = F.normalize(teacher, dim=-1)
+    assert torch.allclose(rows[10.0], torch.softmax(10.0 * unit @ unit.T, dim=1), atol=1e-6)
+    diagonal = [rows[s].diagonal().mean().item() for s in (1.0, 10.0, 100.0)]
+    entropy = [-(rows[s] * rows[s].clamp_min(1e-30).log()).sum(1).mean().item() for s in (1.0, 10.0, 100.0)]
+    assert diagonal[0] < diagonal[1] < diagonal[2] and diagonal[2] > 0.99
+    assert entropy[0] > entropy[1] > entropy[2]
+    with pytest.raises(ValueError, match="target_scale"):
+        soft_targets(teacher, 0.3, "softmax")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .method import BETA, TARGET_NORM, TARGET_NORMS
 
-TargetNorm = Literal["none", "after_mix", "before_mix"]
+TargetNorm = Literal["none", "after_mix", "before_mix", "softmax"]
 
 
 def _similarity_logits(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale) -> torch.Tensor:
@@ -64,23 +64,34 @@ def contrastive_loss(audio_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
         return (audio_to_text + text_to_audio) / 2
 
 
-def soft_targets(teacher_emb: torch.Tensor, beta: float, target_norm: TargetNorm = TARGET_NORM) -> torch.Tensor:
+def soft_targets(teacher_emb: torch.Tensor, beta: float, target_norm: TargetNorm = TARGET_NORM,
+                 target_scale: float | None = None) -> torch.Tensor:
     """Eq. 3: soft labels (1 - beta) * I + beta * C~ from the teacher's intra-modal cosines.
 
-    C~ = cos(teacher_emb_i, teacher_emb_j) with negative cosines clamped at 0, [N, N], float32,
-    no gradient. `target_norm`:
-    - "none": rows used as they are (the authors' code; rows sum to 1 + beta * off-diagonal mass);
-    - "after_mix": each mixed row divided by its sum;
-    - "before_mix": each row of C~ divided by its sum before mixing (the diagonal keeps >= 1 - beta).
+    C~ = cos(teacher_emb_i, teacher_emb_j), [N, N], float32, no gradient. `target_norm`:
+    - "none": negative cosines clamped at 0, rows used as they are (the authors' code; rows sum
+      to 1 + beta * off-diagonal mass);
+    - "after_mix": negatives clamped, each mixed row divided by its sum;
+    - "before_mix": negatives clamped, each row of C~ divided by its sum before mixing (the
+      diagonal keeps >= 1 - beta);
+    - "softmax": each row of C~ passed through a softmax at `target_scale` (1 / temperature; the
+      teacher's logit scale by default in training), as SoftCLIP does: rows sum to 1, and they
+      sharpen towards the identity as the temperature falls.
     With beta = 0 every mode gives the identity exactly.
     """
     if target_norm not in TARGET_NORMS:
         raise ValueError(f"target_norm must be one of {TARGET_NORMS}, got {target_norm!r}")
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    if target_norm == "softmax" and not (target_scale and target_scale > 0):
+        raise ValueError(f"softmax targets need a positive target_scale (1 / temperature), got {target_scale}")
     with torch.no_grad(), torch.autocast(device_type=teacher_emb.device.type, enabled=False):
         unit = F.normalize(teacher_emb.float(), dim=-1)
-        cosines = (unit @ unit.T).clamp_min(0.0)  # [N, N]
+        cosines = unit @ unit.T  # [N, N]
+        if target_norm == "softmax":
+            cosines = torch.softmax(float(target_scale) * cosines, dim=1)
+        else:
+            cosines = cosines.clamp_min(0.0)
         if target_norm == "before_mix":
             cosines = cosines / cosines.sum(dim=1, keepdim=True).clamp_min(torch.finfo(cosines.dtype).tiny)
         identity = torch.eye(cosines.shape[0], device=cosines.device, dtype=cosines.dtype)
@@ -98,6 +109,7 @@ def soft_label_loss(
     teacher_text_emb: torch.Tensor,
     beta: float = BETA,
     target_norm: TargetNorm = TARGET_NORM,
+    target_scale: float | None = None,
 ) -> torch.Tensor:
     """Eq. 2-5: KL divergence between soft targets and the rows of softmax(C/tau).
 
@@ -111,8 +123,8 @@ def soft_label_loss(
         raise ValueError(
             f"teacher batch has {teacher_audio_emb.shape[0]} rows, student batch {audio_emb.shape[0]}"
         )
-    audio_targets = soft_targets(teacher_audio_emb, beta, target_norm).to(audio_emb.device)
-    text_targets = soft_targets(teacher_text_emb, beta, target_norm).to(audio_emb.device)
+    audio_targets = soft_targets(teacher_audio_emb, beta, target_norm, target_scale).to(audio_emb.device)
+    text_targets = soft_targets(teacher_text_emb, beta, target_norm, target_scale).to(audio_emb.device)
     with torch.autocast(device_type=audio_emb.device.type, enabled=False):
         logits = _similarity_logits(audio_emb, text_emb, logit_scale)  # [N, N]
         audio_to_text = _kl_batchmean(audio_targets, F.log_softmax(logits, dim=1))

@@ -9,6 +9,7 @@ defaults from here.
 | sigma, ADS | 0.6 to 0.75 | - | 0.7 |
 | beta (soft-label weight, Eq. 3) | 0.3 | 0.3 | 0.3 |
 | soft-target normalisation | not stated | none (rows sum to 1 + beta * off-diagonal mass) | before_mix |
+| soft-target temperature (`softmax` only, as SoftCLIP) | - | - | the teacher's own (1 / logit scale) |
 | replay probability (a replay batch instead of an Improvement-Set batch) | 0.5 | 0.5 | 0.5 |
 | what is replayed | the teacher's training set (ADS: the DS set) | same | same |
 | low-resource teacher's share of the pairs | 10% | - | 0.1 |
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 SIGMA = {"du": 0.7, "ds": 0.6, "ads": 0.7}  # cosine thresholds of the curated sets
 AUTHORS_DU_SIGMA = 0.75
 BETA = 0.3
-TARGET_NORMS: tuple[str, ...] = ("none", "after_mix", "before_mix")
+TARGET_NORMS: tuple[str, ...] = ("none", "after_mix", "before_mix", "softmax")
 TARGET_NORM = "before_mix"
 REPLAY_PROB = 0.5
 LOW_RESOURCE_FRACTION = 0.1

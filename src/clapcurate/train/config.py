@@ -182,6 +182,7 @@ class LossConfig:
     kind: Literal["contrastive", "soft_label"] = "soft_label"
     beta: float = method.BETA
     target_norm: str = method.TARGET_NORM
+    target_temperature: float | None = None  # softmax targets: tau of the teacher cosines (default: the teacher's)
     teacher_targets: Literal["online", "cached"] = "online"
     teacher_audio_embeddings: list[str] = dataclasses.field(default_factory=list)
     teacher_text_embeddings: list[str] = dataclasses.field(default_factory=list)
@@ -189,6 +190,8 @@ class LossConfig:
     def __post_init__(self):
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must lie in [0, 1], got {self.beta}")
+        if self.target_temperature is not None and not self.target_temperature > 0:
+            raise ValueError(f"target_temperature must be positive, got {self.target_temperature}")
         if self.target_norm not in method.TARGET_NORMS:
             raise ValueError(f"target_norm must be one of {list(method.TARGET_NORMS)}, got {self.target_norm!r}")
         if self.kind == "soft_label" and self.teacher_targets == "cached" and not (

@@ -46,14 +46,16 @@ def gather_rows(tensor: torch.Tensor, with_grad: bool) -> torch.Tensor:
 
 
 def global_batch_loss(audio_emb, text_emb, logit_scale, loss: LossConfig | None,
-                      teacher_audio=None, teacher_text=None) -> torch.Tensor:
-    """The configured loss over the global batch (every rank's rows gathered)."""
+                      teacher_audio=None, teacher_text=None, teacher_scale: float | None = None) -> torch.Tensor:
+    """The configured loss over the global batch (every rank's rows gathered). `teacher_scale`:
+    the teacher's logit scale, the default 1 / temperature of softmax soft targets."""
     audio_emb, text_emb = gather_rows(audio_emb, True), gather_rows(text_emb, True)  # [N, d]
     if loss is None or loss.kind == "contrastive":
         return contrastive_loss(audio_emb, text_emb, logit_scale)
     return soft_label_loss(
         audio_emb, text_emb, logit_scale, gather_rows(teacher_audio, False), gather_rows(teacher_text, False),
         beta=loss.beta, target_norm=loss.target_norm,
+        target_scale=1.0 / loss.target_temperature if loss.target_temperature else teacher_scale,
     )
 
 
@@ -128,6 +130,8 @@ class ClapModule(PlateauModule):
         self.model = model
         self.teacher = teacher
         self.loss_config = loss
+        # a student starts as a copy of its teacher: the teacher's logit scale, for softmax targets
+        self.teacher_scale = float(model.logit_scale_exp())
         self.freeze_batchnorm = freeze_batchnorm
         self.freeze_text_encoder = freeze_text_encoder
         self.freeze_audio_encoder = freeze_audio_encoder
@@ -182,7 +186,7 @@ class ClapModule(PlateauModule):
         audio_emb, text_emb = self.embed(self.model, batch)
         teacher_audio, teacher_text = self.teacher_targets(batch)
         loss = global_batch_loss(audio_emb, text_emb, self.model.logit_scale_exp(), self.loss_config,
-                                 teacher_audio, teacher_text)
+                                 teacher_audio, teacher_text, self.teacher_scale)
         check_finite(loss, self)
         self.log("train_loss", loss, prog_bar=True, batch_size=audio_emb.shape[0])
         self.log("logit_scale", self.model.logit_scale_exp(), batch_size=audio_emb.shape[0])
