@@ -111,15 +111,15 @@ def cmd_embed(args):
 
 def cmd_manifest(args):
     from .data.manifest import manifest_counts, write_manifest
-    from .data.readers import check_data, read_data
+    from .data.readers import MANIFEST_SUFFIXES, check_data, read_data
     from .files import check_output_file
 
     check_data(args.data, "DATA")
-    check_output_file(args.out, "manifest")
-    if Path(args.out).suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise ClapcurateError(f"{args.out}: a manifest is written as .csv or .parquet")
+    if Path(args.out).suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ClapcurateError(f"{args.out}: a manifest is written as {' or '.join(MANIFEST_SUFFIXES)}")
     if Path(args.out).exists() and not args.overwrite:
         raise ClapcurateError(f"{args.out} exists: replace it with --overwrite or choose another file")
+    check_output_file(args.out, "manifest")
     manifest = read_data(args.data)
     out = write_manifest(manifest, args.out)
     counts = manifest_counts(manifest)

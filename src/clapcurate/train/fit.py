@@ -289,9 +289,8 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
     checkpoints.require_model_path(config.teacher, "teacher")
-    for key in ("improvement_set", "replay_manifest", "val_manifest"):
-        if key != "val_manifest" or config.val_manifest is not None:
-            check_data(getattr(config, key), key)
+    for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ())):
+        check_data(getattr(config, key), key)
     run_dir, ckpt_path = _start_run(config)
     seed_everything(config.seed, verbose=False)
     model = checkpoints.load_model(config.teacher, config.text_encoder)
