@@ -175,6 +175,7 @@ MISSING = "/no/such/place"
     (["embed", "--model", "{model}", "--manifest", f"csv:{MISSING}.csv"], "--manifest: /no/such/place.csv does not exist"),
     (["embed", "--model", "{model}", "--manifest", f"folder:{MISSING}"], "--manifest: /no/such/place does not exist"),
     (["embed", "--model", "{model}", "--manifest", "{tmp}/notes.txt"], "--manifest: "),
+    (["embed", "--model", "{model}", "--manifest", "{pool}"], "is a folder; name a dataset in it as KIND:PATH"),
     (["fit-teacher", "--config", "{teacher}", "--set", f"data.train_manifest=csv:{MISSING}.csv"],
      "data.train_manifest: /no/such/place.csv does not exist"),
     (["fit-student", "--config", "{student}", "--set", f"teacher={MISSING}"], "teacher: model not found"),

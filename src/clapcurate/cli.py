@@ -311,11 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, help="pairs (audio players) per page")
     p.add_argument("--audio", choices=["link", "copy"], default="link",
                    help="link the clips next to the page (relative symbolic links) or copy them")
-    p.add_argument("--teacher", help="the teacher (checkpoint folder or MS CLAP .pth): long clips play the window "
+    p.add_argument("--teacher", help="the teacher (checkpoint folder or published weights file): long clips play the window "
                                      "that matched the caption (one forward pass per window of the long clips)")
-    p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
+    p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("--world", help="embedded world folder: mark each pair right or wrong from its ground truth")
-    p.add_argument("--train-manifest", help="with --world: the training manifest the captions came from")
+    p.add_argument("--train-manifest", help="with --world: the training data the captions came from "
+                                            "(a manifest file or a dataset spec)")
     p.set_defaults(func=cmd_browse)
 
     p = sub.add_parser("evaluate", help="zero-shot accuracy on benchmark datasets")

@@ -492,6 +492,9 @@ def check_data(spec_or_path: str | os.PathLike, key: str) -> None:
             raise ConfigError(f"{key}: {missing[0]} does not exist (from the dataset spec {text})")
         return
     path = Path(text)
+    if path.is_dir():
+        raise ConfigError(f"{key}: {text} is a folder; name a dataset in it as KIND:PATH "
+                          f"(e.g. folder:{text} for every audio file below it)")
     if not path.is_file():
         what = "does not exist" if not path.exists() else "is not a file"
         raise ConfigError(f"{key}: {text} {what} (expected a manifest file "
