@@ -66,8 +66,14 @@ def test_every_table_cell_is_present(tiny_study):
     for title in ("Table 1", "Table 2", "Table 3", "ADS+SL variants", "Rare versus frequent",
                   "Precision of the curated sets", "Wall time per stage", "labelled clips", "| pretrain_audio |"):
         assert title in report
-    for variant in ("ADS+SL norm=none", "ADS+SL norm=after_mix", "ADS+SL targets=cached"):
+    for variant in ("ADS+SL norm=none", "ADS+SL norm=after_mix", "ADS+SL norm=softmax", "ADS+SL targets=cached"):
         assert variant in report
+    claims = report.split("## The paper's claims")[1].split("##")[0]
+    assert claims.count("| ") >= 5 * 4 and "[" in claims  # five claims, three benchmarks, with intervals
+    rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    assert len(rows) == 5
+    assert all(cell.split(": ")[-1].strip() in ("replicated", "not replicated", "within noise")
+               for line in rows for cell in line.split("|")[2:-1])
     table2 = report.split("## Table 2")[1].split("##")[0]
     assert "| - |" not in table2.split("Gain over")[0].replace("| paper", "")  # our cells are filled
 
@@ -85,7 +91,8 @@ def test_each_curated_set_has_a_browser_linked_from_the_report_and_report_html(t
         assert f"({page.relative_to(out)})" in report
         assert '"right":[' in page.read_text()  # pairs marked from the world's ground truth
     html = open(f"{out}/report.html").read()
-    assert html.count("data:image/png;base64,") == 1 and "<table>" in html  # the accuracy plot inline
+    # the plots inline: gains with intervals, accuracy, validation curves
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
     assert f'href="{manifests[0].parent.relative_to(out)}/browser/index.html"' in html
     assert "](" not in html  # every markdown link converted
 

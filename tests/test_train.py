@@ -422,3 +422,25 @@ def test_batch_augmentation_masks_stripes_and_shifts_gain():
         whole_bins = changed[b].all(axis=0).sum()
         assert whole_frames <= 2 * 5 and whole_bins <= 3
     assert changed.any(axis=(1, 2)).mean() > 0.5  # most examples got some mask
+
+
+def test_a_student_stops_on_its_own_validation_loss_and_reads_no_other_data(teacher_dir, pairs_csv, tmp_path,
+                                                                            monkeypatch):
+    """Early stopping watches the validation split of the student's own replay pairs: the only
+    manifests a fit reads are its Improvement-Set and replay manifest (never a benchmark)."""
+    import clapcurate.train.fit as fit_module
+
+    opened = []
+    real_read = fit_module.read_manifest
+    monkeypatch.setattr(fit_module, "read_manifest", lambda path: opened.append(str(path)) or real_read(path))
+    config = student_config(teacher_dir, pairs_csv, tmp_path / "stopping", max_steps=40)
+    config = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, val_fraction=0.4), optim=OptimConfig(lr=0.05),
+        trainer=dataclasses.replace(config.trainer, val_check_interval=2, early_stopping_patience=1))
+    run_dir = fit_student(config)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    val = metrics.dropna(subset=["val_loss"])
+    assert len(val) >= 2 and metrics["step"].max() < 39  # stopped before the cap
+    assert val["val_loss"].iloc[-1] >= val["val_loss"].min()  # on a loss that no longer improved
+    assert (run_dir / "best").is_dir() and (run_dir / "last").is_dir()
+    assert set(opened) == {config.improvement_set, config.replay_manifest}

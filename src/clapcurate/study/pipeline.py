@@ -371,11 +371,14 @@ class Study:
                 loss.update(teacher_audio_embeddings=[embeddings["audio"], embeddings["train_audio"]],
                             teacher_text_embeddings=[embeddings["text"]])
             loss = dataclasses.replace(base.loss, **loss)
+            # a student trained to a stopping rule is evaluated at its best validation loss, one
+            # trained for a fixed number of steps at its last step
+            stopping = bool(base.trainer.early_stopping_patience)
             config = dataclasses.replace(
                 base, teacher=teacher_ckpt, improvement_set=spec.improvement_set, replay_manifest=spec.replay,
-                loss=loss, trainer=_stage_trainer(base.trainer, keep_best=False), seed=seed, overwrite=True,
+                loss=loss, trainer=_stage_trainer(base.trainer, keep_best=stopping), seed=seed, overwrite=True,
                 out_dir=str(self.out / "students" / name))
-            return str(Path(train.fit_student(config)) / "last")
+            return str(Path(train.fit_student(config)) / ("best" if stopping else "last"))
 
         return self.stages.run(f"student/{name}", fit)
 
@@ -439,8 +442,10 @@ class Study:
         def run():
             result = evaluate(load(ckpt), read_manifest(manifests[bench]), batch_size=self.config.eval_batch_size,
                               num_workers=self.config.num_workers)
+            correct = result.predictions["label"] == result.predictions["predicted"]
             return {"accuracy": result.accuracy, "per_class": result.per_class, "n_clips": result.n_clips,
-                    "skipped": len(result.skipped)}
+                    "skipped": len(result.skipped), "correct": "".join("1" if c else "0" for c in correct),
+                    "clips": _digest(result.predictions["id"])}
 
         record = self.stages.run(f"eval/{stage}/{bench}", run)
         return {"teacher": kind, "method": method, "seed": seed, "benchmark": bench, **record}
@@ -517,6 +522,11 @@ class Study:
                         (rows if spec.table == "main" else variant_rows).append(row)
         return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0)
 
+    def validation_curves(self) -> dict[str, pd.DataFrame]:
+        """Each student's `metrics.csv` (its validation loss by step), by student name."""
+        return {str(path.parent.relative_to(self.out / "students")): pd.read_csv(path)
+                for path in sorted((self.out / "students").glob("*/*/metrics.csv"))}
+
     def truth(self):
         """The embedded world's ground truth (None for real data)."""
         from .groundtruth import WorldTruth
@@ -557,7 +567,8 @@ class Study:
 
     def write_outputs(self, rows, variant_rows, counts, seconds: float) -> str:
         results = pd.DataFrame(rows)
-        results.drop(columns=["per_class"]).to_csv(self.out / "results.csv", index=False)
+        results.drop(columns=["per_class", "correct", "clips"], errors="ignore").to_csv(self.out / "results.csv",
+                                                                                          index=False)
         variants = pd.DataFrame(variant_rows)
         if len(variants):
             variants = pd.concat([results[(results["teacher"] == "full") & (results["method"] == "ADS+SL")],
@@ -569,10 +580,18 @@ class Study:
                   f"Software: {_versions()}.")
         text = report.write_report(self.out, results, pd.DataFrame(counts), self.per_class_rows(rows),
                                    self.stages.timings, header, variants if len(variants) else None, self.notes,
-                                   low_resource=self.config.low_resource.label if self.config.low_resource else "")
+                                   low_resource=self.config.low_resource.label if self.config.low_resource else "",
+                                   validation_curves=self.validation_curves())
         self.console.print(text)
         self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
         return str(self.out)
+
+
+def _digest(ids) -> str:
+    """A short digest of an ordered list of clip ids (paired comparisons need the same clips)."""
+    import hashlib
+
+    return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()[:16]
 
 
 def _stage_trainer(trainer, **changes):

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..method import LOW_RESOURCE_METHODS, STUDENT_METHODS
+from .intervals import paired_bootstrap
 
 BENCHMARKS = ("esc50", "urbansound8k", "tut2017")
 BENCHMARK_TITLES = {"esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "tut2017": "TUT17"}
@@ -77,19 +78,80 @@ def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict) -> pd
     return pd.DataFrame(table)
 
 
-def gain_table(results: pd.DataFrame, teacher: str, rows) -> pd.DataFrame:
-    """Each student's gain over its own teacher of the same seed (mean ± std of differences)."""
-    sub = results[results["teacher"] == teacher]
-    base = sub[sub["method"] == "teacher"].set_index(["benchmark", "seed"])["accuracy"]
+def paired_interval(results: pd.DataFrame, teacher: str, method: str, baseline: str, bench: str):
+    """`method` minus `baseline` on `bench` (points) as an `Interval` (95% paired bootstrap over
+    clips and seeds); None without per-clip scores of both on the same clips (older runs)."""
+    sub = results[(results["teacher"] == teacher) & (results["benchmark"] == bench)]
+    a = sub[sub["method"] == method].set_index("seed")
+    b = sub[sub["method"] == baseline].set_index("seed")
+    seeds = sorted(set(a.index) & set(b.index))
+    paired = seeds and "correct" in sub and all(
+        isinstance(a.at[s, "correct"], str) and isinstance(b.at[s, "correct"], str) and a.at[s, "clips"] == b.at[s, "clips"]
+        for s in seeds)
+    if not paired:
+        return None
+    scores = [np.array([[c == "1" for c in frame.at[s, "correct"]] for s in seeds]) for frame in (a, b)]
+    return paired_bootstrap(*scores)
+
+
+def paired_difference(results: pd.DataFrame, teacher: str, method: str, baseline: str, bench: str) -> str:
+    """`paired_interval` as text, "within noise" when it holds 0; without per-clip scores, mean ±
+    std of the per-seed differences."""
+    interval = paired_interval(results, teacher, method, baseline, bench)
+    if interval is not None:
+        return str(interval)
+    sub = results[(results["teacher"] == teacher) & (results["benchmark"] == bench)]
+    a = sub[sub["method"] == method].set_index("seed")["accuracy"]
+    b = sub[sub["method"] == baseline].set_index("seed")["accuracy"]
+    seeds = sorted(set(a.index) & set(b.index))
+    return mean_std([100 * (a[s] - b[s]) for s in seeds], signed=True) if seeds else "-"
+
+
+def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teacher") -> pd.DataFrame:
+    """Each student's gain over `baseline` (its own teacher) of the same seed: `paired_difference`."""
     table = []
     for method in rows:
-        if method == "teacher":
+        if method == baseline:
             continue
         line = {"model": method}
         for bench in BENCHMARKS:
-            rows_m = sub[(sub["method"] == method) & (sub["benchmark"] == bench)]
-            diffs = [100 * (r.accuracy - base.get((bench, r.seed), np.nan)) for r in rows_m.itertuples()]
-            line[BENCHMARK_TITLES[bench]] = mean_std(diffs, signed=True)
+            line[BENCHMARK_TITLES[bench]] = paired_difference(results, teacher, method, baseline, bench)
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+# The paper's claims as paired comparisons: (claim, teacher kind ("full" or the low-resource
+# one), model, baseline).
+CLAIMS = (
+    ("ADS+SL beats its teacher", "full", "ADS+SL", "teacher"),
+    ("ADS+SL beats SL (training longer on the teacher's own pairs)", "full", "ADS+SL", "SL"),
+    ("ADS+SL beats DS+SL (no pool audio)", "full", "ADS+SL", "DS+SL"),
+    ("soft labels help DS (DS+SL beats DS)", "full", "DS+SL", "DS"),
+    ("the low-resource teacher is improved by ADS+SL", "low", "ADS+SL", "teacher"),
+)
+
+
+def verdict(difference: str) -> str:
+    """replicated / not replicated / within noise, from a `paired_difference` cell."""
+    if "[" not in difference:
+        return "-"
+    if "within noise" in difference:
+        return "within noise"
+    return "replicated" if difference.startswith("+") else "not replicated"
+
+
+def claims_table(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
+    """Each claim of the paper per benchmark: the paired difference, its interval and the verdict."""
+    table = []
+    for claim, teacher, method, baseline in CLAIMS:
+        teacher = low_resource if teacher == "low" else teacher
+        if not ((results["teacher"] == teacher) & (results["method"] == method)).any():
+            continue
+        line = {"claim": claim}
+        for bench in BENCHMARKS:
+            cell = paired_difference(results, teacher, method, baseline, bench)
+            shown = cell.replace(" within noise", "")
+            line[BENCHMARK_TITLES[bench]] = f"{shown}: {verdict(cell)}" if verdict(cell) != "-" else cell
         table.append(line)
     return pd.DataFrame(table)
 
@@ -157,11 +219,71 @@ def plot_accuracy(results: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_gains(results: pd.DataFrame, path: Path) -> bool:
+    """Each student's gain over its own teacher (points) with its 95% interval, one panel per
+    benchmark that was evaluated; False (nothing drawn) without per-clip scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = [b for b in BENCHMARKS if (results["benchmark"] == b).any()]
+    students = results[results["method"] != "teacher"][["teacher", "method"]].drop_duplicates()
+    panels = {bench: [(f"{t}: {m}", paired_interval(results, t, m, "teacher", bench))
+                      for t, m in students.itertuples(index=False)] for bench in benches}
+    panels = {bench: [(name, i) for name, i in rows if i is not None] for bench, rows in panels.items()}
+    if not any(panels.values()):
+        return False
+    height = max(3.0, 0.3 * max(len(rows) for rows in panels.values()) + 1.2)
+    fig, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches), height), squeeze=False)
+    for ax, bench in zip(axes[0], benches):
+        rows = panels[bench]
+        y = np.arange(len(rows))
+        colors = ["tab:gray" if i.holds_zero else ("tab:green" if i.difference > 0 else "tab:red") for _, i in rows]
+        ax.hlines(y, [i.low for _, i in rows], [i.high for _, i in rows], colors=colors, linewidth=2)
+        ax.scatter([i.difference for _, i in rows], y, c=colors, zorder=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, [name for name, _ in rows])
+        ax.invert_yaxis()
+        ax.set_title(BENCHMARK_TITLES[bench])
+        ax.set_xlabel("gain over its teacher (points, 95% interval)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_validation_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
+    """Validation loss against step of each student run (`metrics.csv`); False when none has one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {name: frame.dropna(subset=["val_loss"]) for name, frame in curves.items()
+              if "val_loss" in frame and frame["val_loss"].notna().any()}
+    if not curves:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, frame in curves.items():
+        ax.plot(frame["step"], frame["val_loss"], marker=".", linewidth=0.8, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (held-out training pairs)")
+    if len(curves) <= 12:
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per_class: pd.DataFrame,
                  timings: dict[str, float], header: str, ablations: pd.DataFrame | None,
-                 notes: list[str], low_resource: str = "10%") -> str:
-    """Write report.md (and the accuracy plot) and return the markdown text. `low_resource` is
-    the label of the teacher trained on a fraction of the pairs (`method.LowResource.label`)."""
+                 notes: list[str], low_resource: str = "10%",
+                 validation_curves: dict[str, pd.DataFrame] | None = None) -> str:
+    """Write report.md (with the plots of accuracy, gains with intervals and the students'
+    validation curves) and return the markdown text. `low_resource` is the label of the teacher
+    trained on a fraction of the pairs (`method.LowResource.label`)."""
     low = low_resource
     parts = [header]
     parts += ["## Table 1: curated Improvement-Set pairs (full teacher)", _markdown(counts_table(counts, "full"))]
@@ -170,8 +292,15 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
     parts += ["## Table 2: zero-shot accuracy (%), students of the full teacher",
               "DS and ADS students are trained per benchmark and evaluated on their own benchmark.",
               _markdown(accuracy_table(results, "full", TABLE2_ROWS, PAPER_TABLE2)),
-              "Gain over the teacher of the same seed (points):",
+              "Gain over the teacher of the same seed (points, with the 95% paired-bootstrap interval over "
+              "benchmark clips and seeds; \"within noise\" when it holds 0):",
               _markdown(gain_table(results, "full", TABLE2_ROWS))]
+    claims = claims_table(results, low)
+    if len(claims):
+        parts += ["## The paper's claims on this data",
+                  "Each claim as a paired difference in accuracy (points) with its 95% interval: replicated "
+                  "when the interval lies above 0, not replicated when below, within noise when it holds 0.",
+                  _markdown(claims)]
     if (results["teacher"] == low).any():
         parts += [f"## Table 3: zero-shot accuracy (%), students of the {low} teacher",
                   _markdown(accuracy_table(results, low, TABLE3_ROWS, PAPER_TABLE3)),
@@ -215,6 +344,11 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
     parts += ["![accuracy per method](accuracy.png)"]
     text = "\n\n".join(parts) + "\n"
     plot_accuracy(results, out_dir / "accuracy.png")
+    if plot_gains(results, out_dir / "gains.png"):
+        text = text.replace("![accuracy per method](accuracy.png)",
+                            "![gain of each student over its teacher](gains.png)\n\n![accuracy per method](accuracy.png)")
+    if plot_validation_curves(validation_curves or {}, out_dir / "validation.png"):
+        text += "\n![validation loss of each student](validation.png)\n"
     (out_dir / "report.md").write_text(text)
     write_report_html(out_dir, text)
     return text

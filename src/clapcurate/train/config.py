@@ -108,6 +108,9 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     progress_bar: bool = True
     keep_best: bool = True  # keep `best/` (lowest validation loss) beside `last/`
+    # stop when the validation loss (on the run's own held-out pairs, never benchmark data) has not
+    # improved for this many validations; max_steps stays the cap. null: train to max_steps
+    early_stopping_patience: int | None = None
     save_resume_state: bool = True  # `resume.ckpt` and `last/` at each validation, for `resume`
 
     def __post_init__(self):
@@ -124,6 +127,8 @@ class TrainerConfig:
         if isinstance(self.val_check_interval, float) and self.val_check_interval > 1.0:
             raise ValueError(f"val_check_interval as a float is a fraction of an epoch (at most 1.0); "
                              f"give an int to count steps, got {self.val_check_interval}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"early_stopping_patience must be at least 1, got {self.early_stopping_patience}")
         if self.log_every_n_steps < 1:
             raise ValueError(f"log_every_n_steps must be positive, got {self.log_every_n_steps}")
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import to_dict
@@ -132,16 +133,22 @@ def _loggers(run_dir: Path) -> list:
 
 def _build_trainer(config: TrainerConfig, run_dir: Path, has_validation: bool, callbacks: Sequence[Callback]) -> Trainer:
     validation = {"limit_val_batches": 0}
+    callbacks = [RunCheckpoints(run_dir, has_validation, config.keep_best, config.save_resume_state), *callbacks]
     if has_validation:
         validation = {"val_check_interval": config.val_check_interval}
         if isinstance(config.val_check_interval, int):
             validation["check_val_every_n_epoch"] = None  # every N steps, across epochs
+        if config.early_stopping_patience:
+            callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stopping_patience,
+                                           check_on_train_epoch_end=False))
+    elif config.early_stopping_patience:
+        log.warning("%s: early stopping needs validation pairs; training to max_steps", run_dir)
     return Trainer(
         accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
         precision=config.precision, num_nodes=config.num_nodes,
         max_steps=config.max_steps, max_epochs=config.max_epochs,
         log_every_n_steps=config.log_every_n_steps, enable_progress_bar=config.progress_bar,
-        logger=_loggers(run_dir), callbacks=[RunCheckpoints(run_dir, has_validation, config.keep_best, config.save_resume_state), *callbacks],
+        logger=_loggers(run_dir), callbacks=callbacks,
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
         use_distributed_sampler=False, default_root_dir=run_dir, **validation,
     )
