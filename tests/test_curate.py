@@ -260,6 +260,9 @@ def test_ads_matches_ds_captions_to_the_pool_and_keeps_their_provenance(pool_emb
 def test_training_clips_are_marked_for_exclusion(pool_clips, train_rows):
     seen = train_rows.assign(clip_id=["p2", "c1", "c2", "p0"])
     assert training_clip_mask(pool_clips, seen).tolist() == [True, False, True, False]
+    # the same file under another id (a folder: pool against a csv: training set) is excluded too
+    same_file = train_rows.iloc[:1].assign(clip_id="audio/p1.wav", audio_path=pool_clips["audio_path"][1])
+    assert training_clip_mask(pool_clips, same_file).tolist() == [False, True, False, False]
 
 
 def test_pool_with_benchmark_audio_is_refused(tmp_path, pool_clips):

@@ -135,7 +135,7 @@ def test_read_manifest_crlf_and_quoted_newlines(tmp_path):
         ("m.txt", "id\na\n", "unknown manifest format '.txt'"),
         ("m.csv", None, "manifest file not found"),
         ("m.csv", "id,audio_path\na,x.wav\nb\n", "line 3: expected 2 fields"),
-        ("m.csv", "audio_path\nx.wav\n", r"line 1: missing column\(s\) \['id'\]"),
+        ("m.csv", "caption\na dog\n", "no 'id' and no 'audio_path' column"),
         ("m.csv", "", "empty file"),
         ("m.parquet", "not parquet", "unreadable Parquet"),
     ],
@@ -147,6 +147,15 @@ def test_read_manifest_errors_name_the_file(tmp_path, name, content, message):
     with pytest.raises(ManifestError, match=message) as info:
         read_manifest(path)
     assert str(path) in str(info.value)
+
+
+def test_ids_are_derived_from_the_paths_when_a_manifest_has_none(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("audio_path,caption\na.wav,a dog\nb.wav,rain\na.wav,a dog barks\n")
+    manifest = read_manifest(path)
+    assert manifest["id"].tolist() == ["a.wav#1", "b.wav", "a.wav#2"]
+    assert manifest["clip_id"].tolist() == ["a.wav", "b.wav", "a.wav"]  # one clip, two captions
+    assert manifest["audio_path"].tolist()[1] == str(tmp_path / "b.wav")
 
 
 # ---------------------------------------------------------------- read_csv_table

@@ -481,8 +481,8 @@ def test_a_student_stops_on_its_own_validation_loss_and_reads_no_other_data(teac
     import clapcurate.train.fit as fit_module
 
     opened = []
-    real_read = fit_module.read_manifest
-    monkeypatch.setattr(fit_module, "read_manifest", lambda path: opened.append(str(path)) or real_read(path))
+    real_read = fit_module.read_data  # the one reader of data (manifest files and dataset specs)
+    monkeypatch.setattr(fit_module, "read_data", lambda path: opened.append(str(path)) or real_read(path))
     config = student_config(teacher_dir, pairs_csv, tmp_path / "stopping", max_steps=40)
     config = dataclasses.replace(
         config, data=dataclasses.replace(config.data, val_fraction=0.4), optim=OptimConfig(lr=0.05),

@@ -95,16 +95,36 @@ def cmd_fit_student(args):
 
 
 def cmd_embed(args):
-    from .embed import embed_manifest
+    from .data.readers import check_data
+    from .embed import SKIPPED_FILE, embed_manifest, embedding_counts
+    from .model.checkpoints import require_model_path
 
-    from .embed import SKIPPED_FILE, embedding_counts
-
+    require_model_path(args.model, "--model")
+    check_data(args.manifest, "--manifest")
     out = embed_manifest(args.model, args.manifest, args.out, modality=args.modality,
                          batch_size=args.batch_size, shard_size=args.shard_size,
-                         num_workers=args.num_workers, progress=True)
+                         num_workers=args.num_workers, progress=True, text_encoder=args.text_encoder)
     rows, skipped = embedding_counts(out)
     note = f"; {skipped} skipped, listed in {out / SKIPPED_FILE}" if skipped else ""
     _console().print(f"{rows} {args.modality} embeddings in {out}{note}")
+
+
+def cmd_manifest(args):
+    from .data.manifest import manifest_counts, write_manifest
+    from .data.readers import MANIFEST_SUFFIXES, check_data, read_data
+    from .files import check_output_file
+
+    check_data(args.data, "DATA")
+    if Path(args.out).suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ClapcurateError(f"{args.out}: a manifest is written as {' or '.join(MANIFEST_SUFFIXES)}")
+    if Path(args.out).exists() and not args.overwrite:
+        raise ClapcurateError(f"{args.out} exists: replace it with --overwrite or choose another file")
+    check_output_file(args.out, "manifest")
+    manifest = read_data(args.data)
+    out = write_manifest(manifest, args.out)
+    counts = manifest_counts(manifest)
+    _console().print(f"{out}: {counts['rows']} rows, {counts['clips']} clips, {counts['captions']} captions, "
+                     f"{counts['labels']} labels (use it wherever {args.data} goes)")
 
 
 def cmd_curate(args):
@@ -119,20 +139,22 @@ def cmd_evaluate(args):
     import pandas as pd
     from rich.table import Table
 
-    from .data.readers import read_dataset
+    from .data.readers import check_data, read_data
     from .files import check_output_file
     from .model import load_model
     from .model.checkpoints import require_model_path
     from .zeroshot import evaluate
 
-    require_model_path(args.model)
+    require_model_path(args.model, "--model")
     skipped_file = args.skipped or (_beside(args.out, "skipped") if args.out else None)
     for path, what in ((args.out, "results file"), (skipped_file, "list of skipped files")):
         if path:
             check_output_file(path, what)
+    for spec in args.dataset:
+        check_data(spec, "--dataset")
     manifests = {}
     for spec in args.dataset:  # every dataset is read and checked before the model loads
-        manifests[spec] = read_dataset(spec)
+        manifests[spec] = read_data(spec)
         if not (manifests[spec]["label"] != "").any():
             raise ClapcurateError(f"{spec}: no class labels; zero-shot evaluation needs a labelled dataset "
                                   "(esc50:, urbansound8k:, tut2017:, or csv: with a label column)")
@@ -325,9 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.set_defaults(func=cmd_fit_student)
 
+    p = sub.add_parser("manifest", help="write the manifest of a dataset spec (to inspect, edit and pass on)")
+    p.add_argument("data", help="a dataset spec KIND:PATH (e.g. folder:/data/pool) or a manifest file")
+    p.add_argument("out", help="the manifest to write (.csv or .parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_manifest)
+
     p = sub.add_parser("embed", help="embed a manifest's audio or captions into resumable shards")
-    p.add_argument("--model", required=True)
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--model", required=True, help="checkpoint folder, or MS CLAP / LAION-CLAP weights")
+    p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
+    p.add_argument("--manifest", required=True, help="a manifest file or a dataset spec KIND:PATH")
     p.add_argument("--out", required=True)
     p.add_argument("--modality", choices=["audio", "text"], default="audio")
     p.add_argument("--batch-size", type=int, default=64)
@@ -346,17 +375,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, help="pairs (audio players) per page")
     p.add_argument("--audio", choices=["link", "copy"], default="link",
                    help="link the clips next to the page (relative symbolic links) or copy them")
-    p.add_argument("--teacher", help="the teacher (checkpoint folder or MS CLAP .pth): long clips play the window "
+    p.add_argument("--teacher", help="the teacher (checkpoint folder or published weights file): long clips play the window "
                                      "that matched the caption (one forward pass per window of the long clips)")
-    p.add_argument("--text-encoder", help="text encoder name or path for MS CLAP checkpoints")
+    p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("--world", help="embedded world folder: mark each pair right or wrong from its ground truth")
-    p.add_argument("--train-manifest", help="with --world: the training manifest the captions came from")
+    p.add_argument("--train-manifest", help="with --world: the training data the captions came from "
+                                            "(a manifest file or a dataset spec)")
     p.set_defaults(func=cmd_browse)
 
     p = sub.add_parser("evaluate", help="zero-shot accuracy on benchmark datasets")
     p.add_argument("--model", required=True, help="checkpoint folder, or MS CLAP / LAION-CLAP weights")
     p.add_argument("--dataset", action="append", required=True,
-                   help="KIND:DIR, e.g. esc50:/data/ESC-50 (repeatable)")
+                   help="KIND:DIR, e.g. esc50:/data/ESC-50, or a manifest file (repeatable)")
     p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio (raise on many-core GPU machines)")

@@ -11,7 +11,7 @@ On disk (`embed_manifest`) a folder holds
 - `part-00000.ids.txt`: one id per row (the `clip_id`, or `text_key(caption)` for text);
 - `part-00000.skipped.csv`: the shard's unreadable clips (`id, audio_path, reason`);
 - `part-00000.done`: the shard's marker, written last; a shard without one is redone;
-- `meta.json`: modality, model checkpoint hash, manifest hash, dimension and shard layout; a
+- `meta.json`: modality, model hash (`model_hash`), manifest hash, dimension and shard layout; a
   folder made with another model or manifest is refused;
 - `skipped.csv`: all unreadable clips, written once every shard is done.
 Every file is written beside its final name and renamed into place, so a run killed at any
@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .audio import AudioFiles, inference_windows
-from .data.manifest import manifest_hash, read_manifest
+from .data.manifest import manifest_hash
+from .data.readers import read_data
 from .errors import AudioError, ClapcurateError, ManifestError
 from .files import check_output_folder, write_atomically
 
@@ -335,39 +336,45 @@ def _write_skipped_list(out_dir: Path, num_shards: int) -> None:
     write_atomically(out_dir / SKIPPED_FILE, lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
 
 
-def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audio", batch_size: int = 64,
+def embed_manifest(model, data, out_dir, modality: Modality = "audio", batch_size: int = 64,
                    shard_size: int = 10_000, num_workers: int = 0, progress: bool = True,
-                   max_shards: int | None = None, device: str | None = None) -> Path:
-    """Embed a manifest's unique clips (audio) or unique captions (text) into `out_dir` shards.
+                   max_shards: int | None = None, device: str | None = None,
+                   text_encoder: str | None = None) -> Path:
+    """Embed the unique clips (audio) or unique captions (text) of `data` into `out_dir` shards.
 
+    `model` is what `load_model` takes (a checkpoint folder or a published weights file, with
+    `text_encoder` where the file needs one); `data` a manifest file, a `kind:path` dataset spec
+    (`read_data`) or a manifest table. `meta.json` records `model_hash(model, text_encoder)` and
+    the manifest's hash, so a spec and the manifest written from it resume the same folder.
     Resumable: finished shards (those with a done marker) are skipped; an existing folder keeps
     its own `shard_size`. `max_shards` stops after embedding that many shards in this call (the
     rest on a later call). Under torchrun each rank embeds the shards i with
     i % WORLD_SIZE == RANK. Returns `out_dir`.
     """
-    from .model.checkpoints import checkpoint_hash, load
+    from .model.checkpoints import load_model, model_hash, require_model_path
 
     if shard_size < 1 or batch_size < 1:
         raise ClapcurateError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
+    require_model_path(model)
     out_dir = check_output_folder(out_dir, "embeddings folder")
     existing = _read_meta(out_dir)
     if existing is not None and existing.get("shard_size") != shard_size:
         log.info("%s: continuing with the folder's shard_size %s", out_dir, existing.get("shard_size"))
         shard_size = int(existing.get("shard_size", shard_size))
-    manifest = read_manifest(manifest_path)
-    items = _items_to_embed(manifest, modality, manifest_path)
+    manifest, origin = (data, "manifest") if isinstance(data, pd.DataFrame) else (read_data(data), data)
+    items = _items_to_embed(manifest, modality, origin)
     if len(items) == 0:
-        raise ManifestError(f"{manifest_path}: nothing to embed (no {'clips' if modality == 'audio' else 'captions'})")
+        raise ManifestError(f"{origin}: nothing to embed (no {'clips' if modality == 'audio' else 'captions'})")
     if modality == "audio" and not (items["audio_path"] != "").any():
-        raise ManifestError(f"{manifest_path}: no audio_path values (expected a column audio_path)")
+        raise ManifestError(f"{origin}: no audio_path values (expected a column audio_path)")
     num_shards = (len(items) + shard_size - 1) // shard_size
     rank, world_size = _distributed_rank()
-    meta = {"format": META_FORMAT, "modality": modality, "model_hash": checkpoint_hash(model_dir),
+    meta = {"format": META_FORMAT, "modality": modality, "model_hash": model_hash(model, text_encoder),
             "manifest_hash": manifest_hash(manifest), "num_items": len(items),
             "shard_size": shard_size, "num_shards": num_shards}
     if existing is not None:  # refuse a foreign folder before loading the model
         _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
-    model = load(model_dir, device=device or _default_device())
+    model = load_model(model, text_encoder, device=device or _default_device())
     _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
 
     my_shards = [i for i in range(num_shards) if i % world_size == rank]
@@ -386,7 +393,7 @@ def embed_manifest(model_dir, manifest_path, out_dir, modality: Modality = "audi
             log.warning("%s: %d of %d %s skipped (unreadable or non-finite); the list is %s", out_dir, skipped,
                         rows + skipped, "clips" if modality == "audio" else "captions", out_dir / SKIPPED_FILE)
         if rows == 0:
-            raise ManifestError(f"{manifest_path}: none of the {skipped} clips could be embedded "
+            raise ManifestError(f"{origin}: none of the {skipped} clips could be embedded "
                                 f"(the list and the reasons are in {out_dir / SKIPPED_FILE})")
     return out_dir
 

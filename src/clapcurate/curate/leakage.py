@@ -16,8 +16,18 @@ from ..errors import ClapcurateError
 
 
 def training_clip_mask(pool_clips: pd.DataFrame, teacher_train_manifest: pd.DataFrame) -> np.ndarray:
-    """True [P] where a pool clip's `clip_id` is in the teacher's training manifest."""
-    return pool_clips["clip_id"].isin(set(teacher_train_manifest["clip_id"])).to_numpy()
+    """True [P] where a pool clip is in the teacher's training manifest: the same `clip_id`, or the
+    same audio file (absolute `audio_path`, normalised), since datasets named differently derive
+    different ids for one file (`folder:` relative to the folder, `csv:` as the CSV writes it)."""
+    same_id = pool_clips["clip_id"].isin(set(teacher_train_manifest["clip_id"])).to_numpy()
+    training_files = set(_normalised_paths(teacher_train_manifest)) - {""}
+    return same_id | _normalised_paths(pool_clips).isin(training_files).to_numpy()
+
+
+def _normalised_paths(manifest: pd.DataFrame) -> pd.Series:
+    """Each `audio_path` made absolute and normalised (no file system access: fast on big pools)."""
+    return pd.Series([os.path.normpath(os.path.abspath(path)) if path else "" for path in manifest["audio_path"]],
+                     index=manifest.index)
 
 
 def _resolved_paths(manifest: pd.DataFrame) -> pd.Series:

@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import load_config
-from ..data.manifest import read_manifest, write_manifest
+from ..data.manifest import write_manifest
+from ..data.readers import check_data, read_data
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
 from ..errors import ClapcurateError, ConfigError
+from ..model.checkpoints import require_model_path
 from ..files import check_output_folder, write_atomically, write_text_atomically
 from ..prompts import benchmark_labels, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
@@ -135,7 +137,7 @@ class CurationConfig:
     these manifests.
     """
 
-    teacher: str  # checkpoint folder of the teacher CLAP
+    teacher: str  # the teacher CLAP: a checkpoint folder or a published weights file (`load_model`)
     train_manifest: str  # captioned pairs: the captions of DU, the pairs DS selects from
     out_dir: str
     teacher_train_manifest: str = ""  # pool clips in it are left out (default: train_manifest)
@@ -144,6 +146,7 @@ class CurationConfig:
     benchmark_manifest: str = ""  # its labels make the prompts; its audio must not be in the pool
     labels: list[str] = dataclasses.field(default_factory=list)  # default: the benchmark's labels
     ds_manifest: str = ""  # ADS: the DS Improvement-Set whose captions are matched to the pool
+    text_encoder: str | None = None  # a weights-file teacher's text encoder (name or folder; default: its family's)
     pool_embeddings: str = ""  # default {out_dir}/embeddings/pool_audio
     caption_embeddings: str = ""  # default {out_dir}/embeddings/caption_text
     sigma: float | None = None  # default: clapcurate.method.SIGMA of the method (DU 0.7, DS 0.6, ADS 0.7)
@@ -180,66 +183,71 @@ def load_curation_config(path=None, overrides: list[str] | None = None, data: di
     return load_config(CurationConfig, path, overrides, data)
 
 
-def _caption_embeddings(config: CurationConfig, rows: pd.DataFrame) -> np.ndarray:
-    """Teacher text embeddings [len(rows), d] of `rows`' captions (the training captions are
-    embedded first where the folder is missing or unfinished)."""
+def _embed(config: CurationConfig, data: pd.DataFrame, folder, modality: str) -> tuple[list[str], np.ndarray]:
+    """(ids, embeddings) of the teacher's embedding folder of `data`, computing what is missing."""
+    embed_manifest(config.teacher, data, folder, modality, config.batch_size, config.shard_size, config.num_workers,
+                   config.progress, device=config.device, text_encoder=config.text_encoder)
+    return load_embeddings(folder, dtype=np.float16)
+
+
+def _caption_embeddings(config: CurationConfig, train: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """Teacher text embeddings [len(rows), d] of `rows`' captions (the training captions `train`
+    are embedded first where the folder is missing or unfinished)."""
     folder = config.caption_embeddings or Path(config.out_dir) / "embeddings" / "caption_text"
-    embed_manifest(config.teacher, config.train_manifest, folder, "text", config.batch_size,
-                   config.shard_size, config.num_workers, config.progress, device=config.device)
-    ids, embeddings = load_embeddings(folder, dtype=np.float16)
+    ids, embeddings = _embed(config, train, folder, "text")
     return embedding_rows([text_key(caption) for caption in rows["caption"]], ids, embeddings, folder,
                           "it was made from another manifest")
 
 
-def _pool(config: CurationConfig, benchmark: pd.DataFrame | None) -> tuple[np.ndarray, pd.DataFrame, dict]:
+def _pool(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """(embeddings [P, d], clips [P], counts) of the pool's readable clips that the teacher did not
     train on. The pool is checked against the benchmark before any of its audio is read."""
-    pool = read_manifest(config.pool_manifest)
+    pool, benchmark = data["pool_manifest"], data.get("benchmark_manifest")
     if len(pool) == 0:
         raise ClapcurateError(f"{config.pool_manifest}: the pool has no clips")
     if benchmark is not None:
         refuse_benchmark_audio(pool, benchmark, config.benchmark or config.benchmark_manifest)
     folder = config.pool_embeddings or Path(config.out_dir) / "embeddings" / "pool_audio"
-    embed_manifest(config.teacher, config.pool_manifest, folder, "audio", config.batch_size,
-                   config.shard_size, config.num_workers, config.progress, device=config.device)
-    ids, embeddings = load_embeddings(folder, dtype=np.float16)
+    ids, embeddings = _embed(config, pool, folder, "audio")
     if not ids:
         raise ClapcurateError(f"{config.pool_manifest}: none of the pool's clips could be read "
                               f"(the list is {Path(folder) / 'skipped.csv'})")
     all_clips = unique_clips(pool)
     clips = all_clips.set_index("clip_id").loc[ids].reset_index()
-    in_training = training_clip_mask(clips, read_manifest(config.teacher_train_manifest or config.train_manifest))
+    in_training = training_clip_mask(clips, data.get("teacher_train_manifest", data["train_manifest"]))
     counts = {"pool_clips": len(all_clips), "unreadable_pool_clips": len(all_clips) - len(ids),
               "excluded_training_clips": int(in_training.sum())}
     return embeddings[~in_training], clips[~in_training].reset_index(drop=True), counts
 
 
-def _curate_ds_stage(config: CurationConfig, benchmark: pd.DataFrame) -> tuple[ImprovementSet, dict]:
-    from ..model.checkpoints import load
+def _curate_ds_stage(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[ImprovementSet, dict]:
+    from ..model.checkpoints import load_model
 
-    train = read_manifest(config.train_manifest)
+    train = data["train_manifest"]
     captioned = train[train["caption"] != ""].reset_index(drop=True)
-    labels = config.labels or benchmark_labels(benchmark)
-    teacher = load(config.teacher, device=config.device or "cpu")
-    improvement_set = curate_ds(captioned, _caption_embeddings(config, captioned), embed_texts(teacher, prompts(labels)),
+    labels = config.labels or benchmark_labels(data["benchmark_manifest"])
+    caption_embeddings = _caption_embeddings(config, train, captioned)
+    teacher = load_model(config.teacher, config.text_encoder, device=config.device or "cpu")
+    improvement_set = curate_ds(captioned, caption_embeddings, embed_texts(teacher, prompts(labels)),
                                 labels, config.sigma, config.keep_fraction, config.block_size)
     return improvement_set, {"labels": len(labels), "training_pairs": len(captioned)}
 
 
 def _curate_pool_stage(method: str, config: CurationConfig,
-                       benchmark: pd.DataFrame | None) -> tuple[ImprovementSet, dict]:
-    pool_embeddings, pool_clips, counts = _pool(config, benchmark)
+                       data: dict[str, pd.DataFrame]) -> tuple[ImprovementSet, dict]:
+    pool_embeddings, pool_clips, counts = _pool(config, data)
     search = dict(sigma=config.sigma, keep_fraction=config.keep_fraction,
                   max_captions_per_clip=config.max_captions_per_clip, block_size=config.block_size,
                   device=config.device)
+    train = data["train_manifest"]
     if method == "du":
-        captions = unique_captions(read_manifest(config.train_manifest))
-        improvement_set = curate_du(pool_embeddings, pool_clips, _caption_embeddings(config, captions), captions,
-                                    **search)
+        captions = unique_captions(train)
+        improvement_set = curate_du(pool_embeddings, pool_clips, _caption_embeddings(config, train, captions),
+                                    captions, **search)
     else:
-        captions = read_manifest(config.ds_manifest)
-        improvement_set = curate_ads(captions, _caption_embeddings(config, captions), pool_embeddings, pool_clips,
-                                     **search)
+        captions = data["ds_manifest"]
+        improvement_set = curate_ads(captions, _caption_embeddings(config, train, captions), pool_embeddings,
+                                     pool_clips, **search)
     return improvement_set, {**counts, "candidate_captions": int(captions["caption"].nunique())}
 
 
@@ -247,28 +255,42 @@ REQUIRED_KEYS = {"du": ["pool_manifest"], "ds": ["benchmark_manifest"],
                  "ads": ["pool_manifest", "benchmark_manifest", "ds_manifest"]}
 
 
-def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> Path:
-    """Curate the `method` Improvement-Set of `config` into `config.out_dir`; returns the manifest.
+def _data_keys(method: str) -> list[str]:
+    """The data keys `method` reads when given: each a manifest file or a dataset spec (`read_data`).
+    A benchmark given to DU still keeps its audio out of the pool."""
+    keys = ["train_manifest", *REQUIRED_KEYS[method], "teacher_train_manifest", "benchmark_manifest"]
+    return list(dict.fromkeys(keys))
 
-    Beside the manifest: `stats.json` (counts, sigma) and `similarity_histogram.png`.
-    """
+
+def check_curation_inputs(method: str, config: CurationConfig) -> None:
+    """Every key `method` needs is given and every path exists (the teacher first), before any
+    data is read or model loaded; `ConfigError` naming the key otherwise."""
     if method not in REQUIRED_KEYS:
         raise ConfigError(f"curation method must be du, ds or ads, got {method!r}")
     missing = [key for key in REQUIRED_KEYS[method] if not getattr(config, key)]
     if missing:
         raise ConfigError(f"curate {method}: missing config key(s) {', '.join(missing)}")
-    for key in ("teacher", "train_manifest", *REQUIRED_KEYS[method], "teacher_train_manifest"):
-        if getattr(config, key) and not Path(getattr(config, key)).exists():
-            raise ConfigError(f"{key}: {getattr(config, key)} does not exist")
+    require_model_path(config.teacher, "teacher")
+    for key in _data_keys(method):
+        if getattr(config, key):
+            check_data(getattr(config, key), key)
+
+
+def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> Path:
+    """Curate the `method` Improvement-Set of `config` into `config.out_dir`; returns the manifest.
+
+    Beside the manifest: `stats.json` (counts, sigma) and `similarity_histogram.png`.
+    """
+    check_curation_inputs(method, config)
     out_dir = check_output_folder(config.out_dir)
     if (out_dir / STATS_FILE).is_file() and not config.overwrite:
         raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
                               "--overwrite or choose another out_dir")
-    benchmark = read_manifest(config.benchmark_manifest) if config.benchmark_manifest else None
+    data = {key: read_data(getattr(config, key)) for key in _data_keys(method) if getattr(config, key)}
     if method == "ds":
-        improvement_set, counts = _curate_ds_stage(config, benchmark)
+        improvement_set, counts = _curate_ds_stage(config, data)
     else:
-        improvement_set, counts = _curate_pool_stage(method, config, benchmark)
+        improvement_set, counts = _curate_pool_stage(method, config, data)
     log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
              improvement_set.sigma)
     return write_improvement_set(

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -187,19 +188,26 @@ def _suffix_kind(path: Path) -> str:
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     """Read a manifest from CSV or Parquet (chosen by suffix), normalise it and
-    resolve relative `audio_path` values against the file's folder."""
+    resolve relative `audio_path` values against the file's folder. Without an `id` column the
+    ids are derived from `audio_path` as written (`path_ids`) and `clip_id` defaults to that
+    path, as `csv:` datasets derive them."""
     path = Path(path)
     kind = _suffix_kind(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest file not found")
     if kind == "csv":
-        table = read_csv_table(path, ("id",))
+        table = read_csv_table(path)
         df = pd.DataFrame(table.rows, columns=table.header, dtype=str)
     else:
         try:
             df = pd.read_parquet(path)
         except (OSError, ValueError) as exc:
             raise ManifestError(f"{path}: unreadable Parquet file ({exc})") from exc
+    if "id" not in df.columns:
+        if "audio_path" not in df.columns:
+            raise ManifestError(f"{path}: no 'id' and no 'audio_path' column; the columns are {list(df.columns)}")
+        written = _as_strings(df["audio_path"])
+        df = df.assign(id=path_ids(written.tolist()), clip_id=df["clip_id"] if "clip_id" in df.columns else written)
     manifest = normalize_manifest(df, origin=path)
     folder = path.absolute().parent
     manifest["audio_path"] = [
@@ -207,6 +215,19 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
         for audio_path in manifest["audio_path"]
     ]
     return manifest
+
+
+def path_ids(paths: Sequence[str]) -> list[str]:
+    """Row ids derived from audio paths as written, for tables without an `id` column: the path,
+    or `{path}#{k}` (k = 1, 2, ...) for each row of a path that has several (one clip, several
+    captions)."""
+    rows_per_path = Counter(paths)
+    seen: Counter[str] = Counter()
+    ids = []
+    for path in paths:
+        seen[path] += 1
+        ids.append(path if rows_per_path[path] == 1 else f"{path}#{seen[path]}")
+    return ids
 
 
 def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -241,6 +262,17 @@ def manifest_hash(df: pd.DataFrame) -> str:
         digest.update(values.encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def manifest_counts(manifest: pd.DataFrame) -> dict[str, int]:
+    """What a manifest holds: rows, distinct clips (`clip_id`), distinct non-empty captions and
+    distinct labels (a comma-separated label string counts each of its labels)."""
+    return {
+        "rows": len(manifest),
+        "clips": int(manifest["clip_id"].nunique()),
+        "captions": int(manifest.loc[manifest["caption"] != "", "caption"].nunique()),
+        "labels": len({name for text in manifest["label"].unique() for name in label_names(text)}),
+    }
 
 
 def take_subset(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:

@@ -12,15 +12,17 @@ import io
 import logging
 import math
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 import yaml
 
-from ..errors import ManifestError
-from .manifest import label_names, normalize_manifest, read_csv_table, read_text, youtube_clip_id
+from ..errors import ConfigError, ManifestError
+from .manifest import (
+    CSV_SUFFIXES, PARQUET_SUFFIXES, label_names, normalize_manifest, path_ids, read_csv_table, read_manifest, read_text,
+    youtube_clip_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +322,8 @@ def read_csv_manifest(path: PathLike) -> pd.DataFrame:
     `filename`, `file_name`) plus `caption` and/or `label`; other columns are
     kept. Relative paths resolve against the CSV's folder. Without an `id`
     column, id = the path as written (`{path}#{k}` when a path has several
-    rows); clip_id defaults to the path as written, source to the CSV's stem."""
+    rows: `manifest.path_ids`); clip_id defaults to the path as written, source
+    to the CSV's stem."""
     path = Path(path).absolute()
     table = read_csv_table(path)
     path_column = next((column for column in CSV_PATH_COLUMNS if column in table.header), None)
@@ -328,15 +331,12 @@ def read_csv_manifest(path: PathLike) -> pd.DataFrame:
         raise ManifestError(f"{path}, line 1: no audio path column; expected one of {list(CSV_PATH_COLUMNS)}")
     if "caption" not in table.header and "label" not in table.header:
         raise ManifestError(f"{path}, line 1: expected a 'caption' and/or a 'label' column")
-    rows_per_path = Counter(fields[table.header.index(path_column)] for fields in table.rows)
-    seen: Counter[str] = Counter()
+    default_ids = path_ids([fields[table.header.index(path_column)] for fields in table.rows])
     records = []
-    for line, row in table.records():
+    for (line, row), default_id in zip(table.records(), default_ids):
         written = row.pop(path_column)
         if not written:
             raise ManifestError(f"{path}, line {line}: empty {path_column!r}")
-        seen[written] += 1
-        default_id = written if rows_per_path[written] == 1 else f"{written}#{seen[written]}"
         row["id"] = row.get("id") or default_id
         row["clip_id"] = row.get("clip_id") or written
         row["audio_path"] = str(path.parent / written)
@@ -447,3 +447,74 @@ def read_dataset(spec: str) -> pd.DataFrame:
     if not location.strip():
         raise ManifestError(f"dataset {spec!r}: no path after {kind!r}")
     return DATASET_READERS[kind](location.strip())
+
+
+# ---------------------------------------------------------------- one vocabulary: a spec or a manifest
+
+MANIFEST_SUFFIXES = (*CSV_SUFFIXES, *PARQUET_SUFFIXES)
+
+
+def _dataset_kind(text: str) -> str | None:
+    """The reader kind of a `kind:path` spec (aliases resolved), or None when `text` is not one."""
+    kind, separator, _ = text.partition(":")
+    kind = DATASET_ALIASES.get(kind.strip().lower(), kind.strip().lower())
+    return kind if separator and kind in DATASET_READERS else None
+
+
+def _spec_paths(spec: str) -> list[Path]:
+    """The paths a spec names (`audioset:` may name a CSV and an audio folder)."""
+    kind = _dataset_kind(spec)
+    location = spec.partition(":")[2].strip()
+    parts = location.split(",", 1) if kind == "audioset" else [location]
+    return [Path(part.strip()) for part in parts if part.strip()]
+
+
+def is_dataset_spec(spec_or_path: str | os.PathLike) -> bool:
+    """Whether `spec_or_path` is a `kind:path` dataset spec rather than a manifest file (an
+    existing file of that name is taken as a manifest)."""
+    text = str(spec_or_path)
+    return _dataset_kind(text) is not None and not Path(text).is_file()
+
+
+def check_data(spec_or_path: str | os.PathLike, key: str) -> None:
+    """Fail now, with one line naming the config key or option `key`, when what
+    `spec_or_path` names does not exist: a manifest file (.csv, .parquet), or the paths of a
+    `kind:path` dataset spec. Nothing is read; `read_data` reads it later."""
+    text = str(spec_or_path).strip()
+    if not text:
+        raise ConfigError(f"{key}: no data given (a manifest file or a dataset spec KIND:PATH)")
+    if is_dataset_spec(text):
+        paths = _spec_paths(text)
+        if not paths:
+            raise ConfigError(f"{key}: {text}: no path after the kind")
+        missing = [path for path in paths if not path.exists()]
+        if missing:
+            raise ConfigError(f"{key}: {missing[0]} does not exist (from the dataset spec {text})")
+        return
+    path = Path(text)
+    if path.is_dir():
+        raise ConfigError(f"{key}: {text} is a folder; name a dataset in it as KIND:PATH "
+                          f"(e.g. folder:{text} for every audio file below it)")
+    if not path.is_file():
+        what = "does not exist" if not path.exists() else "is not a file"
+        raise ConfigError(f"{key}: {text} {what} (expected a manifest file "
+                          f"({', '.join(MANIFEST_SUFFIXES)}) or a dataset spec KIND:PATH, "
+                          f"KIND one of {', '.join(DATASET_READERS)})")
+    if path.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ConfigError(f"{key}: {text} is not a manifest ({', '.join(MANIFEST_SUFFIXES)}); "
+                          f"a dataset is named KIND:PATH, KIND one of {', '.join(DATASET_READERS)}")
+
+
+def read_data(spec_or_path: str | os.PathLike) -> pd.DataFrame:
+    """The one reader of data behind every command and config key that takes data: a manifest
+    file (`.csv`, `.parquet`; `read_manifest`) or a `kind:path` dataset spec (`read_dataset`).
+    A manifest written from a spec (`clapcurate manifest`) reads back equal to the spec's, so
+    both give the same `manifest_hash`."""
+    text = str(spec_or_path).strip()
+    if is_dataset_spec(text):
+        return read_dataset(text)
+    path = Path(text)
+    if not path.is_file() and path.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ManifestError(f"{text}: not found; expected a manifest file ({', '.join(MANIFEST_SUFFIXES)}) "
+                            f"or a dataset spec KIND:PATH, KIND one of {', '.join(_known_kinds())}")
+    return read_manifest(path)

@@ -20,6 +20,8 @@ _EXPORTS = {
     "checkpoint_hash": "checkpoints",
     "import_msclap": "checkpoints",
     "load_model": "checkpoints",
+    "model_hash": "checkpoints",
+    "require_model_path": "checkpoints",
     "import_checkpoint": "checkpoints",
     "import_msclap_2023": "imports",
     "import_laion_clap": "imports",

@@ -88,11 +88,16 @@ def checkpoint_hash(directory: str | Path) -> str:
     digest = hashlib.sha256()
     for path in _checkpoint_files(directory):
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
+        _hash_file(digest, path)
     return digest.hexdigest()
+
+
+def _hash_file(digest, path: Path) -> None:
+    """Feed `path`'s bytes and a separator to `digest`."""
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    digest.update(b"\0")
 
 
 # --- MS CLAP 2022 -----------------------------------------------------------------------------
@@ -218,17 +223,40 @@ def load_model(path: str | Path, text_encoder: str | None = None, device: str | 
     """Any supported model, in eval mode on `device`: a clapcurate checkpoint folder, or a published
     weights file (MS CLAP 2022 or 2023, LAION-CLAP; see `import_checkpoint`, whose text encoder
     architecture and tokenizer come from `text_encoder`). The one entry point behind every
-    command's `--model`."""
+    command's `--model` and every config's `teacher`."""
     path = require_model_path(path)
     if path.is_dir():
         return load(path, device=device)
     return import_checkpoint(path, text_encoder).to(device)
 
 
-def require_model_path(path: str | Path) -> Path:
-    """`path` if it exists (checked before any work starts); `ClapcurateError` otherwise."""
+def model_hash(path: str | Path, text_encoder: str | None = None) -> str:
+    """The identity of the model `load_model(path, text_encoder)` builds, as embedding folders
+    record it: a checkpoint folder's `checkpoint_hash` (the text encoder is inside it), or for a
+    weights file SHA-256 over its bytes and the text-encoder setting (a local text-encoder folder
+    by its files' names and bytes, a name as written; none: the family's default)."""
+    path = require_model_path(path)
+    if path.is_dir():
+        return checkpoint_hash(path)
+    digest = hashlib.sha256(b"weights\0")
+    _hash_file(digest, path)
+    setting = Path(text_encoder) if text_encoder else None
+    if setting is not None and setting.is_dir():
+        for file in sorted(item for item in setting.rglob("*") if item.is_file()):
+            digest.update(file.relative_to(setting).as_posix().encode() + b"\0")
+            _hash_file(digest, file)
+    else:
+        digest.update(b"text_encoder\0" + (text_encoder or "").encode())
+    return digest.hexdigest()
+
+
+def require_model_path(path: str | Path, key: str | None = None) -> Path:
+    """`path` if it exists (checked before any work starts); otherwise `ClapcurateError`
+    (`ConfigError` naming the config key or option `key` when given)."""
     path = Path(path)
-    if not path.exists():
-        raise ClapcurateError(
-            f"model not found: {path} (expected a checkpoint folder or a published CLAP .pth/.pt file)")
+    if not str(path).strip() or not path.exists():
+        message = f"model not found: {path} (expected a checkpoint folder or a published CLAP .pth/.pt file)"
+        if key:
+            raise ConfigError(f"{key}: {message}")
+        raise ClapcurateError(message)
     return path

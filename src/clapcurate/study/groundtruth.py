@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.manifest import read_manifest
+from ..data.readers import read_data
 from ..data.synth.concepts import SCENES_BY_NAME
 
 
@@ -83,7 +84,7 @@ class WorldTruth:
             right = [self.concept_of.get((benchmark, label)) in self.clip_events(path)
                      for label, path in zip(pairs["best_label"], pairs["audio_path"])]
         else:
-            source_path = dict(zip(*read_manifest(train_manifest)[["id", "audio_path"]].T.values))
+            source_path = dict(zip(*read_data(train_manifest)[["id", "audio_path"]].T.values))
             named = [self.named_events(source_path[source], caption)
                      for source, caption in zip(pairs["source_id"], pairs["caption"])]
             right = [bool(events) and events <= self.clip_events(path) for events, path in zip(named, pairs["audio_path"])]

@@ -21,8 +21,10 @@ import yaml
 
 from .. import method
 from ..config import apply_overrides, deep_merge, from_dict, read_yaml, to_dict
+from ..data.readers import check_data
 from ..errors import ConfigError
 from ..files import check_output_folder
+from ..model.checkpoints import require_model_path
 from ..model.clap import CLAPConfig
 from ..train.config import StudentConfig, TaggerConfig, TeacherConfig
 from . import browsers, report
@@ -42,7 +44,7 @@ STUDY_OWNED_KEYS = {
     "pretrain_audio": ("audio", "data.train", "data.labels_csv", "out_dir", "resume", "overwrite"),
     "teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume", "overwrite"),
     "low_resource_teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume", "overwrite"),
-    "student": ("teacher", "improvement_set", "replay_manifest", "val_manifest", "seed", "out_dir", "resume",
+    "student": ("teacher", "text_encoder", "improvement_set", "replay_manifest", "val_manifest", "seed", "out_dir", "resume",
                 "overwrite", "loss.kind", "loss.teacher_audio_embeddings", "loss.teacher_text_embeddings"),
 }
 
@@ -62,7 +64,7 @@ class WorldSettings:
 
 @dataclass
 class DataSettings:
-    """Real datasets as `kind:path` specs (see `clapcurate.data.readers.read_dataset`)."""
+    """Real datasets: each a `kind:path` spec or a manifest file (see `clapcurate.data.readers.read_data`)."""
 
     captioned: list[str] = field(default_factory=list)
     pool: str = ""
@@ -131,10 +133,11 @@ class StudyConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     # changes to `teacher` for the low-resource teacher (any `teacher` key, nested)
     low_resource_teacher: dict[str, Any] = field(default_factory=dict)
-    # a checkpoint folder to use as the teacher instead of training one (e.g. an imported LAION-CLAP
-    # or MS CLAP 2023 model: `clapcurate import-laion-clap` / `import-msclap`); needs
+    # a checkpoint folder or published weights file (LAION-CLAP, MS CLAP 2022/2023; imported once
+    # into the study folder) to use as the teacher instead of training one; needs
     # low_resource_fraction: null, and `model`, `teacher`, `pretrain_audio` then go unused
     teacher_checkpoint: str = ""
+    teacher_text_encoder: str | None = None  # a weights file's text encoder (name or folder; default: its family's)
     # pretrain the teachers' audio encoder (`model.audio`) as a tagger on `data.tagged` once, as
     # PANNs' CNNs were pretrained on AudioSet; null: no pretraining (real data: give
     # `teacher.init_audio_encoder` a PANNs checkpoint instead)
@@ -272,7 +275,7 @@ class Study:
     def prepare_data(self) -> dict[str, str]:
         from ..curate import refuse_benchmark_audio
         from ..data.manifest import write_manifest
-        from ..data.readers import read_dataset
+        from ..data.readers import read_data
 
         cfg = self.config
         if cfg.world is not None:
@@ -299,12 +302,12 @@ class Study:
             out = self.out / "manifests"
             out.mkdir(exist_ok=True)
             paths = {}
-            train = pd.concat([read_dataset(spec) for spec in self.data.captioned], ignore_index=True)
+            train = pd.concat([read_data(spec) for spec in self.data.captioned], ignore_index=True)
             paths["train"] = str(write_manifest(train, out / "train.csv"))
-            pool = read_dataset(self.data.pool)
+            pool = read_data(self.data.pool)
             paths["pool"] = str(write_manifest(pool, out / "pool.csv"))
             for name, spec in self.data.benchmarks.items():
-                benchmark = read_dataset(spec)
+                benchmark = read_data(spec)
                 refuse_benchmark_audio(pool, benchmark, name)  # before any pool audio is read
                 paths[name] = str(write_manifest(benchmark, out / f"bench_{name}.csv"))
             return paths
@@ -361,10 +364,7 @@ class Study:
         from .. import train
 
         if self.config.teacher_checkpoint:  # a given teacher: every seed's students start from it
-            from ..model.checkpoints import load
-
-            load(self.config.teacher_checkpoint)  # a readable checkpoint folder, or a clear error now
-            return self.config.teacher_checkpoint
+            return self.given_teacher()
 
         def fit():
             base = self.config.teacher if kind == "full" else self.config.low_resource_teacher_config()
@@ -376,6 +376,21 @@ class Study:
             return str(Path(train.fit_teacher(config)) / "best")
 
         return self.stages.run(f"teacher/{self.slug(kind)}_s{seed}", fit)
+
+    def given_teacher(self) -> str:
+        """The checkpoint folder of `teacher_checkpoint`: the folder itself, or a published weights
+        file imported once into the study folder (`teachers/given`)."""
+        from ..model.checkpoints import load, load_model, save
+
+        given = Path(self.config.teacher_checkpoint)
+        if given.is_dir():
+            load(given)  # a readable checkpoint folder, or a clear error now
+            return str(given)
+
+        def imported() -> str:
+            return str(save(load_model(given, self.config.teacher_text_encoder), self.out / "teachers" / "given"))
+
+        return self.stages.run("teacher/given", imported)
 
     def fit_student(self, kind: str, teacher_ckpt: str, spec: StudentSpec, seed: int,
                     embeddings: dict[str, str]) -> str:
@@ -754,6 +769,21 @@ def quiet_banners() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def check_study_inputs(config: StudyConfig) -> None:
+    """The given teacher and every dataset (without `world`) exist, before the study folder is made
+    or any model loaded; `ConfigError` naming the key otherwise."""
+    if config.teacher_checkpoint:
+        require_model_path(config.teacher_checkpoint, "teacher_checkpoint")
+    if config.world is None:
+        given = {**{f"data.captioned[{i}]": spec for i, spec in enumerate(config.data.captioned)},
+                 "data.pool": config.data.pool, "data.tagged": config.data.tagged,
+                 **{f"data.benchmarks.{name}": spec for name, spec in config.data.benchmarks.items()}}
+        for key, spec in given.items():
+            if spec:
+                check_data(spec, key)
+
+
 def run_study(config: StudyConfig) -> str:
     quiet_banners()
+    check_study_inputs(config)
     return Study(config).run()

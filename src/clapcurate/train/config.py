@@ -54,7 +54,7 @@ class DataConfig:
 
 @dataclasses.dataclass
 class TeacherDataConfig(DataConfig):
-    train_manifest: str = ""
+    train_manifest: str = ""  # the captioned pairs: a manifest file or a dataset spec (`read_data`)
 
 
 @dataclasses.dataclass
@@ -218,10 +218,13 @@ class StudentConfig:
     """`fit_student`: fine-tune a teacher checkpoint on an Improvement-Set with replay.
 
     `val_manifest` (optional) is the validation set; without it the replay manifest is split
-    as the teacher split its training pairs (same `data.split_seed`).
+    as the teacher split its training pairs (same `data.split_seed`). `teacher` is a checkpoint
+    folder or a published weights file (with `text_encoder` where the file needs one; see
+    `load_model`); every data key takes a manifest file or a dataset spec (`read_data`).
     """
 
     teacher: str = ""
+    text_encoder: str | None = None  # a weights-file teacher's text encoder (name or folder)
     improvement_set: str = ""
     replay_manifest: str = ""
     val_manifest: str | None = None

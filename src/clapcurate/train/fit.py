@@ -28,11 +28,11 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import to_dict
-from ..data.manifest import label_names, read_manifest, take_subset, write_manifest
-from ..errors import ClapcurateError, ManifestError
+from ..data.manifest import label_names, take_subset, write_manifest
+from ..errors import ClapcurateError, ConfigError, ManifestError
 from ..files import check_output_folder, write_atomically
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
-from ..data.readers import read_dataset
+from ..data.readers import check_data, read_data
 from ..model import checkpoints
 from ..model.audio_encoders import AudioTagger, load_panns_checkpoint
 from ..model.clap import CLAP, AudioConfig
@@ -261,6 +261,9 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
 
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
+    check_data(config.data.train_manifest, "data.train_manifest")
+    if config.init_audio_encoder:
+        _require_file(config.init_audio_encoder, "init_audio_encoder")
     run_dir, ckpt_path = _start_run(config)
     seed_everything(config.seed, verbose=False)
     model = CLAP(config.model)
@@ -268,7 +271,7 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
         # PANNs' CNN weights; the front-end stays the one `config.model.audio` describes
         load_panns_checkpoint(model.audio_encoder, config.init_audio_encoder, keep_frontend=True)
     inputs = _Inputs.of(model, config)
-    manifest = take_subset(read_manifest(config.data.train_manifest), config.data.subset, config.seed)
+    manifest = take_subset(read_data(config.data.train_manifest), config.data.subset, config.seed)
     train_rows, val_rows = split_by_clip(manifest, config.data.val_fraction, config.data.split_seed)
     train_pairs, train_kept, train_skipped = inputs.prepare(train_rows, config.data.train_manifest, config.data)
     val_pairs, val_kept, val_skipped = (
@@ -304,22 +307,26 @@ def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig)
 
 
 def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Path:
-    """Fine-tune the teacher checkpoint `config.teacher` on the Improvement-Set with replay.
+    """Fine-tune the teacher `config.teacher` (a checkpoint folder or a published weights file,
+    `load_model`) on the Improvement-Set with replay.
 
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
+    checkpoints.require_model_path(config.teacher, "teacher")
+    for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ())):
+        check_data(getattr(config, key), key)
     run_dir, ckpt_path = _start_run(config)
     seed_everything(config.seed, verbose=False)
-    model = checkpoints.load(config.teacher)
+    model = checkpoints.load_model(config.teacher, config.text_encoder)
     uses_teacher_online = config.loss.kind == "soft_label" and config.loss.teacher_targets == "online"
     teacher = copy.deepcopy(model).eval() if uses_teacher_online else None
     inputs = _Inputs.of(model, config)
-    replay = read_manifest(config.replay_manifest)
+    replay = read_data(config.replay_manifest)
     if config.val_manifest is not None:
-        val_rows = read_manifest(config.val_manifest)
+        val_rows = read_data(config.val_manifest)
     else:
         replay, val_rows = split_by_clip(replay, config.data.val_fraction, config.data.split_seed)
-    curated = read_manifest(config.improvement_set)
+    curated = read_data(config.improvement_set)
     curated = curated[~curated["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
     if len(curated) == 0:
         raise ManifestError(f"{config.improvement_set}: no Improvement-Set pairs outside the validation clips")
@@ -348,12 +355,9 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 
 
-def read_labelled(spec: str) -> pd.DataFrame:
-    """A manifest file, or a dataset spec such as `audioset:segments.csv` (see `read_dataset`)."""
-    path = Path(spec)
-    if path.suffix.lower() in (".csv", ".parquet") and path.is_file():
-        return read_manifest(path)
-    return read_dataset(spec)
+def _require_file(path: str, key: str) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}: {path} {'is not a file' if Path(path).exists() else 'does not exist'}")
 
 
 def tagger_classes(manifest: pd.DataFrame, labels_csv: str | None) -> list[str]:
@@ -377,9 +381,12 @@ def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path
     `last/audio_encoder.pth` are PANNs-style checkpoints (`{"model": ..., "labels": ...}`) that
     a teacher's `init_audio_encoder` accepts.
     """
+    check_data(config.data.train, "data.train")
+    if config.data.labels_csv:
+        _require_file(config.data.labels_csv, "data.labels_csv")
     run_dir, ckpt_path = _start_run(config)
     seed_everything(config.seed, verbose=False)
-    manifest = take_subset(read_labelled(config.data.train), config.data.subset, config.seed)
+    manifest = take_subset(read_data(config.data.train), config.data.subset, config.seed)
     if "label" not in manifest.columns or not manifest["label"].astype(str).str.strip().any():
         raise ManifestError(f"{config.data.train}: no labels (expected a `label` column of comma-separated labels)")
     classes = tagger_classes(manifest, config.data.labels_csv)
