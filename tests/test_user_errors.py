@@ -134,3 +134,12 @@ def test_a_finished_output_is_not_replaced_without_overwrite(inputs, capsys):
     assert_one_line_exit_2(argv, capsys, "--overwrite")
     assert main([str(a) for a in argv] + ["--overwrite"]) == 0
     assert (inputs["tmp"] / "curated" / "improvement_set.csv").read_bytes() == first
+
+
+def test_unlabelled_data_and_misspelt_study_keys_are_refused_up_front(inputs, capsys):
+    audio = inputs["manifest"].parent / "audio"
+    assert_one_line_exit_2(["evaluate", "--model", inputs["model"], "--dataset", f"folder:{audio}"], capsys,
+                           "no class labels")
+    for key in ("teacher.optim.lrr=0.1", "student.loss.betta=0.3"):
+        assert_one_line_exit_2(["study", inputs["study"], "--set", key], capsys, key.split("=")[0])
+    assert not (inputs["tmp"] / "runs").exists()
