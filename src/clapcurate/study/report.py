@@ -210,13 +210,20 @@ def evaluated_benchmarks(results: pd.DataFrame) -> list[str]:
     return [bench for bench in BENCHMARKS if bench in present] + sorted(present - set(BENCHMARKS))
 
 
-def plot_accuracy(results: pd.DataFrame, path: Path) -> list[str]:
-    """Bar chart of accuracy per method, one panel per evaluated (configured) benchmark, with
-    error bars (std over seeds); returns the benchmarks of the panels."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(results: pd.DataFrame, path: Path) -> list[str]:
+    """Bar chart of accuracy per method, one panel per evaluated (configured) benchmark, with
+    error bars (std over seeds); returns the benchmarks of the panels."""
+    plt = _pyplot()
 
     benchmarks = evaluated_benchmarks(results)
     fig, axes = plt.subplots(1, len(benchmarks), figsize=(5 * len(benchmarks), 4), squeeze=False)
@@ -290,10 +297,7 @@ def _scores(results: pd.DataFrame, teacher: str, method: str, bench: str) -> np.
 def plot_gains(results: pd.DataFrame, path: Path) -> bool:
     """Each student's gain over its own teacher (points) with its 95% interval, one panel per
     benchmark that was evaluated; False (nothing drawn) without per-clip scores."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     benches = evaluated_benchmarks(results)
     students = results[results["method"] != "teacher"][["teacher", "method"]].drop_duplicates()
@@ -323,10 +327,7 @@ def plot_gains(results: pd.DataFrame, path: Path) -> bool:
 
 def plot_validation_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
     """Validation loss against step of each student run (`metrics.csv`); False when none has one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     curves = {name: frame.dropna(subset=["val_loss"]) for name, frame in curves.items()
               if "val_loss" in frame and frame["val_loss"].notna().any()}
