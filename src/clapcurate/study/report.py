@@ -220,6 +220,12 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+
+
 def plot_accuracy(results: pd.DataFrame, path: Path) -> list[str]:
     """Bar chart of accuracy per method, one panel per evaluated (configured) benchmark, with
     error bars (std over seeds); returns the benchmarks of the panels."""
@@ -235,9 +241,7 @@ def plot_accuracy(results: pd.DataFrame, path: Path) -> list[str]:
         ax.invert_yaxis()
         ax.set_title(BENCHMARK_TITLES.get(bench, bench))
         ax.set_xlabel("zero-shot accuracy (%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return benchmarks
 
 
@@ -319,9 +323,7 @@ def plot_gains(results: pd.DataFrame, path: Path) -> bool:
         ax.invert_yaxis()
         ax.set_title(BENCHMARK_TITLES.get(bench, bench))
         ax.set_xlabel("gain over its teacher (points, 95% interval)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -340,9 +342,7 @@ def plot_validation_curves(curves: dict[str, pd.DataFrame], path: Path) -> bool:
     ax.set_ylabel("validation loss (held-out training pairs)")
     if len(curves) <= 12:
         ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
