@@ -290,6 +290,101 @@ def length_table(results: pd.DataFrame, lengths: pd.DataFrame, brackets: pd.Data
     return pd.DataFrame(table)
 
 
+def _interval_text(interval) -> str:
+    return "-" if interval is None else str(interval)
+
+
+def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: pd.DataFrame | None,
+                 ablations: pd.DataFrame | None, counts: pd.DataFrame, peakedness: dict | None,
+                 base_steps: int | None) -> pd.DataFrame:
+    """What limits the method on this data, one row per candidate cause, each read from the
+    measured comparisons (paired differences in points with their 95% intervals):
+    - the world: do right pool pairs (the oracle) teach more than the teacher's own pairs (SL)?
+    - curation precision: how right the curated pairs are, and where the curated student sits
+      between the shuffled and the oracle student;
+    - training length: does ADS+SL (and the oracle) pull away from SL when students train longer?
+    - soft targets: do targets put more mass per item on alike clips than on the rest, and does
+      another normalisation beat the configured one?"""
+    rows = []
+    both = pd.concat([results, brackets, lengths], ignore_index=True)
+    brackets = brackets if brackets is not None and len(brackets) else None
+    if brackets is not None:
+        keys = [(t, arm.rpartition(" ")[0], b) for t, arm, b in
+                brackets[["teacher", "method", "benchmark"]].drop_duplicates().itertuples(index=False)
+                if arm.endswith(" oracle")]
+        gaps = [(model, bench, paired_interval(both, teacher, f"{model} oracle", "SL", bench))
+                for teacher, model, bench in keys]
+        gaps = [(m, b, i) for m, b, i in gaps if i is not None]
+        above = [(m, b, i) for m, b, i in gaps if i.low > 0]
+        reading = (f"right pool pairs teach more than SL in {len(above)} of {len(gaps)} brackets"
+                   + ("" if above else ": the world does not model the paper's premise"))
+        rows.append({"cause": "the world (is there anything in the pool to learn?)",
+                     "measured": "; ".join(f"{m} oracle - SL, {BENCHMARK_TITLES.get(b, b)}: {i}" for m, b, i in gaps),
+                     "reading": reading})
+        positions = []
+        for teacher, model, bench in keys:
+            scores = [_scores(both, teacher, name, bench) for name in (model, f"{model} oracle", f"{model} shuffled")]
+            if all(s is not None for s in scores) and len({s.shape for s in scores}) == 1:
+                point, low, high = bracket_position(*scores)
+                if not np.isnan(point):
+                    positions.append((model, bench, point, low, high))
+        precision = counts[(counts["teacher"] == "full") & counts["precision"].notna()] if "precision" in counts else counts[:0]
+        by_set = precision.groupby("method")["precision"].mean() * 100
+        measured = ", ".join(f"{name} precision {value:.0f}%" for name, value in by_set.items())
+        if positions:
+            measured += "; position " + ", ".join(f"{m} {BENCHMARK_TITLES.get(b, b)} {p:.2f} [{lo:.2f}, {hi:.2f}]"
+                                                  for m, b, p, lo, hi in positions)
+        below = [p for p in positions if p[4] < 1]
+        reading = (f"curated students fall short of the oracle in {len(below)} of {len(positions)} brackets "
+                   "with a defined position" if positions else
+                   "no bracket where the oracle beats the shuffled pairs: precision cannot be read from them")
+        rows.append({"cause": "curation precision", "measured": measured, "reading": reading})
+    if lengths is not None and len(lengths) and base_steps:
+        bench = lengths["benchmark"].iloc[0]
+        steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["method"]} | {base_steps})
+
+        def named(name: str, count: int) -> str:
+            return name if count == base_steps else f"{name} @{count}"
+
+        measured, growing = [], []
+        for model in ("ADS+SL", "ADS oracle"):
+            cells = [(count, paired_interval(both, "full", named(model, count), named("SL", count), bench))
+                     for count in steps]
+            cells = [(c, i) for c, i in cells if i is not None]
+            if len(cells) > 1:
+                measured.append(f"{model} - SL on {BENCHMARK_TITLES.get(bench, bench)}: "
+                                + ", ".join(f"{c} steps {i}" for c, i in cells))
+                growing.append((model, cells[-1][1].difference - cells[0][1].difference))
+        if measured:
+            rows.append({"cause": "training length", "measured": "; ".join(measured),
+                         "reading": ", ".join(f"{m} - SL moves by {g:+.1f} points from {steps[0]} to {steps[-1]} steps"
+                                              for m, g in growing)})
+    soft = []
+    if peakedness:
+        for row in peakedness["rows"]:
+            share = peakedness["alike_share"]
+            alike, other = row["alike items"] / max(share, 1e-9), row["other items"] / max(1 - share, 1e-9)
+            soft.append(f"{row['target_norm']}: {alike / max(other, 1e-12):.1f}x the mass per alike item")
+    readings = []
+    if ablations is not None and len(ablations):
+        variants = [m for m in dict.fromkeys(ablations["method"]) if m != "ADS+SL"]
+        for variant in variants:
+            cells = [(b, paired_interval(ablations, "full", variant, "ADS+SL", b)) for b in BENCHMARKS]
+            cells = [(b, i) for b, i in cells if i is not None]
+            if not cells:
+                continue
+            soft.append(f"{variant} - ADS+SL: " + ", ".join(f"{BENCHMARK_TITLES[b]} {i}" for b, i in cells))
+            better = [BENCHMARK_TITLES[b] for b, i in cells if i.low > 0]
+            worse = [BENCHMARK_TITLES[b] for b, i in cells if i.high < 0]
+            readings.append(f"{variant}: " + (f"better on {', '.join(better)}" if better else "")
+                            + ("; " if better and worse else "") + (f"worse on {', '.join(worse)}" if worse else "")
+                            + ("" if better or worse else "within noise everywhere"))
+    if soft:
+        rows.append({"cause": "soft targets", "measured": "; ".join(soft),
+                     "reading": "; ".join(readings) if readings else "-"})
+    return pd.DataFrame(rows, columns=["cause", "measured", "reading"])
+
+
 def _scores(results: pd.DataFrame, teacher: str, method: str, bench: str) -> np.ndarray | None:
     """0/1 scores [seeds, clips] of one model on one benchmark, seeds in order; None without them."""
     sub = results[(results["teacher"] == teacher) & (results["method"] == method) & (results["benchmark"] == bench)]
@@ -391,6 +486,11 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   "Gain over the teacher (points, 95% interval over clips) of the same students trained for "
                   "other numbers of steps; the main tables use the configured length.",
                   _markdown(length_table(results, lengths, brackets, base_steps))]
+    limits = limits_table(results, brackets, lengths, ablations, counts, peakedness, base_steps)
+    if len(limits):
+        parts += ["## What limits the method on this data",
+                  "Each candidate cause read from the measured comparisons (points, 95% paired intervals).",
+                  _markdown(limits)]
     if peakedness:
         table = pd.DataFrame(peakedness["rows"])
         for column in ("self", "alike items", "other items"):
@@ -403,8 +503,11 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   "labels can only say \"these clips are alike\" when alike items get more than their share.",
                   _markdown(table)]
     if ablations is not None and len(ablations):
+        names = list(dict.fromkeys(ablations["method"]))
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
-                  _markdown(accuracy_table(ablations, "full", list(dict.fromkeys(ablations["method"])), {}))]
+                  _markdown(accuracy_table(ablations, "full", names, {})),
+                  "Each variant minus the configured ADS+SL of the same seed (points, 95% interval):",
+                  _markdown(gain_table(ablations, "full", names, baseline="ADS+SL"))]
     if len(per_class):
         parts += ["## Rare versus frequent classes (mean per-class accuracy %)",
                   "A benchmark class is rare when its sound is among the least captioned half of the "
