@@ -70,3 +70,27 @@ def test_training_length_and_soft_target_readings():
     assert "ADS+SL norm=none: worse on ESC-50" in soft["reading"]
     gains = gain_table(ablations, "full", ["ADS+SL", "ADS+SL norm=softmax"], baseline="ADS+SL")
     assert list(gains["model"]) == ["ADS+SL norm=softmax"] and gains["ESC-50"].iloc[0].startswith("+")
+
+
+def test_pooled_interval_scores_the_clips_of_every_benchmark_together():
+    from clapcurate.study.intervals import paired_bootstrap
+    from clapcurate.study.report import POOLED, paired_interval
+
+    rng = np.random.default_rng(2)
+    rows, a_all, b_all = [], [], []
+    for seed in (0, 1):
+        a_seed, b_seed = [], []
+        for bench, n in (("esc50", 400), ("urbansound8k", 250)):
+            a, b = rng.random(n) < 0.6, rng.random(n) < 0.5
+            rows += [_row("A", a, bench, seed=seed), _row("B", b, bench, seed=seed)]
+            a_seed += list(a)
+            b_seed += list(b)
+        a_all.append(a_seed)
+        b_all.append(b_seed)
+    results = pd.DataFrame(rows)
+    assert paired_interval(results, "full", "A", "B", POOLED) == paired_bootstrap(np.array(a_all), np.array(b_all))
+    one = paired_interval(results, "full", "A", "B", "esc50")
+    assert one == paired_bootstrap(np.array(a_all)[:, :400], np.array(b_all)[:, :400])
+    # a benchmark only one of the two models was scored on is left out of the pool
+    extra = pd.concat([results, pd.DataFrame([_row("A", rng.random(50) < 0.5, "tut2017")])], ignore_index=True)
+    assert paired_interval(extra, "full", "A", "B", POOLED) == paired_interval(results, "full", "A", "B", POOLED)

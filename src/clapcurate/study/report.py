@@ -78,19 +78,27 @@ def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict) -> pd
     return pd.DataFrame(table)
 
 
+POOLED = "all (pooled clips)"
+
+
 def paired_interval(results: pd.DataFrame, teacher: str, method: str, baseline: str, bench: str):
     """`method` minus `baseline` on `bench` (points) as an `Interval` (95% paired bootstrap over
-    clips and seeds); None without per-clip scores of both on the same clips (older runs)."""
-    sub = results[(results["teacher"] == teacher) & (results["benchmark"] == bench)]
-    a = sub[sub["method"] == method].set_index("seed")
-    b = sub[sub["method"] == baseline].set_index("seed")
-    seeds = sorted(set(a.index) & set(b.index))
+    clips and seeds); `bench` = `POOLED` pools the clips of every benchmark both were scored on.
+    None without per-clip scores of both on the same clips (older runs)."""
+    sub = results[(results["teacher"] == teacher)]
+    benches = sorted(set(sub["benchmark"])) if bench == POOLED else [bench]
+    a = sub[sub["method"] == method]
+    b = sub[sub["method"] == baseline]
+    pairs = [(a[a["benchmark"] == x].set_index("seed"), b[b["benchmark"] == x].set_index("seed")) for x in benches]
+    pairs = [(x, y) for x, y in pairs if len(x) and len(y)]
+    seeds = sorted(set.intersection(*(set(x.index) & set(y.index) for x, y in pairs))) if pairs else []
     paired = seeds and "correct" in sub and all(
-        isinstance(a.at[s, "correct"], str) and isinstance(b.at[s, "correct"], str) and a.at[s, "clips"] == b.at[s, "clips"]
-        for s in seeds)
+        isinstance(x.at[s, "correct"], str) and isinstance(y.at[s, "correct"], str) and x.at[s, "clips"] == y.at[s, "clips"]
+        for x, y in pairs for s in seeds)
     if not paired:
         return None
-    scores = [np.array([[c == "1" for c in frame.at[s, "correct"]] for s in seeds]) for frame in (a, b)]
+    scores = [np.array([[c == "1" for x in frames for c in x.at[s, "correct"]] for s in seeds])
+              for frames in zip(*pairs)]
     return paired_bootstrap(*scores)
 
 
@@ -107,15 +115,17 @@ def paired_difference(results: pd.DataFrame, teacher: str, method: str, baseline
     return mean_std([100 * (a[s] - b[s]) for s in seeds], signed=True) if seeds else "-"
 
 
-def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teacher") -> pd.DataFrame:
-    """Each student's gain over `baseline` (its own teacher) of the same seed: `paired_difference`."""
+def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teacher",
+               pooled: bool = False) -> pd.DataFrame:
+    """Each student's gain over `baseline` (its own teacher) of the same seed: `paired_difference`
+    per benchmark, and with `pooled` over the clips of all benchmarks together."""
     table = []
     for method in rows:
         if method == baseline:
             continue
         line = {"model": method}
-        for bench in BENCHMARKS:
-            line[BENCHMARK_TITLES[bench]] = paired_difference(results, teacher, method, baseline, bench)
+        for bench in BENCHMARKS + ((POOLED,) if pooled else ()):
+            line[BENCHMARK_TITLES.get(bench, bench)] = paired_difference(results, teacher, method, baseline, bench)
         table.append(line)
     return pd.DataFrame(table)
 
@@ -148,10 +158,10 @@ def claims_table(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
         if not ((results["teacher"] == teacher) & (results["method"] == method)).any():
             continue
         line = {"claim": claim}
-        for bench in BENCHMARKS:
+        for bench in (*BENCHMARKS, POOLED):
             cell = paired_difference(results, teacher, method, baseline, bench)
             shown = cell.replace(" within noise", "")
-            line[BENCHMARK_TITLES[bench]] = f"{shown}: {verdict(cell)}" if verdict(cell) != "-" else cell
+            line[BENCHMARK_TITLES.get(bench, bench)] = f"{shown}: {verdict(cell)}" if verdict(cell) != "-" else cell
         table.append(line)
     return pd.DataFrame(table)
 
@@ -284,8 +294,8 @@ def length_table(results: pd.DataFrame, lengths: pd.DataFrame, brackets: pd.Data
     for name in names:
         line = {"model": name}
         for count in steps:
-            method = name if count == base_steps else f"{name} @{count}"
-            line[f"{count} steps"] = paired_difference(both, "full", method, "teacher", bench)
+            line[f"{count} steps"] = paired_difference(both, "full", _at_length(both, name, count, base_steps),
+                                                       "teacher", bench)
         table.append(line)
     return pd.DataFrame(table)
 
@@ -327,7 +337,8 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
             if all(s is not None for s in scores) and len({s.shape for s in scores}) == 1:
                 point, low, high = bracket_position(*scores)
                 if not np.isnan(point):
-                    positions.append((model, bench, point, low, high))
+                    positions.append((model if teacher == "full" else f"{model} ({teacher} teacher)",
+                                      bench, point, low, high))
         precision = counts[(counts["teacher"] == "full") & counts["precision"].notna()] if "precision" in counts else counts[:0]
         by_set = precision.groupby("method")["precision"].mean() * 100
         measured = ", ".join(f"{name} precision {value:.0f}%" for name, value in by_set.items())
@@ -343,12 +354,10 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
         bench = lengths["benchmark"].iloc[0]
         steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["method"]} | {base_steps})
 
-        def named(name: str, count: int) -> str:
-            return name if count == base_steps else f"{name} @{count}"
-
         measured, growing = [], []
         for model in ("ADS+SL", "ADS oracle"):
-            cells = [(count, paired_interval(both, "full", named(model, count), named("SL", count), bench))
+            cells = [(count, paired_interval(both, "full", _at_length(both, model, count, base_steps),
+                                             _at_length(both, "SL", count, base_steps), bench))
                      for count in steps]
             cells = [(c, i) for c, i in cells if i is not None]
             if len(cells) > 1:
@@ -369,13 +378,13 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
     if ablations is not None and len(ablations):
         variants = [m for m in dict.fromkeys(ablations["method"]) if m != "ADS+SL"]
         for variant in variants:
-            cells = [(b, paired_interval(ablations, "full", variant, "ADS+SL", b)) for b in BENCHMARKS]
-            cells = [(b, i) for b, i in cells if i is not None]
+            cells = [(b, paired_interval(ablations, "full", variant, "ADS+SL", b)) for b in (*BENCHMARKS, POOLED)]
+            cells = [(BENCHMARK_TITLES.get(b, b), i) for b, i in cells if i is not None]
             if not cells:
                 continue
-            soft.append(f"{variant} - ADS+SL: " + ", ".join(f"{BENCHMARK_TITLES[b]} {i}" for b, i in cells))
-            better = [BENCHMARK_TITLES[b] for b, i in cells if i.low > 0]
-            worse = [BENCHMARK_TITLES[b] for b, i in cells if i.high < 0]
+            soft.append(f"{variant} - ADS+SL: " + ", ".join(f"{b} {i}" for b, i in cells))
+            better = [b for b, i in cells if i.low > 0]
+            worse = [b for b, i in cells if i.high < 0]
             readings.append(f"{variant}: " + (f"better on {', '.join(better)}" if better else "")
                             + ("; " if better and worse else "") + (f"worse on {', '.join(worse)}" if worse else "")
                             + ("" if better or worse else "within noise everywhere"))
@@ -383,6 +392,14 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
         rows.append({"cause": "soft targets", "measured": "; ".join(soft),
                      "reading": "; ".join(readings) if readings else "-"})
     return pd.DataFrame(rows, columns=["cause", "measured", "reading"])
+
+
+def _at_length(results: pd.DataFrame, name: str, count: int, base_steps: int) -> str:
+    """The method name of student `name` trained `count` steps: the main (or bracket) student at
+    the configured length, else the length student `name @count`."""
+    if count == base_steps and (results["method"] == name).any():
+        return name
+    return f"{name} @{count}"
 
 
 def _scores(results: pd.DataFrame, teacher: str, method: str, bench: str) -> np.ndarray | None:
@@ -465,7 +482,9 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
     if len(claims):
         parts += ["## The paper's claims on this data",
                   "Each claim as a paired difference in accuracy (points) with its 95% interval: replicated "
-                  "when the interval lies above 0, not replicated when below, within noise when it holds 0.",
+                  "when the interval lies above 0, not replicated when below, within noise when it holds 0. "
+                  "The last column pools the clips of all three benchmarks (each seed's models scored on the "
+                  "same clips).",
                   _markdown(claims)]
     if (results["teacher"] == low).any():
         parts += [f"## Table 3: zero-shot accuracy (%), students of the {low} teacher",
@@ -506,8 +525,9 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
         names = list(dict.fromkeys(ablations["method"]))
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
                   _markdown(accuracy_table(ablations, "full", names, {})),
-                  "Each variant minus the configured ADS+SL of the same seed (points, 95% interval):",
-                  _markdown(gain_table(ablations, "full", names, baseline="ADS+SL"))]
+                  "Each variant minus the configured ADS+SL of the same seed (points, 95% interval; the last "
+                  "column pools the clips of all three benchmarks):",
+                  _markdown(gain_table(ablations, "full", names, baseline="ADS+SL", pooled=True))]
     if len(per_class):
         parts += ["## Rare versus frequent classes (mean per-class accuracy %)",
                   "A benchmark class is rare when its sound is among the least captioned half of the "
