@@ -54,14 +54,30 @@ def gather_rows(tensor: torch.Tensor, with_grad: bool, sizes: list[int] | None =
         return tensor
     sizes = sizes or share_sizes(tensor.shape[0], tensor.device)
     padded = torch.cat([tensor, tensor.new_zeros(max(sizes) - tensor.shape[0], *tensor.shape[1:])])
-    if with_grad:
-        import torch.distributed.nn.functional as dist_fn
-
-        parts = dist_fn.all_gather(padded)
-    else:
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded.contiguous())
+    parts = _GatherRows.apply(padded) if with_grad else _stacked(padded)  # [W, max(sizes), ...]
     return torch.cat([part[:size] for part, size in zip(parts, sizes)], dim=0)
+
+
+def _stacked(tensor: torch.Tensor) -> torch.Tensor:
+    """All ranks' equally sized tensors [B, ...] stacked in rank order: [W, B, ...]."""
+    parts = [torch.empty_like(tensor) for _ in range(_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.stack(parts)
+
+
+class _GatherRows(torch.autograd.Function):
+    """`_stacked` whose backward sums the gradient of the stack over the ranks and returns this
+    rank's part (every rank's loss depends on every rank's rows)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        return _stacked(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[dist.get_rank()]
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
@@ -175,7 +191,7 @@ class ClapModule(PlateauModule):
         self.teacher = teacher
         self.loss_config = loss
         # a student starts as a copy of its teacher: the teacher's logit scale, for softmax targets
-        self.teacher_scale = float(model.logit_scale_exp())
+        self.teacher_scale = float(model.logit_scale_exp().detach())
         self.freeze_batchnorm = freeze_batchnorm
         self.freeze_text_encoder = freeze_text_encoder
         self.freeze_audio_encoder = freeze_audio_encoder
