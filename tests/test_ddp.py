@@ -158,3 +158,32 @@ def test_a_two_process_fit_equals_a_one_process_fit_on_the_same_global_batch(dro
         differences = torch.cat([(two_weights[name] - tensor).abs().flatten() for name, tensor in one_weights.items()
                                  if not name.startswith("text_encoder.")])  # frozen in these fits
         assert differences.max() < 1e-4 and (differences > 1e-6).float().mean() < 1e-3, two
+
+
+# ------------------------------------------------------------------ the feature cache
+def prepare_features(rank, config, manifest, counts, start):
+    """One process of a fit preparing its pairs; counts the log-mels it computed itself."""
+    from clapcurate import features
+    from clapcurate.train.fit import _Inputs
+
+    torch.set_num_threads(1)
+    inputs = _Inputs.for_audio(config.model.audio, config)
+    computed = []
+    original = features.compute_logmel
+    features.compute_logmel = lambda *args, **kwargs: computed.append(1) or original(*args, **kwargs)
+    start.wait()  # both look at the empty cache at the same moment
+    pairs, _, _ = inputs.prepare(manifest, "pairs", config.data)
+    counts[rank] = (len(computed), len(pairs.clip_features))
+
+
+def test_processes_sharing_a_feature_cache_compute_each_log_mel_once(tiny_clap_config, pairs_csv, tmp_path):
+    config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run",
+                            data={"feature_cache": str(tmp_path / "features")})
+    manifest = pd.read_csv(pairs_csv)
+    with mp.Manager() as manager:
+        counts = manager.dict()
+        mp.spawn(prepare_features, args=(config, manifest, counts, manager.Barrier(WORLD_SIZE)), nprocs=WORLD_SIZE,
+                 join=True)
+        counts = dict(counts)
+    assert [counts[rank][1] for rank in range(WORLD_SIZE)] == [len(manifest)] * WORLD_SIZE  # all features, each
+    assert sum(counts[rank][0] for rank in range(WORLD_SIZE)) == len(manifest)  # computed by one of them
