@@ -4,7 +4,7 @@ Trainer, run it.
 A run folder holds `best/` (lowest validation loss) and `last/` checkpoints (our format; for a
 tagger a PANNs-style `audio_encoder.pth` inside each),
 `metrics.csv` (Lightning's CSV logger), `resume.ckpt` (full training state for `resume`),
-`summary.json` (pair counts, skipped clips), `skipped.csv`, `config.json`, and for teachers the
+`summary.json` (pair counts, skipped clips, the number of processes), `skipped.csv`, `config.json`, and for teachers the
 `train_pairs.csv` / `val_pairs.csv` manifests actually used.
 
 A fit of several processes (`trainer.devices` x `trainer.num_nodes`, started by Lightning or by
@@ -202,8 +202,8 @@ class _Inputs:
 
 def first_process() -> bool:
     """Whether this is the first process of its fit (rank 0), as the launcher tells before any
-    process group exists: torchrun sets RANK in every process; Lightning's own launcher sets
-    LOCAL_RANK and NODE_RANK in the processes it starts, nothing in the first one."""
+    process group exists: torchrun sets RANK in every process; Lightning's own launcher starts
+    the other processes from the first one, with LOCAL_RANK and NODE_RANK set."""
     if "RANK" in os.environ:
         return int(os.environ["RANK"]) == 0
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
