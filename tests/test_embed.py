@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -173,6 +174,51 @@ def test_ranks_write_their_own_shards_with_the_result_of_one_process(checkpoint_
     monkeypatch.setenv("RANK", "0")
     embed_manifest(checkpoint_dir, manifest_path, ranked, **settings)
     assert read_folder(ranked) == read_folder(single)
+
+
+TWO_RANKS = """
+import json, sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+from clapcurate.embed import embed_manifest
+
+model, manifest, out = sys.argv[1:]
+settings = dict(shard_size=2, batch_size=3, progress=False)
+dist.init_process_group("gloo")  # only for the barriers of this check; embedding needs none
+embed_manifest(model, manifest, out, max_shards=1, **settings)
+dist.barrier()
+if dist.get_rank() == 0:
+    done = sorted(path.name for path in Path(out).glob("*.done"))
+    (Path(out).parent / "after_one_shard_each.json").write_text(json.dumps(done))
+dist.barrier()
+embed_manifest(model, manifest, out, **settings)
+dist.destroy_process_group()
+"""
+
+
+def test_two_processes_under_torchrun_write_the_files_of_one_process(checkpoint_dir, manifest_path, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import clapcurate
+
+    single = embed_manifest(checkpoint_dir, manifest_path, tmp_path / "single", shard_size=2, batch_size=3,
+                            progress=False)
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS)
+    source = str(Path(clapcurate.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(checkpoint_dir), str(manifest_path), str(tmp_path / "ranked")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # one shard each: rank 0 shard 0, rank 1 shard 1 (shard i belongs to rank i % 2)
+    assert json.loads((tmp_path / "after_one_shard_each.json").read_text()) == ["part-00000.done", "part-00001.done"]
+    assert read_folder(tmp_path / "ranked") == read_folder(single)
 
 
 def test_folder_of_another_model_or_manifest_is_refused(checkpoint_dir, manifest_path, audio_manifest,

@@ -216,3 +216,26 @@ def test_softmax_targets_are_distributions_from_the_identity_to_sharper_rows():
     assert entropy[0] > entropy[1] > entropy[2]
     with pytest.raises(ValueError, match="target_scale"):
         soft_targets(teacher, 0.3, "softmax")
+
+
+@pytest.mark.parametrize("loss_name", ["contrastive", *TARGET_NORMS])
+def test_the_parts_of_disjoint_rows_add_up_to_the_full_loss_and_its_gradients(loss_name):
+    """What each process computes with `local_loss`: its own rows against the whole batch."""
+    audio, text = unit_rows(7, 8, 20), unit_rows(7, 8, 21)
+    teacher_audio, teacher_text = unit_rows(7, 8, 22), unit_rows(7, 8, 23)
+    scale = torch.tensor(12.0)
+
+    def loss_fn(rows=None):
+        if loss_name == "contrastive":
+            return lambda a, t, s: contrastive_loss(a, t, s, rows=rows)
+        return lambda a, t, s: soft_label_loss(a, t, s, teacher_audio, teacher_text, beta=0.4, target_norm=loss_name,
+                                               target_scale=SCALE[loss_name], rows=rows)
+
+    full = _loss_and_grads(loss_fn(), audio, text, scale)
+    parts = [_loss_and_grads(loss_fn(rows), audio, text, scale) for rows in (slice(0, 4), slice(4, 7))]
+    for expected, *got in zip(full, *parts):
+        torch.testing.assert_close(sum(got), expected, atol=1e-6, rtol=1e-6)
+    whole = _loss_and_grads(loss_fn(slice(0, 7)), audio, text, scale)
+    for expected, got in zip(full, whole):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(parts[0][0], full[0])  # a part alone is not the loss

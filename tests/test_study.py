@@ -32,6 +32,7 @@ model:
           fmin: 50, fmax: 8000, base_channels: 4, clip_seconds: 1.5, block_dropout: 0.0, head_dropout: 0.0}}
   text: {{name_or_path: {text_encoder}, pooling: cls, max_length: 24}}
   d_proj: 16
+  projection_dropout: 0.0
 pretrain_audio:
   data: {{batch_size: 16}}
   trainer: {{max_steps: 3, max_epochs: null, val_check_interval: 3, progress_bar: false}}
@@ -126,6 +127,59 @@ def test_same_seed_gives_identical_results(tiny_study):
     study.run()
     assert any(name.startswith("student/") for name in study.stages.computed)
     pd.testing.assert_frame_equal(first, pd.read_csv(f"{out}/results.csv"))
+
+
+def test_a_student_fitted_by_two_processes_gives_the_same_results_and_each_stage_runs_once(tiny_study, capfd):
+    """The student's fit runs as `clapcurate fit-student` in a child process whose Lightning starts
+    the second rank: the study's own process runs every other stage, once. The model has no
+    dropout (each rank draws its own masks), the student's BatchNorm is frozen: two processes
+    train as one does on the same global batch, up to float rounding, which leaves every
+    zero-shot prediction as it was."""
+    import copy
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    _, config, out = tiny_study
+    before = pd.read_csv(f"{out}/results.csv")
+    redo = ["student/full_s0/SL", *(f"eval/full_s0/SL/{bench}" for bench in BENCHMARK_TITLES)]
+    for name in redo:
+        Path(out, "stages", name.replace("/", "__") + ".json").unlink()
+    two = copy.deepcopy(config)  # the processes a fit uses are no setting of its results: resumed
+    two.student.trainer = dataclasses.replace(two.student.trainer, accelerator="cpu", devices=2, strategy="ddp")
+    log = io.StringIO()
+    study = Study(two, console=Console(file=log, width=200))
+    capfd.readouterr()
+    study.run()
+    children = capfd.readouterr()
+    assert sorted(study.stages.computed) == sorted(redo)
+    assert all(log.getvalue().count(f"{name} ...") == 1 for name in redo)  # "[stage] " is rich markup
+    assert not any(f"{name} ..." in children.out + children.err for name in redo)  # the ranks ran the fit alone
+    assert json.loads(Path(out, "students", "full_s0", "SL", "summary.json").read_text())["processes"] == 2
+    pd.testing.assert_frame_equal(before, pd.read_csv(f"{out}/results.csv"))
+
+
+def test_a_stage_finished_meanwhile_by_another_process_keeps_its_marker(tmp_path):
+    from clapcurate.study.stages import StageRunner
+
+    first, second = StageRunner(tmp_path), StageRunner(tmp_path)
+
+    def racing():  # while this process computes, another one finishes the same stage
+        assert second.run("teacher/full_s0", lambda: "theirs") == "theirs"
+        return "ours"
+
+    assert first.run("teacher/full_s0", racing) == "theirs"
+    assert json.loads((tmp_path / "stages" / "teacher__full_s0.json").read_text())["result"] == "theirs"
+    assert first.computed == [] and second.computed == ["teacher/full_s0"]
+    assert [p.name for p in (tmp_path / "stages").iterdir()] == ["teacher__full_s0.json"]  # no partial file left
+
+
+def test_a_study_under_a_launcher_of_several_processes_is_refused(tiny_study, monkeypatch):
+    _, config, _ = tiny_study
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="a study runs as one process"):
+        run_study(config)
 
 
 def test_study_config_errors_name_the_key(tmp_path):

@@ -74,7 +74,8 @@ def cmd_fit_teacher(args):
         overrides.append(f"data.subset={args.subset}")
     config = train.load_teacher_config(args.config, overrides)
     run_dir = train.fit_teacher(config)
-    _console().print(f"teacher checkpoints in {run_dir}")
+    if train.fit.first_process():  # the other processes of a multi-process fit say nothing
+        _console().print(f"teacher checkpoints in {run_dir}")
 
 
 def cmd_pretrain_audio(args):
@@ -82,8 +83,9 @@ def cmd_pretrain_audio(args):
 
     config = train.load_tagger_config(args.config, _overrides(args))
     run_dir = train.fit_tagger(config)
-    _console().print(f"pretrained audio encoder: {run_dir / 'best' / train.module.TAGGER_CHECKPOINT} "
-                     "(start a teacher from it with init_audio_encoder)")
+    if train.fit.first_process():
+        _console().print(f"pretrained audio encoder: {run_dir / 'best' / train.module.TAGGER_CHECKPOINT} "
+                         "(start a teacher from it with init_audio_encoder)")
 
 
 def cmd_fit_student(args):
@@ -91,7 +93,8 @@ def cmd_fit_student(args):
 
     config = train.load_student_config(args.config, _overrides(args))
     run_dir = train.fit_student(config)
-    _console().print(f"student checkpoints in {run_dir}")
+    if train.fit.first_process():
+        _console().print(f"student checkpoints in {run_dir}")
 
 
 def cmd_embed(args):

@@ -29,6 +29,29 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     return write_atomically(path, lambda handle: handle.write(text))
 
 
+def create_text_atomically(path: str | os.PathLike, text: str) -> bool:
+    """Create `path` holding `text` unless it exists; True when this call created it.
+
+    The partial file is hard-linked into place, which fails when the name exists: of writers
+    racing for one name exactly one creates it, whole, and the others leave it untouched.
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: check, then rename (a narrow race)
+            if path.exists():
+                return False
+            os.replace(partial, path)
+        return True
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def partial_folder(target: str | os.PathLike) -> Path:
     """A fresh, empty sibling folder to build `target` in (then `publish_folder`)."""
     target = Path(target)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -28,11 +29,16 @@ from ..model.checkpoints import require_model_path
 from ..model.clap import CLAPConfig
 from ..train.config import StudentConfig, TaggerConfig, TeacherConfig
 from . import browsers, report
+from .fits import run_fit
 from .stages import StageRunner
 
 # Settings a resumed run may change: which seeds and variants to add, and how fast to compute.
 RESUMABLE_KEYS = ("seeds", "variants", "brackets", "lengths", "num_workers", "eval_batch_size", "out_root", "name")
 SETTINGS_FILE = "settings.json"  # the settings a run's stages were computed with
+# Settings of a fit's `trainer` that change how it is computed, not what it computes (the same
+# numbers up to float rounding): a resumed run may change them.
+LAYOUT_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "local_loss")
+FEATURES_DIR = "features"  # the log-mel cache of fits that run in child processes (`study.fits`)
 
 # Each fit is one resumable stage of the study: no per-validation resume state (a crash reruns
 # that fit); students are evaluated at their last step, so they keep no `best/`.
@@ -260,7 +266,8 @@ class Study:
         if recorded.is_file():
             pretrain = TaggerConfig() if self.config.pretrain_audio is not None else None
             defaults = json.loads(json.dumps(to_dict(StudyConfig(world=self.config.world, pretrain_audio=pretrain))))
-            changed = _changed_keys(json.loads(recorded.read_text()), json.loads(json.dumps(settings)), defaults)
+            changed = _changed_keys(_without_layout(json.loads(recorded.read_text())),
+                                    _without_layout(json.loads(json.dumps(settings))), defaults)
             if changed:
                 raise ConfigError(
                     f"{self.out} holds stages computed with other settings ({', '.join(changed[:8])}"
@@ -345,7 +352,7 @@ class Study:
                 base, audio=cfg.model.audio, trainer=_stage_trainer(base.trainer, keep_best=True),
                 data=dataclasses.replace(base.data, train=self.data.tagged, labels_csv=labels_csv),
                 out_dir=str(self.out / "pretrained_audio"), overwrite=True)
-            run_dir = Path(train.fit_tagger(config))
+            run_dir = run_fit(config, self.out / FEATURES_DIR)
             metrics = pd.read_csv(run_dir / "metrics.csv")
             summary = json.loads((run_dir / "summary.json").read_text())
             val_map = metrics["val_mAP"].dropna()
@@ -361,8 +368,6 @@ class Study:
         return record["checkpoint"]
 
     def fit_teacher(self, kind: str, train_manifest: str, seed: int, init_audio_encoder: str | None = None) -> str:
-        from .. import train
-
         if self.config.teacher_checkpoint:  # a given teacher: every seed's students start from it
             return self.given_teacher()
 
@@ -373,7 +378,7 @@ class Study:
                 trainer=_stage_trainer(base.trainer), seed=seed,
                 init_audio_encoder=init_audio_encoder or base.init_audio_encoder, overwrite=True,
                 out_dir=str(self.out / "teachers" / f"{self.slug(kind)}_s{seed}"))
-            return str(Path(train.fit_teacher(config)) / "best")
+            return str(run_fit(config, self.out / FEATURES_DIR) / "best")
 
         return self.stages.run(f"teacher/{self.slug(kind)}_s{seed}", fit)
 
@@ -394,8 +399,6 @@ class Study:
 
     def fit_student(self, kind: str, teacher_ckpt: str, spec: StudentSpec, seed: int,
                     embeddings: dict[str, str]) -> str:
-        from .. import train
-
         name = self.student_name(kind, spec, seed)
 
         def fit():
@@ -414,7 +417,7 @@ class Study:
                 base, teacher=teacher_ckpt, improvement_set=spec.improvement_set, replay_manifest=spec.replay,
                 loss=loss, trainer=trainer, seed=seed, overwrite=True,
                 out_dir=str(self.out / "students" / name))
-            return str(Path(train.fit_student(config)) / ("best" if stopping else "last"))
+            return str(run_fit(config, self.out / FEATURES_DIR) / ("best" if stopping else "last"))
 
         return self.stages.run(f"student/{name}", fit)
 
@@ -722,6 +725,15 @@ def _digest(ids) -> str:
     return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()[:16]
 
 
+def _without_layout(settings):
+    """`settings` without the `LAYOUT_KEYS` of every `trainer` section in it."""
+    if not isinstance(settings, dict):
+        return settings
+    return {key: ({k: v for k, v in value.items() if k not in LAYOUT_KEYS}
+                  if key == "trainer" and isinstance(value, dict) else _without_layout(value))
+            for key, value in settings.items()}
+
+
 def _stage_trainer(trainer, **changes):
     """A fit's trainer settings inside the study (`STAGE_TRAINER`, plus `changes`)."""
     return dataclasses.replace(trainer, **STAGE_TRAINER, **changes)
@@ -788,6 +800,9 @@ def check_study_inputs(config: StudyConfig) -> None:
 
 
 def run_study(config: StudyConfig) -> str:
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ConfigError("a study runs as one process (not under torchrun or another launcher): the `trainer` "
+                          "settings devices and num_nodes of its sections start the processes of each fit")
     quiet_banners()
     check_study_inputs(config)
     return Study(config).run()

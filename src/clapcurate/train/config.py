@@ -103,7 +103,15 @@ class AugmentConfig:
 @dataclasses.dataclass
 class TrainerConfig:
     """Lightning Trainer settings. `val_check_interval`: an int counts steps, a float is a
-    fraction of an epoch."""
+    fraction of an epoch.
+
+    Several processes (`devices` x `num_nodes`, Lightning DDP) split each global batch
+    (`data.batch_size`) between them and train as one process on the whole batch would:
+    `local_loss` has each compute only its own rows of the CLAP loss's similarity matrix (memory
+    batch / processes x batch instead of batch x batch; the same loss and gradients);
+    `sync_batchnorm` gives trained BatchNorm layers the whole batch's statistics (GPUs only:
+    without it each process normalises with its own share's).
+    """
 
     max_steps: int = -1
     max_epochs: int | None = 10
@@ -120,6 +128,8 @@ class TrainerConfig:
     # improved for this many validations; max_steps stays the cap. null: train to max_steps
     early_stopping_patience: int | None = None
     save_resume_state: bool = True  # `resume.ckpt` and `last/` at each validation, for `resume`
+    local_loss: bool = False
+    sync_batchnorm: bool = False
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -139,6 +149,16 @@ class TrainerConfig:
             raise ValueError(f"early_stopping_patience must be at least 1, got {self.early_stopping_patience}")
         if self.log_every_n_steps < 1:
             raise ValueError(f"log_every_n_steps must be positive, got {self.log_every_n_steps}")
+        if self.sync_batchnorm and self.accelerator == "cpu":
+            raise ValueError("sync_batchnorm needs GPUs (PyTorch synchronises BatchNorm on GPUs only)")
+
+    def processes(self) -> int | None:
+        """How many processes a fit with these settings runs (`devices` x `num_nodes`); None when
+        Lightning decides (`devices: auto`, -1 or a list of devices)."""
+        devices = self.devices
+        if isinstance(devices, str) and devices.strip().isdigit():
+            devices = int(devices)
+        return devices * self.num_nodes if isinstance(devices, int) and devices > 0 else None
 
 
 @dataclasses.dataclass

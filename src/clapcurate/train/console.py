@@ -28,6 +28,8 @@ IRRELEVANT_LIGHTNING_MESSAGES = (
     # our epochs are step-indexed schedules; metrics are logged every n optimizer steps across
     # epochs, so an epoch shorter than the interval loses no row of metrics.csv
     r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # under DDP every process validates on all validation pairs: its metrics are the run's
+    r"It is recommended to use `self.log\('.*', \.\.\., sync_dist=True\)`",
 )
 _IRRELEVANT = re.compile("|".join(f"(?:{pattern})" for pattern in IRRELEVANT_LIGHTNING_MESSAGES))
 _LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector",

@@ -148,16 +148,23 @@ def _stripe_mask(batch: int, size: int, count: int, max_width: int, rng: np.rand
     return inside.any(axis=1)
 
 
-def augment_batch(excerpts: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+def augment_batch(excerpts: np.ndarray, config: AugmentConfig, rng: np.random.Generator,
+                  share: slice = slice(None), batch_size: int | None = None) -> np.ndarray:
     """Gain (a dB offset of each log-mel) and SpecAugment time and frequency masks, filled with
-    each example's mean level: [B, frames, mel] -> [B, frames, mel] (float32), vectorised."""
+    each example's mean level: [B, frames, mel] -> [B, frames, mel] (float32), vectorised.
+
+    `share`, `batch_size`: `excerpts` are the examples `share` of a batch of `batch_size` (one
+    process's part of a global batch); the random draws are made for the whole batch, so every
+    part is augmented exactly as in the whole batch.
+    """
     excerpts = excerpts.astype(np.float32)
-    batch, frames, mels = excerpts.shape
+    _, frames, mels = excerpts.shape
+    batch = batch_size or len(excerpts)
     if config.gain_db > 0:
-        excerpts += rng.uniform(-config.gain_db, config.gain_db, size=(batch, 1, 1)).astype(np.float32)
+        excerpts += rng.uniform(-config.gain_db, config.gain_db, size=(batch, 1, 1)).astype(np.float32)[share]
     fill = excerpts.mean(axis=(1, 2), keepdims=True)  # [B, 1, 1]
-    masked = (_stripe_mask(batch, frames, config.time_masks, config.time_mask_frames, rng)[:, :, None]
-              | _stripe_mask(batch, mels, config.freq_masks, config.freq_mask_bins, rng)[:, None, :])
+    masked = (_stripe_mask(batch, frames, config.time_masks, config.time_mask_frames, rng)[share, :, None]
+              | _stripe_mask(batch, mels, config.freq_masks, config.freq_mask_bins, rng)[share, None, :])
     return np.where(masked, fill, excerpts)
 
 
@@ -169,14 +176,17 @@ class BatchMaker:
     pad_level: float
     augment: AugmentConfig | None = None
 
-    def __call__(self, pairs: PairSet, rows: np.ndarray, rng: np.random.Generator | None) -> dict:
+    def __call__(self, pairs: PairSet, rows: np.ndarray, rng: np.random.Generator | None,
+                 share: slice = slice(None)) -> dict:
+        """The batch of `rows`, or only of the examples `share` of them (one process's part of a
+        global batch), cropped and augmented exactly as they are in the whole batch."""
         crop_rng = rng if self.augment is not None and self.augment.random_crop else None
-        excerpts = np.stack([
-            crop_frames(pairs.clip_features[pairs.clip_of_pair[row]], self.n_frames, crop_rng, self.pad_level)
-            for row in rows
-        ])  # [B, frames, mel]
+        crops = [crop_frames(pairs.clip_features[pairs.clip_of_pair[row]], self.n_frames, crop_rng, self.pad_level)
+                 for row in rows]  # every row draws its crop, in order; mostly views
+        excerpts = np.stack(crops[share])  # [B, frames, mel]
         if self.augment is not None:
-            excerpts = augment_batch(excerpts, self.augment, rng)
+            excerpts = augment_batch(excerpts, self.augment, rng, share, len(rows))
+        rows = rows[share]
         batch = {
             "logmel": torch.from_numpy(excerpts.astype(np.float32)).unsqueeze(1),  # [B, 1, frames, mel]
             "clip_index": torch.from_numpy(pairs.clip_of_pair[rows]),
@@ -271,8 +281,16 @@ class ReplaySchedule:
 
 
 # ------------------------------------------------------------------ datasets and samplers
+def rank_share(batch_size: int, rank: int, world_size: int) -> slice:
+    """The examples of a global batch that `rank` of `world_size` processes trains on: contiguous,
+    in rank order, sizes differing by at most one."""
+    bounds = [batch_size * r // world_size for r in range(world_size + 1)]
+    return slice(bounds[rank], bounds[rank + 1])
+
+
 class StepBatches(torch.utils.data.Dataset):
-    """Item s = this rank's share of the global batch of step s."""
+    """Item s = this rank's share of the global batch of step s: the ranks' shares, concatenated
+    in rank order, are exactly the batch one process makes (same rows, crops and augmentation)."""
 
     def __init__(self, schedule, make_batch: BatchMaker, seed: int, rank: int = 0, world_size: int = 1):
         self.schedule = schedule
@@ -283,8 +301,9 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> dict:
         pairs, rows = self.schedule.draw(step)
-        rows = np.array_split(rows, self.world_size)[self.rank]
-        return self.make_batch(pairs, rows, np.random.default_rng([self.seed, 7, step, self.rank]))
+        share = rank_share(len(rows), self.rank, self.world_size)
+        # one generator for the whole global batch of the step (its key that of a single process)
+        return self.make_batch(pairs, rows, np.random.default_rng([self.seed, 7, step, 0]), share)
 
 
 class StepSampler(torch.utils.data.Sampler):

@@ -4,18 +4,25 @@ Trainer, run it.
 A run folder holds `best/` (lowest validation loss) and `last/` checkpoints (our format; for a
 tagger a PANNs-style `audio_encoder.pth` inside each),
 `metrics.csv` (Lightning's CSV logger), `resume.ckpt` (full training state for `resume`),
-`summary.json` (pair counts, skipped clips), `skipped.csv`, `config.json`, and for teachers the
+`summary.json` (pair counts, skipped clips, the number of processes), `skipped.csv`, `config.json`, and for teachers the
 `train_pairs.csv` / `val_pairs.csv` manifests actually used.
+
+A fit of several processes (`trainer.devices` x `trainer.num_nodes`, started by Lightning or by
+torchrun) shares one run folder: the first process writes it, and with `data.feature_cache` one
+process at a time computes the log-mels the cache lacks while the others wait, then read them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -116,6 +123,7 @@ class RunCheckpoints(Callback):
                 log.warning("%s: no validation ran before the last step (%d); best/ is the last step",
                             self.run_dir, trainer.global_step)
             pl_module.save_model(self.run_dir / "best")
+        trainer.strategy.barrier("run folder written")  # every process returns with the checkpoints on disk
 
     def state_dict(self) -> dict:
         return {"best_val_loss": self.best_val_loss}
@@ -148,7 +156,7 @@ def _build_trainer(config: TrainerConfig, run_dir: Path, has_validation: bool, c
         callbacks.append(StepProgressBar())
     return Trainer(
         accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
-        precision=config.precision, num_nodes=config.num_nodes,
+        precision=config.precision, num_nodes=config.num_nodes, sync_batchnorm=config.sync_batchnorm,
         max_steps=config.max_steps, max_epochs=config.max_epochs,
         log_every_n_steps=config.log_every_n_steps, enable_progress_bar=config.progress_bar,
         logger=_loggers(run_dir), callbacks=callbacks,
@@ -185,12 +193,40 @@ class _Inputs:
         )
 
     def prepare(self, manifest: pd.DataFrame, origin: str, data: DataConfig) -> tuple[PairSet, pd.DataFrame, pd.DataFrame]:
+        if data.feature_cache is not None:
+            with _one_builder(data.feature_cache):  # the processes of a fit compute each clip once
+                self.logmel_cache.get_many(manifest["audio_path"], data.num_workers)
         return prepare_pairs(manifest, origin, self.logmel_cache, data.num_workers, data.max_missing_fraction,
                              self.text_cache)
 
 
+def first_process() -> bool:
+    """Whether this is the first process of its fit (rank 0), as the launcher tells before any
+    process group exists: torchrun sets RANK in every process; Lightning's own launcher starts
+    the other processes from the first one, with LOCAL_RANK and NODE_RANK set."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]) == 0
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+@contextlib.contextmanager
+def _one_builder(cache_dir: str):
+    """Hold the feature cache folder's lock: processes sharing the cache (the ranks of a fit, or
+    fits started side by side) compute its missing entries one at a time, so each entry is
+    computed once and read by the others. The lock is released when its holder ends, however."""
+    folder = Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".build.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Path, str | None]:
-    """The run folder and the checkpoint to resume from (None: a fresh run)."""
+    """The run folder and the checkpoint to resume from (None: a fresh run). Only the first
+    process of a fit clears and writes the folder; the others check the same conditions."""
     run_dir = check_output_folder(config.out_dir, "run folder")
     resume_path = run_dir / RESUME_CHECKPOINT
     if config.resume and resume_path.is_file():
@@ -200,6 +236,12 @@ def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Pa
     elif (run_dir / "last").is_dir() and not config.overwrite:
         raise ClapcurateError(f"{run_dir} holds a run already (last/): continue it with --resume, replace it with "
                               "--overwrite, or choose another out_dir")
+    if not first_process():
+        return run_dir, None
+    processes = config.trainer.processes()
+    if processes and processes > 1 and config.data.feature_cache is None:
+        log.warning("%s: %d processes and no data.feature_cache: each process computes the log-mels of every "
+                    "clip itself; give data.feature_cache (a folder) to compute them once", run_dir, processes)
     for stale in ("metrics.csv", RESUME_CHECKPOINT, "best", "last"):
         target = run_dir / stale
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
@@ -210,7 +252,10 @@ def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Pa
 
 def _write_summary(run_dir: Path, counts: dict[str, int], skipped: Sequence[pd.DataFrame],
                    minimums: dict[str, int]) -> None:
-    """`summary.json` and `skipped.csv`; a warning for each count below its entry in `minimums`."""
+    """`summary.json` and `skipped.csv`; a warning for each count below its entry in `minimums`
+    (by the first process of a fit)."""
+    if not first_process():
+        return
     skipped_all = pd.concat(skipped, ignore_index=True).drop_duplicates("audio_path")
     skipped_all.to_csv(run_dir / "skipped.csv", index=False)
     (run_dir / "summary.json").write_text(json.dumps({**counts, "skipped_clips": len(skipped_all)}, indent=2) + "\n")
@@ -249,7 +294,12 @@ def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, 
     with quiet_lightning():
         trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    _keep_earlier_metrics(run_dir, earlier)
+    if trainer.is_global_zero:
+        _keep_earlier_metrics(run_dir, earlier)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        write_atomically(run_dir / "summary.json",
+                         lambda handle: handle.write(json.dumps({**summary, "processes": trainer.world_size},
+                                                                indent=2) + "\n"))
     for kept in ("last", "best") if config.trainer.keep_best else ("last",):
         if not (run_dir / kept).is_dir():  # the next stage reads it: never report a run without it
             raise ClapcurateError(f"{run_dir}: the fit ended without writing {kept}/")
@@ -277,13 +327,14 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
     val_pairs, val_kept, val_skipped = (
         inputs.prepare(val_rows, config.data.train_manifest, config.data) if len(val_rows) else (None, val_rows, val_rows[[]])
     )
-    write_manifest(train_kept, run_dir / "train_pairs.csv")
-    write_manifest(val_kept, run_dir / "val_pairs.csv")
+    if first_process():
+        write_manifest(train_kept, run_dir / "train_pairs.csv")
+        write_manifest(val_kept, run_dir / "val_pairs.csv")
     _write_summary(run_dir, {"train_pairs": len(train_kept), "val_pairs": len(val_kept)},
                    [train_skipped, val_skipped.reindex(columns=["audio_path", "reason"])],
                    _minimums(config.data, ["train_pairs"], config.data.val_fraction > 0))
     module = ClapModule(model, config.optim, freeze_text_encoder=config.text.freeze_text_encoder,
-                        freeze_audio_encoder=config.freeze_audio_encoder)
+                        freeze_audio_encoder=config.freeze_audio_encoder, local_loss=config.trainer.local_loss)
     schedule = PairSchedule(train_pairs, config.data.batch_size, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
@@ -348,7 +399,7 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
                   config.val_manifest is not None or config.data.val_fraction > 0),
     )
     module = ClapModule(model, config.optim, config.loss, teacher, config.freeze_batchnorm,
-                        config.text.freeze_text_encoder)
+                        config.text.freeze_text_encoder, local_loss=config.trainer.local_loss)
     schedule = ReplaySchedule(prepared["curated"][0], prepared["replay"][0], config.data.batch_size,
                               1.0 - config.replay.replay_prob, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)

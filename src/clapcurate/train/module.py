@@ -28,35 +28,93 @@ class TrainingDivergedError(ClapcurateError):
     """The training loss became NaN or infinite."""
 
 
-def gather_rows(tensor: torch.Tensor, with_grad: bool) -> torch.Tensor:
-    """Concatenate every rank's rows [B_r, ...] into the global batch [sum B_r, ...].
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def share_sizes(rows: int, device) -> list[int]:
+    """The number of rows of every rank's share of the global batch, in rank order (every rank
+    calls it with its own `rows`)."""
+    if _world_size() == 1:
+        return [rows]
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(_world_size())]
+    dist.all_gather(sizes, torch.tensor([rows], dtype=torch.long, device=device))
+    return [int(size) for size in sizes]
+
+
+def gather_rows(tensor: torch.Tensor, with_grad: bool, sizes: list[int] | None = None) -> torch.Tensor:
+    """Concatenate every rank's rows [B_r, ...] into the global batch [sum B_r, ...], in rank order.
 
     `with_grad`: the gather is differentiable, each rank's rows keep their gradient path
-    (the losses then see the global batch, as one large batch would). Single process: as is.
+    (the losses then see the global batch, as one large batch would). Shares of different sizes
+    (a batch that does not divide evenly) are padded to the largest for the collective; `sizes`
+    (`share_sizes`) saves asking for them again. Single process: as is.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _world_size() == 1:
         return tensor
-    if with_grad:
-        import torch.distributed.nn.functional as dist_fn
+    sizes = sizes or share_sizes(tensor.shape[0], tensor.device)
+    padded = torch.cat([tensor, tensor.new_zeros(max(sizes) - tensor.shape[0], *tensor.shape[1:])])
+    parts = _GatherRows.apply(padded) if with_grad else _stacked(padded)  # [W, max(sizes), ...]
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)], dim=0)
 
-        return torch.cat(dist_fn.all_gather(tensor), dim=0)
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+
+def _stacked(tensor: torch.Tensor) -> torch.Tensor:
+    """All ranks' equally sized tensors [B, ...] stacked in rank order: [W, B, ...]."""
+    parts = [torch.empty_like(tensor) for _ in range(_world_size())]
     dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=0)
+    return torch.stack(parts)
+
+
+class _GatherRows(torch.autograd.Function):
+    """`_stacked` whose backward sums the gradient of the stack over the ranks and returns this
+    rank's part (every rank's loss depends on every rank's rows)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        return _stacked(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[dist.get_rank()]
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar over the ranks (a copy; single process: as is)."""
+    if _world_size() == 1:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / _world_size()
 
 
 def global_batch_loss(audio_emb, text_emb, logit_scale, loss: LossConfig | None,
-                      teacher_audio=None, teacher_text=None, teacher_scale: float | None = None) -> torch.Tensor:
+                      teacher_audio=None, teacher_text=None, teacher_scale: float | None = None,
+                      local_loss: bool = False) -> torch.Tensor:
     """The configured loss over the global batch (every rank's rows gathered). `teacher_scale`:
-    the teacher's logit scale, the default 1 / temperature of softmax soft targets."""
-    audio_emb, text_emb = gather_rows(audio_emb, True), gather_rows(text_emb, True)  # [N, d]
+    the teacher's logit scale, the default 1 / temperature of softmax soft targets.
+
+    Each rank returns a value whose mean over the ranks is the global loss, and whose gradients,
+    summed across ranks by the gather's backward and averaged by DDP, are the global loss's: the
+    whole loss on every rank, or with `local_loss` world size x this rank's share (its own rows
+    of the similarity matrix against every gathered row: n x N memory instead of N x N).
+    """
+    sizes = share_sizes(audio_emb.shape[0], audio_emb.device)
+    audio_emb, text_emb = gather_rows(audio_emb, True, sizes), gather_rows(text_emb, True, sizes)  # [N, d]
+    rows = None
+    if local_loss and len(sizes) > 1:
+        first = sum(sizes[:dist.get_rank()])
+        rows = slice(first, first + sizes[dist.get_rank()])
     if loss is None or loss.kind == "contrastive":
-        return contrastive_loss(audio_emb, text_emb, logit_scale)
-    return soft_label_loss(
-        audio_emb, text_emb, logit_scale, gather_rows(teacher_audio, False), gather_rows(teacher_text, False),
-        beta=loss.beta, target_norm=loss.target_norm,
-        target_scale=1.0 / loss.target_temperature if loss.target_temperature else teacher_scale,
-    )
+        value = contrastive_loss(audio_emb, text_emb, logit_scale, rows=rows)
+    else:
+        value = soft_label_loss(
+            audio_emb, text_emb, logit_scale, gather_rows(teacher_audio, False, sizes),
+            gather_rows(teacher_text, False, sizes), beta=loss.beta, target_norm=loss.target_norm,
+            target_scale=1.0 / loss.target_temperature if loss.target_temperature else teacher_scale, rows=rows,
+        )
+    return value * len(sizes) if rows is not None else value
 
 
 def batchnorm_layers(module: nn.Module) -> list[nn.Module]:
@@ -121,17 +179,19 @@ class ClapModule(PlateauModule):
     `freeze_batchnorm`: BatchNorm layers stay in eval mode, keeping their running statistics.
     `freeze_text_encoder`: the text encoder is not trained (its projection is);
     `freeze_audio_encoder` likewise for the audio encoder (e.g. a pretrained one and few pairs).
+    `local_loss`: under DDP each rank computes only its own rows of the loss (`global_batch_loss`).
     """
 
     def __init__(self, model: CLAP, optim: OptimConfig, loss: LossConfig | None = None,
                  teacher: CLAP | None = None, freeze_batchnorm: bool = False, freeze_text_encoder: bool = False,
-                 freeze_audio_encoder: bool = False):
+                 freeze_audio_encoder: bool = False, local_loss: bool = False):
         super().__init__(optim)
+        self.local_loss = local_loss
         self.model = model
         self.teacher = teacher
         self.loss_config = loss
         # a student starts as a copy of its teacher: the teacher's logit scale, for softmax targets
-        self.teacher_scale = float(model.logit_scale_exp())
+        self.teacher_scale = float(model.logit_scale_exp().detach())
         self.freeze_batchnorm = freeze_batchnorm
         self.freeze_text_encoder = freeze_text_encoder
         self.freeze_audio_encoder = freeze_audio_encoder
@@ -186,9 +246,10 @@ class ClapModule(PlateauModule):
         audio_emb, text_emb = self.embed(self.model, batch)
         teacher_audio, teacher_text = self.teacher_targets(batch)
         loss = global_batch_loss(audio_emb, text_emb, self.model.logit_scale_exp(), self.loss_config,
-                                 teacher_audio, teacher_text, self.teacher_scale)
-        check_finite(loss, self)
-        self.log("train_loss", loss, prog_bar=True, batch_size=audio_emb.shape[0])
+                                 teacher_audio, teacher_text, self.teacher_scale, self.local_loss)
+        value = mean_over_ranks(loss.detach()) if self.local_loss else loss.detach()  # the global loss
+        check_finite(value, self)
+        self.log("train_loss", value, prog_bar=True, batch_size=audio_emb.shape[0])
         self.log("logit_scale", self.model.logit_scale_exp(), batch_size=audio_emb.shape[0])
         return loss
 
