@@ -65,7 +65,7 @@ def _process_alive(pid: int) -> bool:
 
 
 class StoredArrays(Sequence):
-    """Where arrays lie in a store: item i is array i, read on access (a view of the shard's map),
+    """Where arrays lie in a store: item i is array i, read on access (a new array each time),
     `KeyError` for one the store does not hold (`present` says which it holds)."""
 
     def __init__(self, store: "FeatureStore", shard: np.ndarray, offset: np.ndarray, rows: np.ndarray):

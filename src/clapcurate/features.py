@@ -4,7 +4,7 @@ The log-mel front-end has no trainable parameters, so the log-mel spectrogram of
 clip is computed once and reused: training crops are taken in frames. Entries are keyed by the
 front-end settings (a folder per `FrontendSettings.digest()`) and the file's absolute path, size
 and modification time (`file_key`): a changed file is computed again. They are float16 arrays in a
-`feature_store.FeatureStore` (shard files read through memory maps, an SQLite index): below
+`feature_store.FeatureStore` (shard files read with positioned reads, an SQLite index): below
 `{cache_dir}/{settings digest}/` when a cache folder is given, else in a temporary folder of this
 process (shared by every run in the process, deleted when it exits or by `clear_memory`).
 Resident memory stays flat however many clips the cache holds; a build killed midway keeps its
@@ -14,7 +14,8 @@ folder) are still read: an entry found there is copied into the shards on first 
 With a frozen text encoder, the pooled text-encoder output of each unique caption is likewise
 computed once, keyed by the encoder's identity (a digest of its settings and weights) and the
 caption; they are kept in a bounded least-recently-used memory of this process
-(`TEXT_MEMORY_BYTES`).
+(`TEXT_MEMORY_BYTES`). A caption evicted from it is encoded again when next asked for, possibly in
+a batch of other captions (equal up to float rounding); below the bound nothing is evicted.
 
 For evaluation, `window_store` keeps the log-mels of every inference window of a clip (float32,
 exactly the encoder's input) under an identity of the model's front-end (`frontend_identity`), so

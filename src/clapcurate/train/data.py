@@ -46,7 +46,7 @@ class PairSet:
     """Audio-caption pairs with their features.
 
     `clip_features[k]` is clip k's log-mel [frames, mel_bins] (float16, read on access from the
-    feature cache's memory-mapped shards); `clip_of_pair[i]` the clip of pair i. `text_features`
+    feature cache's shard files); `clip_of_pair[i]` the clip of pair i. `text_features`
     [N, hidden] (cached text-encoder outputs) or None (captions are encoded each step).
     `teacher_audio` / `teacher_text` [N, d]: cached teacher embeddings. `labels` [N, classes]
     (0/1): class labels, for tagging.
