@@ -37,6 +37,7 @@ bench: install
 	$(PY) benchmarks/curate_search.py
 	$(PY) benchmarks/embed_audio.py
 	$(PY) benchmarks/browse.py
+	$(PY) benchmarks/feature_cache.py --quick
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

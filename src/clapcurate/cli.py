@@ -143,7 +143,7 @@ def cmd_evaluate(args):
     from rich.table import Table
 
     from .data.readers import check_data, read_data
-    from .files import check_output_file
+    from .files import check_output_file, check_output_folder
     from .model import load_model
     from .model.checkpoints import require_model_path
     from .zeroshot import evaluate
@@ -153,6 +153,8 @@ def cmd_evaluate(args):
     for path, what in ((args.out, "results file"), (skipped_file, "list of skipped files")):
         if path:
             check_output_file(path, what)
+    if args.feature_cache:
+        check_output_folder(args.feature_cache, "feature cache folder")
     for spec in args.dataset:
         check_data(spec, "--dataset")
     manifests = {}
@@ -168,7 +170,7 @@ def cmd_evaluate(args):
     rows, skipped = [], []
     for spec, manifest in manifests.items():
         result = evaluate(model, manifest, batch_size=args.batch_size, num_workers=args.num_workers,
-                          progress=True)
+                          progress=True, feature_cache=args.feature_cache)
         table.add_row(spec, str(result.n_clips), str(len(result.labels)),
                       f"{100 * result.accuracy:.1f}", str(len(result.skipped)))
         rows.append({"dataset": spec, "clips": result.n_clips, "classes": len(result.labels),
@@ -396,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the table as CSV (accuracy in percent: column accuracy_percent)")
     p.add_argument("--skipped", help="write the skipped files (dataset, audio_path, reason) as CSV here "
                                      "(default with --out: OUT's name with .skipped.csv)")
+    p.add_argument("--feature-cache", metavar="DIR",
+                   help="keep the clips' log-mels here: later evaluations of models with the same front-end "
+                        "read them instead of decoding the audio (same numbers)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("classify", help="zero-shot classification of audio files")

@@ -38,10 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .audio import AudioFiles, inference_windows
+from .audio import AudioFiles, inference_windows, load_audio
 from .data.manifest import manifest_hash
 from .data.readers import read_data
 from .errors import AudioError, ClapcurateError, ManifestError
+from .features import FrontendSettings, store_keys, window_store
 from .files import check_output_folder, write_atomically
 
 log = logging.getLogger(__name__)
@@ -159,18 +160,77 @@ def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int
         yield np.concatenate(pending), np.concatenate(owners), clips_loaded
 
 
+def _runs(owner: np.ndarray) -> np.ndarray:
+    """Start of each run of equal consecutive owners, [runs]."""
+    return np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
+
+
 def _add_to_clips(window_sums: np.ndarray, owner: np.ndarray, window_embeddings: np.ndarray) -> None:
     """Add each window's embedding [B, d] to its clip's row of `window_sums` [N, d].
 
     A clip's windows are consecutive in a batch, so each run of equal owners is summed in order
     (deterministic) and added to its clip's row once.
     """
-    run_starts = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
+    run_starts = _runs(owner)
     window_sums[owner[run_starts]] += np.add.reduceat(window_embeddings, run_starts, axis=0)
 
 
+class _StoredLogMels:
+    """Writes each clip's window log-mels to a feature store as the batches pass: a clip's windows
+    are consecutive (possibly across batches), so a clip is complete when the next one starts."""
+
+    def __init__(self, writer, keys: Sequence[bytes | None]):
+        self.writer, self.keys = writer, keys
+        self.owner, self.parts = -1, []
+
+    def add(self, logmel: np.ndarray, owner: np.ndarray) -> None:
+        """logmel [B, frames, mel_bins] of windows whose clips are `owner` [B]."""
+        starts = _runs(owner)
+        for start, end in zip(starts, np.r_[starts[1:], len(owner)]):
+            if owner[start] != self.owner:
+                self.flush()
+                self.owner = int(owner[start])
+            self.parts.append(logmel[start:end])
+
+    def flush(self) -> None:
+        if self.parts and self.keys[self.owner] is not None:
+            windows = np.concatenate(self.parts)  # [W, frames, mel_bins]
+            self.writer.add(self.keys[self.owner], windows.reshape(-1, windows.shape[-1]))
+        self.parts = []
+
+
+CACHED_CLIPS_PER_ITEM = 64  # clips read from a feature store per step of the batch packing
+
+
+def _stored_windows(store, clips: pd.DataFrame, keys: Sequence[bytes | None], model) -> Iterator[list] | None:
+    """The clips' window log-mels from `store`, in the shape `_window_batches` takes (lists of
+    (clip index, windows [W, frames, mel_bins] or `AudioError`)); None when a readable clip is
+    not stored (the audio is then decoded afresh). A clip that is not stored and cannot be read
+    is skipped with the reason decoding gives."""
+    found = store.locate(keys)
+    frames = FrontendSettings.of(model.config.audio).frames(model.clip_samples)
+    if (found.rows[found.present] % frames).any():
+        return None
+    errors = {}
+    for index in np.flatnonzero(~found.present):
+        try:
+            load_audio(clips["audio_path"][index], model.sample_rate)
+        except AudioError as error:
+            errors[index] = error
+            continue
+        return None
+
+    def items() -> Iterator[list]:
+        for start in range(0, len(clips), CACHED_CLIPS_PER_ITEM):
+            yield [(i, errors[i] if i in errors else found[i].reshape(-1, frames, store.width))
+                   for i in range(start, min(start + CACHED_CLIPS_PER_ITEM, len(clips)))]
+
+    return items()
+
+
 def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers: int = 0,
-                progress: bool = False, advance: Callable[[int], None] | None = None) -> EmbeddingResult:
+                progress: bool = False, advance: Callable[[int], None] | None = None,
+                feature_cache: str | os.PathLike | None = None) -> EmbeddingResult:
     """Embed the audio of every unique `clip_id` of `manifest` (decoded in DataLoader workers).
 
     Progress in clips: a bar of its own with `progress`, or `advance(n)` called as clips finish.
@@ -179,24 +239,49 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     mean of them. Unreadable clips are skipped and listed in `result.skipped`. The same files give
     the same numbers: exactly for the same settings, within float tolerance for any batch size
     or number of workers.
+
+    With `feature_cache` (a folder), the log-mels of every clip's windows, the encoder's input,
+    are kept there under the model's front-end identity (`features.window_store`) and read by
+    every later call whose model has the same front-end: when every readable clip is stored, no
+    audio is decoded and, for the same batch size, the embeddings are bit for bit those of
+    decoding (the same float32 log-mels enter the encoder in the same batches). Otherwise the
+    audio is decoded as without a cache, and the clips are stored.
     """
     clips = unique_clips(manifest)
-    dataset = AudioFiles(clips["audio_path"], model.sample_rate,
-                         functools.partial(inference_windows, n_samples=model.clip_samples,
-                                           short_clip_fill=model.config.audio.short_clip_fill))  # [W, clip_samples]
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items)
+    store = window_store(model, feature_cache) if feature_cache is not None else None
+    keys = store_keys(clips["audio_path"])[0] if store is not None else []
+    items = _stored_windows(store, clips, keys, model) if store is not None else None
+    writer = contextlib.nullcontext()
+    if items is None:
+        dataset = AudioFiles(clips["audio_path"], model.sample_rate,
+                             functools.partial(inference_windows, n_samples=model.clip_samples,
+                                               short_clip_fill=model.config.audio.short_clip_fill))  # [W, clip_samples]
+        items = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items)
+        if store is not None:
+            writer = store.writer()
     window_sums = np.zeros((len(clips), model.config.d_proj), dtype=np.float32)  # [N, d]
     skipped: list[tuple[int, str]] = []
-    with _eval_mode(model), _inference_context(model), \
+    with _eval_mode(model), _inference_context(model), writer as writer, \
             _progress_bar(progress and advance is None, len(clips), "embedding audio clips") as own_bar:
         advance = advance or own_bar
+        to_store = _StoredLogMels(writer, keys) if writer is not None else None
         clips_done = 0
-        for windows, owner, clips_loaded in _window_batches(loader, batch_size, skipped):
-            window_embeddings = model.encode_audio(torch.from_numpy(windows), normalize=True)  # [B, d]
+        for windows, owner, clips_loaded in _window_batches(items, batch_size, skipped):
+            if windows.ndim == 2:  # waveforms [B, clip_samples]
+                logmel = model.audio_logmel(torch.from_numpy(windows))  # [B, 1, frames, mel_bins]
+                if to_store is not None:
+                    to_store.add(logmel[:, 0].cpu().numpy(), owner)
+            else:  # stored log-mels [B, frames, mel_bins]
+                logmel = torch.from_numpy(windows)[:, None].to(model.device)
+            window_embeddings = model.encode_logmel(logmel, normalize=True)  # [B, d]
             _add_to_clips(window_sums, owner, window_embeddings.float().cpu().numpy())
             advance(clips_loaded - clips_done)
             clips_done = clips_loaded
+        if to_store is not None:
+            to_store.flush()
         advance(len(clips) - clips_done)
+    if store is not None:
+        store.close()
     readable = np.ones(len(clips), dtype=bool)
     readable[[index for index, _ in skipped]] = False
     overflowed = readable & ~np.isfinite(window_sums).all(axis=1)  # finite audio the model cannot represent

@@ -67,16 +67,19 @@ def evaluate_embeddings(ids, audio_emb: np.ndarray, true_labels, class_emb: np.n
 
 
 def evaluate(model, manifest: pd.DataFrame, labels: list[str] | None = None, batch_size: int = 64,
-             num_workers: int = 0, template: str = PROMPT_TEMPLATE, progress: bool = False) -> ZeroShotResult:
+             num_workers: int = 0, template: str = PROMPT_TEMPLATE, progress: bool = False,
+             feature_cache=None) -> ZeroShotResult:
     """Zero-shot accuracy of `model` on a labelled manifest (one row per clip).
 
     Unreadable clips are skipped and reported in `result.skipped`; the accuracy is over the
-    clips that could be read.
+    clips that could be read. `feature_cache` (a folder): the clips' log-mels are computed once
+    per front-end and reused by every model evaluated with that folder (`embed.embed_audio`).
     """
     from .embed import embed_audio
 
     labels = list(labels) if labels is not None else benchmark_labels(manifest)
-    audio = embed_audio(model, manifest, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    audio = embed_audio(model, manifest, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                        feature_cache=feature_cache)
     label_of = dict(zip(manifest["clip_id"], manifest["label"]))
     result = evaluate_embeddings(audio.ids, audio.embeddings, [label_of[i] for i in audio.ids],
                                  class_embeddings(model, labels, template), labels)

@@ -207,13 +207,17 @@ class CLAP(nn.Module):
         features = self.audio_encoder.forward_logmel(logmel)  # [B, audio out_dim]
         return _maybe_normalize(self.audio_projection(features), normalize)
 
-    def encode_audio(self, waveforms: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Audio embeddings [B, d_proj] of mono waveforms [B, T] at `sample_rate`."""
+    def audio_logmel(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """The audio encoder's input, log-mel spectrograms [B, 1, frames, mel_bins] (float32, on
+        the model's device), of mono waveforms [B, T] at `sample_rate`."""
         waveforms = waveforms.to(self.device, torch.float32)
         if self.config.audio.int16_round_trip:
             waveforms = int16_round_trip(waveforms)
-        logmel = self.audio_encoder.logmel(waveforms)  # [B, 1, frames, mel_bins]
-        return self.encode_logmel(logmel, normalize)
+        return self.audio_encoder.logmel(waveforms)
+
+    def encode_audio(self, waveforms: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Audio embeddings [B, d_proj] of mono waveforms [B, T] at `sample_rate`."""
+        return self.encode_logmel(self.audio_logmel(waveforms), normalize)
 
     def encode_text_features(self, hidden: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Text embeddings [B, d_proj] of pooled text-encoder outputs [B, hidden] (e.g. cached ones)."""

@@ -43,6 +43,8 @@ FEATURES_DIR = "features"  # the log-mel cache of fits that run in child process
 # Each fit is one resumable stage of the study: no per-validation resume state (a crash reruns
 # that fit); students are evaluated at their last step, so they keep no `best/`.
 STAGE_TRAINER = {"save_resume_state": False, "progress_bar": False}
+# The benchmark clips' log-mels, computed once per front-end and read by every evaluated model.
+BENCHMARK_FEATURES = "benchmark_features"
 
 # Keys of the stage sections that the study sets itself (a value given in the study config
 # would be ignored, so it is refused).
@@ -480,7 +482,7 @@ class Study:
 
         def run():
             result = evaluate(load(ckpt), read_manifest(manifests[bench]), batch_size=self.config.eval_batch_size,
-                              num_workers=self.config.num_workers)
+                              num_workers=self.config.num_workers, feature_cache=self.out / BENCHMARK_FEATURES)
             correct = result.predictions["label"] == result.predictions["predicted"]
             return {"accuracy": result.accuracy, "per_class": result.per_class, "n_clips": result.n_clips,
                     "skipped": len(result.skipped), "correct": "".join("1" if c else "0" for c in correct),

@@ -43,18 +43,19 @@ def split_by_clip(manifest: pd.DataFrame, val_fraction: float, split_seed: int) 
 # ------------------------------------------------------------------ prepared pairs
 @dataclasses.dataclass
 class PairSet:
-    """Audio-caption pairs with their features in memory.
+    """Audio-caption pairs with their features.
 
-    `clip_features[k]` is clip k's log-mel [frames, mel_bins] (float16); `clip_of_pair[i]` the
-    clip of pair i. `text_features` [N, hidden] (cached text-encoder outputs) or None (captions
-    are encoded each step). `teacher_audio` / `teacher_text` [N, d]: cached teacher embeddings.
-    `labels` [N, classes] (0/1): class labels, for tagging.
+    `clip_features[k]` is clip k's log-mel [frames, mel_bins] (float16, read on access from the
+    feature cache's shard files); `clip_of_pair[i]` the clip of pair i. `text_features`
+    [N, hidden] (cached text-encoder outputs) or None (captions are encoded each step).
+    `teacher_audio` / `teacher_text` [N, d]: cached teacher embeddings. `labels` [N, classes]
+    (0/1): class labels, for tagging.
     """
 
     ids: list[str]
     captions: list[str]
     clip_of_pair: np.ndarray
-    clip_features: list[np.ndarray]
+    clip_features: Sequence[np.ndarray]
     text_features: np.ndarray | None = None
     teacher_audio: np.ndarray | None = None
     teacher_text: np.ndarray | None = None
@@ -93,12 +94,13 @@ def prepare_pairs(
         raise ManifestError(f"{origin}: no pairs with readable audio")
     clip_paths = list(dict.fromkeys(kept["audio_path"]))
     clip_number = {path: k for k, path in enumerate(clip_paths)}
+    position = {path: i for i, path in enumerate(paths)}
     captions = kept["caption"].tolist()
     pairs = PairSet(
         ids=kept["id"].tolist(),
         captions=captions,
         clip_of_pair=np.array([clip_number[p] for p in kept["audio_path"]], dtype=np.int64),
-        clip_features=[features[path] for path in clip_paths],
+        clip_features=features.take([position[path] for path in clip_paths]),
         text_features=text_cache.features(captions) if text_cache is not None else None,
     )
     return pairs, kept, skipped
