@@ -28,6 +28,7 @@ from .audio import AudioFiles, load_audio
 from .errors import AudioError
 from .files import write_atomically
 from .model.frontend import LogMel, int16_round_trip
+from .model.weights import tensors_hash
 
 FEATURE_DTYPE = np.float16
 
@@ -198,9 +199,7 @@ def encoder_identity(text_encoder: torch.nn.Module) -> str:
     suffix = getattr(text_encoder, "caption_suffix", "")
     if suffix:  # only when set, so that earlier identities stay as they were
         digest.update(f"caption_suffix={suffix};".encode())
-    for name, tensor in sorted(text_encoder.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    digest.update(f"weights={tensors_hash(text_encoder.state_dict())};".encode())
     return digest.hexdigest()
 
 
