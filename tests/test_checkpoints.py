@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 import json
 import re
 import shutil
@@ -157,6 +158,20 @@ def test_checkpoint_hash_is_that_of_the_weights_however_they_are_stored(own_enco
     save(model, tmp_path / "changed")
     assert "source" not in parts(tmp_path / "changed")["text_encoder"]
     assert checkpoint_hash(tmp_path / "changed") != checkpoint_hash(tmp_path / "ref")
+
+
+def test_a_folder_written_before_weights_json_keeps_its_earlier_hash_and_loads(tiny_clap, tmp_path):
+    save(tiny_clap, tmp_path / "old", self_contained=True)
+    (tmp_path / "old" / checkpoints.PARTS_FILE).unlink()
+    earlier = hashlib.sha256()  # the hash folders had before: names and bytes of all their files
+    files = [tmp_path / "old" / "config.json", tmp_path / "old" / "model.safetensors",
+             *sorted(p for p in (tmp_path / "old" / "text_encoder").rglob("*") if p.is_file())]
+    for path in files:
+        earlier.update(path.relative_to(tmp_path / "old").as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    assert checkpoint_hash(tmp_path / "old") == earlier.hexdigest()
+    loaded = load(tmp_path / "old")
+    assert same_weights(loaded, tiny_clap)
+    assert loaded.weight_sources["text_encoder"].kind == "checkpoint"
 
 
 def test_a_changed_text_encoder_is_stored_in_full(own_encoder, tmp_path):

@@ -290,9 +290,17 @@ def checkpoint_hash(directory: str | Path) -> str:
     """SHA-256 of a checkpoint folder: its config and text-encoder files (names and bytes) and the
     `tensors_hash` of each part's weights, a referenced part by the hash it records. Equal for
     the same weights whether a part is stored or referenced, stable across copies and moves;
-    any weight that differs changes it."""
+    any weight that differs changes it. A folder written before `weights.json` existed keeps the
+    hash it had then (over the names and bytes of all its files), which embedding folders of that
+    time recorded."""
     directory = Path(directory)
     files = _checkpoint_files(directory)
+    if not (directory / PARTS_FILE).is_file():
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+            _hash_file(digest, path)
+        return digest.hexdigest()
     parts = _read_parts(directory)
     stored = split_parts(_read_weights(directory))
     digest = hashlib.sha256(b"clapcurate checkpoint\0")
