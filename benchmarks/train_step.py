@@ -35,7 +35,7 @@ from clapcurate.train import (
 
 def study_model_config(path: str) -> CLAPConfig:
     """The model of a study config (the demo's: a narrow CNN on 16 kHz clips, the offline MiniLM)."""
-    return from_dict(CLAPConfig, load_study_config(path).model)
+    return load_study_config(path).model
 
 
 def write_wav_set(folder: Path, n_clips: int, sample_rate: int) -> Path:

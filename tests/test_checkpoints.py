@@ -1,5 +1,7 @@
 import dataclasses
+import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,9 +12,12 @@ import transformers
 
 import clapcurate
 from clapcurate.errors import ClapcurateError, ConfigError
+from clapcurate.model import checkpoints, text_encoders
 from clapcurate.model.checkpoints import checkpoint_hash, import_msclap, load, save
 from clapcurate.model.clap import CLAP, TextConfig
 from clapcurate.model.text_encoders import default_text_encoder_path
+from clapcurate.model.weights import tensors_hash
+from safetensors.torch import load_file
 
 CAPTIONS = ["a dog barks", "rain on a tin roof", " ".join(["a long caption"] * 60)]
 
@@ -84,6 +89,173 @@ def test_load_reports_broken_folders(tiny_clap, tmp_path):
     config_path.write_text("{not json")
     with pytest.raises(ClapcurateError, match="config.json: not valid JSON"):
         load(tmp_path / "ckpt")
+
+
+# --- parts referred to by hash ------------------------------------------------------------------
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
+
+
+def text_encoder_bytes(model: CLAP) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in model.text_encoder.state_dict().values())
+
+
+def same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
+    a, b = first.state_dict(), second.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def parts(folder: Path) -> dict:
+    return json.loads((Path(folder) / checkpoints.PARTS_FILE).read_text())["parts"]
+
+
+def stored_keys(folder: Path, prefix: str) -> set[str]:
+    return {key for key in load_file(str(Path(folder) / checkpoints.WEIGHTS_FILE)) if key.startswith(prefix)}
+
+
+@pytest.fixture
+def own_encoder(tiny_text_encoder_dir, tiny_clap_config, build_tiny_clap, tmp_path):
+    """A model whose pretrained text encoder is a folder of this test's own (a copy of the tiny
+    one); no referenced part is kept in memory from other tests."""
+    text_dir = shutil.copytree(tiny_text_encoder_dir, tmp_path / "encoder")
+    config = dataclasses.replace(tiny_clap_config, text=dataclasses.replace(tiny_clap_config.text,
+                                                                            name_or_path=str(text_dir)))
+    checkpoints.forget_loaded_sources()
+    yield build_tiny_clap(config), text_dir
+    checkpoints.forget_loaded_sources()
+
+
+def test_an_unchanged_text_encoder_is_referred_to_and_loads_bit_identical(own_encoder, tmp_path):
+    model, text_dir = own_encoder
+    save(model, tmp_path / "ckpt")
+    assert stored_keys(tmp_path / "ckpt", "audio_encoder.") and not stored_keys(tmp_path / "ckpt", "text_encoder.")
+    source = parts(tmp_path / "ckpt")["text_encoder"]["source"]
+    assert (source["kind"], source["path"]) == ("pretrained", str(text_dir))
+    save(model, tmp_path / "full", self_contained=True)
+    assert stored_keys(tmp_path / "full", "text_encoder.")
+    assert folder_bytes(tmp_path / "full") - folder_bytes(tmp_path / "ckpt") >= text_encoder_bytes(model)
+
+    loaded = load(tmp_path / "ckpt")
+    assert same_weights(loaded, model)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_text(CAPTIONS), model.encode_text(CAPTIONS))
+    # a checkpoint of the loaded model refers to the same encoder, not to the checkpoint it came from
+    save(loaded, tmp_path / "again")
+    assert parts(tmp_path / "again")["text_encoder"]["source"]["path"] == str(text_dir)
+    assert ({part: entry["sha256"] for part, entry in parts(tmp_path / "again").items()}
+            == {part: entry["sha256"] for part, entry in parts(tmp_path / "ckpt").items()})
+
+
+def test_checkpoint_hash_is_that_of_the_weights_however_they_are_stored(own_encoder, tmp_path):
+    model, _ = own_encoder
+    save(model, tmp_path / "ref")
+    save(model, tmp_path / "full", self_contained=True)
+    assert checkpoint_hash(tmp_path / "ref") == checkpoint_hash(tmp_path / "full")
+    with torch.no_grad():
+        model.text_encoder.model.embeddings.word_embeddings.weight[0, 0] += 1.0
+    save(model, tmp_path / "changed")
+    assert "source" not in parts(tmp_path / "changed")["text_encoder"]
+    assert checkpoint_hash(tmp_path / "changed") != checkpoint_hash(tmp_path / "ref")
+
+
+def test_a_folder_written_before_weights_json_keeps_its_earlier_hash_and_loads(tiny_clap, tmp_path):
+    save(tiny_clap, tmp_path / "old", self_contained=True)
+    (tmp_path / "old" / checkpoints.PARTS_FILE).unlink()
+    earlier = hashlib.sha256()  # the hash folders had before: names and bytes of all their files
+    files = [tmp_path / "old" / "config.json", tmp_path / "old" / "model.safetensors",
+             *sorted(p for p in (tmp_path / "old" / "text_encoder").rglob("*") if p.is_file())]
+    for path in files:
+        earlier.update(path.relative_to(tmp_path / "old").as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    assert checkpoint_hash(tmp_path / "old") == earlier.hexdigest()
+    loaded = load(tmp_path / "old")
+    assert same_weights(loaded, tiny_clap)
+    assert loaded.weight_sources["text_encoder"].kind == "checkpoint"
+
+
+def test_a_changed_text_encoder_is_stored_in_full(own_encoder, tmp_path):
+    model, text_dir = own_encoder
+    with torch.no_grad():
+        for parameter in model.text_encoder.parameters():
+            parameter.mul_(1.01)
+    save(model, tmp_path / "ckpt")
+    assert "source" not in parts(tmp_path / "ckpt")["text_encoder"]
+    assert stored_keys(tmp_path / "ckpt", "text_encoder.") == {f"text_encoder.{key}" for key in model.text_encoder.state_dict()}
+    shutil.rmtree(text_dir)
+    assert same_weights(load(tmp_path / "ckpt"), model)
+
+
+def test_a_changed_or_missing_referenced_encoder_is_a_clear_error(own_encoder, tiny_text_encoder_dir, tmp_path,
+                                                                   monkeypatch):
+    model, text_dir = own_encoder
+    save(model, tmp_path / "ckpt")
+    expected = tensors_hash(model.text_encoder.state_dict())
+    other = transformers.AutoModel.from_pretrained(text_dir)
+    with torch.no_grad():
+        other.embeddings.word_embeddings.weight[1].add_(1.0)
+    other.save_pretrained(text_dir)
+    with pytest.raises(ClapcurateError, match=rf"ckpt: the text encoder it refers to has changed: {re.escape(str(text_dir))} "
+                                              rf"holds sha256 [0-9a-f]{{64}}, expected {expected} \("):
+        load(tmp_path / "ckpt")
+
+    shutil.rmtree(text_dir)
+    with pytest.raises(ClapcurateError, match=rf"ckpt: the text encoder it refers to is missing: {re.escape(str(text_dir))} "
+                                              rf"\(sha256 {expected}\); .* {checkpoints.SEARCH_PATH_ENV}$"):
+        load(tmp_path / "ckpt")
+    # a copy at another place is found through the search path
+    shutil.copytree(tiny_text_encoder_dir, tmp_path / "elsewhere" / "any_name")
+    monkeypatch.setenv(checkpoints.SEARCH_PATH_ENV, str(tmp_path / "elsewhere"))
+    assert same_weights(load(tmp_path / "ckpt"), model)
+
+
+def test_a_part_stored_in_a_parent_checkpoint_is_referred_to_and_moves_with_it(own_encoder, tmp_path):
+    model, text_dir = own_encoder
+    save(model, tmp_path / "study" / "teacher", self_contained=True)  # e.g. an imported teacher
+    shutil.rmtree(text_dir)
+    student = load(tmp_path / "study" / "teacher")
+    with torch.no_grad():
+        student.audio_projection.linear1.weight.add_(0.1)  # what training changes
+    save(student, tmp_path / "study" / "student")
+    for part in ("text_encoder", "audio_encoder"):
+        assert parts(tmp_path / "study" / "student")[part]["source"]["kind"] == "checkpoint"
+    assert stored_keys(tmp_path / "study" / "student", "") == {key for key in student.state_dict()
+                                                               if not key.startswith(("text_encoder.", "audio_encoder."))}
+    shutil.move(tmp_path / "study", tmp_path / "moved")
+    checkpoints.forget_loaded_sources()
+    assert same_weights(load(tmp_path / "moved" / "student"), student)
+
+
+def test_loading_again_from_the_same_random_state_gives_the_same_model_and_random_state(tiny_clap, tmp_path):
+    save(tiny_clap, tmp_path / "ckpt")
+    text_encoders._INITIALISATIONS.clear()  # the first load below initialises in full
+    loads = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        model = load(tmp_path / "ckpt")
+        loads.append((torch.get_rng_state(), dict(model.named_buffers()), model.state_dict()))
+    (first_rng, first_buffers, first_state), (rng, buffers, state) = loads
+    torch.manual_seed(5)
+    assert not torch.equal(first_rng, torch.get_rng_state())  # loading draws the random initialisation's numbers
+    assert torch.equal(rng, first_rng)
+    assert buffers.keys() == first_buffers.keys() and all(torch.equal(buffers[k], first_buffers[k]) for k in buffers)
+    assert all(torch.equal(state[k], first_state[k]) for k in state)
+
+
+def test_a_demo_size_student_checkpoint_takes_under_5_mb(tmp_path):
+    from clapcurate.study import load_study_config
+
+    config = load_study_config(Path(__file__).parent.parent / "configs" / "demo.yaml").model
+    torch.manual_seed(0)
+    save(CLAP(config), tmp_path / "teacher")  # the offline MiniLM, as the demo's teachers
+    student = load(tmp_path / "teacher")
+    with torch.no_grad():
+        for name, parameter in student.named_parameters():
+            if parameter.requires_grad and not name.startswith("text_encoder."):
+                parameter.add_(0.01)  # a student trains everything but its frozen text encoder
+    save(student, tmp_path / "student")
+    assert folder_bytes(tmp_path / "student") <= 5e6 < text_encoder_bytes(student)
+    assert same_weights(load(tmp_path / "student"), student)
 
 
 # --- MS CLAP 2022 import ------------------------------------------------------------------------

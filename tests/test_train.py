@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from clapcurate import features
 from clapcurate.config import from_dict
-from clapcurate.errors import ConfigError, ManifestError
+from clapcurate.errors import ClapcurateError, ConfigError, ManifestError
 from clapcurate.model import checkpoints
 from clapcurate.train import (
     AugmentConfig, DataConfig, LossConfig, OptimConfig, StudentConfig, TeacherConfig, TeacherDataConfig,
@@ -20,6 +20,7 @@ from clapcurate.train import (
 )
 from clapcurate.data.manifest import take_subset
 from clapcurate.train.data import CuratedDraws, EpochOrder, crop_frames, split_by_clip
+from clapcurate.train.module import FROZEN_WEIGHTS_KEY
 from clapcurate.metrics import retrieval_metrics
 
 SAMPLE_RATE = 16000
@@ -267,9 +268,27 @@ def test_resume_after_interruption_reaches_the_same_weights(tiny_clap_config, pa
     interrupted_config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "resumed", **common)
     with pytest.raises((KeyboardInterrupt, SystemExit)):
         fit_teacher(interrupted_config, callbacks=[StopAt(6)])
+    state = torch.load(tmp_path / "resumed" / "resume.ckpt", weights_only=False)
+    assert list(state[FROZEN_WEIGHTS_KEY]) == ["model.text_encoder"]  # its hash, not its weights
+    assert not [key for key in state["state_dict"] if key.startswith("model.text_encoder.")]
+    assert "model.audio_projection.linear1.weight" in state["state_dict"]
     resumed = fit_teacher(dataclasses.replace(interrupted_config, resume=True))
     expected, got = weights(straight / "last"), weights(resumed / "last")
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_resume_refuses_a_frozen_part_other_than_the_one_saved(tiny_clap_config, pairs_csv, tmp_path):
+    config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run", max_steps=6,
+                            data={"val_fraction": 0.2, "batch_size": 8}, trainer={"val_check_interval": 2})
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        fit_teacher(config, callbacks=[StopAt(3)])  # after the validation (and resume state) of step 2
+    path = tmp_path / "run" / "resume.ckpt"
+    state = torch.load(path, weights_only=False)
+    state[FROZEN_WEIGHTS_KEY]["model.text_encoder"] = "0" * 64
+    torch.save(state, path)
+    with pytest.raises(ClapcurateError, match="cannot resume: the frozen text encoder differs from the one the run "
+                                              f"was saved with \\(sha256 {'0' * 64}\\)"):
+        fit_teacher(dataclasses.replace(config, resume=True))
 
 
 def test_corrupted_files_are_skipped_and_counted(tiny_clap_config, tmp_path):
@@ -359,6 +378,40 @@ def test_batchnorm_statistics_follow_freeze_batchnorm(teacher_dir, pairs_csv, tm
     assert not torch.equal(teacher["audio_projection.linear1.weight"], student["audio_projection.linear1.weight"])
 
 
+def folder_bytes(folder) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def test_a_student_checkpoint_holds_no_copy_of_its_frozen_text_encoder(teacher_dir, pairs_csv, tmp_path):
+    run_dir = fit_student(student_config(teacher_dir, pairs_csv, tmp_path / "student", max_steps=2))
+    teacher = checkpoints.load(teacher_dir)
+    encoder_bytes = sum(t.numel() * t.element_size() for t in teacher.text_encoder.state_dict().values())
+    last = run_dir / "last"
+    assert not [key for key in weights(last) if key.startswith("text_encoder.")]
+    student = checkpoints.load(last)
+    full = checkpoints.save(student, tmp_path / "self_contained", self_contained=True)
+    assert folder_bytes(full) - folder_bytes(last) >= encoder_bytes
+    assert folder_bytes(last) < encoder_bytes
+    # the resume state holds neither the frozen text encoder nor the online teacher
+    state = torch.load(run_dir / "resume.ckpt", weights_only=False)
+    assert sorted(state[FROZEN_WEIGHTS_KEY]) == ["model.text_encoder", "teacher"]
+    assert not [key for key in state["state_dict"] if key.startswith(("model.text_encoder.", "teacher."))]
+    assert all(torch.equal(tensor, teacher.text_encoder.state_dict()[key])
+               for key, tensor in student.text_encoder.state_dict().items())
+
+
+def test_a_fine_tuned_text_encoder_is_stored_in_full(tiny_clap_config, pairs_csv, tmp_path):
+    config = dataclasses.replace(teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run", max_steps=2),
+                                 text=TextTrainConfig(freeze_text_encoder=False))
+    run_dir = fit_teacher(config)
+    model = checkpoints.load(run_dir / "last")
+    text_keys = {f"text_encoder.{key}" for key in model.text_encoder.state_dict()}
+    assert text_keys <= set(weights(run_dir / "last"))
+    assert "source" not in json.loads((run_dir / "last" / checkpoints.PARTS_FILE).read_text())["parts"]["text_encoder"]
+    state = torch.load(run_dir / "resume.ckpt", weights_only=False)
+    assert not state[FROZEN_WEIGHTS_KEY] and {f"model.{key}" for key in text_keys} <= set(state["state_dict"])
+
+
 def test_student_with_cached_teacher_targets(teacher_dir, pairs_csv, tmp_path):
     from clapcurate.embed import embed_manifest
 
@@ -397,6 +450,22 @@ def test_teacher_starts_from_a_panns_checkpoint_of_another_sample_rate(tiny_clap
     torch.testing.assert_close(model.audio_encoder.conv_block1.conv1.weight, panns.conv_block1.conv1.weight)
     # the front-end keeps the model's own sample rate (its mel filters differ from the 32 kHz ones)
     assert not torch.allclose(model.audio_encoder.logmel_extractor.melW, panns.logmel_extractor.melW)
+
+    # kept frozen, the audio encoder is referred to: the PANNs file, checked by hash on loading
+    frozen = dataclasses.replace(config, freeze_audio_encoder=True, out_dir=str(tmp_path / "frozen"))
+    last = fit_teacher(frozen) / "last"
+    source = json.loads((last / checkpoints.PARTS_FILE).read_text())["parts"]["audio_encoder"]["source"]
+    assert (source["kind"], source["path"]) == ("panns", str(tmp_path / "panns.pth"))
+    assert not [key for key in weights(last) if key.startswith("audio_encoder.")]
+    checkpoints.forget_loaded_sources()
+    frozen_model = checkpoints.load(last)
+    torch.testing.assert_close(frozen_model.audio_encoder.conv_block1.conv1.weight, panns.conv_block1.conv1.weight,
+                               rtol=0, atol=0)
+    state["conv_block1.conv1.weight"] = state["conv_block1.conv1.weight"] + 1.0
+    torch.save({"model": state, "iteration": 0}, tmp_path / "panns.pth")
+    checkpoints.forget_loaded_sources()
+    with pytest.raises(ClapcurateError, match="last: the audio encoder it refers to has changed: .*panns.pth holds"):
+        checkpoints.load(last)
 
 
 def test_batch_augmentation_masks_stripes_and_shifts_gain():

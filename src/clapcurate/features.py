@@ -43,6 +43,7 @@ from .audio import AudioFiles
 from .errors import AudioError
 from .feature_store import FeatureStore, StoredArrays
 from .model.frontend import LogMel, int16_round_trip
+from .model.weights import tensors_hash
 
 FEATURE_DTYPE = np.float16
 
@@ -265,13 +266,6 @@ class LogMelCache:
         return found, failures
 
 
-def _hash_tensors(digest, module: torch.nn.Module) -> None:
-    """Add the names and bytes of `module`'s state to `digest`."""
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-
-
 def encoder_identity(text_encoder: torch.nn.Module) -> str:
     """A digest of a text encoder's settings and weights: equal digests give equal features."""
     digest = hashlib.sha1()
@@ -280,7 +274,7 @@ def encoder_identity(text_encoder: torch.nn.Module) -> str:
     suffix = getattr(text_encoder, "caption_suffix", "")
     if suffix:  # only when set, so that earlier identities stay as they were
         digest.update(f"caption_suffix={suffix};".encode())
-    _hash_tensors(digest, text_encoder)
+    digest.update(f"weights={tensors_hash(text_encoder.state_dict())};".encode())
     return digest.hexdigest()
 
 
@@ -335,7 +329,7 @@ def frontend_identity(model) -> str | None:
                   f"{audio.short_clip_fill};{model.device.type};".encode())
     for module in modules:
         digest.update(type(module).__qualname__.encode())
-        _hash_tensors(digest, module)
+        digest.update(tensors_hash(module.state_dict()).encode())
     return digest.hexdigest()[:20]
 
 

@@ -24,6 +24,7 @@ from .audio_encoders import build_audio_encoder
 from .frontend import int16_round_trip
 from .htsat import HTSAT, HTSATConfig
 from .text_encoders import DEFAULT_TEXT_ENCODER, TextEncoder
+from .weights import WeightsSource
 
 
 @dataclasses.dataclass
@@ -159,6 +160,8 @@ class CLAP(nn.Module):
 
     `pretrained_text=False` builds the text encoder from its config alone (random weights),
     for callers that load every weight from a checkpoint right after.
+    `weight_sources` maps a part ("text_encoder", "audio_encoder") to the `WeightsSource` its
+    weights came from: a checkpoint saves an unchanged part as a reference to it.
     """
 
     def __init__(self, config: CLAPConfig, *, pretrained_text: bool = True):
@@ -179,6 +182,10 @@ class CLAP(nn.Module):
             pad_token=config.text.pad_token,
             pretrained=pretrained_text,
         )
+        self.weight_sources: dict[str, WeightsSource] = {}
+        if pretrained_text:
+            self.weight_sources["text_encoder"] = WeightsSource.of(
+                self.text_encoder, "pretrained", self.text_encoder.resolved_path, name=config.text.name_or_path)
         self.audio_projection = _projection(config, self.audio_encoder.out_dim)
         self.text_projection = _projection(config, self.text_encoder.out_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.init_temperature)))

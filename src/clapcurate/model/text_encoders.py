@@ -11,6 +11,7 @@ caption containing "!" shifts its pick; we use the attention mask, which agrees 
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 from pathlib import Path
 from typing import Sequence
@@ -61,6 +62,90 @@ def _drop_pooler_head(model: nn.Module) -> None:
         model.pooler = None
 
 
+# {(architecture, global generator state before): (state after, non-persistent buffers)} of the
+# random initialisations done in this process
+_INITIALISATIONS: collections.OrderedDict[tuple[str, bytes], tuple[torch.Tensor, dict[str, torch.Tensor]]] = (
+    collections.OrderedDict())
+_KEPT_INITIALISATIONS = 8
+
+
+def _skipping_initialisation():
+    """`transformers`' context that builds a model without initialising its weights (None where
+    this version has none)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return None
+    return no_init_weights()
+
+
+def _random_model(hf_config) -> nn.Module:
+    """The architecture of `hf_config` with random weights, for callers that load every weight of
+    its state dict right after. The random initialisation draws from the global generator, and
+    what a run draws later (dropout) depends on it; so the first build from a given generator
+    state initialises in full and remembers the state it leaves (and the buffers outside the state
+    dict), and a later build from the same state (the next fit after `seed_everything`) skips the
+    initialisation and restores them: the same model and generator state, without the drawing."""
+    import transformers
+
+    key = (hf_config.to_json_string(), torch.get_rng_state().numpy().tobytes())
+    remembered = _INITIALISATIONS.get(key)
+    skipping = _skipping_initialisation() if remembered is not None else None
+    if skipping is None or torch.get_default_device().type != "cpu":
+        model = transformers.AutoModel.from_config(hf_config, dtype=torch.float32)
+        persistent = set(model.state_dict())
+        buffers = {name: buffer.clone() for name, buffer in model.named_buffers() if name not in persistent}
+        _INITIALISATIONS[key] = (torch.get_rng_state(), buffers)
+        while len(_INITIALISATIONS) > _KEPT_INITIALISATIONS:
+            _INITIALISATIONS.popitem(last=False)
+        return model
+    with skipping:
+        model = transformers.AutoModel.from_config(hf_config, dtype=torch.float32)
+    rng_after, buffers = remembered
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name in buffers:
+                buffer.copy_(buffers[name])
+    torch.set_rng_state(rng_after)
+    return model
+
+
+def _hf_model(resolved: str, pooling: str, pretrained: bool, name: str) -> nn.Module:
+    """The Hugging Face model at `resolved` (pretrained weights, or random ones from its config),
+    with its pooler head only where `pooling` uses it."""
+    import transformers
+
+    if pretrained:
+        model = _load_pretrained_part(transformers.AutoModel, resolved, "weights", dtype=torch.float32)
+    else:
+        model = _random_model(_load_pretrained_part(transformers.AutoConfig, resolved, "config"))
+    if pooling == "pooler":
+        if getattr(model, "pooler", None) is None:
+            raise ClapcurateError(f"text encoder {name!r} has no pooler head for pooling 'pooler'")
+    else:
+        _drop_pooler_head(model)
+    return model
+
+
+def pretrained_weights(name_or_path: str | Path, pooling: str) -> dict[str, torch.Tensor]:
+    """The weights a `TextEncoder(name_or_path, pooling)` starts from, under its state-dict names
+    (no tokenizer is loaded)."""
+    from transformers.utils import logging as hf_logging
+
+    resolved = resolve_text_encoder(name_or_path)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a checkpoint referring to it is loading, not a new model
+    try:
+        model = _hf_model(resolved, pooling, True, str(name_or_path))
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+    return {f"model.{key}": tensor for key, tensor in model.state_dict().items()}
+
+
 class TextEncoder(nn.Module):
     """A Hugging Face encoder with a tokenizer and `cls` or `mean` pooling.
 
@@ -89,16 +174,8 @@ class TextEncoder(nn.Module):
                 f"text encoder {self.name_or_path!r}: its tokenizer has no padding token "
                 "(set one, e.g. tokenizer.pad_token = '!' as MS CLAP 2023 does for GPT-2, and save it)"
             )
-        if pretrained:
-            self.model = _load_pretrained_part(transformers.AutoModel, resolved, "weights", dtype=torch.float32)
-        else:
-            hf_config = _load_pretrained_part(transformers.AutoConfig, resolved, "config")
-            self.model = transformers.AutoModel.from_config(hf_config, dtype=torch.float32)
-        if pooling == "pooler":
-            if getattr(self.model, "pooler", None) is None:
-                raise ClapcurateError(f"text encoder {self.name_or_path!r} has no pooler head for pooling 'pooler'")
-        else:
-            _drop_pooler_head(self.model)
+        self.resolved_path = str(Path(resolved).absolute()) if Path(resolved).is_dir() else resolved
+        self.model = _hf_model(resolved, pooling, pretrained, self.name_or_path)
         max_positions = getattr(self.model.config, "max_position_embeddings", None)
         if max_positions is not None and max_length > max_positions:
             raise ClapcurateError(

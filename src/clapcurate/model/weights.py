@@ -1,9 +1,12 @@
-"""Reading PyTorch checkpoint files safely and loading weights strictly (every key and shape)."""
+"""Reading PyTorch checkpoint files safely, loading weights strictly (every key and shape), and
+the content hash and origin of a model part's weights."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 import numpy as np
 import torch
@@ -78,3 +81,36 @@ def load_state_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor]
     if problems:
         raise ClapcurateError(f"{what}: " + "; ".join(problems))
     module.load_state_dict(state, strict=True)
+
+
+def tensors_hash(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of `state`'s tensors, in sorted name order:
+    equal for equal weights however they are stored or where they came from."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        digest.update(f"{name}\0{dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsSource:
+    """Where a model part's weights came from, and their `tensors_hash`.
+
+    `kind`: "pretrained", a text encoder's Hugging Face folder or name (`name` as configured,
+    e.g. "minilm", `path` as resolved then); "checkpoint", a checkpoint folder of ours holding the
+    part; "panns", a PANNs weights file loaded into the configured audio encoder, which keeps its
+    own front-end (a teacher's `init_audio_encoder`).
+    """
+
+    kind: Literal["pretrained", "checkpoint", "panns"]
+    path: str
+    sha256: str
+    name: str = ""
+
+    @classmethod
+    def of(cls, module: torch.nn.Module, kind: str, path: str | Path, name: str = "") -> "WeightsSource":
+        """The source of `module`'s current weights (hashed now)."""
+        return cls(kind=kind, path=str(path), sha256=tensors_hash(module.state_dict()), name=name)

@@ -43,6 +43,7 @@ from ..data.readers import check_data, read_data
 from ..model import checkpoints
 from ..model.audio_encoders import AudioTagger, load_panns_checkpoint
 from ..model.clap import CLAP, AudioConfig
+from ..model.weights import WeightsSource
 from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig
 from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
@@ -320,6 +321,8 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
     if config.init_audio_encoder:
         # PANNs' CNN weights; the front-end stays the one `config.model.audio` describes
         load_panns_checkpoint(model.audio_encoder, config.init_audio_encoder, keep_frontend=True)
+        model.weight_sources["audio_encoder"] = WeightsSource.of(
+            model.audio_encoder, "panns", os.path.abspath(config.init_audio_encoder))
     inputs = _Inputs.of(model, config)
     manifest = take_subset(read_data(config.data.train_manifest), config.data.subset, config.seed)
     train_rows, val_rows = split_by_clip(manifest, config.data.val_fraction, config.data.split_seed)
@@ -370,7 +373,9 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     seed_everything(config.seed, verbose=False)
     model = checkpoints.load_model(config.teacher, config.text_encoder)
     uses_teacher_online = config.loss.kind == "soft_label" and config.loss.teacher_targets == "online"
-    teacher = copy.deepcopy(model).eval() if uses_teacher_online else None
+    # the teacher shares the student's frozen text encoder instead of holding a copy of it
+    shared = {id(model.text_encoder): model.text_encoder} if config.text.freeze_text_encoder else {}
+    teacher = copy.deepcopy(model, shared).eval() if uses_teacher_online else None
     inputs = _Inputs.of(model, config)
     replay = read_data(config.replay_manifest)
     if config.val_manifest is not None:

@@ -17,11 +17,13 @@ from ..losses import contrastive_loss, soft_label_loss
 from ..model import checkpoints
 from ..model.audio_encoders import AudioTagger, save_panns_checkpoint
 from ..model.clap import CLAP
+from ..model.weights import tensors_hash
 from ..metrics import average_precision, retrieval_metrics
 from .config import LossConfig, OptimConfig
 
 RETRIEVAL_KEYS = ("R@1", "R@5", "R@10")
 TAGGER_CHECKPOINT = "audio_encoder.pth"  # in a tagger run's best/ and last/
+FROZEN_WEIGHTS_KEY = "frozen_weights"  # in a resume state: {frozen part: tensors_hash}, their weights left out
 
 
 class TrainingDivergedError(ClapcurateError):
@@ -160,13 +162,42 @@ class PlateauModule(LightningModule):
         return optimizer
 
     # -------------------------------------------------------------- exact resume
+    def frozen_parts(self) -> list[str]:
+        """Names of the submodules that training never changes and that a resumed run rebuilds
+        as they were (from its config): the resume state keeps only their hash."""
+        return []
+
+    def _frozen_weights(self, state: dict) -> dict[str, dict[str, torch.Tensor]]:
+        """{frozen part: {name within it: tensor}} of a state dict of this module."""
+        parts = {part: {} for part in self.frozen_parts()}
+        for key, tensor in state.items():
+            part = next((p for p in parts if key.startswith(p + ".")), None)
+            if part is not None:
+                parts[part][key[len(part) + 1:]] = tensor
+        return parts
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["plateau"] = self.plateau.state_dict() if self.plateau is not None else None
         checkpoint["torch_rng"] = torch.get_rng_state()
         if torch.cuda.is_available():
             checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
+        state = checkpoint["state_dict"]
+        checkpoint[FROZEN_WEIGHTS_KEY] = {}
+        for part, weights in self._frozen_weights(state).items():
+            checkpoint[FROZEN_WEIGHTS_KEY][part] = tensors_hash(weights)
+            for key in weights:
+                del state[f"{part}.{key}"]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning loads the state dict after this hook: the frozen parts go back in first
+        current = self._frozen_weights(self.state_dict())
+        for part, expected in checkpoint.get(FROZEN_WEIGHTS_KEY, {}).items():
+            weights = current.get(part, {})
+            if tensors_hash(weights) != expected:
+                raise ClapcurateError(
+                    f"cannot resume: the frozen {part.removeprefix('model.').replace('_', ' ')} differs from the one the run "
+                    f"was saved with (sha256 {expected}); resume with the same teacher and text encoder")
+            checkpoint["state_dict"].update({f"{part}.{key}": tensor for key, tensor in weights.items()})
         self._restored_plateau_state = checkpoint.get("plateau")
         torch.set_rng_state(checkpoint["torch_rng"])
         if "cuda_rng" in checkpoint and torch.cuda.is_available():
@@ -203,6 +234,14 @@ class ClapModule(PlateauModule):
             model.text_encoder.requires_grad_(False)
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._val_losses: list[tuple[float, int]] = []
+
+    def frozen_parts(self) -> list[str]:
+        parts = ["teacher"] if self.teacher is not None else []
+        if self.freeze_text_encoder:
+            parts.append("model.text_encoder")
+        if self.freeze_audio_encoder:
+            parts.append("model.audio_encoder")
+        return parts
 
     # -------------------------------------------------------------- modes
     def train(self, mode: bool = True):
