@@ -32,12 +32,10 @@ study: install
 	$(VENV)/bin/clapcurate study configs/demo.yaml --set name=world --set "seeds=[0, 1, 2, 3, 4]" --set variants=true \
 		--set "brackets=[DU, ADS+SL]" --set "lengths={benchmark: esc50, steps: [320, 1280]}"
 
+# every benchmark in its quick form (under 10 minutes on 2 cores); rewrites the marked section of
+# benchmarks/RESULTS.md with each figure, its baseline of the same process and the ratio
 bench: install
-	$(PY) benchmarks/train_step.py
-	$(PY) benchmarks/curate_search.py
-	$(PY) benchmarks/embed_audio.py
-	$(PY) benchmarks/browse.py
-	$(PY) benchmarks/feature_cache.py --quick
+	$(PY) benchmarks/suite.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -36,6 +36,8 @@ from clapcurate.curate import ImprovementSet, write_improvement_set
 from clapcurate.headless import Chromium
 from clapcurate.search import SimilarityHistogram
 
+from record import record
+
 WORDS = ("dog", "barks", "rain", "falls", "engine", "idles", "bird", "sings", "door", "slams", "people", "talk",
          "wind", "blows", "water", "runs", "a", "the", "loudly", "far", "away", "nearby", "while", "and")
 
@@ -125,6 +127,12 @@ def main() -> None:
     print(f"new sigma: {statistics.median(run['sigma_ms'] for run in runs):.1f} ms; caption filter over all pairs: "
           f"{statistics.median(run['filter_ms'] for run in runs):.1f} ms; rows drawn {runs[0]['rows']}; "
           f"console errors {sum(len(run['errors']) for run in runs)}")
+    scale = f"{args.pairs:,} pairs"
+    record(f"write_browser, {scale}", statistics.median(generation), "s", target="< 10 s",
+           higher_is_better=False, threshold=10)
+    record(f"`clapcurate browse` command, {scale}", command, "s", target="< 10 s", higher_is_better=False, threshold=10)
+    record(f"page open in Chromium to first rows, {scale}", ready, "s", target="< 2 s", higher_is_better=False,
+           threshold=2)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from record import record
+
 FRAMES, MELS, CROP, BATCH = 10, 8, 4, 128
 
 
@@ -168,6 +170,14 @@ def main() -> None:
           f"memmap {ratio(2)}; in-memory features {ratio(3)}")
     ratios = [read["read_crops_per_s"] / read["memory_crops_per_s"] for _, read, _, _ in rows.values()]
     print(f"crop throughput, store / in-memory: {min(ratios):.3f} to {max(ratios):.3f}")
+    record(f"peak memory reading the store, {sizes[-1]:.0e} clips (baseline {sizes[0]:.0e})",
+           large[1]["peak_growth_mib"], "MiB", baseline=small[1]["peak_growth_mib"], baseline_what=f"{sizes[0]:.0e} clips",
+           target="flat: ratio <= 1.5", higher_is_better=False, threshold=1.5)
+    record(f"peak memory holding features in memory, {sizes[-1]:.0e} clips (the earlier cache)",
+           large[3]["peak_growth_mib"], "MiB", baseline=small[3]["peak_growth_mib"], baseline_what=f"{sizes[0]:.0e} clips")
+    for clips, (_, read, _, _) in rows.items():
+        record(f"random crops read from the store, {clips:.0e} clips", read["read_crops_per_s"], "crops/s",
+               baseline=read["memory_crops_per_s"], baseline_what="same crops from memory")
 
 
 if __name__ == "__main__":

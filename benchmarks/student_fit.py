@@ -30,6 +30,7 @@ from clapcurate.model import checkpoints
 from clapcurate.model.clap import CLAP
 from clapcurate.study import load_study_config
 
+from record import record
 from train_step import write_wav_set
 
 PHASES = {  # (owner, attribute): label
@@ -117,6 +118,10 @@ def main() -> None:
     print(f"set-up share of a later fit: {setup / whole:.2f}")
     print(f"student last/ checkpoint: {student_mb:.2f} MB; teacher: {teacher_mb:.2f} MB; "
           f"text encoder weights: {text_mb:.1f} MB (ratio student / text encoder {student_mb / text_mb:.3f})")
+    record("student checkpoint (`last/`) of the demo config", student_mb, "MB", target="<= 5 MB",
+           higher_is_better=False, threshold=5)
+    record("set-up before the first training step, a later fit of a study", setup, "s",
+           baseline=whole, baseline_what=f"the whole fit of {args.steps} steps")
 
 
 if __name__ == "__main__":
