@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from clapcurate.search import DEFAULT_BLOCK_SIZE, threshold_search
+from train_step import synchronize
 
 
 def peak_rss_gb() -> float:
@@ -42,12 +43,15 @@ def random_unit_rows(n: int, d: int, seed: int, chunk: int = 8192) -> np.ndarray
 
 
 def bare_matmul_seconds(queries: torch.Tensor, keys: torch.Tensor, block_size: int) -> float:
-    """Time of queries @ keys.T in [block_size, M] chunks into one reused output buffer."""
-    out = torch.empty(min(block_size, len(queries)), len(keys))
+    """Time of queries @ keys.T in [block_size, M] chunks into one reused output buffer (on the
+    inputs' device, in their dtype)."""
+    out = torch.empty(min(block_size, len(queries)), len(keys), device=queries.device, dtype=queries.dtype)
+    synchronize(queries.device)
     start = time.perf_counter()
     for q_start in range(0, len(queries), block_size):
         query_block = queries[q_start:q_start + block_size]
         torch.mm(query_block, keys.T, out=out[: len(query_block)])
+    synchronize(queries.device)
     return time.perf_counter() - start
 
 

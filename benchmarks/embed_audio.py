@@ -30,9 +30,10 @@ import soundfile
 import torch
 
 from clapcurate.audio import inference_windows, load_audio
-from clapcurate.embed import embed_audio
+from clapcurate.embed import _inference_context, embed_audio, inference_settings
 from clapcurate.model.clap import CLAP, AudioConfig, CLAPConfig, TextConfig
 from clapcurate.model.htsat import HTSATConfig
+from train_step import synchronize
 
 SAMPLE_RATE = 16000
 
@@ -60,18 +61,22 @@ def demo_model(encoder: str, base_channels: int) -> CLAP:
 
 
 def windows_in_memory(model: CLAP, manifest: pd.DataFrame, batch_size: int) -> list[torch.Tensor]:
-    """The clips' windows packed into batches as `embed_audio` packs them."""
-    windows = np.concatenate([inference_windows(load_audio(path, SAMPLE_RATE), model.clip_samples)
+    """The clips' windows packed into batches as `embed_audio` packs them, on the model's device."""
+    windows = np.concatenate([inference_windows(load_audio(path, model.sample_rate), model.clip_samples,
+                                                short_clip_fill=model.config.audio.short_clip_fill)
                               for path in manifest["audio_path"]])  # [W, clip_samples]
-    return [torch.from_numpy(windows[i:i + batch_size]) for i in range(0, len(windows), batch_size)]
+    return [torch.from_numpy(windows[i:i + batch_size]).to(model.device) for i in range(0, len(windows), batch_size)]
 
 
 def bare_forward_seconds(model: CLAP, batches: list[torch.Tensor]) -> float:
-    """Time of `encode_audio` alone over batches already in memory."""
+    """Time of `encode_audio` alone over batches already in memory, with the autocast
+    `embed_audio` uses on the model's device."""
+    synchronize(model.device)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with _inference_context(model, inference_settings(model).autocast):
         for batch in batches:
             model.encode_audio(batch, normalize=True)
+    synchronize(model.device)
     return time.perf_counter() - start
 
 

@@ -24,7 +24,7 @@ import soundfile
 import torch
 from lightning.pytorch import Callback
 
-from clapcurate.config import from_dict
+from clapcurate.device import hardware_settings, resolve_device
 from clapcurate.losses import contrastive_loss
 from clapcurate.model.clap import CLAP, CLAPConfig
 from clapcurate.model.htsat import HTSATConfig
@@ -38,12 +38,13 @@ def study_model_config(path: str) -> CLAPConfig:
     return load_study_config(path).model
 
 
-def write_wav_set(folder: Path, n_clips: int, sample_rate: int) -> Path:
-    """`n_clips` noisy tones of 0.6-1.6 s and their captions; returns the manifest path."""
+def write_wav_set(folder: Path, n_clips: int, sample_rate: int, seconds: tuple[float, float] = (0.6, 1.6)) -> Path:
+    """`n_clips` noisy tones of `seconds` (0.6-1.6 s) and their captions; returns the manifest path."""
     rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for k in range(n_clips):
-        n_samples = int(sample_rate * rng.uniform(0.6, 1.6))
+        n_samples = int(sample_rate * rng.uniform(*seconds))
         time_axis = np.arange(n_samples) / sample_rate
         wave = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * time_axis) + 0.05 * rng.standard_normal(n_samples)
         path = folder / f"clip{k:04d}.wav"
@@ -52,6 +53,12 @@ def write_wav_set(folder: Path, n_clips: int, sample_rate: int) -> Path:
     manifest = folder / "pairs.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest
+
+
+def synchronize(device) -> None:
+    """Wait for the GPU's queued work (timings on a GPU end when the work does)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class StepTimer(Callback):
@@ -64,22 +71,25 @@ class StepTimer(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup:
+            synchronize(pl_module.device)
             self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step > self.warmup:
+            synchronize(pl_module.device)
             self.ended = time.perf_counter()
             self.steps = trainer.global_step - self.warmup
 
 
 def full_step_rate(manifest: Path, out_dir: Path, args) -> float:
+    """Samples/s of `fit_teacher` on `args.device` (its GPU path at its defaults)."""
     config = TeacherConfig(
         model=args.model,
         data=TeacherDataConfig(train_manifest=str(manifest), val_fraction=0.0, batch_size=args.batch_size,
                                num_workers=args.num_workers),
         optim=OptimConfig(lr=1e-4), augment=AugmentConfig(),
         trainer=TrainerConfig(max_steps=args.warmup + args.steps, max_epochs=None, progress_bar=False,
-                              log_every_n_steps=10),
+                              log_every_n_steps=10, device=args.device),
         text=TextTrainConfig(freeze_text_encoder=True, cache_text_features=True),
         out_dir=str(out_dir),
     )
@@ -89,26 +99,35 @@ def full_step_rate(manifest: Path, out_dir: Path, args) -> float:
 
 
 def bare_step_rate(args) -> float:
+    """Samples/s of forward + backward + Adam on batches already on `args.device`, with the GPU
+    path a fit there gets (`hardware_settings`: bf16 autocast and channels_last on CUDA)."""
+    device = resolve_device(args.device)
+    hardware = hardware_settings(device)
     torch.manual_seed(0)
-    model = CLAP(args.model).train()
+    model = CLAP(args.model).train().to(device)
+    if hardware.channels_last:
+        model.to(memory_format=torch.channels_last)
     model.text_encoder.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     n_frames = model.clip_samples // model.config.audio.hop_size + 1
-    logmel = torch.randn(args.batch_size, 1, n_frames, model.config.audio.mel_bins)  # [B, 1, frames, mel]
-    text_features = torch.randn(args.batch_size, model.text_encoder.out_dim)  # [B, hidden]
+    logmel = torch.randn(args.batch_size, 1, n_frames, model.config.audio.mel_bins, device=device)  # [B, 1, frames, mel]
+    text_features = torch.randn(args.batch_size, model.text_encoder.out_dim, device=device)  # [B, hidden]
 
     def step():
-        loss = contrastive_loss(model.encode_logmel(logmel), model.encode_text_features(text_features),
-                                model.logit_scale_exp())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=hardware.autocast):
+            loss = contrastive_loss(model.encode_logmel(logmel), model.encode_text_features(text_features),
+                                    model.logit_scale_exp())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
     for _ in range(args.warmup):
         step()
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(args.steps):
         step()
+    synchronize(device)
     return args.steps * args.batch_size / (time.perf_counter() - started)
 
 
@@ -121,6 +140,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--htsat", choices=["tiny", "base"], help="measure HTS-AT of this width instead")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu (default), cuda, auto")
     args = parser.parse_args()
     args.model = study_model_config(args.config)
     if args.htsat:
@@ -135,7 +155,8 @@ def main() -> None:
     bare = max(bare_before, bare_step_rate(args))
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"audio encoder {args.model.audio.encoder}{' ' + args.htsat if args.htsat else ''}, "
-          f"torch threads: {torch.get_num_threads()}, batch {args.batch_size}, {args.steps} timed steps")
+          f"torch threads: {torch.get_num_threads()}, batch {args.batch_size}, {args.steps} timed steps, "
+          f"device {resolve_device(args.device)}")
     print(f"full training step (data loading included): {full:8.1f} samples/s")
     print(f"bare forward+backward+Adam on tensors:      {bare:8.1f} samples/s")
     print(f"ratio full / bare: {full / bare:.3f} (target >= 0.9)")

@@ -11,31 +11,13 @@ import torch
 
 torch.set_num_threads(1)  # the test machine's cores are shared
 
-TINY_BERT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=128,
-    initializer_range=0.2,  # BERT's 0.02 gives a random model whose CLS state hardly depends on the text
-)
-
 
 @pytest.fixture(scope="session")
 def tiny_text_encoder_dir(tmp_path_factory):
     """A folder with a tiny random `BertModel` (hidden 32) and the MiniLM tokenizer."""
-    import transformers
+    from clapcurate.model.text_encoders import write_tiny_text_encoder
 
-    from clapcurate.model.text_encoders import default_text_encoder_path
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(default_text_encoder_path())
-    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, **TINY_BERT)
-    torch.manual_seed(0)
-    model = transformers.BertModel(config)
-    out_dir = tmp_path_factory.mktemp("tiny_bert")
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
+    return write_tiny_text_encoder(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture

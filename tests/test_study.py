@@ -310,6 +310,9 @@ def test_the_low_resource_teacher_curates_ds_from_its_own_pairs(tiny_study):
     ("model: {audio: {encoder: cnn99}}", "model.audio"),
     ("teacher: {seed: 4}", "teacher.seed is set by the study"),
     ("student: {improvement_set: x.csv}", "student.improvement_set is set by the study"),
+    ("teacher: {trainer: {device: cpu}}", "teacher.trainer.device is set by the study"),
+    ("device: gpu", "device must be auto, cpu, cuda or cuda:N"),
+    ("student: {data: {num_workers: many}}", "student.data: num_workers must be auto or a number"),
 ])
 def test_a_study_config_is_validated_completely_when_loaded(tmp_path, text, key):
     path = tmp_path / "study.yaml"

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .device import PRECISIONS
 from .errors import ClapcurateError
 
 EXIT_USER_ERROR = 2
@@ -60,10 +61,19 @@ def cmd_synth(args):
     _console().print(paths)
 
 
-def _overrides(args) -> list[str]:
-    """`--set` overrides plus the run flags (`--resume`, `--overwrite`) as config keys."""
+def _overrides(args, device_key: str = "trainer.device") -> list[str]:
+    """`--set` overrides plus the run flags (`--resume`, `--overwrite`) and `--device` (as
+    `device_key`) as config keys."""
     flags = [f"{flag}=true" for flag in ("resume", "overwrite") if getattr(args, flag, False)]
-    return list(args.set or []) + flags
+    device = [f"{device_key}={args.device}"] if getattr(args, "device", None) else []
+    return list(args.set or []) + flags + device
+
+
+def _device(args):
+    """The `torch.device` of `--device` (a GPU this machine lacks is a one-line error)."""
+    from .device import resolve_device
+
+    return resolve_device(args.device)
 
 
 def cmd_fit_teacher(args):
@@ -103,10 +113,12 @@ def cmd_embed(args):
     from .model.checkpoints import require_model_path
 
     require_model_path(args.model, "--model")
+    device = _device(args)
     check_data(args.manifest, "--manifest")
     out = embed_manifest(args.model, args.manifest, args.out, modality=args.modality,
                          batch_size=args.batch_size, shard_size=args.shard_size,
-                         num_workers=args.num_workers, progress=True, text_encoder=args.text_encoder)
+                         num_workers=args.num_workers, progress=True, text_encoder=args.text_encoder,
+                         device=device, precision=args.precision)
     rows, skipped = embedding_counts(out)
     note = f"; {skipped} skipped, listed in {out / SKIPPED_FILE}" if skipped else ""
     _console().print(f"{rows} {args.modality} embeddings in {out}{note}")
@@ -133,7 +145,7 @@ def cmd_manifest(args):
 def cmd_curate(args):
     from . import curate
 
-    config = curate.load_curation_config(args.config, _overrides(args))
+    config = curate.load_curation_config(args.config, _overrides(args, "device"))
     out = curate.run_curation(args.method, config)
     _console().print(f"Improvement-Set written to {out}")
 
@@ -149,6 +161,7 @@ def cmd_evaluate(args):
     from .zeroshot import evaluate
 
     require_model_path(args.model, "--model")
+    device = _device(args)
     skipped_file = args.skipped or (_beside(args.out, "skipped") if args.out else None)
     for path, what in ((args.out, "results file"), (skipped_file, "list of skipped files")):
         if path:
@@ -163,7 +176,7 @@ def cmd_evaluate(args):
         if not (manifests[spec]["label"] != "").any():
             raise ClapcurateError(f"{spec}: no class labels; zero-shot evaluation needs a labelled dataset "
                                   "(esc50:, urbansound8k:, tut2017:, or csv: with a label column)")
-    model = load_model(args.model, args.text_encoder)
+    model = load_model(args.model, args.text_encoder, device=device)
     table = Table(title=f"zero-shot accuracy of {args.model}")
     for column in ("dataset", "clips", "classes", "accuracy %", "skipped"):
         table.add_column(column, justify="left" if column == "dataset" else "right")
@@ -224,7 +237,7 @@ def cmd_classify(args):
             raise ClapcurateError(f"audio file not found: {f}")
     from .model import load_model
 
-    model = load_model(args.model, args.text_encoder)
+    model = load_model(args.model, args.text_encoder, device=_device(args))
     manifest = pd.DataFrame({"id": args.files, "clip_id": args.files,
                              "audio_path": [str(Path(f).resolve()) for f in args.files]})
     audio = embed_audio(model, manifest)
@@ -277,7 +290,7 @@ def _print_classification(results: list[dict], output_format: str) -> None:
 def cmd_study(args):
     from .study import load_study_config, run_study
 
-    config = load_study_config(args.config, list(args.set or []))
+    config = load_study_config(args.config, _overrides(args, "device"))
     run_study(config)
 
 
@@ -296,9 +309,28 @@ def cmd_browse(args):
     if args.teacher:
         from .model import load_model
 
-        windows = matched_windows(rows, load_model(args.teacher, args.text_encoder))
+        windows = matched_windows(rows, load_model(args.teacher, args.text_encoder, device=_device(args)))
     page = write_browser(args.curated, args.out, limit=args.limit, right=right, windows=windows, audio=args.audio)
     _console().print(f"Improvement-Set browser written to {page} (open it in a browser; no server needed)")
+
+
+def _device_setting(text: str) -> str:
+    """argparse type of `--device`."""
+    from .device import check_device
+
+    try:
+        return check_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _workers(text: str) -> int | str:
+    """argparse type of `--num-workers`: auto or a number >= 0."""
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected auto or a number >= 0, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,12 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "train a student with soft labels and replay, evaluate zero-shot.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p, resume: bool = True):
+    def with_device(p, default: str | None = "auto", key: str | None = None):
+        p.add_argument("--device", default=default, type=_device_setting,
+                       help="where the models run: auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N"
+                            + (f" (sets the config key {key})" if key else ""))
+
+    def with_workers(p):
+        p.add_argument("--num-workers", type=_workers, default="auto",
+                       help="DataLoader workers decoding audio: a number, or auto (several on a GPU, none on the CPU)")
+
+    def with_config(p, resume: bool = True, device_key: str = "trainer.device"):
         p.add_argument("--config", required=True, help="YAML config file")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
         if resume:
             p.add_argument("--resume", action="store_true", help="continue an interrupted run in out_dir")
         p.add_argument("--overwrite", action="store_true", help="replace a finished output in out_dir")
+        with_device(p, None, device_key)
 
     def with_import_options(p, text_encoders: str):
         p.add_argument("out_dir")
@@ -366,12 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["audio", "text"], default="audio")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=50_000)
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio (raise on many-core GPU machines)")
+    with_workers(p)
+    with_device(p)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (bf16 autocast on a GPU, float32 on the CPU), 32 or bf16-mixed")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("curate", help="curate a DU, DS or ADS Improvement-Set")
     p.add_argument("method", choices=["du", "ds", "ads"])
-    with_config(p, resume=False)
+    with_config(p, resume=False, device_key="device")
     p.set_defaults(func=cmd_curate)
 
     p = sub.add_parser("browse", help="write a static page to look at and listen to a curated set")
@@ -386,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", help="embedded world folder: mark each pair right or wrong from its ground truth")
     p.add_argument("--train-manifest", help="with --world: the training data the captions came from "
                                             "(a manifest file or a dataset spec)")
+    with_device(p)
     p.set_defaults(func=cmd_browse)
 
     p = sub.add_parser("evaluate", help="zero-shot accuracy on benchmark datasets")
@@ -394,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KIND:DIR, e.g. esc50:/data/ESC-50, or a manifest file (repeatable)")
     p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding audio (raise on many-core GPU machines)")
+    with_workers(p)
+    with_device(p)
     p.add_argument("--out", help="also write the table as CSV (accuracy in percent: column accuracy_percent)")
     p.add_argument("--skipped", help="write the skipped files (dataset, audio_path, reason) as CSV here "
                                      "(default with --out: OUT's name with .skipped.csv)")
@@ -411,11 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="table (default), or csv / json on stdout for scripts")
     p.add_argument("files", nargs="+")
+    with_device(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("study", help="run the paper's study end to end (resumable)")
     p.add_argument("config")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    with_device(p, None, "device")
     p.set_defaults(func=cmd_study)
     return parser
 

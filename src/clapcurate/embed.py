@@ -18,6 +18,11 @@ Every file is written beside its final name and renamed into place, so a run kil
 moment and started again ends with exactly the files of an uninterrupted run. Under torchrun
 (`RANK`, `WORLD_SIZE`) shard i is embedded by rank i % WORLD_SIZE, with the same files as one
 process.
+
+The model runs where it is (`embed_manifest` places it by its `device` setting,
+`clapcurate.device.resolve_device`); `num_workers`, `pin_memory` and `precision` are `auto` by
+default: on a GPU several decoding workers, pinned batches and bf16 autocast, on the CPU none of
+them (`clapcurate.device.hardware_settings`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from torch.utils.data import DataLoader
 from .audio import AudioFiles, inference_windows, load_audio
 from .data.manifest import manifest_hash
 from .data.readers import read_data
+from .device import AUTO, HardwareSettings, hardware_settings
 from .errors import AudioError, ClapcurateError, ManifestError
 from .features import FrontendSettings, store_keys, window_store
 from .files import check_output_folder, write_atomically
@@ -98,13 +104,27 @@ def _keep_items(items: list) -> list:
     return items
 
 
-def _inference_context(model) -> contextlib.ExitStack:
-    """`torch.inference_mode`, plus bfloat16 autocast when the model is on a GPU."""
+def _inference_context(model, autocast: bool) -> contextlib.ExitStack:
+    """`torch.inference_mode`, plus bfloat16 autocast on the model's device with `autocast`."""
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
-    if model.device.type == "cuda":
-        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+    if autocast:
+        stack.enter_context(torch.autocast(model.device.type, dtype=torch.bfloat16))
     return stack
+
+
+def inference_settings(model, num_workers: int | str = AUTO, pin_memory: bool | str = AUTO,
+                       precision: str = AUTO) -> HardwareSettings:
+    """The embedding settings for where `model` is, each `auto` resolved for its device."""
+    return hardware_settings(model.device, precision, pin_memory=pin_memory, num_workers=num_workers)
+
+
+def _to_model(windows: np.ndarray, model, pin_memory: bool) -> torch.Tensor:
+    """A batch of windows as a tensor on the model's device (through pinned memory with `pin_memory`)."""
+    batch = torch.from_numpy(windows)
+    if pin_memory:
+        batch = batch.pin_memory()
+    return batch.to(model.device, non_blocking=pin_memory)
 
 
 @contextlib.contextmanager
@@ -228,12 +248,15 @@ def _stored_windows(store, clips: pd.DataFrame, keys: Sequence[bytes | None], mo
     return items()
 
 
-def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers: int = 0,
+def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers: int | str = AUTO,
                 progress: bool = False, advance: Callable[[int], None] | None = None,
-                feature_cache: str | os.PathLike | None = None) -> EmbeddingResult:
+                feature_cache: str | os.PathLike | None = None, pin_memory: bool | str = AUTO,
+                precision: str = AUTO) -> EmbeddingResult:
     """Embed the audio of every unique `clip_id` of `manifest` (decoded in DataLoader workers).
 
     Progress in clips: a bar of its own with `progress`, or `advance(n)` called as clips finish.
+    `num_workers`, `pin_memory`, `precision` (`32` or `bf16-mixed`): `auto` follows the model's
+    device (`inference_settings`).
 
     Each clip's windows are embedded and L2-normalised; the clip's embedding is the normalised
     mean of them. Unreadable clips are skipped and listed in `result.skipped`. The same files give
@@ -247,6 +270,7 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     decoding (the same float32 log-mels enter the encoder in the same batches). Otherwise the
     audio is decoded as without a cache, and the clips are stored.
     """
+    settings = inference_settings(model, num_workers, pin_memory, precision)
     clips = unique_clips(manifest)
     store = window_store(model, feature_cache) if feature_cache is not None else None
     keys = store_keys(clips["audio_path"])[0] if store is not None else []
@@ -256,23 +280,23 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
         dataset = AudioFiles(clips["audio_path"], model.sample_rate,
                              functools.partial(inference_windows, n_samples=model.clip_samples,
                                                short_clip_fill=model.config.audio.short_clip_fill))  # [W, clip_samples]
-        items = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items)
+        items = DataLoader(dataset, batch_size=batch_size, num_workers=settings.num_workers, collate_fn=_keep_items)
         if store is not None:
             writer = store.writer()
     window_sums = np.zeros((len(clips), model.config.d_proj), dtype=np.float32)  # [N, d]
     skipped: list[tuple[int, str]] = []
-    with _eval_mode(model), _inference_context(model), writer as writer, \
+    with _eval_mode(model), _inference_context(model, settings.autocast), writer as writer, \
             _progress_bar(progress and advance is None, len(clips), "embedding audio clips") as own_bar:
         advance = advance or own_bar
         to_store = _StoredLogMels(writer, keys) if writer is not None else None
         clips_done = 0
         for windows, owner, clips_loaded in _window_batches(items, batch_size, skipped):
             if windows.ndim == 2:  # waveforms [B, clip_samples]
-                logmel = model.audio_logmel(torch.from_numpy(windows))  # [B, 1, frames, mel_bins]
+                logmel = model.audio_logmel(_to_model(windows, model, settings.pin_memory))  # [B, 1, frames, mel_bins]
                 if to_store is not None:
-                    to_store.add(logmel[:, 0].cpu().numpy(), owner)
+                    to_store.add(logmel[:, 0].float().cpu().numpy(), owner)
             else:  # stored log-mels [B, frames, mel_bins]
-                logmel = torch.from_numpy(windows)[:, None].to(model.device)
+                logmel = _to_model(windows, model, settings.pin_memory)[:, None]
             window_embeddings = model.encode_logmel(logmel, normalize=True)  # [B, d]
             _add_to_clips(window_sums, owner, window_embeddings.float().cpu().numpy())
             advance(clips_loaded - clips_done)
@@ -297,12 +321,12 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
 
 
 def embed_texts(model, texts: Sequence[str], batch_size: int = 256,
-                advance: Callable[[int], None] | None = None) -> np.ndarray:
+                advance: Callable[[int], None] | None = None, precision: str = AUTO) -> np.ndarray:
     """L2-normalised text embeddings [N, d] (float32) of `texts`, in order; `advance(n)` is
-    called as texts finish."""
+    called as texts finish. `precision: auto` is bf16 autocast on a GPU, float32 elsewhere."""
     texts = list(texts)
     parts = [np.zeros((0, model.config.d_proj), dtype=np.float32)]
-    with _eval_mode(model), _inference_context(model):
+    with _eval_mode(model), _inference_context(model, inference_settings(model, precision=precision).autocast):
         for start in range(0, len(texts), batch_size):
             batch = model.encode_text(texts[start:start + batch_size], normalize=True)  # [B, d]
             parts.append(batch.float().cpu().numpy())
@@ -337,12 +361,6 @@ def _distributed_rank() -> tuple[int, int]:
     if not 0 <= rank < world_size:
         raise ClapcurateError(f"RANK={rank} is outside WORLD_SIZE={world_size}")
     return rank, world_size
-
-
-def _default_device() -> str:
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return "cpu"
 
 
 def _items_to_embed(manifest: pd.DataFrame, modality: Modality, manifest_path) -> pd.DataFrame:
@@ -387,14 +405,15 @@ def _claim_folder(out_dir: Path, meta: dict) -> None:
         )
 
 
-def _embed_shard(model, items: pd.DataFrame, modality: Modality, batch_size: int, num_workers: int,
+def _embed_shard(model, items: pd.DataFrame, modality: Modality, batch_size: int, settings: HardwareSettings,
                  advance: Callable[[int], None]) -> tuple[list[str], np.ndarray, pd.DataFrame]:
     """(keys, embeddings [n, d] float32, skipped rows) of one shard's items; `advance(n)` as
     items finish."""
     if modality == "text":
-        embeddings = embed_texts(model, items["caption"], batch_size, advance)
+        embeddings = embed_texts(model, items["caption"], batch_size, advance, settings.precision)
         return list(items["key"]), embeddings, pd.DataFrame(columns=SKIPPED_COLUMNS)
-    result = embed_audio(model, items, batch_size, num_workers, advance=advance)
+    result = embed_audio(model, items, batch_size, settings.num_workers, advance=advance,
+                         pin_memory=settings.pin_memory, precision=settings.precision)
     return result.ids, result.embeddings, result.skipped
 
 
@@ -422,9 +441,10 @@ def _write_skipped_list(out_dir: Path, num_shards: int) -> None:
 
 
 def embed_manifest(model, data, out_dir, modality: Modality = "audio", batch_size: int = 64,
-                   shard_size: int = 10_000, num_workers: int = 0, progress: bool = True,
-                   max_shards: int | None = None, device: str | None = None,
-                   text_encoder: str | None = None) -> Path:
+                   shard_size: int = 10_000, num_workers: int | str = AUTO, progress: bool = True,
+                   max_shards: int | None = None, device: str | torch.device | None = AUTO,
+                   text_encoder: str | None = None, pin_memory: bool | str = AUTO,
+                   precision: str = AUTO) -> Path:
     """Embed the unique clips (audio) or unique captions (text) of `data` into `out_dir` shards.
 
     `model` is what `load_model` takes (a checkpoint folder or a published weights file, with
@@ -434,8 +454,11 @@ def embed_manifest(model, data, out_dir, modality: Modality = "audio", batch_siz
     Resumable: finished shards (those with a done marker) are skipped; an existing folder keeps
     its own `shard_size`. `max_shards` stops after embedding that many shards in this call (the
     rest on a later call). Under torchrun each rank embeds the shards i with
-    i % WORLD_SIZE == RANK. Returns `out_dir`.
+    i % WORLD_SIZE == RANK. The model is loaded on `device` (a device setting, see
+    `clapcurate.device`); `num_workers`, `pin_memory`, `precision` as `embed_audio` takes them.
+    Returns `out_dir`.
     """
+    from .device import resolve_device
     from .model.checkpoints import load_model, model_hash, require_model_path
 
     if shard_size < 1 or batch_size < 1:
@@ -459,8 +482,9 @@ def embed_manifest(model, data, out_dir, modality: Modality = "audio", batch_siz
             "shard_size": shard_size, "num_shards": num_shards}
     if existing is not None:  # refuse a foreign folder before loading the model
         _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
-    model = load_model(model, text_encoder, device=device or _default_device())
+    model = load_model(model, text_encoder, device=resolve_device(device))
     _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
+    settings = inference_settings(model, num_workers, pin_memory, precision)
 
     my_shards = [i for i in range(num_shards) if i % world_size == rank]
     unfinished = set(_unfinished_shards(out_dir, num_shards))
@@ -470,7 +494,7 @@ def embed_manifest(model, data, out_dir, modality: Modality = "audio", batch_siz
     with _progress_bar(progress, total, f"embedding {what} ({out_dir.name})", reused) as advance:
         for index in mine[:max_shards]:
             shard_items = items.iloc[index * shard_size:(index + 1) * shard_size]
-            _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, num_workers, advance))
+            _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, settings, advance))
     if not _unfinished_shards(out_dir, num_shards):
         _write_skipped_list(out_dir, num_shards)
         rows, skipped = embedding_counts(out_dir)

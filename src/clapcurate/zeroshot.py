@@ -67,9 +67,10 @@ def evaluate_embeddings(ids, audio_emb: np.ndarray, true_labels, class_emb: np.n
 
 
 def evaluate(model, manifest: pd.DataFrame, labels: list[str] | None = None, batch_size: int = 64,
-             num_workers: int = 0, template: str = PROMPT_TEMPLATE, progress: bool = False,
+             num_workers: int | str = "auto", template: str = PROMPT_TEMPLATE, progress: bool = False,
              feature_cache=None) -> ZeroShotResult:
-    """Zero-shot accuracy of `model` on a labelled manifest (one row per clip).
+    """Zero-shot accuracy of `model` on a labelled manifest (one row per clip), computed where
+    the model is (`num_workers` and bf16 autocast: `auto`, see `embed.embed_audio`).
 
     Unreadable clips are skipped and reported in `result.skipped`; the accuracy is over the
     clips that could be read. `feature_cache` (a folder): the clips' log-mels are computed once

@@ -17,6 +17,7 @@ import pandas as pd
 from ..config import load_config
 from ..data.manifest import write_manifest
 from ..data.readers import check_data, read_data
+from ..device import AUTO, check_auto, check_device
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
 from ..errors import ClapcurateError, ConfigError
 from ..model.checkpoints import require_model_path
@@ -155,8 +156,8 @@ class CurationConfig:
     block_size: int = DEFAULT_BLOCK_SIZE
     batch_size: int = 64
     shard_size: int = 10_000
-    num_workers: int = 0
-    device: str | None = None  # default: cuda when available
+    num_workers: int | str = AUTO  # audio-decoding DataLoader workers; auto: several on a GPU, none on the CPU
+    device: str = AUTO  # where the teacher and the search run: auto (a GPU when there is one), cpu, cuda, cuda:N
     manifest_name: str = "improvement_set.csv"  # .csv or .parquet
     progress: bool = True
     overwrite: bool = False  # replace a finished Improvement-Set in out_dir
@@ -173,8 +174,8 @@ class CurationConfig:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.max_captions_per_clip is not None and self.max_captions_per_clip < 1:
             raise ValueError(f"max_captions_per_clip must be at least 1, got {self.max_captions_per_clip}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        check_auto("num_workers", self.num_workers, int)
+        check_device(self.device)
 
 
 def load_curation_config(path=None, overrides: list[str] | None = None, data: dict | None = None) -> CurationConfig:
@@ -221,13 +222,14 @@ def _pool(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[np.nda
 
 
 def _curate_ds_stage(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[ImprovementSet, dict]:
+    from ..device import resolve_device
     from ..model.checkpoints import load_model
 
     train = data["train_manifest"]
     captioned = train[train["caption"] != ""].reset_index(drop=True)
     labels = config.labels or benchmark_labels(data["benchmark_manifest"])
     caption_embeddings = _caption_embeddings(config, train, captioned)
-    teacher = load_model(config.teacher, config.text_encoder, device=config.device or "cpu")
+    teacher = load_model(config.teacher, config.text_encoder, device=resolve_device(config.device))
     improvement_set = curate_ds(captioned, caption_embeddings, embed_texts(teacher, prompts(labels)),
                                 labels, config.sigma, config.keep_fraction, config.block_size)
     return improvement_set, {"labels": len(labels), "training_pairs": len(captioned)}
@@ -235,10 +237,12 @@ def _curate_ds_stage(config: CurationConfig, data: dict[str, pd.DataFrame]) -> t
 
 def _curate_pool_stage(method: str, config: CurationConfig,
                        data: dict[str, pd.DataFrame]) -> tuple[ImprovementSet, dict]:
+    from ..device import resolve_device
+
     pool_embeddings, pool_clips, counts = _pool(config, data)
     search = dict(sigma=config.sigma, keep_fraction=config.keep_fraction,
                   max_captions_per_clip=config.max_captions_per_clip, block_size=config.block_size,
-                  device=config.device)
+                  device=resolve_device(config.device))
     train = data["train_manifest"]
     if method == "du":
         captions = unique_captions(train)
@@ -265,12 +269,15 @@ def _data_keys(method: str) -> list[str]:
 def check_curation_inputs(method: str, config: CurationConfig) -> None:
     """Every key `method` needs is given and every path exists (the teacher first), before any
     data is read or model loaded; `ConfigError` naming the key otherwise."""
+    from ..device import resolve_device
+
     if method not in REQUIRED_KEYS:
         raise ConfigError(f"curation method must be du, ds or ads, got {method!r}")
     missing = [key for key in REQUIRED_KEYS[method] if not getattr(config, key)]
     if missing:
         raise ConfigError(f"curate {method}: missing config key(s) {', '.join(missing)}")
     require_model_path(config.teacher, "teacher")
+    resolve_device(config.device)  # a GPU this machine lacks is refused before any work
     for key in _data_keys(method):
         if getattr(config, key):
             check_data(getattr(config, key), key)

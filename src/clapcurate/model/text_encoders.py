@@ -40,6 +40,27 @@ def default_text_encoder_path() -> Path:
     return model_dir
 
 
+# A random BERT small enough to build in well under a second (tests, smoke runs); BERT's 0.02
+# initialiser range gives a random model whose CLS state hardly depends on the text
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=128, initializer_range=0.2)
+
+
+def write_tiny_text_encoder(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a seeded random `TINY_BERT` with the offline MiniLM tokenizer to `out_dir`: a text
+    encoder folder for tests and smoke runs (it knows no language). Returns `out_dir`."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(default_text_encoder_path())
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, **TINY_BERT)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = transformers.BertModel(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
 def resolve_text_encoder(name_or_path: str | Path) -> str:
     """Map "minilm" to the offline MiniLM folder; other names and paths pass through."""
     if str(name_or_path) == DEFAULT_TEXT_ENCODER:

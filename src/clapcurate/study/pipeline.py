@@ -23,21 +23,22 @@ import yaml
 from .. import method
 from ..config import apply_overrides, deep_merge, from_dict, read_yaml, to_dict
 from ..data.readers import check_data
+from ..device import AUTO, check_auto, check_device
 from ..errors import ConfigError
 from ..files import check_output_folder
 from ..model.checkpoints import require_model_path
 from ..model.clap import CLAPConfig
-from ..train.config import StudentConfig, TaggerConfig, TeacherConfig
+from ..train.config import StudentConfig, TaggerConfig, TeacherConfig, result_settings
 from . import browsers, report
 from .fits import run_fit
 from .stages import StageRunner
 
-# Settings a resumed run may change: which seeds and variants to add, and how fast to compute.
-RESUMABLE_KEYS = ("seeds", "variants", "brackets", "lengths", "num_workers", "eval_batch_size", "out_root", "name")
+# Settings a resumed run may change: which seeds and variants to add, and how fast and where to
+# compute (a finished stage stays valid on another device; `precision: auto` is compared as what
+# it resolves to there, see `train.config.result_settings`).
+RESUMABLE_KEYS = ("seeds", "variants", "brackets", "lengths", "num_workers", "eval_batch_size", "out_root", "name",
+                  "device")
 SETTINGS_FILE = "settings.json"  # the settings a run's stages were computed with
-# Settings of a fit's `trainer` that change how it is computed, not what it computes (the same
-# numbers up to float rounding): a resumed run may change them.
-LAYOUT_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "local_loss")
 FEATURES_DIR = "features"  # the log-mel cache of fits that run in child processes (`study.fits`)
 
 # Each fit is one resumable stage of the study: no per-validation resume state (a crash reruns
@@ -49,11 +50,12 @@ BENCHMARK_FEATURES = "benchmark_features"
 # Keys of the stage sections that the study sets itself (a value given in the study config
 # would be ignored, so it is refused).
 STUDY_OWNED_KEYS = {
-    "pretrain_audio": ("audio", "data.train", "data.labels_csv", "out_dir", "resume", "overwrite"),
-    "teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume", "overwrite"),
-    "low_resource_teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume", "overwrite"),
+    "pretrain_audio": ("audio", "data.train", "data.labels_csv", "out_dir", "resume", "overwrite", "trainer.device"),
+    "teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume", "overwrite", "trainer.device"),
+    "low_resource_teacher": ("model", "data.train_manifest", "seed", "out_dir", "resume", "overwrite", "trainer.device"),
     "student": ("teacher", "text_encoder", "improvement_set", "replay_manifest", "val_manifest", "seed", "out_dir", "resume",
-                "overwrite", "loss.kind", "loss.teacher_audio_embeddings", "loss.teacher_text_embeddings"),
+                "overwrite", "loss.kind", "loss.teacher_audio_embeddings", "loss.teacher_text_embeddings",
+                "trainer.device"),
 }
 
 
@@ -158,9 +160,11 @@ class StudyConfig:
     brackets: list[str] = field(default_factory=list)
     lengths: LengthSettings | None = None  # students trained for other numbers of steps
     eval_batch_size: int = 64
-    num_workers: int = 0
+    num_workers: int | str = AUTO  # audio-decoding workers of embedding and evaluation (auto: several on a GPU)
+    device: str = AUTO  # where every stage runs: auto (a GPU when there is one), cpu, cuda, cuda:N
 
     def __post_init__(self):
+        check_device(self.device)
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
         if self.low_resource_fraction is not None and not 0.0 < self.low_resource_fraction < 1.0:
@@ -168,8 +172,7 @@ class StudyConfig:
                              f"got {self.low_resource_fraction}")
         if self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be positive, got {self.eval_batch_size}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        check_auto("num_workers", self.num_workers, int)
         pool_methods = [name for name, (curated, _) in method.STUDENT_METHODS.items() if curated in ("du", "ads")]
         for name in self.brackets:
             if name not in pool_methods:
@@ -262,14 +265,17 @@ class Study:
     def check_settings(self) -> None:
         """Refuse to resume stages computed with other settings (their results would be reused
         silently); record the settings of a new run."""
-        settings = {key: value for key, value in to_dict(self.config).items() if key not in RESUMABLE_KEYS}
+        settings = result_settings({key: value for key, value in to_dict(self.config).items()
+                                    if key not in RESUMABLE_KEYS}, self.config.device)
         recorded = self.out / SETTINGS_FILE
         has_stages = any((self.out / "stages").glob("*.json"))
         if recorded.is_file():
             pretrain = TaggerConfig() if self.config.pretrain_audio is not None else None
-            defaults = json.loads(json.dumps(to_dict(StudyConfig(world=self.config.world, pretrain_audio=pretrain))))
-            changed = _changed_keys(_without_layout(json.loads(recorded.read_text())),
-                                    _without_layout(json.loads(json.dumps(settings))), defaults)
+            defaults = result_settings(json.loads(json.dumps(to_dict(StudyConfig(world=self.config.world,
+                                                                                 pretrain_audio=pretrain)))),
+                                       self.config.device)
+            changed = _changed_keys(result_settings(json.loads(recorded.read_text()), self.config.device),
+                                    json.loads(json.dumps(settings)), defaults)
             if changed:
                 raise ConfigError(
                     f"{self.out} holds stages computed with other settings ({', '.join(changed[:8])}"
@@ -351,7 +357,7 @@ class Study:
                           if cfg.world is not None else None)
             base = cfg.pretrain_audio
             config = dataclasses.replace(
-                base, audio=cfg.model.audio, trainer=_stage_trainer(base.trainer, keep_best=True),
+                base, audio=cfg.model.audio, trainer=_stage_trainer(base.trainer, keep_best=True, device=cfg.device),
                 data=dataclasses.replace(base.data, train=self.data.tagged, labels_csv=labels_csv),
                 out_dir=str(self.out / "pretrained_audio"), overwrite=True)
             run_dir = run_fit(config, self.out / FEATURES_DIR)
@@ -377,7 +383,7 @@ class Study:
             base = self.config.teacher if kind == "full" else self.config.low_resource_teacher_config()
             config = dataclasses.replace(
                 base, model=self.config.model, data=dataclasses.replace(base.data, train_manifest=train_manifest),
-                trainer=_stage_trainer(base.trainer), seed=seed,
+                trainer=_stage_trainer(base.trainer, device=self.config.device), seed=seed,
                 init_audio_encoder=init_audio_encoder or base.init_audio_encoder, overwrite=True,
                 out_dir=str(self.out / "teachers" / f"{self.slug(kind)}_s{seed}"))
             return str(run_fit(config, self.out / FEATURES_DIR) / "best")
@@ -413,7 +419,7 @@ class Study:
             # a student trained to a stopping rule is evaluated at its best validation loss, one
             # trained for a fixed number of steps at its last step
             stopping = bool(base.trainer.early_stopping_patience)
-            trainer = _stage_trainer(base.trainer, keep_best=stopping,
+            trainer = _stage_trainer(base.trainer, keep_best=stopping, device=self.config.device,
                                      **({"max_steps": spec.max_steps} if spec.max_steps else {}))
             config = dataclasses.replace(
                 base, teacher=teacher_ckpt, improvement_set=spec.improvement_set, replay_manifest=spec.replay,
@@ -436,7 +442,8 @@ class Study:
                     "train_audio": (train_manifest, "train_audio", "audio"),
                     "text": (manifests["train"], "caption_text", "text")}
             return {key: str(embed_manifest(ckpt, manifest, out / name, modality=modality,
-                                            num_workers=self.config.num_workers, progress=True))
+                                            num_workers=self.config.num_workers, progress=True,
+                                            device=self.config.device))
                     for key, (manifest, name, modality) in jobs.items()}
 
         return self.stages.run(f"embed/{self.slug(kind)}_s{seed}", run)
@@ -448,7 +455,7 @@ class Study:
         c = self.config.curation
         base = dict(teacher=ckpt, pool_manifest=manifests["pool"], train_manifest=manifests["train"],
                     teacher_train_manifest=train_manifest, pool_embeddings=embeddings["audio"],
-                    caption_embeddings=embeddings["text"], block_size=c.block_size)
+                    caption_embeddings=embeddings["text"], block_size=c.block_size, device=self.config.device)
         out = self.out / "curated" / f"{self.slug(kind)}_s{seed}"
         stage = f"curate/{self.slug(kind)}_s{seed}"
 
@@ -477,11 +484,13 @@ class Study:
     def evaluate(self, kind: str, method: str, seed: int, ckpt: str, bench: str, manifests: dict[str, str],
                  stage: str) -> dict:
         from ..data.manifest import read_manifest
+        from ..device import resolve_device
         from ..model.checkpoints import load
         from ..zeroshot import evaluate
 
         def run():
-            result = evaluate(load(ckpt), read_manifest(manifests[bench]), batch_size=self.config.eval_batch_size,
+            model = load(ckpt, device=resolve_device(self.config.device))
+            result = evaluate(model, read_manifest(manifests[bench]), batch_size=self.config.eval_batch_size,
                               num_workers=self.config.num_workers, feature_cache=self.out / BENCHMARK_FEATURES)
             correct = result.predictions["label"] == result.predictions["predicted"]
             return {"accuracy": result.accuracy, "per_class": result.per_class, "n_clips": result.n_clips,
@@ -727,15 +736,6 @@ def _digest(ids) -> str:
     return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()[:16]
 
 
-def _without_layout(settings):
-    """`settings` without the `LAYOUT_KEYS` of every `trainer` section in it."""
-    if not isinstance(settings, dict):
-        return settings
-    return {key: ({k: v for k, v in value.items() if k not in LAYOUT_KEYS}
-                  if key == "trainer" and isinstance(value, dict) else _without_layout(value))
-            for key, value in settings.items()}
-
-
 def _stage_trainer(trainer, **changes):
     """A fit's trainer settings inside the study (`STAGE_TRAINER`, plus `changes`)."""
     return dataclasses.replace(trainer, **STAGE_TRAINER, **changes)
@@ -789,7 +789,10 @@ def quiet_banners() -> None:
 
 def check_study_inputs(config: StudyConfig) -> None:
     """The given teacher and every dataset (without `world`) exist, before the study folder is made
-    or any model loaded; `ConfigError` naming the key otherwise."""
+    or any model loaded, and the device is there; `ConfigError` naming the key otherwise."""
+    from ..device import resolve_device
+
+    resolve_device(config.device)
     if config.teacher_checkpoint:
         require_model_path(config.teacher_checkpoint, "teacher_checkpoint")
     if config.world is None:

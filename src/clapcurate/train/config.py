@@ -6,11 +6,13 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from ..config import load_config
 from .. import method
+from ..device import AUTO, check_auto, check_device, check_precision, hardware_settings
+from ..errors import ConfigError
 from ..model.clap import AudioConfig, CLAPConfig
-
-PRECISIONS = ("32", "bf16-mixed")
 
 
 @dataclasses.dataclass
@@ -21,6 +23,9 @@ class DataConfig:
     `val_fraction`: the same clip is on the same side in every manifest and run that share the
     split seed (a teacher and its students agree). `subset` keeps a random fraction of the
     pairs (seeded by `seed`) before the split. `batch_size` is the global batch.
+    `num_workers` (DataLoader workers making batches, and decoding audio for the feature cache)
+    and `pin_memory` are `auto`: several workers and pinned batches when training on CUDA, none
+    on the CPU.
     A fit warns when its training, curated or replay pairs number fewer than `min_pairs_warning`,
     or its validation pairs (when validation was asked for) fewer than `min_val_pairs_warning`
     (0 turns a warning off): results of so few pairs cannot mean much.
@@ -30,7 +35,8 @@ class DataConfig:
     split_seed: int = 0
     subset: float = 1.0
     batch_size: int = 128
-    num_workers: int = 0
+    num_workers: int | str = AUTO
+    pin_memory: bool | str = AUTO
     feature_cache: str | None = None
     max_missing_fraction: float = 0.5
     min_pairs_warning: int = 64
@@ -43,8 +49,8 @@ class DataConfig:
             raise ValueError(f"subset must lie in (0, 1], got {self.subset}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        check_auto("num_workers", self.num_workers, int)
+        check_auto("pin_memory", self.pin_memory, bool)
         if not 0.0 <= self.max_missing_fraction <= 1.0:
             raise ValueError(f"max_missing_fraction must lie in [0, 1], got {self.max_missing_fraction}")
         for key in ("min_pairs_warning", "min_val_pairs_warning"):
@@ -111,15 +117,23 @@ class TrainerConfig:
     batch / processes x batch instead of batch x batch; the same loss and gradients);
     `sync_batchnorm` gives trained BatchNorm layers the whole batch's statistics (GPUs only:
     without it each process normalises with its own share's).
+
+    `device` (`auto`, `cpu`, `cuda`, `cuda:N`; see `clapcurate.device`) sets Lightning's
+    `accelerator` and, for `cuda:N`, `devices` where those are left at `auto` and 1 (an explicit
+    `accelerator` decides instead; a device that contradicts it is an error). `precision` (`auto`:
+    bf16-mixed on CUDA, 32 elsewhere) and `channels_last` (`auto`: on for CUDA; the CNN's 4-D
+    tensors in channels-last memory format) follow the device the fit trains on.
     """
 
     max_steps: int = -1
     max_epochs: int | None = 10
     val_check_interval: int | float = 1.0
-    accelerator: str = "auto"
+    device: str = AUTO
+    accelerator: str = AUTO
     devices: int | str = 1
     strategy: str = "auto"
-    precision: str = "32"
+    precision: str = AUTO
+    channels_last: bool | str = AUTO
     num_nodes: int = 1
     log_every_n_steps: int = 10
     progress_bar: bool = True
@@ -132,8 +146,9 @@ class TrainerConfig:
     sync_batchnorm: bool = False
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        check_device(self.device)
+        check_precision(self.precision)
+        check_auto("channels_last", self.channels_last, bool)
         if self.max_steps < 0 and self.max_epochs is None:
             raise ValueError("set max_steps or max_epochs")
         if self.max_steps == 0 or self.max_steps < -1:
@@ -302,3 +317,74 @@ def load_teacher_config(path: str | Path | None = None, overrides: list[str] | N
 def load_student_config(path: str | Path | None = None, overrides: list[str] | None = None) -> StudentConfig:
     """A `StudentConfig` from YAML `path` with `--set key=value` overrides."""
     return load_config(StudentConfig, path, overrides)
+
+
+def training_device(trainer: TrainerConfig) -> torch.device:
+    """The device a fit trains on: `trainer.device` resolved (`clapcurate.device.resolve_device`),
+    or with an explicit `trainer.accelerator` its kind (`gpu` / `cuda`: CUDA; others: not CUDA)."""
+    from ..device import resolve_device
+
+    if trainer.accelerator == AUTO:
+        return resolve_device(trainer.device)
+    cuda = trainer.accelerator in ("gpu", "cuda")
+    if trainer.device != AUTO and (torch.device(trainer.device).type == "cuda") != cuda:
+        raise ConfigError(f"trainer.device {trainer.device} and trainer.accelerator {trainer.accelerator} "
+                          "disagree; set only one of them")
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def _processes(devices, device: torch.device) -> int:
+    """Training processes on this machine (each starts its own DataLoader workers)."""
+    if isinstance(devices, list):
+        return len(devices)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    return max(1, torch.cuda.device_count()) if device.type == "cuda" else 1
+
+
+def placed(config):
+    """`config` (a teacher, student or tagger config) as its fit runs it: Lightning's
+    `accelerator` and `devices` from `trainer.device` where they are left at `auto` and 1, and
+    every `auto` of precision, channels_last, pin_memory and num_workers resolved for the device
+    it trains on (`training_device`, `clapcurate.device.hardware_settings`)."""
+    trainer, data = config.trainer, config.data
+    device = training_device(trainer)
+    accelerator = trainer.accelerator if trainer.accelerator != AUTO else ("gpu" if device.type == "cuda" else "cpu")
+    devices = trainer.devices
+    # `cuda:N` names one GPU (a setting resolved to something else, e.g. a test's stand-in, does not)
+    index = torch.device(trainer.device).index if trainer.device != AUTO and device.type == "cuda" else None
+    if index is not None:
+        if devices not in (1, [index]):
+            raise ConfigError(f"trainer.device {trainer.device} names one GPU but trainer.devices is {devices!r}: "
+                              "use device cuda (or auto) with several devices")
+        devices = [index]
+    hardware = hardware_settings(device, trainer.precision, trainer.channels_last, data.pin_memory, data.num_workers,
+                                 processes=_processes(devices, device))
+    return dataclasses.replace(
+        config,
+        trainer=dataclasses.replace(trainer, accelerator=accelerator, devices=devices, precision=hardware.precision,
+                                    channels_last=hardware.channels_last),
+        data=dataclasses.replace(data, pin_memory=hardware.pin_memory, num_workers=hardware.num_workers))
+
+
+# Keys of a training config that change where and how fast a fit runs (on which devices, in how
+# many processes), never what it computes beyond float rounding (`precision` does change it: a
+# study compares its resolved value, see `result_settings`).
+SPEED_KEYS = {"trainer": ("device", "channels_last", "accelerator", "devices", "num_nodes", "strategy", "local_loss"),
+              "data": ("num_workers", "pin_memory")}
+
+
+def result_settings(settings: dict, device: str) -> dict:
+    """Nested settings (a study's, as plain data) reduced to what decides results: the keys of
+    `SPEED_KEYS` left out of every `trainer` and `data` section, and each trainer's `precision:
+    auto` replaced by what it resolves to when the fit trains on `device` (a device setting)."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            value = result_settings(value, device)
+            if key == "trainer" and value.get("precision") == AUTO:
+                trainer = TrainerConfig(device=device, accelerator=value.get("accelerator", AUTO))
+                value["precision"] = hardware_settings(training_device(trainer), AUTO).precision
+            value = {name: v for name, v in value.items() if name not in SPEED_KEYS.get(key, ())}
+        out[key] = value
+    return out

@@ -44,7 +44,7 @@ from ..model import checkpoints
 from ..model.audio_encoders import AudioTagger, load_panns_checkpoint
 from ..model.clap import CLAP, AudioConfig
 from ..model.weights import WeightsSource
-from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig
+from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig, placed
 from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
     label_matrix, prepare_pairs, split_by_clip,
@@ -73,7 +73,8 @@ class PairDataModule(LightningDataModule):
         # A private generator: building the loader never draws from the global torch RNG.
         return torch.utils.data.DataLoader(
             dataset, batch_size=None, sampler=sampler, num_workers=self.data.num_workers,
-            persistent_workers=self.data.num_workers > 0, generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=self.data.num_workers > 0, pin_memory=self.data.pin_memory,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self):
@@ -291,7 +292,10 @@ def _keep_earlier_metrics(run_dir: Path, earlier: pd.DataFrame | None) -> None:
 
 def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, ckpt_path: str | None,
          callbacks: Sequence[Callback]) -> Path:
+    """Train `module` with the settings of a `placed` config."""
     earlier = _read_metrics(run_dir) if ckpt_path else None
+    if config.trainer.channels_last:
+        module.to(memory_format=torch.channels_last)  # the CNNs' 4-D weights; other tensors stay as they are
     with quiet_lightning():
         trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -312,6 +316,7 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
 
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
+    config = placed(config)
     check_data(config.data.train_manifest, "data.train_manifest")
     if config.init_audio_encoder:
         _require_file(config.init_audio_encoder, "init_audio_encoder")
@@ -366,6 +371,7 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
 
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
+    config = placed(config)
     checkpoints.require_model_path(config.teacher, "teacher")
     for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ())):
         check_data(getattr(config, key), key)
@@ -437,6 +443,7 @@ def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path
     `last/audio_encoder.pth` are PANNs-style checkpoints (`{"model": ..., "labels": ...}`) that
     a teacher's `init_audio_encoder` accepts.
     """
+    config = placed(config)
     check_data(config.data.train, "data.train")
     if config.data.labels_csv:
         _require_file(config.data.labels_csv, "data.labels_csv")
