@@ -26,10 +26,10 @@ test: install
 demo: install
 	$(VENV)/bin/clapcurate study configs/demo.yaml
 
-# the full default study on the embedded world: three seeds, the ADS+SL variants, oracle and shuffled
+# the full default study on the embedded world: five seeds, the ADS+SL variants, oracle and shuffled
 # brackets of DU and ADS+SL, and ESC-50 students trained 4x and 16x longer
 study: install
-	$(VENV)/bin/clapcurate study configs/demo.yaml --set name=world --set "seeds=[0, 1, 2]" --set variants=true \
+	$(VENV)/bin/clapcurate study configs/demo.yaml --set name=world --set "seeds=[0, 1, 2, 3, 4]" --set variants=true \
 		--set "brackets=[DU, ADS+SL]" --set "lengths={benchmark: esc50, steps: [320, 1280]}"
 
 bench: install

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from clapcurate.cli import main
+from clapcurate import method
 from clapcurate.data.readers import read_dataset
 from clapcurate.data.synth import generate_world
 from clapcurate.model import checkpoints
@@ -145,7 +146,7 @@ def test_example_configs_are_valid():
         loaded[path.name] = loaders.get(kind, load_study_config)(path)
     assert {"teacher.yaml", "student.yaml", "curate.yaml", "tagger.yaml", "demo.yaml", "paper.yaml"} <= set(loaded)
     assert loaded["teacher.yaml"].model.audio.encoder == "cnn14"
-    assert loaded["student.yaml"].loss.target_norm == "before_mix"
+    assert loaded["student.yaml"].loss.target_norm == method.TARGET_NORM  # the example follows the default
     assert loaded["student.yaml"].text.freeze_text_encoder and loaded["student.yaml"].text.cache_text_features
     assert loaded["curate.yaml"].sigma == 0.7
     assert loaded["curate.yaml"].pool_embeddings and loaded["curate.yaml"].caption_embeddings

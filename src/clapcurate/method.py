@@ -8,14 +8,17 @@ defaults from here.
 | sigma, DS | 0.6 to 0.75 | - | 0.6 |
 | sigma, ADS | 0.6 to 0.75 | - | 0.7 |
 | beta (soft-label weight, Eq. 3) | 0.3 | 0.3 | 0.3 |
-| soft-target normalisation | not stated | none (rows sum to 1 + beta * off-diagonal mass) | before_mix |
+| soft-target normalisation | not stated | none (rows sum to 1 + beta * off-diagonal mass) | softmax |
 | soft-target temperature (`softmax` only, as SoftCLIP) | - | - | the teacher's own (1 / logit scale) |
 | replay probability (a replay batch instead of an Improvement-Set batch) | 0.5 | 0.5 | 0.5 |
 | what is replayed | the teacher's training set (ADS: the DS set) | same | same |
 | low-resource teacher's share of the pairs | 10% | - | 0.1 |
 
-`before_mix` is the default because `none` and `after_mix` cost 4-9 points at batch 128 in the
-three-seed study on the embedded world (README, "ADS+SL variants").
+`softmax` is the default because it measured best in the three-seed study on the embedded world
+(README, "ADS+SL variants"): over the clips of all three benchmarks pooled, ADS+SL with softmax
+targets beats `before_mix` by +0.7 [+0.2, +1.2] points (within noise on each benchmark alone), and
+`none` and `after_mix` cost 4-6 points. Its targets give a clip that shares a sound event with the
+row's clip about 50 times the mass of an unrelated one; the cosine normalisations give 3.9 times.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ SIGMA = {"du": 0.7, "ds": 0.6, "ads": 0.7}  # cosine thresholds of the curated s
 AUTHORS_DU_SIGMA = 0.75
 BETA = 0.3
 TARGET_NORMS: tuple[str, ...] = ("none", "after_mix", "before_mix", "softmax")
-TARGET_NORM = "before_mix"
+TARGET_NORM = "softmax"
 REPLAY_PROB = 0.5
 LOW_RESOURCE_FRACTION = 0.1
 

@@ -587,7 +587,8 @@ class Study:
 
     def length_students(self, seed: int, specs: list[StudentSpec], train_manifest: str,
                         manifests: dict[str, str], embeddings: dict[str, str]) -> list[StudentSpec]:
-        """`lengths.methods` of `lengths.benchmark` again at each of `lengths.steps` steps."""
+        """`lengths.methods` of `lengths.benchmark` again at each of `lengths.steps` steps (a
+        bracket arm whose model `brackets` leaves out also at the main length)."""
         lengths = self.config.lengths
         out = []
         for name in lengths.methods:
@@ -599,8 +600,11 @@ class Study:
             if arm:
                 spec = next(s for s in self.bracket_students("full", seed, spec, train_manifest, manifests, embeddings)
                             if s.method == name)
-            out += [dataclasses.replace(spec, method=f"{name} @{steps}", table="length", max_steps=steps)
-                    for steps in lengths.steps]
+            steps = list(lengths.steps)
+            if arm and base not in self.config.brackets:  # no bracket student at the main length: train one
+                steps = [self.config.student.trainer.max_steps, *steps]
+            out += [dataclasses.replace(spec, method=f"{name} @{count}", table="length", max_steps=count)
+                    for count in steps]
         return out
 
     def bracket_students(self, kind: str, seed: int, spec: StudentSpec, train_manifest: str,

@@ -78,19 +78,27 @@ def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict) -> pd
     return pd.DataFrame(table)
 
 
+POOLED = "all (pooled clips)"
+
+
 def paired_interval(results: pd.DataFrame, teacher: str, method: str, baseline: str, bench: str):
     """`method` minus `baseline` on `bench` (points) as an `Interval` (95% paired bootstrap over
-    clips and seeds); None without per-clip scores of both on the same clips (older runs)."""
-    sub = results[(results["teacher"] == teacher) & (results["benchmark"] == bench)]
-    a = sub[sub["method"] == method].set_index("seed")
-    b = sub[sub["method"] == baseline].set_index("seed")
-    seeds = sorted(set(a.index) & set(b.index))
+    clips and seeds); `bench` = `POOLED` pools the clips of every benchmark both were scored on.
+    None without per-clip scores of both on the same clips (older runs)."""
+    sub = results[(results["teacher"] == teacher)]
+    benches = sorted(set(sub["benchmark"])) if bench == POOLED else [bench]
+    a = sub[sub["method"] == method]
+    b = sub[sub["method"] == baseline]
+    pairs = [(a[a["benchmark"] == x].set_index("seed"), b[b["benchmark"] == x].set_index("seed")) for x in benches]
+    pairs = [(x, y) for x, y in pairs if len(x) and len(y)]
+    seeds = sorted(set.intersection(*(set(x.index) & set(y.index) for x, y in pairs))) if pairs else []
     paired = seeds and "correct" in sub and all(
-        isinstance(a.at[s, "correct"], str) and isinstance(b.at[s, "correct"], str) and a.at[s, "clips"] == b.at[s, "clips"]
-        for s in seeds)
+        isinstance(x.at[s, "correct"], str) and isinstance(y.at[s, "correct"], str) and x.at[s, "clips"] == y.at[s, "clips"]
+        for x, y in pairs for s in seeds)
     if not paired:
         return None
-    scores = [np.array([[c == "1" for c in frame.at[s, "correct"]] for s in seeds]) for frame in (a, b)]
+    scores = [np.array([[c == "1" for x in frames for c in x.at[s, "correct"]] for s in seeds])
+              for frames in zip(*pairs)]
     return paired_bootstrap(*scores)
 
 
@@ -107,15 +115,17 @@ def paired_difference(results: pd.DataFrame, teacher: str, method: str, baseline
     return mean_std([100 * (a[s] - b[s]) for s in seeds], signed=True) if seeds else "-"
 
 
-def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teacher") -> pd.DataFrame:
-    """Each student's gain over `baseline` (its own teacher) of the same seed: `paired_difference`."""
+def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teacher",
+               pooled: bool = False) -> pd.DataFrame:
+    """Each student's gain over `baseline` (its own teacher) of the same seed: `paired_difference`
+    per benchmark, and with `pooled` over the clips of all benchmarks together."""
     table = []
     for method in rows:
         if method == baseline:
             continue
         line = {"model": method}
-        for bench in BENCHMARKS:
-            line[BENCHMARK_TITLES[bench]] = paired_difference(results, teacher, method, baseline, bench)
+        for bench in BENCHMARKS + ((POOLED,) if pooled else ()):
+            line[BENCHMARK_TITLES.get(bench, bench)] = paired_difference(results, teacher, method, baseline, bench)
         table.append(line)
     return pd.DataFrame(table)
 
@@ -148,10 +158,10 @@ def claims_table(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
         if not ((results["teacher"] == teacher) & (results["method"] == method)).any():
             continue
         line = {"claim": claim}
-        for bench in BENCHMARKS:
+        for bench in (*BENCHMARKS, POOLED):
             cell = paired_difference(results, teacher, method, baseline, bench)
             shown = cell.replace(" within noise", "")
-            line[BENCHMARK_TITLES[bench]] = f"{shown}: {verdict(cell)}" if verdict(cell) != "-" else cell
+            line[BENCHMARK_TITLES.get(bench, bench)] = f"{shown}: {verdict(cell)}" if verdict(cell) != "-" else cell
         table.append(line)
     return pd.DataFrame(table)
 
@@ -284,10 +294,112 @@ def length_table(results: pd.DataFrame, lengths: pd.DataFrame, brackets: pd.Data
     for name in names:
         line = {"model": name}
         for count in steps:
-            method = name if count == base_steps else f"{name} @{count}"
-            line[f"{count} steps"] = paired_difference(both, "full", method, "teacher", bench)
+            line[f"{count} steps"] = paired_difference(both, "full", _at_length(both, name, count, base_steps),
+                                                       "teacher", bench)
         table.append(line)
     return pd.DataFrame(table)
+
+
+def _interval_text(interval) -> str:
+    return "-" if interval is None else str(interval)
+
+
+def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: pd.DataFrame | None,
+                 ablations: pd.DataFrame | None, counts: pd.DataFrame, peakedness: dict | None,
+                 base_steps: int | None) -> pd.DataFrame:
+    """What limits the method on this data, one row per candidate cause, each read from the
+    measured comparisons (paired differences in points with their 95% intervals):
+    - the world: do right pool pairs (the oracle) teach more than the teacher's own pairs (SL)?
+    - curation precision: how right the curated pairs are, and where the curated student sits
+      between the shuffled and the oracle student;
+    - training length: does ADS+SL (and the oracle) pull away from SL when students train longer?
+    - soft targets: do targets put more mass per item on alike clips than on the rest, and does
+      another normalisation beat the configured one?"""
+    rows = []
+    both = pd.concat([results, brackets, lengths], ignore_index=True)
+    brackets = brackets if brackets is not None and len(brackets) else None
+    if brackets is not None:
+        keys = [(t, arm.rpartition(" ")[0], b) for t, arm, b in
+                brackets[["teacher", "method", "benchmark"]].drop_duplicates().itertuples(index=False)
+                if arm.endswith(" oracle")]
+        gaps = [(model, bench, paired_interval(both, teacher, f"{model} oracle", "SL", bench))
+                for teacher, model, bench in keys]
+        gaps = [(m, b, i) for m, b, i in gaps if i is not None]
+        above = [(m, b, i) for m, b, i in gaps if i.low > 0]
+        reading = (f"right pool pairs teach more than SL in {len(above)} of {len(gaps)} brackets"
+                   + ("" if above else ": the world does not model the paper's premise"))
+        rows.append({"cause": "the world (is there anything in the pool to learn?)",
+                     "measured": "; ".join(f"{m} oracle - SL, {BENCHMARK_TITLES.get(b, b)}: {i}" for m, b, i in gaps),
+                     "reading": reading})
+        positions = []
+        for teacher, model, bench in keys:
+            scores = [_scores(both, teacher, name, bench) for name in (model, f"{model} oracle", f"{model} shuffled")]
+            if all(s is not None for s in scores) and len({s.shape for s in scores}) == 1:
+                point, low, high = bracket_position(*scores)
+                if not np.isnan(point):
+                    positions.append((model if teacher == "full" else f"{model} ({teacher} teacher)",
+                                      bench, point, low, high))
+        precision = counts[(counts["teacher"] == "full") & counts["precision"].notna()] if "precision" in counts else counts[:0]
+        by_set = precision.groupby("method")["precision"].mean() * 100
+        measured = ", ".join(f"{name} precision {value:.0f}%" for name, value in by_set.items())
+        if positions:
+            measured += "; position " + ", ".join(f"{m} {BENCHMARK_TITLES.get(b, b)} {p:.2f} [{lo:.2f}, {hi:.2f}]"
+                                                  for m, b, p, lo, hi in positions)
+        below = [p for p in positions if p[4] < 1]
+        reading = (f"curated students fall short of the oracle in {len(below)} of {len(positions)} brackets "
+                   "with a defined position" if positions else
+                   "no bracket where the oracle beats the shuffled pairs: precision cannot be read from them")
+        rows.append({"cause": "curation precision", "measured": measured, "reading": reading})
+    if lengths is not None and len(lengths) and base_steps:
+        bench = lengths["benchmark"].iloc[0]
+        steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["method"]} | {base_steps})
+
+        measured, growing = [], []
+        for model in ("ADS+SL", "ADS oracle"):
+            cells = [(count, paired_interval(both, "full", _at_length(both, model, count, base_steps),
+                                             _at_length(both, "SL", count, base_steps), bench))
+                     for count in steps]
+            cells = [(c, i) for c, i in cells if i is not None]
+            if len(cells) > 1:
+                measured.append(f"{model} - SL on {BENCHMARK_TITLES.get(bench, bench)}: "
+                                + ", ".join(f"{c} steps {i}" for c, i in cells))
+                growing.append((model, cells[-1][1].difference - cells[0][1].difference))
+        if measured:
+            rows.append({"cause": "training length", "measured": "; ".join(measured),
+                         "reading": ", ".join(f"{m} - SL moves by {g:+.1f} points from {steps[0]} to {steps[-1]} steps"
+                                              for m, g in growing)})
+    soft = []
+    if peakedness:
+        for row in peakedness["rows"]:
+            share = peakedness["alike_share"]
+            alike, other = row["alike items"] / max(share, 1e-9), row["other items"] / max(1 - share, 1e-9)
+            soft.append(f"{row['target_norm']}: {alike / max(other, 1e-12):.1f}x the mass per alike item")
+    readings = []
+    if ablations is not None and len(ablations):
+        variants = [m for m in dict.fromkeys(ablations["method"]) if m != "ADS+SL"]
+        for variant in variants:
+            cells = [(b, paired_interval(ablations, "full", variant, "ADS+SL", b)) for b in (*BENCHMARKS, POOLED)]
+            cells = [(BENCHMARK_TITLES.get(b, b), i) for b, i in cells if i is not None]
+            if not cells:
+                continue
+            soft.append(f"{variant} - ADS+SL: " + ", ".join(f"{b} {i}" for b, i in cells))
+            better = [b for b, i in cells if i.low > 0]
+            worse = [b for b, i in cells if i.high < 0]
+            readings.append(f"{variant}: " + (f"better on {', '.join(better)}" if better else "")
+                            + ("; " if better and worse else "") + (f"worse on {', '.join(worse)}" if worse else "")
+                            + ("" if better or worse else "within noise everywhere"))
+    if soft:
+        rows.append({"cause": "soft targets", "measured": "; ".join(soft),
+                     "reading": "; ".join(readings) if readings else "-"})
+    return pd.DataFrame(rows, columns=["cause", "measured", "reading"])
+
+
+def _at_length(results: pd.DataFrame, name: str, count: int, base_steps: int) -> str:
+    """The method name of student `name` trained `count` steps: the main (or bracket) student at
+    the configured length, else the length student `name @count`."""
+    if count == base_steps and (results["method"] == name).any():
+        return name
+    return f"{name} @{count}"
 
 
 def _scores(results: pd.DataFrame, teacher: str, method: str, bench: str) -> np.ndarray | None:
@@ -370,7 +482,9 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
     if len(claims):
         parts += ["## The paper's claims on this data",
                   "Each claim as a paired difference in accuracy (points) with its 95% interval: replicated "
-                  "when the interval lies above 0, not replicated when below, within noise when it holds 0.",
+                  "when the interval lies above 0, not replicated when below, within noise when it holds 0. "
+                  "The last column pools the clips of all three benchmarks (each seed's models scored on the "
+                  "same clips).",
                   _markdown(claims)]
     if (results["teacher"] == low).any():
         parts += [f"## Table 3: zero-shot accuracy (%), students of the {low} teacher",
@@ -391,6 +505,11 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   "Gain over the teacher (points, 95% interval over clips) of the same students trained for "
                   "other numbers of steps; the main tables use the configured length.",
                   _markdown(length_table(results, lengths, brackets, base_steps))]
+    limits = limits_table(results, brackets, lengths, ablations, counts, peakedness, base_steps)
+    if len(limits):
+        parts += ["## What limits the method on this data",
+                  "Each candidate cause read from the measured comparisons (points, 95% paired intervals).",
+                  _markdown(limits)]
     if peakedness:
         table = pd.DataFrame(peakedness["rows"])
         for column in ("self", "alike items", "other items"):
@@ -403,8 +522,12 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   "labels can only say \"these clips are alike\" when alike items get more than their share.",
                   _markdown(table)]
     if ablations is not None and len(ablations):
+        names = list(dict.fromkeys(ablations["method"]))
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
-                  _markdown(accuracy_table(ablations, "full", list(dict.fromkeys(ablations["method"])), {}))]
+                  _markdown(accuracy_table(ablations, "full", names, {})),
+                  "Each variant minus the configured ADS+SL of the same seed (points, 95% interval; the last "
+                  "column pools the clips of all three benchmarks):",
+                  _markdown(gain_table(ablations, "full", names, baseline="ADS+SL", pooled=True))]
     if len(per_class):
         parts += ["## Rare versus frequent classes (mean per-class accuracy %)",
                   "A benchmark class is rare when its sound is among the least captioned half of the "
