@@ -34,7 +34,7 @@ study: install
 
 bench: install
 	$(PY) benchmarks/train_step.py
-	$(PY) benchmarks/curate_search.py
+	$(PY) benchmarks/curate_search.py --quick
 	$(PY) benchmarks/embed_audio.py
 	$(PY) benchmarks/browse.py
 
