@@ -18,11 +18,11 @@ from clapcurate.curate import (
     curate_du,
     load_curation_config,
     refuse_benchmark_audio,
-    resolve_sigma,
+    threshold_from,
     run_curation,
     training_clip_mask,
 )
-from clapcurate.search import SimilarityHistogram, counted_threshold_search, similarity_histogram, threshold_search
+from clapcurate.search import SimilarityHistogram, search_pass, similarity_histogram, threshold_search
 from clapcurate.data.manifest import read_manifest, write_manifest
 from clapcurate.errors import ClapcurateError, ConfigError
 
@@ -58,7 +58,8 @@ def test_search_equals_brute_force_with_ties_and_exact_threshold(block_size, top
     result = threshold_search(queries, keys, sigma, block_size=block_size, top_k=top_k)
     assert as_pairs(result) == brute_force(queries, keys, sigma, top_k)
     assert result.query_idx.dtype == np.int64 and result.similarity.dtype == np.float32
-    counted, before_cap = counted_threshold_search(queries, keys, sigma, block_size=block_size, top_k=top_k)
+    counted = search_pass(queries, keys, sigma, top_k=top_k, block_size=block_size)
+    counted, before_cap = counted.pairs, counted.pairs_at_sigma
     assert as_pairs(counted) == as_pairs(result) and before_cap == (sims >= sigma).sum()
 
 
@@ -111,8 +112,9 @@ def test_keep_fraction_resolves_to_the_quantile_within_one_bin(caplog):
     keys /= np.linalg.norm(keys, axis=1, keepdims=True)
     all_sims = np.sort((queries @ keys.T).ravel())[::-1]
     keep_fraction = 0.01
+    histogram = search_pass(queries, keys, block_size=64).histogram
     with caplog.at_level("INFO", logger="clapcurate.curate"):
-        sigma, histogram = resolve_sigma(queries, keys, None, keep_fraction, "du", block_size=64)
+        sigma = threshold_from(None, keep_fraction, histogram, "du")
     assert f"resolved to sigma = {sigma:.6f}" in caplog.text
     wanted = int(np.ceil(keep_fraction * all_sims.size))
     assert histogram.total == all_sims.size
@@ -122,12 +124,12 @@ def test_keep_fraction_resolves_to_the_quantile_within_one_bin(caplog):
     assert wanted <= kept <= wanted + in_bin
 
 
-def test_resolve_sigma_defaults_to_the_method_settings_and_refuses_both():
-    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), None, None, "du") == (0.7, None)
-    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), None, None, "ds") == (method.SIGMA["ds"], None)
-    assert resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.75, None, "ads") == (0.75, None)
+def test_threshold_defaults_to_the_method_settings_and_refuses_both():
+    assert threshold_from(None, None, None, "du") == 0.7
+    assert threshold_from(None, None, None, "ds") == method.SIGMA["ds"]
+    assert threshold_from(0.75, None, None, "ads") == 0.75
     with pytest.raises(ClapcurateError, match="either sigma or keep_fraction"):
-        resolve_sigma(np.zeros((1, 2)), np.zeros((1, 2)), 0.7, 0.1, "du")
+        threshold_from(0.7, 0.1, SimilarityHistogram.empty(), "du")
 
 
 def test_histogram_counts_every_pair_and_clamps_out_of_range_values():

@@ -162,6 +162,21 @@ def test_killed_run_resumes_to_identical_files(checkpoint_dir, manifest_path, tm
     assert read_folder(resumed) == read_folder(uninterrupted)
 
 
+def test_finished_folder_is_reused_without_loading_the_model(checkpoint_dir, manifest_path, tmp_path, monkeypatch):
+    from clapcurate.model import checkpoints
+
+    folder = embed_manifest(checkpoint_dir, manifest_path, tmp_path / "emb", shard_size=2, progress=False)
+    before = read_folder(folder)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a finished folder")
+    monkeypatch.setattr(checkpoints, "load_model", no_model)
+    assert embed_manifest(checkpoint_dir, manifest_path, folder, shard_size=2, progress=False) == folder
+    assert read_folder(folder) == before
+    with pytest.raises(AssertionError, match="model was loaded"):  # a new folder still needs it
+        embed_manifest(checkpoint_dir, manifest_path, tmp_path / "other", shard_size=2, progress=False)
+
+
 def test_ranks_write_their_own_shards_with_the_result_of_one_process(checkpoint_dir, manifest_path,
                                                                        tmp_path, monkeypatch):
     settings = dict(shard_size=2, batch_size=3, progress=False)

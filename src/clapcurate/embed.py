@@ -482,14 +482,15 @@ def embed_manifest(model, data, out_dir, modality: Modality = "audio", batch_siz
             "shard_size": shard_size, "num_shards": num_shards}
     if existing is not None:  # refuse a foreign folder before loading the model
         _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
-    model = load_model(model, text_encoder, device=resolve_device(device))
-    _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
-    settings = inference_settings(model, num_workers, pin_memory, precision)
-
     my_shards = [i for i in range(num_shards) if i % world_size == rank]
     unfinished = set(_unfinished_shards(out_dir, num_shards))
     total, reused = _progress_counts(len(items), shard_size, my_shards, unfinished)
     mine = [i for i in my_shards if i in unfinished]
+    if existing is None or existing.get("dimension") is None or mine[:max_shards]:
+        # loaded only to embed: a finished folder's meta.json names the model and its dimension
+        model = load_model(model, text_encoder, device=resolve_device(device))
+        _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
+        settings = inference_settings(model, num_workers, pin_memory, precision)
     what = "audio clips" if modality == "audio" else "captions"
     with _progress_bar(progress, total, f"embedding {what} ({out_dir.name})", reused) as advance:
         for index in mine[:max_shards]:

@@ -5,7 +5,7 @@ stage: configs, embeddings on disk, output files).
 The exact blocked similarity search they use is `clapcurate.search`."""
 
 from .leakage import content_duplicates, refuse_benchmark_audio, training_clip_mask
-from .methods import ImprovementSet, curate_ads, curate_ds, curate_du, resolve_sigma, threshold_from
+from .methods import ImprovementSet, curate_ads, curate_ds, curate_du, threshold_from
 from .stage import (HISTOGRAM_DATA_FILE, HISTOGRAM_FILE, STATS_FILE, CurationConfig, improvement_set_stats,
                     load_curation_config, plot_similarity_histogram, read_histogram, run_curation,
                     write_improvement_set)
@@ -13,6 +13,6 @@ from .stage import (HISTOGRAM_DATA_FILE, HISTOGRAM_FILE, STATS_FILE, CurationCon
 __all__ = [
     "CurationConfig", "HISTOGRAM_DATA_FILE", "content_duplicates", "HISTOGRAM_FILE", "ImprovementSet", "STATS_FILE", "curate_ads",
     "curate_ds", "curate_du", "improvement_set_stats", "load_curation_config", "plot_similarity_histogram",
-    "read_histogram", "refuse_benchmark_audio", "resolve_sigma", "run_curation", "threshold_from",
+    "read_histogram", "refuse_benchmark_audio", "run_curation", "threshold_from",
     "training_clip_mask", "write_improvement_set",
 ]

@@ -23,35 +23,35 @@ import torch
 
 from .. import method
 from ..errors import ClapcurateError, ConfigError
-from ..search import (DEFAULT_BLOCK_SIZE, SimilarityHistogram, best_key, counted_threshold_search,
-                      similarity_histogram)
+from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram, best_key, search_pass
 
 log = logging.getLogger("clapcurate.curate")
+
+def _absolute_sigma(sigma: float | None, keep_fraction: float | None, kind: str) -> float | None:
+    """`sigma`, or without it the default sigma of the `kind` of set (`clapcurate.method.SIGMA`);
+    None when `keep_fraction` sets it. Refuses both."""
+    if sigma is not None and keep_fraction is not None:
+        raise ConfigError("give either sigma or keep_fraction, not both")
+    if keep_fraction is not None:
+        return None
+    return method.SIGMA[kind] if sigma is None else float(sigma)
+
 
 def threshold_from(sigma: float | None, keep_fraction: float | None,
                    histogram: SimilarityHistogram | None, kind: str) -> float:
     """The absolute threshold: `sigma`, the value keeping `keep_fraction` of the `histogram`'s
     similarities, or without either the default sigma of the `kind` of set
     (`clapcurate.method.SIGMA`). The resolved value is logged."""
-    if sigma is not None and keep_fraction is not None:
-        raise ConfigError("give either sigma or keep_fraction, not both")
-    if keep_fraction is None:
-        return method.SIGMA[kind] if sigma is None else float(sigma)
+    absolute = _absolute_sigma(sigma, keep_fraction, kind)
+    if absolute is not None:
+        return absolute
     resolved = histogram.value_at_keep_fraction(keep_fraction)
-    log.info("keep_fraction %.6g of %d similarities resolved to sigma = %.6f",
-             keep_fraction, histogram.total, resolved)
+    _log_resolved(keep_fraction, histogram, resolved)
     return resolved
 
 
-def resolve_sigma(queries, keys, sigma: float | None, keep_fraction: float | None, kind: str,
-                  block_size: int = DEFAULT_BLOCK_SIZE,
-                  device: str | torch.device | None = None) -> tuple[float, SimilarityHistogram | None]:
-    """(sigma, histogram): the threshold of `threshold_from` over all query x key pairs; with
-    `keep_fraction` it costs one blocked histogram pass, whose histogram is returned too."""
-    if keep_fraction is None:
-        return threshold_from(sigma, None, None, kind), None
-    histogram = similarity_histogram(queries, keys, block_size, device=device)
-    return threshold_from(sigma, keep_fraction, histogram, kind), histogram
+def _log_resolved(keep_fraction: float, histogram: SimilarityHistogram, sigma: float) -> None:
+    log.info("keep_fraction %.6g of %d similarities resolved to sigma = %.6f", keep_fraction, histogram.total, sigma)
 
 
 PLOT_SAMPLE_QUERIES = 4096  # pool rows sampled for the histogram when sigma is absolute
@@ -90,14 +90,15 @@ def _pool_caption_pairs(kind: str, pool_embeddings, pool_clips: pd.DataFrame, ca
     first_of_caption = np.flatnonzero(~caption_rows["caption"].duplicated().to_numpy())
     captions = caption_rows.iloc[first_of_caption].reset_index(drop=True)
     caption_embeddings = caption_embeddings[first_of_caption]  # [C, d]
-    threshold, histogram = resolve_sigma(pool_embeddings, caption_embeddings, sigma, keep_fraction, kind,
-                                         block_size, device)
-    sampled = histogram is None and len(pool_embeddings) > PLOT_SAMPLE_QUERIES
-    if histogram is None:
-        histogram = similarity_histogram(pool_embeddings, caption_embeddings, block_size,
-                                         max_queries=PLOT_SAMPLE_QUERIES, device=device)
-    found, pairs_before_cap = counted_threshold_search(pool_embeddings, caption_embeddings, threshold, block_size,
-                                                       top_k=max_captions_per_clip, device=device)
+    threshold = _absolute_sigma(sigma, keep_fraction, kind)
+    # one pass: the pairs, the histogram (of a sample of the pool's rows for the plot when sigma is
+    # absolute, of all pairs for a keep_fraction) and the pairs >= sigma before the cap
+    search = search_pass(pool_embeddings, caption_embeddings, threshold, keep_fraction, max_captions_per_clip,
+                         PLOT_SAMPLE_QUERIES if threshold is not None else None, block_size, device)
+    if keep_fraction is not None:
+        _log_resolved(keep_fraction, search.histogram, search.sigma)
+    found, histogram = search.pairs, search.histogram
+    sampled = search.histogram_queries < len(pool_embeddings)
     clips = pool_clips.iloc[found.query_idx].reset_index(drop=True)
     matched = captions.iloc[found.key_idx].reset_index(drop=True)
     rows = pd.DataFrame({
@@ -111,7 +112,7 @@ def _pool_caption_pairs(kind: str, pool_embeddings, pool_clips: pd.DataFrame, ca
         "source_id": matched["source_id"],
         "best_label": matched["best_label"],
     })
-    return ImprovementSet(kind, rows, threshold, histogram, pairs_before_cap, sampled)
+    return ImprovementSet(kind, rows, search.sigma, histogram, search.pairs_at_sigma, sampled)
 
 
 def curate_du(pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings, caption_rows: pd.DataFrame,
@@ -144,7 +145,7 @@ def curate_ads(ds_manifest: pd.DataFrame, caption_embeddings, pool_embeddings, p
 
 def curate_ds(train_manifest: pd.DataFrame, caption_embeddings, prompt_embeddings, labels,
               sigma: float | None = None, keep_fraction: float | None = None,
-              block_size: int = DEFAULT_BLOCK_SIZE) -> ImprovementSet:
+              block_size: int = DEFAULT_BLOCK_SIZE, device: str | torch.device | None = None) -> ImprovementSet:
     """DS: the training pairs whose caption is close to a prompt of the target benchmark.
 
     `caption_embeddings` [R, d] align with `train_manifest`'s rows, `prompt_embeddings` [L, d]
@@ -155,7 +156,7 @@ def curate_ds(train_manifest: pd.DataFrame, caption_embeddings, prompt_embedding
     _check_aligned(prompt_embeddings, len(labels), "prompts")
     if len(labels) == 0:
         raise ClapcurateError("DS curation needs the benchmark's class labels, got none")
-    best_label, best_similarity = best_key(caption_embeddings, prompt_embeddings, block_size)
+    best_label, best_similarity = best_key(caption_embeddings, prompt_embeddings, block_size, device)
     histogram = SimilarityHistogram.empty()
     histogram.add(torch.from_numpy(best_similarity.copy()))
     threshold = threshold_from(sigma, keep_fraction, histogram, "ds")

@@ -231,7 +231,8 @@ def _curate_ds_stage(config: CurationConfig, data: dict[str, pd.DataFrame]) -> t
     caption_embeddings = _caption_embeddings(config, train, captioned)
     teacher = load_model(config.teacher, config.text_encoder, device=resolve_device(config.device))
     improvement_set = curate_ds(captioned, caption_embeddings, embed_texts(teacher, prompts(labels)),
-                                labels, config.sigma, config.keep_fraction, config.block_size)
+                                labels, config.sigma, config.keep_fraction, config.block_size,
+                                config.device)
     return improvement_set, {"labels": len(labels), "training_pairs": len(captioned)}
 
 
