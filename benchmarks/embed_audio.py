@@ -33,6 +33,7 @@ from clapcurate.audio import inference_windows, load_audio
 from clapcurate.embed import _inference_context, embed_audio, inference_settings
 from clapcurate.model.clap import CLAP, AudioConfig, CLAPConfig, TextConfig
 from clapcurate.model.htsat import HTSATConfig
+from record import record
 from train_step import synchronize
 
 SAMPLE_RATE = 16000
@@ -110,6 +111,9 @@ def main() -> None:
     print(f"  embed_audio from disk    {embed_seconds:7.2f} s  {embed_rate:8.1f} clips/s")
     print(f"  bare forward in memory   {bare_seconds:7.2f} s  {bare_rate:8.1f} clips/s")
     print(f"  ratio                    {embed_rate / bare_rate:7.3f}  (target >= 0.9)")
+    record(f"embed_audio of {args.clips} WAV files, {args.encoder} {width}, batch {args.batch_size}", embed_rate,
+           "clips/s", baseline=bare_rate, baseline_what="bare forward, same batches in memory", target=">= 0.9",
+           threshold=0.9)
 
 
 if __name__ == "__main__":

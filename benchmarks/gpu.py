@@ -48,6 +48,7 @@ from clapcurate.study import run_study
 from curate_search import bare_matmul_seconds, random_unit_rows
 from embed_audio import bare_forward_seconds, windows_in_memory
 from stage_devices import StageDevices, tiny_study
+from record import record
 from train_step import bare_step_rate, full_step_rate, study_model_config, synchronize, write_wav_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     every_stage = all(used == {str(device)} for used in stages.values())
+    for figure in figures:
+        threshold = float(figure.target.lstrip(">= ")) if figure.target.startswith(">=") else None
+        record(f"{figure.what} ({device_name(device)})", figure.figure, figure.unit, baseline=figure.baseline,
+               baseline_what=figure.baseline_what, target=figure.target, threshold=threshold)
     lines = ["| benchmark | figure | baseline (same run) | ratio | target |", "|---|---|---|---|---|",
              *(figure.row() for figure in figures)]
     kinds = sorted({stage.split("/")[0] for stage in stages})
