@@ -121,8 +121,10 @@ class Clock:
 
 
 def bare_matmul(queries: torch.Tensor, keys: torch.Tensor, block_size: int) -> None:
-    """queries @ keys.T block by block, [block, d] x [d, block], into one reused buffer."""
-    out = torch.empty(min(block_size, len(queries)) * min(block_size, len(keys)))
+    """queries @ keys.T block by block, [block, d] x [d, block], into one reused buffer (on the
+    inputs' device, in their dtype)."""
+    out = torch.empty(min(block_size, len(queries)) * min(block_size, len(keys)), device=queries.device,
+                      dtype=queries.dtype)
     for q_start in range(0, len(queries), block_size):
         query_block = queries[q_start:q_start + block_size]
         for k_start in range(0, len(keys), block_size):

@@ -45,7 +45,7 @@ from clapcurate.model.clap import CLAP, TextConfig
 from clapcurate.model.text_encoders import write_tiny_text_encoder
 from clapcurate.search import threshold_search
 from clapcurate.study import run_study
-from curate_search import bare_matmul_seconds, random_unit_rows
+from curate_search import bare_matmul, unit_rows
 from embed_audio import bare_forward_seconds, windows_in_memory
 from stage_devices import StageDevices, tiny_study
 from record import record
@@ -132,8 +132,8 @@ def measure_embedding(device: str, sizes: dict, folder: Path) -> Figure:
 def measure_search(device: str, sizes: dict) -> list[Figure]:
     device = resolve_device(device)
     n_queries, n_keys, dim, block = sizes["queries"], sizes["keys"], sizes["dim"], sizes["block_size"]
-    queries = random_unit_rows(n_queries, dim, seed=0).astype(np.float16)  # as curation loads embeddings
-    keys = random_unit_rows(n_keys, dim, seed=1).astype(np.float16)
+    queries = unit_rows(n_queries, dim, np.random.default_rng(0)).astype(np.float16)  # as curation loads embeddings
+    keys = unit_rows(n_keys, dim, np.random.default_rng(1)).astype(np.float16)
     sigma = 5.0 / np.sqrt(dim)
     threshold_search(queries[:block], keys, sigma, block, device=device)  # warm-up
     synchronize(device)
@@ -145,8 +145,12 @@ def measure_search(device: str, sizes: dict) -> list[Figure]:
     figures = []
     for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bf16")):
         on_device = [torch.from_numpy(rows).to(device, dtype) for rows in (queries, keys)]
-        bare_matmul_seconds(on_device[0][:block], on_device[1], block)  # warm-up
-        gemm_seconds = bare_matmul_seconds(*on_device, block)
+        bare_matmul(on_device[0][:block], on_device[1], block)  # warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        bare_matmul(*on_device, block)
+        synchronize(device)
+        gemm_seconds = time.perf_counter() - start
         del on_device
         figures.append(Figure(f"(c) threshold search {n_queries:,} x {n_keys:,}, d = {dim}, block {block}, float16 "
                               f"host inputs ({pairs} pairs)", flops / search_seconds / 1e9, "GFLOP/s",

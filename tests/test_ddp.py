@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from clapcurate.train import AugmentConfig, LossConfig, fit_student, fit_teacher, global_batch_loss
+from clapcurate.train.config import placed
 
 from test_train import pairs_csv, student_config, teacher_config, weights  # noqa: F401 (fixture)
 
@@ -177,8 +178,8 @@ def prepare_features(rank, config, manifest, counts, start):
 
 
 def test_processes_sharing_a_feature_cache_compute_each_log_mel_once(tiny_clap_config, pairs_csv, tmp_path):
-    config = teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run",
-                            data={"feature_cache": str(tmp_path / "features")})
+    config = placed(teacher_config(tiny_clap_config, pairs_csv, tmp_path / "run",
+                                   data={"feature_cache": str(tmp_path / "features")}))  # as a fit runs it
     manifest = pd.read_csv(pairs_csv)
     with mp.Manager() as manager:
         counts = manager.dict()

@@ -27,7 +27,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from .device import resolve_device
+from . import device as devices
 from .errors import ClapcurateError
 
 DEFAULT_BLOCK_SIZE = 4096
@@ -94,7 +94,7 @@ def similarity_blocks(queries, keys, block_size: int = DEFAULT_BLOCK_SIZE,
     _check_pair_shapes(queries, keys)
     if block_size < 1:
         raise ClapcurateError(f"block_size must be at least 1, got {block_size}")
-    device = resolve_device(device)
+    device = devices.resolve_device(device)
     queries, keys = _as_tensor(queries), _as_tensor(keys).to(device)
     n_queries, n_keys = len(queries), len(keys)
     query_rows, key_rows = _Float32Rows(queries, block_size, device), _Float32Rows(keys, block_size, device)
@@ -501,7 +501,7 @@ def search_pass(queries, keys, sigma: float | None = None, keep_fraction: float 
     if top_k is not None and top_k < 1:
         raise ClapcurateError(f"top_k must be at least 1, got {top_k}")
     _check_pair_shapes(queries, keys)
-    device = resolve_device(device)
+    device = devices.resolve_device(device)
     one_pass = _Pass(queries.shape[0], keys.shape[0], sigma, keep_fraction, top_k, histogram_queries, block_size,
                      device, bins, CANDIDATE_CAPACITY if candidate_capacity is None else candidate_capacity)
     try:
@@ -540,7 +540,7 @@ def best_key(queries, keys, block_size: int = DEFAULT_BLOCK_SIZE,
              device: str | torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(index [N] of each query's most similar key, that similarity [N]); ties: the lower key.
     Kept on `device` until the end of the pass."""
-    device = resolve_device(device)
+    device = devices.resolve_device(device)
     best_index = torch.zeros(len(queries), dtype=torch.int64, device=device)
     best_value = torch.full((len(queries),), -np.inf, device=device)
     for q_start, k_start, block in similarity_blocks(queries, keys, block_size, device):

@@ -97,7 +97,8 @@ def _pool_caption_pairs(kind: str, pool_embeddings, pool_clips: pd.DataFrame, ca
                          PLOT_SAMPLE_QUERIES if threshold is not None else None, block_size, device)
     if keep_fraction is not None:
         _log_resolved(keep_fraction, search.histogram, search.sigma)
-    found, histogram = search.pairs, search.histogram
+    found = search.pairs
+    histogram = search.histogram if search.histogram is not None else SimilarityHistogram.empty()  # no pool rows
     sampled = search.histogram_queries < len(pool_embeddings)
     clips = pool_clips.iloc[found.query_idx].reset_index(drop=True)
     matched = captions.iloc[found.key_idx].reset_index(drop=True)
