@@ -33,7 +33,7 @@ study: install
 	$(VENV)/bin/clapcurate study configs/demo.yaml --set name=world --set "seeds=[0, 1, 2]" \
 		--set "brackets=[DU, ADS+SL]" --set "lengths={benchmark: esc50, steps: [320, 1280]}"
 
-# every benchmark in its quick form (under 10 minutes on 2 cores); rewrites the marked section of
+# every benchmark (under 10 minutes on 2 cores); rewrites the marked section of
 # benchmarks/RESULTS.md with each figure, its baseline of the same process and the ratio
 bench: install
 	$(PY) benchmarks/suite.py

@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark in its quick form, one after another, each in its own process;
+"""`make bench`: every benchmark, one after another, each in its own process;
 their figures (each beside its baseline of the same process, see `record.py`) go into one table
 that replaces the section between the markers of `benchmarks/RESULTS.md`. Prints each
 benchmark's own output as it runs. Exit status 1 when a benchmark failed.
@@ -26,12 +26,13 @@ from record import RECORD_VARIABLE
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- make bench: begin -->", "<!-- make bench: end -->"
 
-# name: arguments of its script (the quick forms; each script's --help gives the full ones)
+# name: arguments of its script (the curation and the feature cache at the sizes of their targets,
+# the others in quick forms; each script's --help gives more)
 SUITE = {
     "train_step": ["train_step.py", "--steps", "30"],
-    "curate_search": ["curate_search.py", "--quick"],
+    "curate_search": ["curate_search.py"],
     "embed_audio": ["embed_audio.py"],
-    "feature_cache": ["feature_cache.py", "--quick"],
+    "feature_cache": ["feature_cache.py"],
     "student_fit": ["student_fit.py", "--fits", "3"],
     "browse": ["browse.py"],
     "cost_model": ["cost_model.py", "--repeats", "2"],
