@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from clapcurate.study.intervals import bracket_position, paired_bootstrap
+from clapcurate.intervals import bracket_position, paired_bootstrap
 
 
 def test_a_model_against_itself_is_exactly_zero():
@@ -58,3 +58,65 @@ def test_bracket_position_of_a_model_between_its_brackets():
     assert bracket_position(oracle, oracle, shuffled)[:1] == (1.0,)
     assert bracket_position(shuffled, oracle, shuffled)[0] == 0.0
     assert all(np.isnan(bracket_position(halfway, shuffled, shuffled)))  # no span: no position
+
+
+def test_recording_bootstrap_matches_the_enumerated_bootstrap_distribution():
+    """Four recordings of 1, 2, 3 and 5 clips: every ordered draw of four recordings is equally
+    likely, so the bootstrap distribution of the pooled-ratio difference can be enumerated."""
+    import itertools
+
+    from clapcurate.intervals import Scores
+
+    sizes = [1, 2, 3, 5]
+    recordings = np.repeat(np.array(["r0", "r1", "r2", "r3"]), sizes)
+    a = np.array([1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1])
+    b = np.array([0, 1, 0, 0, 0, 1, 0, 1, 0, 1, 0])
+    exact = []
+    for draw in itertools.product(range(4), repeat=4):
+        clips = np.concatenate([np.flatnonzero(recordings == f"r{k}") for k in draw])
+        exact.append(a[clips].mean() - b[clips].mean())
+    means = Scores.of(a, b, recordings=recordings).resampled_means(40000, np.random.default_rng(5))
+    sampled = means[0] - means[1]
+    assert sampled.mean() == pytest.approx(np.mean(exact), abs=0.005)
+    assert sampled.std() == pytest.approx(np.std(exact), abs=0.005)
+    for q in (10, 50, 90):
+        assert np.percentile(sampled, q) == pytest.approx(np.percentile(exact, q), abs=0.02)
+
+
+def test_one_clip_per_recording_is_the_clip_bootstrap_draw_for_draw():
+    rng = np.random.default_rng(6)
+    a, b = rng.integers(0, 2, size=(2, 300)), rng.integers(0, 2, size=(2, 300))
+    ids = np.array([f"rec{i}" for i in rng.permutation(300)])  # unique ids in no particular order
+    assert paired_bootstrap(a, b, recordings=ids) == paired_bootstrap(a, b)
+    assert bracket_position(a[0], np.maximum(a[0], b[0]), b[0] * 0, recordings=ids) == \
+        bracket_position(a[0], np.maximum(a[0], b[0]), b[0] * 0)
+
+
+def test_clustered_benchmark_widens_the_interval():
+    """Recordings of 10 clips that are all right or all wrong together: the clips are not 10x the
+    evidence, and the recording interval is about sqrt(10) times wider than the clip interval."""
+    rng = np.random.default_rng(7)
+    per_recording = rng.random((2, 60)) < np.array([[0.6], [0.4]])
+    a, b = np.repeat(per_recording[0], 10).astype(int), np.repeat(per_recording[1], 10).astype(int)
+    recordings = np.repeat(np.arange(60), 10)
+    clips = paired_bootstrap(a, b)
+    clustered = paired_bootstrap(a, b, recordings=recordings)
+    assert clustered.difference == clips.difference
+    ratio = (clustered.high - clustered.low) / (clips.high - clips.low)
+    assert 2.4 < ratio < 4.0
+
+
+def test_pooled_difference_weighs_every_benchmark_the_same():
+    from clapcurate.intervals import Scores, pooled_paired_bootstrap
+
+    rng = np.random.default_rng(8)
+    big_a, big_b = rng.random(2000) < 0.7, rng.random(2000) < 0.5  # +20 points on 2000 clips
+    small_a, small_b = np.zeros(100), np.zeros(100)  # 0 points on 100 clips
+    pooled = pooled_paired_bootstrap([Scores.of(big_a, big_b), Scores.of(small_a, small_b)])
+    big = paired_bootstrap(big_a, big_b)
+    assert pooled.difference == pytest.approx(big.difference / 2)
+    assert pooled.low == pytest.approx(big.low / 2, abs=0.3) and pooled.high == pytest.approx(big.high / 2, abs=0.3)
+    with pytest.raises(ValueError, match="at least one"):
+        pooled_paired_bootstrap([])
+    with pytest.raises(ValueError, match="one recording id per clip"):
+        paired_bootstrap(big_a, big_b, recordings=np.arange(5))

@@ -73,7 +73,7 @@ def test_training_length_and_soft_target_readings():
 
 
 def test_pooled_interval_scores_the_clips_of_every_benchmark_together():
-    from clapcurate.study.intervals import paired_bootstrap
+    from clapcurate.intervals import paired_bootstrap
     from clapcurate.study.report import POOLED, paired_interval
 
     rng = np.random.default_rng(2)

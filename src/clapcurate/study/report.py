@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..method import LOW_RESOURCE_METHODS, STUDENT_METHODS
-from .intervals import bracket_position, paired_bootstrap
+from ..intervals import bracket_position, paired_bootstrap
 
 BENCHMARKS = ("esc50", "urbansound8k", "tut2017")
 BENCHMARK_TITLES = {"esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "tut2017": "TUT17"}
