@@ -104,7 +104,8 @@ def bracket_students(study: Study, kind: str, seed: int, spec: StudentSpec, trai
                 "pairs": len(curated), "oracle_pairs": len(oracle), "oracle_same_caption": same_caption}
 
     record = study.stages.run(name, make)
-    return [dataclasses.replace(spec, method=f"{spec.method} {arm}", improvement_set=record[arm], table="bracket")
+    return [dataclasses.replace(spec, method=f"{spec.method} {arm}", improvement_set=record[arm], table="bracket",
+                                bracket=arm)
             for arm in ("oracle", "shuffled")]
 
 

@@ -20,7 +20,7 @@ from .curation import bracket_students, curate, curated_counts, embed
 from .datasets import low_resource_manifest, prepare_data
 from .evaluation import evaluate
 from .outputs import write_outputs
-from .plan import length_students, planned_students, slug, student_name
+from .plan import identity, length_students, planned_students, slug, student_name
 from .resume import check_settings
 from .stages import StageRunner
 from .training import fit_student, fit_teacher, pretrain_audio
@@ -57,7 +57,7 @@ class Study:
         t0 = time.perf_counter()
         manifests = prepare_data(self)
         pretrained = pretrain_audio(self)
-        rows, variant_rows, counts, bracket_rows, length_rows = [], [], [], [], []
+        rows, counts = [], []
         low = self.config.low_resource
         kinds = ["full"] + ([low.label] if low else [])
         if low:
@@ -74,8 +74,8 @@ class Study:
                                   else low_resource_manifest(self, manifests["train"], seed))
                 ckpt = fit_teacher(self, kind, train_manifest, seed, pretrained)
                 for bench in self.data.benchmarks:
-                    rows.append(evaluate(self, kind, "teacher", seed, ckpt, bench, manifests,
-                                         f"{slug(self.config, kind)}_s{seed}/teacher"))
+                    rows.append(evaluate(self, kind, "teacher", identity(self.config, None), seed, ckpt, bench,
+                                         manifests, f"{slug(self.config, kind)}_s{seed}/teacher"))
                 embeddings = embed(self, kind, seed, ckpt, manifests, train_manifest)
                 sets = curate(self, kind, seed, ckpt, manifests, train_manifest, embeddings)
                 counts += curated_counts(self, kind, seed, sets, manifests)
@@ -94,11 +94,9 @@ class Study:
                 for spec in specs:
                     student = fit_student(self, kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
-                        row = evaluate(self, kind, spec.method, seed, student, bench, manifests,
-                                       student_name(self.config, kind, spec, seed))
-                        {"main": rows, "variant": variant_rows, "bracket": bracket_rows,
-                         "length": length_rows}[spec.table].append(row)
-        return write_outputs(self, rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows, length_rows)
+                        rows.append(evaluate(self, kind, spec.method, identity(self.config, spec), seed, student,
+                                             bench, manifests, student_name(self.config, kind, spec, seed)))
+        return write_outputs(self, rows, counts, manifests, time.perf_counter() - t0)
 
 
 def quiet_banners() -> None:

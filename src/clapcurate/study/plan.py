@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from .. import method
 from .config import StudyConfig
+from .paper import SIDE_BY_SIDE_NORMS
 
 
 @dataclass
@@ -23,6 +24,29 @@ class StudentSpec:
     loss_overrides: dict[str, Any] = field(default_factory=dict)
     table: str = "main"  # "main", "variant", "bracket" or "length"
     max_steps: int | None = None  # another training length than student.trainer.max_steps
+    bracket: str = ""  # "oracle" or "shuffled" for the students that bracket a curated one
+
+    @property
+    def student(self) -> str:
+        """The paper's student it is (`method.STUDENT_METHODS`), whatever its variant."""
+        return self.method.split(" ")[0]
+
+
+def identity(config: StudyConfig, spec: StudentSpec | None) -> dict:
+    """The structured identity of an evaluated model (columns of results.csv): the paper's student
+    it is, its curated set, soft labels, the target normalisation and teacher targets of its soft
+    labels, its training steps, its bracket arm and its table; `spec` None: the teacher."""
+    if spec is None:
+        return {"student": "teacher", "curated_set": "", "soft_labels": False, "target_norm": "",
+                "teacher_targets": "", "steps": None, "bracket": "", "table": "main"}
+    loss = {"target_norm": config.student.loss.target_norm, "teacher_targets": config.student.loss.teacher_targets,
+            **spec.loss_overrides}
+    curated_set, soft_labels = method.STUDENT_METHODS[spec.student]
+    return {"student": spec.student, "curated_set": curated_set, "soft_labels": soft_labels,
+            "target_norm": loss["target_norm"] if soft_labels else "",
+            "teacher_targets": loss["teacher_targets"] if soft_labels else "",
+            "steps": spec.max_steps or config.student.trainer.max_steps, "bracket": spec.bracket,
+            "table": spec.table}
 
 
 def slug(config: StudyConfig, kind: str) -> str:
@@ -41,7 +65,10 @@ def planned_students(config: StudyConfig, benchmarks, kind: str, train_manifest:
     """The students of one teacher: the paper's Table 2 for the full teacher, Table 3 for the
     low-resource one (`method.STUDENT_METHODS`, `method.LOW_RESOURCE_METHODS`), each with the
     Improvement-Set and the replay set `method.replayed_set` prescribes; then the ADS+SL
-    variants of the full teacher, for each of `benchmarks`."""
+    variants of the full teacher, for each of `benchmarks`: ADS+SL under every other target
+    normalisation and teacher targets, and SL and DS+SL under the paper's targets and the default
+    (`paper.SIDE_BY_SIDE_NORMS`) where the configured normalisation is another, so that every
+    soft-label claim can be read under both."""
 
     def path(curated_set: str, bench: str | None) -> str:
         return {"train": train_manifest, "du": sets["DU"]}.get(curated_set) or sets[f"{curated_set.upper()}/{bench}"]
@@ -58,6 +85,10 @@ def planned_students(config: StudyConfig, benchmarks, kind: str, train_manifest:
     if kind == "full" and config.variants:
         main_loss = config.student.loss
         other_targets = "cached" if main_loss.teacher_targets == "online" else "online"
+        side_by_side = [norm for norm in SIDE_BY_SIDE_NORMS if norm != main_loss.target_norm]
+        specs += [spec(f"SL norm={norm}", None, {"target_norm": norm}, "variant") for norm in side_by_side]
+        specs += [spec(f"DS+SL norm={norm}", bench, {"target_norm": norm}, "variant")
+                  for bench in benchmarks for norm in side_by_side]
         for bench in benchmarks:
             specs += [spec(f"ADS+SL norm={norm}", bench, {"target_norm": norm}, "variant")
                       for norm in method.TARGET_NORMS if norm != main_loss.target_norm]

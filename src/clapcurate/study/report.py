@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import plot_accuracy, plot_gains, plot_validation_curves
-from .paper import BENCHMARK_TITLES, PAPER_TABLE2, PAPER_TABLE3, TABLE2_ROWS, TABLE3_ROWS
+from .paper import BENCHMARK_TITLES, PAPER_TABLE2, PAPER_TABLE3, PAPER_TARGET_NORM, TABLE2_ROWS, TABLE3_ROWS
 from .rendering import write_report_html
+from .statistics import FEW_SEEDS
 from .tables import (
     accuracy_table,
     bracket_table,
@@ -26,16 +27,24 @@ from .tables import (
 )
 
 
-def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per_class: pd.DataFrame,
-                 timings: dict[str, float], header: str, ablations: pd.DataFrame | None,
+def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, recordings: pd.DataFrame,
+                 counts: pd.DataFrame, per_class: pd.DataFrame, timings: dict[str, float], header: str,
                  notes: list[str], low_resource: str = "10%",
                  validation_curves: dict[str, pd.DataFrame] | None = None,
-                 brackets: pd.DataFrame | None = None, lengths: pd.DataFrame | None = None,
                  base_steps: int | None = None, peakedness: dict | None = None) -> str:
     """Write report.md (with the plots of accuracy, gains with intervals and the students'
-    validation curves) and return the markdown text. `low_resource` is the label of the teacher
-    trained on a fraction of the pairs (`method.LowResource.label`)."""
+    validation curves) and report.html, and return the markdown text. `evaluated`: every evaluated
+    model's results with their per-clip outcomes (`outputs.load_results`); `claims`: claims.csv;
+    `recordings`: the benchmarks' clips and recordings (`outputs.recording_table`); `low_resource`:
+    the label of the teacher trained on a fraction of the pairs (`method.LowResource.label`)."""
     low = low_resource
+    results = evaluated[evaluated["table"] == "main"]
+    brackets = evaluated[evaluated["table"] == "bracket"]
+    lengths = evaluated[evaluated["table"] == "length"]
+    ablations = evaluated[(evaluated["table"] == "variant") & (evaluated["student"] == "ADS+SL")]
+    if len(ablations):
+        ablations = pd.concat([results[(results["teacher"] == "full") & (results["method"] == "ADS+SL")], ablations],
+                              ignore_index=True)
     parts = [header]
     parts += ["## Table 1: curated Improvement-Set pairs (full teacher)", markdown_table(counts_table(counts, "full"))]
     if (counts["teacher"] == low).any():
@@ -44,16 +53,27 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
               "DS and ADS students are trained per benchmark and evaluated on their own benchmark.",
               markdown_table(accuracy_table(results, "full", TABLE2_ROWS, PAPER_TABLE2)),
               "Gain over the teacher of the same seed (points, with the 95% paired-bootstrap interval over "
-              "benchmark clips and seeds; \"within noise\" when it holds 0):",
+              "the benchmark's recordings and the seeds; \"within noise\" when it holds 0):",
               markdown_table(gain_table(results, "full", TABLE2_ROWS))]
-    claims = claims_table(results, low)
     if len(claims):
+        seeds = sorted(set(evaluated["seed"]))
         parts += ["## The paper's claims on this data",
                   "Each claim as a paired difference in accuracy (points) with its 95% interval: replicated "
                   "when the interval lies above 0, not replicated when below, within noise when it holds 0. "
-                  "The last column pools the clips of all three benchmarks (each seed's models scored on the "
-                  "same clips).",
-                  markdown_table(claims)]
+                  "The last column is the mean of the per-benchmark differences (each benchmark weighs the "
+                  "same). \"+SL targets\" is the target normalisation of the claim's soft-label students "
+                  f"(`{PAPER_TARGET_NORM}`: the paper's Eq. 3, unnormalised as the authors' code computes it); "
+                  "a claim appears once per normalisation its students ran with. Every interval and verdict "
+                  "is computed from `predictions.csv` and listed in `claims.csv`.",
+                  "What the intervals cover: the choice of test clips, resampled by recording within each "
+                  "benchmark (the clips of one recording drawn together), "
+                  + (f"and the {len(seeds)} seeds (training randomness), resampled too"
+                     + ("; each seed's own difference is shown beside the interval." if len(seeds) <= FEW_SEEDS
+                        else ".") if len(seeds) > 1 else
+                     "not training randomness: with one seed, a rerun with another seed can move a difference "
+                     "beyond its interval."),
+                  markdown_table(recordings),
+                  markdown_table(claims_table(claims))]
     if (results["teacher"] == low).any():
         parts += [f"## Table 3: zero-shot accuracy (%), students of the {low} teacher",
                   markdown_table(accuracy_table(results, low, TABLE3_ROWS, PAPER_TABLE3)),
@@ -70,10 +90,11 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
     if lengths is not None and len(lengths):
         bench = lengths["benchmark"].iloc[0]
         parts += [f"## Training length ({BENCHMARK_TITLES.get(bench, bench)}, first seed)",
-                  "Gain over the teacher (points, 95% interval over clips) of the same students trained for "
+                  "Gain over the teacher (points, 95% interval over recordings) of the same students trained for "
                   "other numbers of steps; the main tables use the configured length.",
                   markdown_table(length_table(results, lengths, brackets, base_steps))]
-    limits = limits_table(results, brackets, lengths, ablations, counts, peakedness, base_steps)
+    limits = limits_table(results, brackets if len(brackets) else None, lengths if len(lengths) else None,
+                          ablations if len(ablations) else None, counts, peakedness, base_steps)
     if len(limits):
         parts += ["## What limits the method on this data",
                   "Each candidate cause read from the measured comparisons (points, 95% paired intervals).",
@@ -94,7 +115,7 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
                   markdown_table(accuracy_table(ablations, "full", names, {})),
                   "Each variant minus the configured ADS+SL of the same seed (points, 95% interval; the last "
-                  "column pools the clips of all three benchmarks):",
+                  "column is the mean of the per-benchmark differences):",
                   markdown_table(gain_table(ablations, "full", names, baseline="ADS+SL", pooled=True))]
     if len(per_class):
         parts += ["## Rare versus frequent classes (mean per-class accuracy %)",

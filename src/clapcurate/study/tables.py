@@ -5,9 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..intervals import bracket_position
-from .paper import BENCHMARK_TITLES, BENCHMARKS, CLAIMS, PAPER_TABLE1
-from .statistics import POOLED, clip_scores, mean_std, paired_difference, paired_interval, verdict
+from ..intervals import Interval
+from .paper import BENCHMARK_TITLES, BENCHMARKS, CLAIMS, PAPER_TABLE1, SIDE_BY_SIDE_NORMS
+from .statistics import (
+    POOLED,
+    difference_text,
+    mean_std,
+    paired_difference,
+    paired_interval,
+    position,
+    seed_differences,
+    verdict,
+)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -37,7 +46,7 @@ def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict) -> pd
 def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teacher",
                pooled: bool = False) -> pd.DataFrame:
     """Each student's gain over `baseline` (its own teacher) of the same seed: `paired_difference`
-    per benchmark, and with `pooled` over the clips of all benchmarks together."""
+    per benchmark, and with `pooled` the mean of the per-benchmark differences."""
     table = []
     for method in rows:
         if method == baseline:
@@ -49,20 +58,68 @@ def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teach
     return pd.DataFrame(table)
 
 
-def claims_table(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
-    """Each claim of the paper per benchmark: the paired difference, its interval and the verdict."""
-    table = []
-    for claim, teacher, method, baseline in CLAIMS:
+def model_named(results: pd.DataFrame, teacher: str, student: str, target_norm: str) -> str | None:
+    """The name of the model of `teacher` that is the paper's `student` at the main length, not a
+    bracket, with soft labels under `target_norm` (when it has soft labels): the main table's
+    student, else the variant with the main student's teacher targets; None when none ran."""
+    rows = results[(results["teacher"] == teacher) & (results["student"] == student) & (results["bracket"] == "")
+                   & results["table"].isin(["main", "variant"])]
+    main = rows[rows["table"] == "main"]
+    rows = rows[~rows["soft_labels"] | (rows["target_norm"] == target_norm)]
+    if len(main):
+        rows = rows[(rows["table"] == "main") | (rows["teacher_targets"] == main["teacher_targets"].iloc[0])]
+    rows = rows.sort_values("table", key=lambda t: t != "main", kind="stable")
+    return rows["method"].iloc[0] if len(rows) else None
+
+
+def claim_rows(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
+    """Each claim of the paper (`paper.CLAIMS`) on each benchmark and on their mean (`POOLED`),
+    under each target normalisation its "+SL" students ran with (the configured one first, then
+    the paper's and the default, `paper.SIDE_BY_SIDE_NORMS`): the models compared, the difference
+    in points, its 95% interval, each seed's difference, the verdict, and the benchmark's clips and
+    recordings (the resampled units). The rows of claims.csv."""
+    out = []
+    for claim, teacher, student, baseline in CLAIMS:
         teacher = low_resource if teacher == "low" else teacher
-        if not ((results["teacher"] == teacher) & (results["method"] == method)).any():
+        main = results[(results["teacher"] == teacher) & (results["student"] == student) & (results["table"] == "main")]
+        if not len(main):
             continue
-        line = {"claim": claim}
-        for bench in (*BENCHMARKS, POOLED):
-            cell = paired_difference(results, teacher, method, baseline, bench)
-            shown = cell.replace(" within noise", "")
-            line[BENCHMARK_TITLES.get(bench, bench)] = f"{shown}: {verdict(cell)}" if verdict(cell) != "-" else cell
-        table.append(line)
-    return pd.DataFrame(table)
+        norms = list(dict.fromkeys([main["target_norm"].iloc[0], *SIDE_BY_SIDE_NORMS]))
+        for norm in norms:
+            model, base = model_named(results, teacher, student, norm), model_named(results, teacher, baseline, norm)
+            if model is None or base is None:
+                continue
+            for bench in (*BENCHMARKS, POOLED):
+                interval = paired_interval(results, teacher, model, base, bench)
+                if interval is None:
+                    continue
+                per_seed = seed_differences(results, teacher, model, base, bench)
+                out.append({"claim": claim, "teacher": teacher, "model": model, "baseline": base,
+                            "target_norm": norm, "benchmark": bench, "difference": interval.difference,
+                            "low": interval.low, "high": interval.high, "seeds": len(per_seed),
+                            "seed_differences": " ".join(f"{d:+.2f}" for d in per_seed),
+                            "verdict": verdict(interval)})
+    return pd.DataFrame(out, columns=CLAIM_COLUMNS)
+
+
+CLAIM_COLUMNS = ["claim", "teacher", "model", "baseline", "target_norm", "benchmark", "difference", "low", "high",
+                 "seeds", "seed_differences", "verdict"]
+
+
+def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims (`claim_rows`, or claims.csv read back) as the report shows them: one row per
+    claim and target normalisation of its "+SL" students, one column per benchmark and their mean,
+    each cell the difference with its interval (and each seed's difference) and the verdict."""
+    table = {}
+    for row in claims.itertuples(index=False):
+        key = (row.claim, row.target_norm)
+        line = table.setdefault(key, {"claim": row.claim, "+SL targets": row.target_norm or "-",
+                                      **{BENCHMARK_TITLES.get(b, b): "-" for b in (*BENCHMARKS, POOLED)}})
+        interval = Interval(row.difference, row.low, row.high)
+        per_seed = [float(d) for d in str(row.seed_differences).split()] if row.seeds else []
+        shown = difference_text(interval, per_seed).replace(" within noise", "")
+        line[BENCHMARK_TITLES.get(row.benchmark, row.benchmark)] = f"{shown}: {row.verdict}"
+    return pd.DataFrame(list(table.values()))
 
 
 def counts_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
@@ -129,13 +186,13 @@ def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame) -> pd.DataFrame
             line[f"{name} gain"] = paired_difference(both, teacher, method, "teacher", bench)
         has_sl = ((both["teacher"] == teacher) & (both["method"] == "SL")).any()
         line["oracle - SL"] = paired_difference(both, teacher, f"{model} oracle", "SL", bench) if has_sl else "-"
-        scores = [clip_scores(both, teacher, method, bench) for method in (model, f"{model} oracle", f"{model} shuffled")]
-        if all(s is not None for s in scores) and len({s.shape for s in scores}) == 1:
-            point, low, high = bracket_position(*scores)
+        found = position(both, teacher, model, bench)
+        if found is None:
+            line["position"] = "-"
+        else:
+            point, low, high = found
             line["position"] = ("n/a (the oracle does not beat the shuffled pairs)" if np.isnan(point)
                                 else f"{point:.2f} [{low:.2f}, {high:.2f}]")
-        else:
-            line["position"] = "-"
         table.append(line)
     return pd.DataFrame(table)
 
@@ -187,9 +244,9 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
                      "reading": reading})
         positions = []
         for teacher, model, bench in keys:
-            scores = [clip_scores(both, teacher, name, bench) for name in (model, f"{model} oracle", f"{model} shuffled")]
-            if all(s is not None for s in scores) and len({s.shape for s in scores}) == 1:
-                point, low, high = bracket_position(*scores)
+            found = position(both, teacher, model, bench)
+            if found is not None:
+                point, low, high = found
                 if not np.isnan(point):
                     positions.append((model if teacher == "full" else f"{model} ({teacher} teacher)",
                                       bench, point, low, high))
