@@ -3,15 +3,17 @@
 import numpy as np
 import pandas as pd
 
-from clapcurate.study.report import gain_table, limits_table
+from clapcurate.study.tables import gain_table, limits_table
 
 N = 1500
 
 
-def _row(method, correct, bench="esc50", teacher="full", seed=0):
-    text = "".join("1" if c else "0" for c in correct)
+def _row(method, correct, bench="esc50", teacher="full", seed=0, recordings=None):
+    """One evaluation as `outputs.load_results` gives it: per-clip outcomes, clip ids, recordings."""
+    clip_ids = np.array([f"{bench}/{i}" for i in range(len(correct))])
     return {"teacher": teacher, "method": method, "seed": seed, "benchmark": bench,
-            "accuracy": float(np.mean(correct)), "correct": text, "clips": "same"}
+            "accuracy": float(np.mean(correct)), "outcomes": np.asarray(correct, dtype=bool), "clip_ids": clip_ids,
+            "recordings": clip_ids if recordings is None else np.asarray(recordings)}
 
 
 def _scores(rng, accuracy):
@@ -72,25 +74,79 @@ def test_training_length_and_soft_target_readings():
     assert list(gains["model"]) == ["ADS+SL norm=softmax"] and gains["ESC-50"].iloc[0].startswith("+")
 
 
-def test_pooled_interval_scores_the_clips_of_every_benchmark_together():
-    from clapcurate.intervals import paired_bootstrap
-    from clapcurate.study.report import POOLED, paired_interval
+def test_pooled_interval_is_the_mean_of_the_benchmarks_each_resampled_on_its_own():
+    from clapcurate.intervals import Scores, paired_bootstrap, pooled_paired_bootstrap
+    from clapcurate.study.statistics import POOLED, paired_interval, seed_differences
 
     rng = np.random.default_rng(2)
-    rows, a_all, b_all = [], [], []
-    for seed in (0, 1):
-        a_seed, b_seed = [], []
-        for bench, n in (("esc50", 400), ("urbansound8k", 250)):
-            a, b = rng.random(n) < 0.6, rng.random(n) < 0.5
-            rows += [_row("A", a, bench, seed=seed), _row("B", b, bench, seed=seed)]
-            a_seed += list(a)
-            b_seed += list(b)
-        a_all.append(a_seed)
-        b_all.append(b_seed)
+    rows, scores = [], {}
+    for bench, n, share in (("esc50", 400, 0.6), ("urbansound8k", 2000, 0.5)):
+        a = np.array([rng.random(n) < share for _ in (0, 1)])
+        b = np.array([rng.random(n) < 0.5 for _ in (0, 1)])
+        for seed in (0, 1):
+            rows += [_row("A", a[seed], bench, seed=seed), _row("B", b[seed], bench, seed=seed)]
+        scores[bench] = (a, b)
     results = pd.DataFrame(rows)
-    assert paired_interval(results, "full", "A", "B", POOLED) == paired_bootstrap(np.array(a_all), np.array(b_all))
-    one = paired_interval(results, "full", "A", "B", "esc50")
-    assert one == paired_bootstrap(np.array(a_all)[:, :400], np.array(b_all)[:, :400])
+    pooled = paired_interval(results, "full", "A", "B", POOLED)
+    assert pooled == pooled_paired_bootstrap([Scores.of(a, b) for a, b in scores.values()])
+    # each benchmark weighs the same, whatever its clip count
+    per_bench = [100 * (a.mean() - b.mean()) for a, b in scores.values()]
+    assert abs(pooled.difference - np.mean(per_bench)) < 1e-9
+    assert paired_interval(results, "full", "A", "B", "esc50") == paired_bootstrap(*scores["esc50"])
+    per_seed = seed_differences(results, "full", "A", "B", POOLED)
+    assert np.allclose(per_seed, [np.mean([100 * (a[s].mean() - b[s].mean()) for a, b in scores.values()])
+                                  for s in (0, 1)])
     # a benchmark only one of the two models was scored on is left out of the pool
     extra = pd.concat([results, pd.DataFrame([_row("A", rng.random(50) < 0.5, "tut2017")])], ignore_index=True)
-    assert paired_interval(extra, "full", "A", "B", POOLED) == paired_interval(results, "full", "A", "B", POOLED)
+    assert paired_interval(extra, "full", "A", "B", POOLED) == pooled
+
+
+def _claim_row(student, correct, bench, seed=0, recordings=None, teacher="full"):
+    """A main-table evaluation of the paper's `student` with the structured columns of results.csv."""
+    soft = student.endswith("SL")
+    return {**_row(student, correct, bench, teacher, seed, recordings), "student": student, "bracket": "",
+            "table": "main", "soft_labels": soft, "target_norm": "softmax" if soft else "",
+            "teacher_targets": "online" if soft else ""}
+
+
+def _verdicts(claims, claim="ADS+SL beats its teacher"):
+    return dict(zip(claims[claims["claim"] == claim]["benchmark"], claims[claims["claim"] == claim]["verdict"]))
+
+
+def test_a_planted_null_two_identical_students_is_within_noise_on_every_benchmark_and_their_mean():
+    from clapcurate.study.statistics import POOLED
+    from clapcurate.study.tables import claim_rows, claims_table
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for bench in ("esc50", "urbansound8k", "tut2017"):
+        for seed in (0, 1):
+            same = rng.random(300) < 0.6
+            rows += [_claim_row("teacher", same, bench, seed), _claim_row("ADS+SL", same.copy(), bench, seed)]
+    claims = claim_rows(pd.DataFrame(rows), "10%")
+    assert _verdicts(claims) == {b: "within noise" for b in ("esc50", "urbansound8k", "tut2017", POOLED)}
+    cells = claims_table(claims).set_index("claim").loc["ADS+SL beats its teacher"]
+    assert cells["+SL targets"] == "softmax" and cells["ESC-50"].endswith(": within noise")
+    assert "(seeds: +0.0, +0.0)" in cells["ESC-50"]  # with few seeds, each seed's difference beside the interval
+
+
+def test_a_clustered_benchmark_gives_a_wider_claim_interval_over_recordings_than_over_clips():
+    from clapcurate.study.tables import claim_rows
+
+    rng = np.random.default_rng(4)
+    recordings = np.repeat([f"freesound:{r}" for r in range(40)], 25)  # 40 recordings of 25 clips each
+    # the student gains on some recordings and loses on others, every clip of a recording alike
+    teacher = rng.random(recordings.size) < 0.5
+    per_recording = rng.choice([-1, 0, 1], size=40, p=[0.3, 0.3, 0.4])
+    effect = np.repeat(per_recording, 25)
+    student = np.where(effect > 0, True, np.where(effect < 0, False, teacher))
+
+    def claim(recording_ids):
+        rows = [_claim_row("teacher", teacher, "esc50", recordings=recording_ids),
+                _claim_row("ADS+SL", student, "esc50", recordings=recording_ids)]
+        found = claim_rows(pd.DataFrame(rows), "10%")
+        return found[(found["claim"] == "ADS+SL beats its teacher") & (found["benchmark"] == "esc50")].iloc[0]
+
+    clustered, by_clip = claim(recordings), claim(None)
+    assert clustered["difference"] == by_clip["difference"]
+    assert clustered["high"] - clustered["low"] > 1.5 * (by_clip["high"] - by_clip["low"])

@@ -1,0 +1,116 @@
+"""The study's files, and the report rendered from them: results.csv (one row per evaluated model,
+seed and benchmark, with the model's structured identity), predictions.csv (every evaluated
+model's per-clip outcome, with each clip's recording), claims.csv (the paper's claims with their
+intervals and verdicts), the config the study ran with, then the report."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..config import to_dict
+from . import report
+from .analysis import per_class_rows
+from .tables import claim_rows
+
+if TYPE_CHECKING:
+    from .pipeline import Study
+
+RESULT_COLUMNS = ["teacher", "method", "student", "curated_set", "soft_labels", "target_norm", "teacher_targets",
+                  "steps", "bracket", "table", "seed", "benchmark", "clips", "correct", "skipped", "accuracy"]
+PREDICTION_COLUMNS = ["teacher", "method", "seed", "benchmark", "clip_id", "recording_id", "label", "predicted",
+                      "correct"]
+RECORDING_ID = "recording_id"  # the manifest column naming each clip's recording
+
+
+def recording_ids(manifest: pd.DataFrame) -> pd.Series:
+    """Each clip's recording by clip id: the manifest's `recording_id` where given, else the clip
+    itself (a clip without one is its own recording)."""
+    own = manifest["id"].astype(str)
+    if RECORDING_ID not in manifest:
+        return pd.Series(own.to_numpy(), index=own)
+    given = manifest[RECORDING_ID].fillna("").astype(str)
+    return pd.Series(np.where(given != "", given, own), index=own)
+
+
+def write_outputs(study: Study, rows: list[dict], counts: list[dict], manifests: dict[str, str],
+                  seconds: float) -> str:
+    """results.csv, predictions.csv, claims.csv and config.yaml from the evaluations' rows, then the
+    report from those files; returns the study folder."""
+    from ..data.manifest import read_manifest
+
+    out = study.out
+    results = pd.DataFrame(rows)
+    results[RESULT_COLUMNS].to_csv(out / "results.csv", index=False)
+    recordings = {bench: recording_ids(read_manifest(manifests[bench])) for bench in set(results["benchmark"])}
+    predictions = []
+    for row in rows:
+        clips = pd.read_csv(out / row["predictions"], dtype={"clip_id": str, "label": str, "predicted": str},
+                            keep_default_na=False)
+        predictions.append(clips.assign(teacher=row["teacher"], method=row["method"], seed=row["seed"],
+                                        benchmark=row["benchmark"],
+                                        recording_id=recordings[row["benchmark"]].loc[clips["clip_id"]].to_numpy(),
+                                        correct=(clips["label"] == clips["predicted"]).astype(int)))
+    pd.concat(predictions, ignore_index=True)[PREDICTION_COLUMNS].to_csv(out / "predictions.csv", index=False)
+    loaded = load_results(out)
+    low = study.config.low_resource.label if study.config.low_resource else ""
+    claim_rows(loaded, low).to_csv(out / "claims.csv", index=False)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(study.config), sort_keys=False))
+    header = (f"# Study `{study.config.name}`\n\nSeeds: {study.config.seeds}. "
+              f"Total wall time of this run: {seconds:.0f} s "
+              f"({len(study.stages.computed)} stages computed, the rest resumed from disk).\n\n"
+              f"Software: {_versions()}.")
+    text = report.write_report(out, loaded, pd.read_csv(out / "claims.csv", keep_default_na=False),
+                               recording_table(loaded), pd.DataFrame(counts), per_class_rows(study.truth(), rows),
+                               study.stages.timings, header, study.notes, low_resource=low,
+                               validation_curves=validation_curves(out),
+                               base_steps=study.config.student.trainer.max_steps, peakedness=study.peakedness)
+    study.console.print(text)
+    study.console.print(f"[bold]report written to {out / 'report.md'}[/bold]")
+    return str(out)
+
+
+def load_results(out: Path) -> pd.DataFrame:
+    """results.csv with each row's per-clip outcomes from predictions.csv: `outcomes` (0/1),
+    `clip_ids` and `recordings`, in the order the clips were evaluated."""
+    results = pd.read_csv(out / "results.csv", keep_default_na=False, na_values={"steps": [""]})
+    predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False,
+                              dtype={"clip_id": str, "recording_id": str, "label": str, "predicted": str})
+    by_model = {key: group for key, group in predictions.groupby(["teacher", "method", "seed", "benchmark"], sort=False)}
+    keys = list(zip(results["teacher"], results["method"], results["seed"], results["benchmark"]))
+    results["outcomes"] = [by_model[key]["correct"].to_numpy(dtype=bool) for key in keys]
+    results["clip_ids"] = [by_model[key]["clip_id"].to_numpy() for key in keys]
+    results["recordings"] = [by_model[key]["recording_id"].to_numpy() for key in keys]
+    return results
+
+
+def recording_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per benchmark: its evaluated clips, the recordings they were cut from (the units the
+    intervals resample) and where the recording ids came from."""
+    out = []
+    for bench, rows in results.groupby("benchmark", sort=False):
+        clips, recordings = rows["clip_ids"].iloc[0], rows["recordings"].iloc[0]
+        own = bool(np.array_equal(clips, recordings))
+        out.append({"benchmark": bench, "clips": len(clips), "recordings": len(set(recordings)),
+                    "recording ids": "none: each clip is its own recording" if own
+                    else f"the manifest's `{RECORDING_ID}` column"})
+    return pd.DataFrame(out)
+
+
+def validation_curves(out: Path) -> dict[str, pd.DataFrame]:
+    """Each student's `metrics.csv` (its validation loss by step), by student name."""
+    return {str(path.parent.relative_to(out / "students")): pd.read_csv(path)
+            for path in sorted((out / "students").glob("*/*/metrics.csv"))}
+
+
+def _versions() -> str:
+    import torch
+
+    from .. import __version__
+
+    return f"clapcurate {__version__}, torch {torch.__version__}, Python {platform.python_version()}"
