@@ -178,12 +178,13 @@ def _label_words(spec: TaskSpec, labels: list[str]) -> dict[str, str]:
     return {str(label): text.strip() for label, text in words.items()}
 
 
-def read_task(spec: TaskSpec) -> Task:
-    """Read and check the task's data: every clip has exactly one label, there are at least two
-    classes, the recording column (when named) exists."""
+def read_task(spec: TaskSpec, manifest: pd.DataFrame | None = None) -> Task:
+    """Read (or take `manifest`, already read from `spec.data`) and check the task's data: every
+    clip has exactly one label, there are at least two classes, the recording column (when named)
+    exists."""
     from .data.readers import read_data
 
-    manifest = read_data(spec.data)
+    manifest = read_data(spec.data) if manifest is None else manifest
     if "clip_id" in manifest.columns:
         manifest = manifest.drop_duplicates("clip_id").reset_index(drop=True)
     unlabelled = manifest[manifest["label"] == ""]

@@ -22,8 +22,9 @@ from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings
 from ..errors import ClapcurateError, ConfigError
 from ..model.checkpoints import require_model_path
 from ..files import check_output_folder, write_atomically, write_text_atomically
-from ..prompts import benchmark_labels, prompts
+from ..prompts import PROMPT_TEMPLATE, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
+from ..tasks import TaskSpec, check_task, read_task
 from .leakage import refuse_benchmark_audio, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
 
@@ -143,9 +144,12 @@ class CurationConfig:
     out_dir: str
     teacher_train_manifest: str = ""  # pool clips in it are left out (default: train_manifest)
     pool_manifest: str = ""  # unlabelled in-the-wild audio (DU, ADS)
-    benchmark: str = ""  # target benchmark's name (DS, ADS)
-    benchmark_manifest: str = ""  # its labels make the prompts; its audio must not be in the pool
+    benchmark: str = ""  # the target task's name (DS, ADS; default: from its data, `tasks.default_task_name`)
+    benchmark_manifest: str = ""  # the target task's labelled data (`clapcurate.tasks`): its labels make the
+    # prompts; its audio must not be in the pool
     labels: list[str] = dataclasses.field(default_factory=list)  # default: the benchmark's labels
+    template: str = PROMPT_TEMPLATE  # the target task's class prompt ({label}: the class's words)
+    label_words: str = ""  # a YAML file mapping the task's labels to their words (`crying_baby: a crying baby`)
     ds_manifest: str = ""  # ADS: the DS Improvement-Set whose captions are matched to the pool
     text_encoder: str | None = None  # a weights-file teacher's text encoder (name or folder; default: its family's)
     pool_embeddings: str = ""  # default {out_dir}/embeddings/pool_audio
@@ -176,6 +180,13 @@ class CurationConfig:
             raise ValueError(f"max_captions_per_clip must be at least 1, got {self.max_captions_per_clip}")
         check_auto("num_workers", self.num_workers, int)
         check_device(self.device)
+        if self.benchmark_manifest:
+            self.target_task()  # the template is checked
+
+    def target_task(self) -> TaskSpec:
+        """The target task of DS and ADS (`benchmark_manifest` under the name `benchmark`)."""
+        return TaskSpec(self.benchmark_manifest, name=self.benchmark, template=self.template,
+                        label_words=self.label_words)
 
 
 def load_curation_config(path=None, overrides: list[str] | None = None, data: dict | None = None) -> CurationConfig:
@@ -227,10 +238,12 @@ def _curate_ds_stage(config: CurationConfig, data: dict[str, pd.DataFrame]) -> t
 
     train = data["train_manifest"]
     captioned = train[train["caption"] != ""].reset_index(drop=True)
-    labels = config.labels or benchmark_labels(data["benchmark_manifest"])
+    task = read_task(config.target_task(), data["benchmark_manifest"])
+    labels = config.labels or task.labels
     caption_embeddings = _caption_embeddings(config, train, captioned)
     teacher = load_model(config.teacher, config.text_encoder, device=resolve_device(config.device))
-    improvement_set = curate_ds(captioned, caption_embeddings, embed_texts(teacher, prompts(labels)),
+    improvement_set = curate_ds(captioned, caption_embeddings,
+                                embed_texts(teacher, prompts(labels, config.template, task.words)),
                                 labels, config.sigma, config.keep_fraction, config.block_size,
                                 config.device)
     return improvement_set, {"labels": len(labels), "training_pairs": len(captioned)}
@@ -282,6 +295,8 @@ def check_curation_inputs(method: str, config: CurationConfig) -> None:
     for key in _data_keys(method):
         if getattr(config, key):
             check_data(getattr(config, key), key)
+    if config.label_words:
+        check_task(config.target_task(), "benchmark_manifest")
 
 
 def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> Path:
@@ -302,5 +317,6 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
     log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
              improvement_set.sigma)
     return write_improvement_set(
-        improvement_set, config.out_dir, config.manifest_name, benchmark=config.benchmark or None,
+        improvement_set, config.out_dir, config.manifest_name,
+        benchmark=config.target_task().name if config.benchmark_manifest else None,
         keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)
