@@ -143,10 +143,13 @@ def cmd_manifest(args):
 
 
 def cmd_curate(args):
-    from . import curate
+    from .curate.config import load_curation_config
 
-    config = curate.load_curation_config(args.config, _overrides(args, "device"))
-    out = curate.run_curation(args.method, config)
+    config = load_curation_config(args.config, _overrides(args, "device"))
+    config.check_inputs(args.method)  # config and data paths checked before torch is imported
+    from .curate.stage import run_curation
+
+    out = run_curation(args.method, config)
     _console().print(f"Improvement-Set written to {out}")
 
 

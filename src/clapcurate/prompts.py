@@ -8,8 +8,10 @@ template). The label's words are the label with `_` and `/` read as spaces (`cry
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 PROMPT_TEMPLATE = "this is a sound of {label}"
 

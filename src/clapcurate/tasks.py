@@ -21,12 +21,14 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, ManifestError
 from .prompts import PROMPT_TEMPLATE, benchmark_labels, prompts
+
+if TYPE_CHECKING:  # numpy and pandas load when a task is read, not when a config naming one is checked
+    import numpy as np
+    import pandas as pd
 
 PAPER_BENCHMARKS = {"esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "tut2017": "TUT17"}  # layout -> paper's name
 RECORDING_COLUMN = "recording_id"
@@ -147,6 +149,8 @@ class Task:
 
     def recordings(self, clip_ids) -> np.ndarray:
         """The recording of each of `clip_ids` (a clip without one is its own recording)."""
+        import numpy as np
+
         column = self.spec.recording_column or RECORDING_COLUMN
         if column not in self.manifest.columns:
             return np.asarray([str(c) for c in clip_ids], dtype=object)

@@ -376,6 +376,7 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ()),
                 *(("teacher_val_manifest",) if config.teacher_val_manifest else ())):
         check_data(getattr(config, key), key)
+    check_output_folder(config.out_dir, "run folder")
     replay = read_data(config.replay_manifest)
     val_rows, validation = student_validation(config, replay)  # before the run starts: never a run without it
     replay = replay[~replay["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
