@@ -81,3 +81,35 @@ def tiny_waveforms():
         0.9 * torch.sin(2 * torch.pi * 2500.0 * time),
         0.01 * torch.randn(16000, generator=generator),
     ])
+
+
+@pytest.fixture(scope="session")
+def user_tasks(tmp_path_factory):
+    """Two small labelled tasks of the user's own, with their own class names: `csv:` (a label
+    column, two clips per recording) and a folder per class (`classes:`). Each class is a tone
+    band, so a model can tell them apart. Returns {"machines": spec, "birds": spec}."""
+    import numpy as np
+    import soundfile
+
+    root = tmp_path_factory.mktemp("user_tasks")
+    rng = np.random.default_rng(7)
+    time = np.arange(16000) / 16000.0
+
+    def tone(frequency):
+        return (0.4 * np.sin(2 * np.pi * frequency * (1 + 0.02 * rng.standard_normal()) * time)
+                + 0.01 * rng.standard_normal(len(time))).astype(np.float32)
+
+    birds = root / "birds"
+    for label, frequency in (("blackbird", 2200.0), ("crow", 450.0), ("wood_pigeon", 900.0)):
+        (birds / label).mkdir(parents=True)
+        for k in range(4):
+            soundfile.write(birds / label / f"{label}_{k}.wav", tone(frequency), 16000)
+    machines = root / "machines"
+    machines.mkdir()
+    rows = []
+    for label, frequency in (("hair_dryer", 3000.0), ("drill", 1200.0)):
+        for k in range(6):
+            soundfile.write(machines / f"{label}{k}.wav", tone(frequency), 16000)
+            rows.append(f"{label}{k}.wav,{label},rec{label}{k // 2}")
+    (machines / "machines.csv").write_text("file,label,recording_id\n" + "\n".join(rows) + "\n")
+    return {"machines": f"csv:{machines / 'machines.csv'}", "birds": f"classes:{birds}"}

@@ -32,14 +32,15 @@ def test_evaluate_prints_accuracy_and_writes_csv(world, model_dir, tmp_path, cap
     table = pd.read_csv(out)
     assert table["clips"].tolist() == [len(read_dataset(f"esc50:{world}/benchmarks/esc50")),
                                        len(read_dataset(f"urbansound8k:{world}/benchmarks/urbansound8k"))]
-    assert list(table.columns) == ["dataset", "clips", "classes", "accuracy_percent", "skipped"]
+    assert table["task"].tolist() == ["esc50", "urbansound8k"]
+    assert table["chance_percent"].tolist() == [100 / 50, 100 / 10]
     assert table["accuracy_percent"].between(0, 100).all() and (table["accuracy_percent"] > 1).any()
     out_text = capsys.readouterr().out
-    assert "zero-shot accuracy" in out_text
+    assert "zero-shot accuracy on esc50: 50 classes, chance 2.0%, the paper's ESC-50" in out_text
     for accuracy in table["accuracy_percent"]:
         assert f"{accuracy:.1f}" in out_text  # the table and the CSV say the same, in percent
     skipped = pd.read_csv(tmp_path / "acc.skipped.csv")
-    assert list(skipped.columns) == ["dataset", "audio_path", "reason"]
+    assert list(skipped.columns) == ["task", "model", "audio_path", "reason"]
     assert len(skipped) == table["skipped"].sum()
 
 

@@ -429,3 +429,19 @@ def test_stage_config_errors_name_the_key(world):
     with pytest.raises(ConfigError, match="either sigma or keep_fraction"):
         run_curation("ds", load_curation_config(data={**config, "out_dir": str(tmp_path / "x"),
                                                      "sigma": 0.7, "keep_fraction": 0.1}))
+
+
+def test_ds_prompts_follow_the_target_tasks_template_and_label_words(world):
+    tmp_path, config = world
+    words = tmp_path / "words.yaml"
+    words.write_text("dog_bark: a dog barks\n")
+    path = run_curation("ds", load_curation_config(data={
+        **config, "out_dir": str(tmp_path / "ds_words"), "benchmark": "my_pets", "template": "{label}",
+        "label_words": str(words), "sigma": 0.9999}))
+    rows, stats = read_outputs(path)
+    assert stats["benchmark"] == "my_pets"
+    barks = rows[rows["caption"] == "a dog barks"]  # the caption is the prompt of dog_bark, word for word
+    assert len(barks) == 2 and (barks["best_label"] == "dog_bark").all()
+    assert np.allclose(barks["similarity"], 1.0, atol=1e-3)
+    with pytest.raises(ConfigError, match="template must contain"):
+        load_curation_config(data={**config, "out_dir": str(tmp_path / "x"), "template": "a sound of {lable}"})

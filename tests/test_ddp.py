@@ -130,7 +130,8 @@ def test_a_two_process_fit_equals_a_one_process_fit_on_the_same_global_batch(dro
     teacher_dir, model_config = dropout_free_teacher
     soft_student = student_config(teacher_dir, pairs_csv, tmp_path / "soft", max_steps=4, augment=AugmentConfig(),
                                   loss=LossConfig(kind="soft_label", target_norm="after_mix"))
-    soft_student = dataclasses.replace(soft_student, data=dataclasses.replace(soft_student.data, val_fraction=0.25),
+    soft_student = dataclasses.replace(soft_student, data=dataclasses.replace(soft_student.data, val_fraction=0.25,
+                                                                                 min_val_pairs_warning=4),
                                        trainer=dataclasses.replace(soft_student.trainer, val_check_interval=2))
     local_student = student_config(teacher_dir, pairs_csv, tmp_path / "local", max_steps=3,
                                    loss=LossConfig(kind="contrastive"))

@@ -509,7 +509,7 @@ def test_a_fit_is_free_of_lightnings_irrelevant_warnings_and_counts_steps(teache
     (tmp_path / "student" / "notes.txt").write_text("a file of the user's beside the run\n")
     config = student_config(teacher_dir, pairs_csv, tmp_path / "student", max_steps=3)
     config.trainer.progress_bar = True
-    config.data.val_fraction = 0.25
+    config.data.val_fraction, config.data.min_val_pairs_warning = 0.25, 4
     config.trainer.val_check_interval = 2
     config.trainer.log_every_n_steps = 10  # more than the steps of an epoch
     with warnings.catch_warnings(record=True) as caught:
@@ -519,9 +519,10 @@ def test_a_fit_is_free_of_lightnings_irrelevant_warnings_and_counts_steps(teache
         fit_student(config, callbacks=[RecordTotal()])
     out, err = capfd.readouterr()
     texts = [str(w.message) for w in caught] + (out + err).splitlines()
-    for pattern in ("logs directory", "eval mode", "weights_only", "LeafSpec", "litlogger", "logging interval"):
+    for pattern in ("logs directory", "eval mode", "weights_only", "LeafSpec", "litlogger", "logging interval",
+                    "GPU available", "TPU available", "Loading weights"):
         assert not [text for text in texts if pattern in text], pattern
-    assert len(IRRELEVANT_LIGHTNING_MESSAGES) == 7
+    assert len(IRRELEVANT_LIGHTNING_MESSAGES) == 8
     assert totals == [3, 5]
     assert "Epoch" not in out and "training steps" in out and "5/5" in out
 
@@ -529,6 +530,7 @@ def test_a_fit_is_free_of_lightnings_irrelevant_warnings_and_counts_steps(teache
 def test_a_fit_with_few_pairs_warns_naming_the_counts(teacher_dir, pairs_csv, tmp_path, caplog):
     config = student_config(teacher_dir, pairs_csv, tmp_path / "student", max_steps=1)
     config.data.val_fraction = 0.25
+    config.trainer.keep_best = False  # validation only informs: the fit goes on with a warning
     with caplog.at_level("WARNING", logger="clapcurate.train"):
         fit_student(config)
     summary = json.loads((tmp_path / "student" / "summary.json").read_text())
@@ -554,8 +556,8 @@ def test_a_student_stops_on_its_own_validation_loss_and_reads_no_other_data(teac
     real_read = fit_module.read_data  # the one reader of data (manifest files and dataset specs)
     monkeypatch.setattr(fit_module, "read_data", lambda path: opened.append(str(path)) or real_read(path))
     config = student_config(teacher_dir, pairs_csv, tmp_path / "stopping", max_steps=40)
-    config = dataclasses.replace(
-        config, data=dataclasses.replace(config.data, val_fraction=0.4), optim=OptimConfig(lr=0.05),
+    config = dataclasses.replace(  # 7 held-out pairs: enough for this test's threshold
+        config, data=dataclasses.replace(config.data, val_fraction=0.4, min_val_pairs_warning=4), optim=OptimConfig(lr=0.05),
         trainer=dataclasses.replace(config.trainer, val_check_interval=2, early_stopping_patience=1))
     run_dir = fit_student(config)
     metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -564,3 +566,37 @@ def test_a_student_stops_on_its_own_validation_loss_and_reads_no_other_data(teac
     assert val["val_loss"].iloc[-1] >= val["val_loss"].min()  # on a loss that no longer improved
     assert (run_dir / "best").is_dir() and (run_dir / "last").is_dir()
     assert set(opened) == {config.improvement_set, config.replay_manifest}
+
+
+def test_a_student_with_too_few_held_out_pairs_validates_on_the_teachers_or_stops_before_training(
+        tiny_clap, pairs_csv, tmp_path):
+    """Its own held-out share (25% of 16 replay pairs) is below data.min_val_pairs_warning (16):
+    the student validates on the teacher's held-out pairs (the val_pairs.csv of the teacher's run
+    folder), and without them the fit stops before its run folder exists, so no best/ is ever
+    picked without validation."""
+    run = tmp_path / "teacher_run"
+    teacher = checkpoints.save(tiny_clap, run / "best")
+    held_out = write_clips(tmp_path / "teacher_val", 16, seed=1)
+    held_out = held_out.assign(clip_id=lambda t: "val:" + t["clip_id"].astype(str),
+                               id=lambda t: "val:" + t["id"].astype(str))
+    held_out.to_csv(run / "val_pairs.csv", index=False)
+    config = student_config(teacher, pairs_csv, tmp_path / "student", max_steps=2)
+    config.data.val_fraction = 0.25
+    config.trainer.val_check_interval = 2
+    assert config.trainer.keep_best and config.data.min_val_pairs_warning == 16
+    run_dir = fit_student(config)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["val_pairs"] == 16 and "the teacher's held-out pairs" in summary["validation"]
+    assert summary["curated_pairs"] == 16  # the teacher's held-out clips are none of the student's
+    assert pd.read_csv(run_dir / "metrics.csv")["val_loss"].notna().any() and (run_dir / "best").is_dir()
+
+    bare = checkpoints.save(tiny_clap, tmp_path / "bare_teacher")  # no run folder around it
+    config = student_config(bare, pairs_csv, tmp_path / "stopped", max_steps=2)
+    config.data.val_fraction = 0.25
+    with pytest.raises(ConfigError, match=r"too few validation pairs to pick best/: data.val_fraction 0.25 holds out "
+                                          r"\d of the 16 replay pairs and the teacher has no held-out pairs.*"
+                                          r"data.min_val_pairs_warning = 16; set val_manifest"):
+        fit_student(config)
+    assert not [*(tmp_path / "stopped").iterdir()]  # nothing written: no run, no best/
+    config.val_manifest = str(run / "val_pairs.csv")  # the documented fix: a validation set of one's own
+    assert (fit_student(config) / "best").is_dir()

@@ -143,3 +143,36 @@ def test_unlabelled_data_and_misspelt_study_keys_are_refused_up_front(inputs, ca
     for key in ("teacher.optim.lrr=0.1", "student.loss.betta=0.3"):
         assert_one_line_exit_2(["study", inputs["study"], "--set", key], capsys, key.split("=")[0])
     assert not (inputs["tmp"] / "runs").exists()
+
+
+def test_misspelt_renamed_and_misplaced_keys_are_answered_before_torch_is_imported(inputs, tmp_path):
+    """`clapcurate curate` in a fresh interpreter: a misspelt key gets "did you mean", a renamed
+    one its new name and how its meaning changed, a wrong dataset path the option and the layout
+    it expects, each as one line with exit status 2, and torch is never imported on the way."""
+    import sys
+
+    text = inputs["curate"].read_text()
+    cases = {
+        "sigmaa: 0.6\n": "unknown config key sigmaa: did you mean sigma?",
+        "benchmark_manifest: esc50:/no/ESC-50\n":
+            "benchmark_manifest: /no/ESC-50 does not exist (from the dataset spec esc50:/no/ESC-50; "
+            "esc50: expects a folder holding meta/esc50.csv and audio/",
+    }
+    probe = ("import sys; from clapcurate.cli import main; code = main(sys.argv[1:]); "
+             "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(code)")
+    for extra, message in cases.items():
+        config = tmp_path / "bad.yaml"
+        config.write_text(text + extra)
+        done = subprocess.run([sys.executable, "-c", probe, "curate", "ds", "--config", str(config)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and done.stdout.strip() == "torch not imported", done
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_renamed_key_says_what_it_became_and_that_its_meaning_is_inverted(inputs, capsys):
+    assert_one_line_exit_2(["fit-student", "--config", inputs["student"], "--set", "replay.curated_prob=0.5"], capsys,
+                           "config key replay.curated_prob was renamed replay.replay_prob; its meaning is inverted")
+    assert_one_line_exit_2(["study", inputs["study"], "--set", "student.replay.curated_prob=0.5"], capsys,
+                           "config key student.replay.curated_prob was renamed student.replay.replay_prob")
+    assert_one_line_exit_2(["fit-student", "--config", inputs["student"], "--set", "optim.lrr=0.1"], capsys,
+                           "unknown config key optim.lrr: did you mean optim.lr?")

@@ -15,10 +15,10 @@ from .errors import ClapcurateError
 EXIT_USER_ERROR = 2
 
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console()
+    return Console(stderr=stderr)
 
 
 def _audio_settings(assignments: list[str] | None) -> dict:
@@ -143,24 +143,27 @@ def cmd_manifest(args):
 
 
 def cmd_curate(args):
-    from . import curate
+    from .curate.config import load_curation_config
 
-    config = curate.load_curation_config(args.config, _overrides(args, "device"))
-    out = curate.run_curation(args.method, config)
+    config = load_curation_config(args.config, _overrides(args, "device"))
+    config.check_inputs(args.method)  # config and data paths checked before torch is imported
+    from .curate.stage import run_curation
+
+    out = run_curation(args.method, config)
     _console().print(f"Improvement-Set written to {out}")
 
 
 def cmd_evaluate(args):
     import pandas as pd
-    from rich.table import Table
 
-    from .data.readers import check_data, read_data
+    from .evaluate import evaluate_models, model_names, read_tasks
     from .files import check_output_file, check_output_folder
-    from .model import load_model
     from .model.checkpoints import require_model_path
-    from .zeroshot import evaluate
+    from .tasks import parse_task
 
-    require_model_path(args.model, "--model")
+    models = model_names(args.model)
+    for path in models.values():
+        require_model_path(path, "--model")
     device = _device(args)
     skipped_file = args.skipped or (_beside(args.out, "skipped") if args.out else None)
     for path, what in ((args.out, "results file"), (skipped_file, "list of skipped files")):
@@ -168,33 +171,81 @@ def cmd_evaluate(args):
             check_output_file(path, what)
     if args.feature_cache:
         check_output_folder(args.feature_cache, "feature cache folder")
-    for spec in args.dataset:
-        check_data(spec, "--dataset")
-    manifests = {}
-    for spec in args.dataset:  # every dataset is read and checked before the model loads
-        manifests[spec] = read_data(spec)
-        if not (manifests[spec]["label"] != "").any():
-            raise ClapcurateError(f"{spec}: no class labels; zero-shot evaluation needs a labelled dataset "
-                                  "(esc50:, urbansound8k:, tut2017:, or csv: with a label column)")
-    model = load_model(args.model, args.text_encoder, device=device)
-    table = Table(title=f"zero-shot accuracy of {args.model}")
-    for column in ("dataset", "clips", "classes", "accuracy %", "skipped"):
-        table.add_column(column, justify="left" if column == "dataset" else "right")
-    rows, skipped = [], []
-    for spec, manifest in manifests.items():
-        result = evaluate(model, manifest, batch_size=args.batch_size, num_workers=args.num_workers,
-                          progress=True, feature_cache=args.feature_cache)
-        table.add_row(spec, str(result.n_clips), str(len(result.labels)),
-                      f"{100 * result.accuracy:.1f}", str(len(result.skipped)))
-        rows.append({"dataset": spec, "clips": result.n_clips, "classes": len(result.labels),
-                     "accuracy_percent": round(100 * result.accuracy, 4), "skipped": len(result.skipped)})
-        skipped += [(spec, r.audio_path, r.reason) for r in result.skipped.itertuples()]
-    console = _console()
-    console.print(table)
+    settings = {key: value for key, value in (("template", args.template), ("label_words", args.label_words),
+                                              ("recording_column", args.recording_column)) if value}
+    try:
+        specs = [parse_task(text, **settings) for text in args.dataset]
+    except ValueError as exc:
+        raise ClapcurateError(f"--template: {exc}") from None
+    tasks = read_tasks(specs)  # every task read and checked before a model loads
+    evaluation = evaluate_models(models, tasks, args.text_encoder, device, args.batch_size, args.num_workers,
+                                 args.feature_cache, tuple(args.top_k or ()), progress=args.format == "table")
+    rows = evaluation.rows(per_class=args.per_class)
+    if args.format == "json":
+        import json
+
+        sys.stdout.write(json.dumps(evaluation.as_json(per_class=args.per_class), indent=2) + "\n")
+    elif args.format == "csv":
+        rows.to_csv(sys.stdout, index=False, lineterminator="\n")
+    else:
+        _print_evaluation(evaluation, args.per_class)
+    console = _console(stderr=args.format != "table")  # stdout holds the CSV or JSON alone
     if args.out:
-        pd.DataFrame(rows).to_csv(args.out, index=False)
+        rows.to_csv(args.out, index=False)
         console.print(f"results written to {args.out}", soft_wrap=True)
-    _report_skipped(console, pd.DataFrame(skipped, columns=["dataset", "audio_path", "reason"]), skipped_file)
+    skipped = pd.DataFrame([(r.task.name, r.model, path, reason) for r in evaluation.results
+                            for path, reason in zip(r.skipped["audio_path"], r.skipped["reason"])],
+                           columns=["task", "model", "audio_path", "reason"])
+    _report_skipped(console, skipped.drop_duplicates(["task", "audio_path"]), skipped_file)
+
+
+def _print_evaluation(evaluation, per_class: bool) -> None:
+    """One table per task (correct / clips, accuracy and its 95% interval, top-k, the difference
+    against the first model), the per-class table with `per_class`, and a verdict per comparison."""
+    from rich.table import Table
+
+    console = _console()
+    versus = {(c.task, c.model): c for c in evaluation.comparisons}
+    for task in evaluation.tasks:
+        results = [r for r in evaluation.results if r.task is task]
+        paper = f", the paper's {task.spec.paper_benchmark}" if task.spec.paper_benchmark else ""
+        console.print(f"[bold]zero-shot accuracy on {task.name}[/bold]: {len(task.labels)} classes, "
+                      f"chance {100 * task.chance:.1f}%{paper}", soft_wrap=True, highlight=False)
+        table = Table()
+        columns = ["model", "correct / clips", "accuracy % [95%]", *(f"top-{k} %" for k in evaluation.top_k)]
+        if len(results) > 1:
+            columns.append("vs first, points [95%]")
+        for column in columns + ["skipped"]:
+            table.add_column(column, justify="left" if column == "model" else "right", no_wrap=column == "model")
+        for result in results:
+            comparison = versus.get((task.name, result.model))
+            cells = [result.model, f"{int(result.correct.sum())} / {result.clips}", str(result.accuracy()),
+                     *(f"{100 * result.top_k(k):.1f}" for k in evaluation.top_k)]
+            if len(results) > 1:
+                cells.append(str(comparison.interval) if comparison else "(first)")
+            table.add_row(*cells, str(len(result.skipped)))
+        console.print(table)
+        if per_class:
+            console.print(f"{task.name}: correct / clips per class", soft_wrap=True, highlight=False)
+            classes = Table()
+            classes.add_column("class", no_wrap=True)
+            for result in results:
+                classes.add_column(result.model, justify="right")
+            frames = [result.per_class() for result in results]
+            for i, label in enumerate(task.labels):
+                classes.add_row(label, *(f"{f.correct[i]} / {f.clips[i]}" for f in frames))
+            console.print(classes)
+        for result in results[1:]:
+            comparison = versus[(task.name, result.model)]
+            interval = comparison.interval
+            verdict = ("no difference beyond noise" if interval.holds_zero else
+                       "better than the first" if interval.difference > 0 else "worse than the first")
+            console.print(f"{task.name}: {result.model} - {comparison.baseline} = {interval.difference:+.1f} points "
+                          f"[{interval.low:+.1f}, {interval.high:+.1f}] on {comparison.clips} shared clips: {verdict}",
+                          soft_wrap=True, markup=False, highlight=False)
+        resampled = "recordings (clips of one recording together)" if task.has_recordings else \
+            "clips (no recording ids in the data: each clip its own recording)"
+        console.print(f"intervals: 95% bootstrap over {resampled}", soft_wrap=True, style="dim")
 
 
 SKIPPED_SHOWN = 20  # skipped files listed on the console; all of them go to the --skipped file
@@ -434,16 +485,35 @@ def build_parser() -> argparse.ArgumentParser:
     with_device(p)
     p.set_defaults(func=cmd_browse)
 
-    p = sub.add_parser("evaluate", help="zero-shot accuracy on benchmark datasets")
-    p.add_argument("--model", required=True, help="checkpoint folder, or MS CLAP / LAION-CLAP weights")
-    p.add_argument("--dataset", action="append", required=True,
-                   help="KIND:DIR, e.g. esc50:/data/ESC-50, or a manifest file (repeatable)")
+    p = sub.add_parser("evaluate", help="zero-shot accuracy of one or more models on labelled tasks, "
+                                         "with 95%% intervals and paired differences against the first model")
+    p.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL",
+                   help="checkpoint folder, or MS CLAP / LAION-CLAP weights, optionally named (repeatable: each "
+                        "later model is compared with the first, e.g. --model teacher=T --model student=S)")
+    p.add_argument("--dataset", action="append", required=True, metavar="[NAME=]DATA",
+                   help="a labelled task: a manifest file or KIND:PATH (esc50:, urbansound8k:, tut2017:, "
+                        "csv:FILE with a label column, classes:DIR with one subfolder per class), optionally "
+                        "named, e.g. birds=classes:/data/birds (repeatable)")
+    p.add_argument("--template", help='the class prompt, {label} standing for the class (default '
+                                      '"this is a sound of {label}")')
+    p.add_argument("--label-words", metavar="FILE",
+                   help="a YAML file mapping class labels to their words in the prompt (crying_baby: a crying baby); "
+                        "other labels read with _ and / as spaces")
+    p.add_argument("--recording-column", metavar="COLUMN",
+                   help="the manifest column naming each clip's recording, resampled as one by the bootstrap "
+                        "(default recording_id when present; else each clip is its own recording)")
+    p.add_argument("--per-class", action="store_true", help="also show each class's correct / clips")
+    p.add_argument("--top-k", type=int, action="append", metavar="K",
+                   help="also show top-K accuracy (the class among the K best prompts; repeatable)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table (default), or csv / json on stdout for scripts")
     p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("--batch-size", type=int, default=64)
     with_workers(p)
     with_device(p)
-    p.add_argument("--out", help="also write the table as CSV (accuracy in percent: column accuracy_percent)")
-    p.add_argument("--skipped", help="write the skipped files (dataset, audio_path, reason) as CSV here "
+    p.add_argument("--out", help="also write the results as CSV (one row per task and model; with --per-class "
+                                 "one more per class; accuracies in percent)")
+    p.add_argument("--skipped", help="write the skipped files (task, model, audio_path, reason) as CSV here "
                                      "(default with --out: OUT's name with .skipped.csv)")
     p.add_argument("--feature-cache", metavar="DIR",
                    help="keep the clips' log-mels here: later evaluations of models with the same front-end "

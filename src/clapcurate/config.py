@@ -1,13 +1,16 @@
 """Typed configuration: nested dataclasses read from YAML, validated strictly.
 
 Unknown keys and values of the wrong type are errors that name the full key
-(`train.batch_size: expected int, got 'abc'`). `--set a.b=value` overrides are
-parsed as YAML scalars and applied before validation.
+(`train.batch_size: expected int, got 'abc'`); a misspelt key is answered with the key it
+resembles ("did you mean"), a renamed key with its new name and whether its meaning changed
+(`RENAMED_KEYS`). `--set a.b=value` overrides are parsed as YAML scalars and applied before
+validation. Nothing here imports torch: a config error is reported at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -18,6 +21,28 @@ import yaml
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+# a key of an earlier version -> (what it is now, how its meaning changed or "" when it did not); a
+# key matches wherever it is nested (`replay.curated_prob` also as `student.replay.curated_prob`)
+RENAMED_KEYS = {
+    "replay.curated_prob": ("replay.replay_prob", "its meaning is inverted: replay_prob = 1 - curated_prob, "
+                                                  "the probability that a step is a replay batch"),
+}
+
+
+def _unknown_key_message(key: str, known: list[str], prefix: str) -> str:
+    """The error of an unknown key `prefix + key`: what a renamed key became, else the known key it
+    resembles, else the known keys."""
+    full = prefix + key
+    renamed = next(((old, new) for old, new in RENAMED_KEYS.items() if full == old or full.endswith("." + old)), None)
+    if renamed:
+        old, (new, change) = renamed
+        new_key = full[: len(full) - len(old)] + new
+        return (f"config key {full} was renamed {new_key}; " + (change if change else "its meaning is the same"))
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown config key {full}: did you mean {prefix}{close[0]}?"
+    return f"unknown config key {full} (known keys here: {', '.join(known)})"
 
 
 def _type_name(tp) -> str:
@@ -89,11 +114,9 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]!s} (known keys here: {', '.join(sorted(fields))})"
-        )
+        raise ConfigError(_unknown_key_message(str(unknown[0]), sorted(fields), prefix))
     kwargs = {}
     for name, field in fields.items():
         if name in data:

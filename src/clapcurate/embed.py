@@ -249,12 +249,13 @@ def _stored_windows(store, clips: pd.DataFrame, keys: Sequence[bytes | None], mo
 
 
 def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers: int | str = AUTO,
-                progress: bool = False, advance: Callable[[int], None] | None = None,
+                progress: bool | str = False, advance: Callable[[int], None] | None = None,
                 feature_cache: str | os.PathLike | None = None, pin_memory: bool | str = AUTO,
                 precision: str = AUTO) -> EmbeddingResult:
     """Embed the audio of every unique `clip_id` of `manifest` (decoded in DataLoader workers).
 
-    Progress in clips: a bar of its own with `progress`, or `advance(n)` called as clips finish.
+    Progress in clips: a bar of its own with `progress` (a string names the dataset on the bar),
+    or `advance(n)` called as clips finish.
     `num_workers`, `pin_memory`, `precision` (`32` or `bf16-mixed`): `auto` follows the model's
     device (`inference_settings`).
 
@@ -286,7 +287,8 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     window_sums = np.zeros((len(clips), model.config.d_proj), dtype=np.float32)  # [N, d]
     skipped: list[tuple[int, str]] = []
     with _eval_mode(model), _inference_context(model, settings.autocast), writer as writer, \
-            _progress_bar(progress and advance is None, len(clips), "embedding audio clips") as own_bar:
+            _progress_bar(bool(progress) and advance is None, len(clips),
+                          f"embedding {progress}" if isinstance(progress, str) else "embedding audio clips") as own_bar:
         advance = advance or own_bar
         to_store = _StoredLogMels(writer, keys) if writer is not None else None
         clips_done = 0

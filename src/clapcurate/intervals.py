@@ -42,6 +42,18 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class AccuracyInterval:
+    """One model's accuracy (percent) and its confidence interval."""
+
+    accuracy: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.accuracy:.1f} [{self.low:.1f}, {self.high:.1f}]"
+
+
+@dataclass(frozen=True)
 class Scores:
     """Per-clip 0/1 outcomes of several models on one benchmark: `correct` [models, seeds, clips]
     (row s of every model from the same seed) and each clip's recording (None: every clip its
@@ -98,6 +110,18 @@ def paired_bootstrap(correct_a, correct_b, recordings=None, resamples: int = RES
     means = scores.resampled_means(resamples, np.random.default_rng(seed))  # [2, R]
     point = scores.correct[0].mean() - scores.correct[1].mean()
     return _percentile_interval(point, means[0] - means[1], level)
+
+
+def accuracy_bootstrap(correct, recordings=None, resamples: int = RESAMPLES, level: float = LEVEL,
+                       seed: int = 0) -> AccuracyInterval:
+    """One model's accuracy in percent with a `level` percentile interval, from the same
+    resamples of recordings (and seeds) as `paired_bootstrap`: `correct` 0/1 [clips] or
+    [seeds, clips], `recordings` each clip's recording id (None: every clip its own recording)."""
+    scores = Scores.of(correct, recordings=recordings)
+    means = scores.resampled_means(resamples, np.random.default_rng(seed))[0]
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return AccuracyInterval(100 * float(scores.correct[0].mean()), 100 * float(low), 100 * float(high))
 
 
 def pooled_paired_bootstrap(benchmarks: list[Scores], resamples: int = RESAMPLES, level: float = LEVEL,

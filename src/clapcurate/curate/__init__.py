@@ -1,18 +1,39 @@
 """Curation of Improvement-Sets with a teacher CLAP (paper Sec. 2.2): `curate.methods` (DU, DS,
 ADS as functions on embeddings and manifests), `curate.leakage` (the teacher's training clips and
-the target benchmark's audio kept out of the pool) and `curate.stage` (the `clapcurate curate`
-stage: configs, embeddings on disk, output files).
-The exact blocked similarity search they use is `clapcurate.search`."""
+the target benchmark's audio kept out of the pool), `curate.config` (what the stage reads,
+validated without torch) and `curate.stage` (the `clapcurate curate` stage: embeddings on disk,
+output files). The exact blocked similarity search they use is `clapcurate.search`.
 
-from .leakage import content_duplicates, refuse_benchmark_audio, training_clip_mask
-from .methods import ImprovementSet, curate_ads, curate_ds, curate_du, threshold_from
-from .stage import (HISTOGRAM_DATA_FILE, HISTOGRAM_FILE, STATS_FILE, CurationConfig, improvement_set_stats,
-                    load_curation_config, plot_similarity_histogram, read_histogram, run_curation,
-                    write_improvement_set)
+The names below are imported on first use, so that reading a curation config does not import torch.
+"""
 
-__all__ = [
-    "CurationConfig", "HISTOGRAM_DATA_FILE", "content_duplicates", "HISTOGRAM_FILE", "ImprovementSet", "STATS_FILE", "curate_ads",
-    "curate_ds", "curate_du", "improvement_set_stats", "load_curation_config", "plot_similarity_histogram",
-    "read_histogram", "refuse_benchmark_audio", "run_curation", "threshold_from",
-    "training_clip_mask", "write_improvement_set",
-]
+import importlib
+
+_EXPORTS = {
+    "CurationConfig": "config",
+    "load_curation_config": "config",
+    "content_duplicates": "leakage",
+    "refuse_benchmark_audio": "leakage",
+    "training_clip_mask": "leakage",
+    "ImprovementSet": "methods",
+    "curate_ads": "methods",
+    "curate_ds": "methods",
+    "curate_du": "methods",
+    "threshold_from": "methods",
+    "HISTOGRAM_DATA_FILE": "stage",
+    "HISTOGRAM_FILE": "stage",
+    "STATS_FILE": "stage",
+    "improvement_set_stats": "stage",
+    "plot_similarity_histogram": "stage",
+    "read_histogram": "stage",
+    "run_curation": "stage",
+    "write_improvement_set": "stage",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -14,16 +14,16 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..config import load_config
 from ..data.manifest import write_manifest
-from ..data.readers import check_data, read_data
-from ..device import AUTO, check_auto, check_device
+from ..data.readers import read_data
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
-from ..errors import ClapcurateError, ConfigError
+from ..errors import ClapcurateError
 from ..model.checkpoints import require_model_path
 from ..files import check_output_folder, write_atomically, write_text_atomically
-from ..prompts import benchmark_labels, prompts
+from ..prompts import prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
+from ..tasks import read_task
+from .config import CurationConfig, data_keys, load_curation_config
 from .leakage import refuse_benchmark_audio, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
 
@@ -129,61 +129,6 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
     return path
 
 
-@dataclasses.dataclass
-class CurationConfig:
-    """What `clapcurate curate du|ds|ads --config CFG` reads.
-
-    Embedding folders default to `{out_dir}/embeddings/...` and are computed (or finished) with
-    `embed_manifest` when needed; an existing folder must have been made with this teacher and
-    these manifests.
-    """
-
-    teacher: str  # the teacher CLAP: a checkpoint folder or a published weights file (`load_model`)
-    train_manifest: str  # captioned pairs: the captions of DU, the pairs DS selects from
-    out_dir: str
-    teacher_train_manifest: str = ""  # pool clips in it are left out (default: train_manifest)
-    pool_manifest: str = ""  # unlabelled in-the-wild audio (DU, ADS)
-    benchmark: str = ""  # target benchmark's name (DS, ADS)
-    benchmark_manifest: str = ""  # its labels make the prompts; its audio must not be in the pool
-    labels: list[str] = dataclasses.field(default_factory=list)  # default: the benchmark's labels
-    ds_manifest: str = ""  # ADS: the DS Improvement-Set whose captions are matched to the pool
-    text_encoder: str | None = None  # a weights-file teacher's text encoder (name or folder; default: its family's)
-    pool_embeddings: str = ""  # default {out_dir}/embeddings/pool_audio
-    caption_embeddings: str = ""  # default {out_dir}/embeddings/caption_text
-    sigma: float | None = None  # default: clapcurate.method.SIGMA of the method (DU 0.7, DS 0.6, ADS 0.7)
-    keep_fraction: float | None = None  # instead of sigma: keep this fraction of all similarities
-    max_captions_per_clip: int | None = None  # DU, ADS: only the best k captions of each clip
-    block_size: int = DEFAULT_BLOCK_SIZE
-    batch_size: int = 64
-    shard_size: int = 10_000
-    num_workers: int | str = AUTO  # audio-decoding DataLoader workers; auto: several on a GPU, none on the CPU
-    device: str = AUTO  # where the teacher and the search run: auto (a GPU when there is one), cpu, cuda, cuda:N
-    manifest_name: str = "improvement_set.csv"  # .csv or .parquet
-    progress: bool = True
-    overwrite: bool = False  # replace a finished Improvement-Set in out_dir
-
-    def __post_init__(self):
-        if self.sigma is not None and self.keep_fraction is not None:
-            raise ValueError("give either sigma or keep_fraction, not both")
-        if self.sigma is not None and not -1.0 <= self.sigma <= 1.0:
-            raise ValueError(f"sigma is a cosine similarity and must lie in [-1, 1], got {self.sigma}")
-        if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
-            raise ValueError(f"keep_fraction must lie in (0, 1], got {self.keep_fraction}")
-        for key in ("block_size", "batch_size", "shard_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.max_captions_per_clip is not None and self.max_captions_per_clip < 1:
-            raise ValueError(f"max_captions_per_clip must be at least 1, got {self.max_captions_per_clip}")
-        check_auto("num_workers", self.num_workers, int)
-        check_device(self.device)
-
-
-def load_curation_config(path=None, overrides: list[str] | None = None, data: dict | None = None) -> CurationConfig:
-    """A `CurationConfig` from YAML `path` (or a mapping `data`) with `key=value` overrides,
-    validated as `clapcurate.config.load_config` does."""
-    return load_config(CurationConfig, path, overrides, data)
-
-
 def _embed(config: CurationConfig, data: pd.DataFrame, folder, modality: str) -> tuple[list[str], np.ndarray]:
     """(ids, embeddings) of the teacher's embedding folder of `data`, computing what is missing."""
     embed_manifest(config.teacher, data, folder, modality, config.batch_size, config.shard_size, config.num_workers,
@@ -227,11 +172,13 @@ def _curate_ds_stage(config: CurationConfig, data: dict[str, pd.DataFrame]) -> t
 
     train = data["train_manifest"]
     captioned = train[train["caption"] != ""].reset_index(drop=True)
-    labels = config.labels or benchmark_labels(data["benchmark_manifest"])
+    task = read_task(config.target_task(), data["benchmark_manifest"])
+    labels = config.labels or task.labels
     caption_embeddings = _caption_embeddings(config, train, captioned)
     teacher = load_model(config.teacher, config.text_encoder, device=resolve_device(config.device))
-    improvement_set = curate_ds(captioned, caption_embeddings, embed_texts(teacher, prompts(labels)),
-                                labels, config.sigma, config.keep_fraction, config.block_size,
+    improvement_set = curate_ds(captioned, caption_embeddings,
+                                embed_texts(teacher, prompts(labels, config.template, task.words)),
+                                labels, config.sigma, config.keep_fraction, config.block_size or DEFAULT_BLOCK_SIZE,
                                 config.device)
     return improvement_set, {"labels": len(labels), "training_pairs": len(captioned)}
 
@@ -242,7 +189,8 @@ def _curate_pool_stage(method: str, config: CurationConfig,
 
     pool_embeddings, pool_clips, counts = _pool(config, data)
     search = dict(sigma=config.sigma, keep_fraction=config.keep_fraction,
-                  max_captions_per_clip=config.max_captions_per_clip, block_size=config.block_size,
+                  max_captions_per_clip=config.max_captions_per_clip,
+                  block_size=config.block_size or DEFAULT_BLOCK_SIZE,
                   device=resolve_device(config.device))
     train = data["train_manifest"]
     if method == "du":
@@ -256,32 +204,15 @@ def _curate_pool_stage(method: str, config: CurationConfig,
     return improvement_set, {**counts, "candidate_captions": int(captions["caption"].nunique())}
 
 
-REQUIRED_KEYS = {"du": ["pool_manifest"], "ds": ["benchmark_manifest"],
-                 "ads": ["pool_manifest", "benchmark_manifest", "ds_manifest"]}
-
-
-def _data_keys(method: str) -> list[str]:
-    """The data keys `method` reads when given: each a manifest file or a dataset spec (`read_data`).
-    A benchmark given to DU still keeps its audio out of the pool."""
-    keys = ["train_manifest", *REQUIRED_KEYS[method], "teacher_train_manifest", "benchmark_manifest"]
-    return list(dict.fromkeys(keys))
-
-
 def check_curation_inputs(method: str, config: CurationConfig) -> None:
-    """Every key `method` needs is given and every path exists (the teacher first), before any
-    data is read or model loaded; `ConfigError` naming the key otherwise."""
+    """Every key `method` needs is given and every path exists (`CurationConfig.check_inputs`),
+    the teacher too, and the device is there, before any data is read or model loaded;
+    `ConfigError` naming the key otherwise."""
     from ..device import resolve_device
 
-    if method not in REQUIRED_KEYS:
-        raise ConfigError(f"curation method must be du, ds or ads, got {method!r}")
-    missing = [key for key in REQUIRED_KEYS[method] if not getattr(config, key)]
-    if missing:
-        raise ConfigError(f"curate {method}: missing config key(s) {', '.join(missing)}")
+    config.check_inputs(method)
     require_model_path(config.teacher, "teacher")
     resolve_device(config.device)  # a GPU this machine lacks is refused before any work
-    for key in _data_keys(method):
-        if getattr(config, key):
-            check_data(getattr(config, key), key)
 
 
 def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> Path:
@@ -294,7 +225,7 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
     if (out_dir / STATS_FILE).is_file() and not config.overwrite:
         raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
                               "--overwrite or choose another out_dir")
-    data = {key: read_data(getattr(config, key)) for key in _data_keys(method) if getattr(config, key)}
+    data = {key: read_data(getattr(config, key)) for key in data_keys(method) if getattr(config, key)}
     if method == "ds":
         improvement_set, counts = _curate_ds_stage(config, data)
     else:
@@ -302,5 +233,6 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
     log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
              improvement_set.sigma)
     return write_improvement_set(
-        improvement_set, config.out_dir, config.manifest_name, benchmark=config.benchmark or None,
+        improvement_set, config.out_dir, config.manifest_name,
+        benchmark=config.target_task().name if config.benchmark_manifest else None,
         keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)

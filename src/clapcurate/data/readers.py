@@ -407,6 +407,25 @@ def read_folder(root: PathLike) -> pd.DataFrame:
     return _manifest(records, root, root.name)
 
 
+def read_class_folders(root: PathLike) -> pd.DataFrame:
+    """A labelled set laid out one folder per class: `root/<class>/**/<audio file>`. label = the
+    class folder's name, id = clip_id = the path relative to `root`, source = `root`'s name.
+    Audio files directly in `root` (outside a class folder) are an error."""
+    root = _existing_dir(root)
+    loose = sorted(path.name for path in root.iterdir() if _is_audio_file(path))
+    if loose:
+        raise ManifestError(f"{root}: audio files outside a class folder (e.g. {loose[0]}); a folder-per-class "
+                            "set holds one subfolder per class, each with that class's audio files")
+    records = [
+        {"id": relative, "audio_path": str(root / relative), "label": relative.split("/", 1)[0]}
+        for relative in sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if _is_audio_file(path))
+    ]
+    if not records:
+        raise ManifestError(f"{root}: no class folders with audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}); "
+                            "a folder-per-class set is ROOT/<class>/<audio files>")
+    return _manifest(records, root, root.name)
+
+
 # ---------------------------------------------------------------- dataset specs
 
 
@@ -425,8 +444,21 @@ DATASET_READERS: dict[str, Callable[[str], pd.DataFrame]] = {
     "csv": read_csv_manifest,
     "audioset": _read_audioset_spec,
     "folder": read_folder,
+    "classes": read_class_folders,
 }
 DATASET_ALIASES = {"us8k": "urbansound8k", "tut17": "tut2017"}
+DATASET_LAYOUTS = {  # what each kind expects at its path, as error messages say it
+    "esc50": "a folder holding meta/esc50.csv and audio/ (ESC-50's own layout)",
+    "urbansound8k": "a folder holding metadata/UrbanSound8K.csv and audio/fold1..fold10/",
+    "tut2017": "a TUT folder holding meta.txt and audio/, or the folder above TUT-acoustic-scenes-2017-*",
+    "clotho": "a folder holding clotho_captions_{split}.csv and a {split}/ folder of audio",
+    "audiocaps": "a folder holding {split}.csv and audio/{split}/",
+    "macs": "a folder holding MACS.yaml and audio/",
+    "csv": "a CSV file with an audio path column and a caption and/or label column",
+    "audioset": "an AudioSet segments CSV [,its audio folder]",
+    "folder": "a folder of audio files (any depth)",
+    "classes": "a folder with one subfolder per class, each holding that class's audio files",
+}
 
 
 def _known_kinds() -> Iterable[str]:
@@ -454,7 +486,7 @@ def read_dataset(spec: str) -> pd.DataFrame:
 MANIFEST_SUFFIXES = (*CSV_SUFFIXES, *PARQUET_SUFFIXES)
 
 
-def _dataset_kind(text: str) -> str | None:
+def dataset_kind(text: str) -> str | None:
     """The reader kind of a `kind:path` spec (aliases resolved), or None when `text` is not one."""
     kind, separator, _ = text.partition(":")
     kind = DATASET_ALIASES.get(kind.strip().lower(), kind.strip().lower())
@@ -463,7 +495,7 @@ def _dataset_kind(text: str) -> str | None:
 
 def _spec_paths(spec: str) -> list[Path]:
     """The paths a spec names (`audioset:` may name a CSV and an audio folder)."""
-    kind = _dataset_kind(spec)
+    kind = dataset_kind(spec)
     location = spec.partition(":")[2].strip()
     parts = location.split(",", 1) if kind == "audioset" else [location]
     return [Path(part.strip()) for part in parts if part.strip()]
@@ -473,7 +505,7 @@ def is_dataset_spec(spec_or_path: str | os.PathLike) -> bool:
     """Whether `spec_or_path` is a `kind:path` dataset spec rather than a manifest file (an
     existing file of that name is taken as a manifest)."""
     text = str(spec_or_path)
-    return _dataset_kind(text) is not None and not Path(text).is_file()
+    return dataset_kind(text) is not None and not Path(text).is_file()
 
 
 def check_data(spec_or_path: str | os.PathLike, key: str) -> None:
@@ -489,7 +521,9 @@ def check_data(spec_or_path: str | os.PathLike, key: str) -> None:
             raise ConfigError(f"{key}: {text}: no path after the kind")
         missing = [path for path in paths if not path.exists()]
         if missing:
-            raise ConfigError(f"{key}: {missing[0]} does not exist (from the dataset spec {text})")
+            kind = dataset_kind(text)
+            raise ConfigError(f"{key}: {missing[0]} does not exist (from the dataset spec {text}; "
+                              f"{kind}: expects {DATASET_LAYOUTS[kind]})")
         return
     path = Path(text)
     if path.is_dir():

@@ -12,6 +12,7 @@ caption containing "!" shifts its pick; we use the attention mask, which agrees 
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
 from pathlib import Path
 from typing import Sequence
@@ -68,10 +69,27 @@ def resolve_text_encoder(name_or_path: str | Path) -> str:
     return str(name_or_path)
 
 
-def _load_pretrained_part(loader, name_or_path: str, what: str, **kwargs):
-    """Call a `transformers` `from_pretrained` loader, turning failures into a ClapcurateError."""
+@contextlib.contextmanager
+def _no_loading_bar(quiet: bool = True):
+    """Within (when `quiet`): no `transformers` progress bar ("Loading weights"); as it was after."""
+    from transformers.utils import logging as hf_logging
+
+    shown = quiet and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
     try:
-        return loader.from_pretrained(name_or_path, **kwargs)
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def _load_pretrained_part(loader, name_or_path: str, what: str, **kwargs):
+    """Call a `transformers` `from_pretrained` loader, turning failures into a ClapcurateError.
+    A local folder loads without a progress bar; a hub name keeps the bars of its download."""
+    try:
+        with _no_loading_bar(Path(name_or_path).is_dir()):
+            return loader.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as exc:
         where = "local folder" if Path(name_or_path).is_dir() else "name (not a local folder; the hub may be offline)"
         raise ClapcurateError(f"text encoder {name_or_path!r}: cannot load its {what} from this {where}: {exc}") from exc
@@ -154,16 +172,9 @@ def _hf_model(resolved: str, pooling: str, pretrained: bool, name: str) -> nn.Mo
 def pretrained_weights(name_or_path: str | Path, pooling: str) -> dict[str, torch.Tensor]:
     """The weights a `TextEncoder(name_or_path, pooling)` starts from, under its state-dict names
     (no tokenizer is loaded)."""
-    from transformers.utils import logging as hf_logging
-
     resolved = resolve_text_encoder(name_or_path)
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a checkpoint referring to it is loading, not a new model
-    try:
+    with _no_loading_bar():  # a checkpoint referring to it is loading, not a new model
         model = _hf_model(resolved, pooling, True, str(name_or_path))
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
     return {f"model.{key}": tensor for key, tensor in model.state_dict().items()}
 
 

@@ -253,7 +253,10 @@ class StudentConfig:
     """`fit_student`: fine-tune a teacher checkpoint on an Improvement-Set with replay.
 
     `val_manifest` (optional) is the validation set; without it the replay manifest is split
-    as the teacher split its training pairs (same `data.split_seed`). `teacher` is a checkpoint
+    as the teacher split its training pairs (same `data.split_seed`), and when that holds out
+    fewer than `data.min_val_pairs_warning` pairs, the student validates on the held-out pairs of
+    the teacher's clean training data (`teacher_val_manifest`, default the `val_pairs.csv` of the
+    teacher's run folder), or stops before training (`train.fit.student_validation`). `teacher` is a checkpoint
     folder or a published weights file (with `text_encoder` where the file needs one; see
     `load_model`); every data key takes a manifest file or a dataset spec (`read_data`).
     """
@@ -262,7 +265,8 @@ class StudentConfig:
     text_encoder: str | None = None  # a weights-file teacher's text encoder (name or folder)
     improvement_set: str = ""
     replay_manifest: str = ""
-    val_manifest: str | None = None
+    val_manifest: str | None = None  # held-out captioned pairs to validate on (default: see student_validation)
+    teacher_val_manifest: str = ""  # the teacher's held-out pairs (default: val_pairs.csv of its run folder)
     replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     freeze_batchnorm: bool = True

@@ -30,6 +30,8 @@ IRRELEVANT_LIGHTNING_MESSAGES = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     # under DDP every process validates on all validation pairs: its metrics are the run's
     r"It is recommended to use `self.log\('.*', \.\.\., sync_dist=True\)`",
+    # the accelerators of the machine: the fit's own device setting says where it runs
+    r"(?:GPU|TPU|HPU) available: |LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES",
 )
 _IRRELEVANT = re.compile("|".join(f"(?:{pattern})" for pattern in IRRELEVANT_LIGHTNING_MESSAGES))
 _LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector",

@@ -373,8 +373,13 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     """
     config = placed(config)
     checkpoints.require_model_path(config.teacher, "teacher")
-    for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ())):
+    for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ()),
+                *(("teacher_val_manifest",) if config.teacher_val_manifest else ())):
         check_data(getattr(config, key), key)
+    check_output_folder(config.out_dir, "run folder")
+    replay = read_data(config.replay_manifest)
+    val_rows, validation = student_validation(config, replay)  # before the run starts: never a run without it
+    replay = replay[~replay["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
     run_dir, ckpt_path = _start_run(config)
     seed_everything(config.seed, verbose=False)
     model = checkpoints.load_model(config.teacher, config.text_encoder)
@@ -383,11 +388,6 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     shared = {id(model.text_encoder): model.text_encoder} if config.text.freeze_text_encoder else {}
     teacher = copy.deepcopy(model, shared).eval() if uses_teacher_online else None
     inputs = _Inputs.of(model, config)
-    replay = read_data(config.replay_manifest)
-    if config.val_manifest is not None:
-        val_rows = read_data(config.val_manifest)
-    else:
-        replay, val_rows = split_by_clip(replay, config.data.val_fraction, config.data.split_seed)
     curated = read_data(config.improvement_set)
     curated = curated[~curated["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
     if len(curated) == 0:
@@ -398,13 +398,12 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
         if config.loss.kind == "soft_label" and config.loss.teacher_targets == "cached":
             _attach_cached_targets(prepared[name][0], prepared[name][1], config.loss)
     val_pairs, val_kept, val_skipped = (
-        inputs.prepare(val_rows, config.val_manifest or config.replay_manifest, config.data)
-        if len(val_rows) else (None, val_rows, val_rows[[]])
+        inputs.prepare(val_rows, validation, config.data) if len(val_rows) else (None, val_rows, val_rows[[]])
     )
     _write_summary(
         run_dir,
         {"curated_pairs": len(prepared["curated"][1]), "replay_pairs": len(prepared["replay"][1]),
-         "val_pairs": len(val_kept)},
+         "val_pairs": len(val_kept), "validation": validation},
         [prepared["curated"][2], prepared["replay"][2], val_skipped.reindex(columns=["audio_path", "reason"])],
         _minimums(config.data, ["curated_pairs"] + (["replay_pairs"] if config.replay.replay_prob > 0 else []),
                   config.val_manifest is not None or config.data.val_fraction > 0),
@@ -415,6 +414,50 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
                               1.0 - config.replay.replay_prob, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+
+
+TEACHER_VAL_PAIRS = "val_pairs.csv"  # the held-out pairs a teacher's fit writes into its run folder
+
+
+def teacher_held_out_pairs(config: StudentConfig) -> str:
+    """The held-out pairs of the teacher's clean training data: `teacher_val_manifest`, else the
+    `val_pairs.csv` of the run folder the teacher's checkpoint folder lies in; '' when neither."""
+    if config.teacher_val_manifest:
+        return config.teacher_val_manifest
+    beside = Path(config.teacher).parent / TEACHER_VAL_PAIRS
+    return str(beside) if Path(config.teacher).is_dir() and beside.is_file() else ""
+
+
+def student_validation(config: StudentConfig, replay: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """A student's validation pairs and where they come from: `val_manifest` when given; else the
+    replay pairs held out by `data.val_fraction`; when those are fewer than
+    `data.min_val_pairs_warning`, the held-out pairs of the teacher's clean training data
+    (`teacher_held_out_pairs`). A student that picks `best/` (`trainer.keep_best`) or stops early
+    with too few of those as well stops here, before training: best/ is never picked without
+    validation. `data.val_fraction: 0` asks for no validation (best/ is then the last step)."""
+    if config.val_manifest is not None:
+        return read_data(config.val_manifest), config.val_manifest
+    _, held_out = split_by_clip(replay, config.data.val_fraction, config.data.split_seed)
+    least = config.data.min_val_pairs_warning
+    own = f"{config.replay_manifest} (data.val_fraction {config.data.val_fraction:g} held out)"
+    if config.data.val_fraction == 0 or len(held_out) >= least:
+        return held_out, own
+    teacher_pairs = teacher_held_out_pairs(config)
+    teacher_rows = read_data(teacher_pairs) if teacher_pairs else held_out.iloc[:0]
+    if len(teacher_rows) >= least:
+        log.info("%d replay pairs held out (fewer than data.min_val_pairs_warning = %d): the student validates "
+                 "on the teacher's %d held-out pairs, %s", len(held_out), least, len(teacher_rows), teacher_pairs)
+        return teacher_rows, f"{teacher_pairs} (the teacher's held-out pairs)"
+    if not (config.trainer.keep_best or config.trainer.early_stopping_patience):
+        return held_out, own  # validation only informs: the count's warning says how little it means
+    teacher_note = (f"the teacher's held-out pairs ({teacher_pairs}) are {len(teacher_rows)}" if teacher_pairs else
+                    f"the teacher has no held-out pairs (no {TEACHER_VAL_PAIRS} beside {config.teacher})")
+    raise ConfigError(
+        f"too few validation pairs to pick best/: data.val_fraction {config.data.val_fraction:g} holds out "
+        f"{len(held_out)} of the {len(replay)} replay pairs and {teacher_note}, fewer than "
+        f"data.min_val_pairs_warning = {least}; set val_manifest (or teacher_val_manifest) to held-out "
+        f"captioned pairs, raise data.val_fraction, lower data.min_val_pairs_warning, or set "
+        f"trainer.keep_best: false")
 
 
 def _require_file(path: str, key: str) -> None:
