@@ -24,7 +24,7 @@ from ..model.checkpoints import require_model_path
 from ..files import check_output_folder, write_atomically, write_text_atomically
 from ..prompts import benchmark_labels, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
-from .leakage import refuse_benchmark_audio, training_clip_mask
+from .leakage import refuse_benchmark_audio, shared_source_mask, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
 
 log = logging.getLogger("clapcurate.curate")
@@ -202,7 +202,9 @@ def _caption_embeddings(config: CurationConfig, train: pd.DataFrame, rows: pd.Da
 
 def _pool(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """(embeddings [P, d], clips [P], counts) of the pool's readable clips that the teacher did not
-    train on. The pool is checked against the benchmark before any of its audio is read."""
+    train on: neither the same clip or file (`excluded_training_clips`) nor another clip of a
+    source recording it trained on (`excluded_training_sources`). The pool is checked against
+    the benchmark before any of its audio is read."""
     pool, benchmark = data["pool_manifest"], data.get("benchmark_manifest")
     if len(pool) == 0:
         raise ClapcurateError(f"{config.pool_manifest}: the pool has no clips")
@@ -215,10 +217,17 @@ def _pool(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[np.nda
                               f"(the list is {Path(folder) / 'skipped.csv'})")
     all_clips = unique_clips(pool)
     clips = all_clips.set_index("clip_id").loc[ids].reset_index()
-    in_training = training_clip_mask(clips, data.get("teacher_train_manifest", data["train_manifest"]))
+    teacher_train = data.get("teacher_train_manifest", data["train_manifest"])
+    same_clip = training_clip_mask(clips, teacher_train)
+    same_source = shared_source_mask(clips, teacher_train) & ~same_clip
+    if same_source.any():
+        log.warning("%d pool clip(s) come from source recordings the teacher trained on (e.g. %s) and are left out "
+                    "(excluded_training_sources in %s)", int(same_source.sum()),
+                    clips.loc[same_source, "recording_id"].iloc[0], STATS_FILE)
+    keep = ~(same_clip | same_source)
     counts = {"pool_clips": len(all_clips), "unreadable_pool_clips": len(all_clips) - len(ids),
-              "excluded_training_clips": int(in_training.sum())}
-    return embeddings[~in_training], clips[~in_training].reset_index(drop=True), counts
+              "excluded_training_clips": int(same_clip.sum()), "excluded_training_sources": int(same_source.sum())}
+    return embeddings[keep], clips[keep].reset_index(drop=True), counts
 
 
 def _curate_ds_stage(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[ImprovementSet, dict]:
@@ -254,6 +263,22 @@ def _curate_pool_stage(method: str, config: CurationConfig,
         improvement_set = curate_ads(captions, _caption_embeddings(config, train, captions), pool_embeddings,
                                      pool_clips, **search)
     return improvement_set, {**counts, "candidate_captions": int(captions["caption"].nunique())}
+
+
+def _benchmark_heard_by_teacher(config: CurationConfig, data: dict[str, pd.DataFrame]) -> dict:
+    """`benchmark_clips_from_teacher_sources`: the benchmark's clips that are, or were cut from a
+    recording of, the teacher's training data (its zero-shot score on them is not zero-shot);
+    warned about when there are any."""
+    benchmark = data.get("benchmark_manifest")
+    if benchmark is None:
+        return {}
+    teacher_train = data.get("teacher_train_manifest", data["train_manifest"])
+    heard = training_clip_mask(benchmark, teacher_train) | shared_source_mask(benchmark, teacher_train)
+    if heard.any():
+        log.warning("%d of the %d clips of the benchmark %r come from recordings the teacher trained on: its "
+                    "zero-shot score on them is not zero-shot (benchmark_clips_from_teacher_sources in %s)",
+                    int(heard.sum()), len(benchmark), config.benchmark or config.benchmark_manifest, STATS_FILE)
+    return {"benchmark_clips_from_teacher_sources": int(heard.sum())}
 
 
 REQUIRED_KEYS = {"du": ["pool_manifest"], "ds": ["benchmark_manifest"],
@@ -299,6 +324,7 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
         improvement_set, counts = _curate_ds_stage(config, data)
     else:
         improvement_set, counts = _curate_pool_stage(method, config, data)
+    counts.update(_benchmark_heard_by_teacher(config, data))
     log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
              improvement_set.sigma)
     return write_improvement_set(

@@ -291,6 +291,22 @@ def take_subset(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.DataFr
     return manifest.iloc[rows].reset_index(drop=True)
 
 
+def _unit_hash(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, key)."""
+    digest = hashlib.blake2b(f"{seed}|{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def split_by_clip(manifest: pd.DataFrame, val_fraction: float, split_seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation) rows: a clip is held out when hash(split_seed, clip_id) < val_fraction.
+
+    All captions of a clip land on the same side; the decision depends on the clip alone, so a
+    teacher's fit and its curation agree on the clips it held out.
+    """
+    held_out = np.array([_unit_hash(split_seed, clip) < val_fraction for clip in manifest["clip_id"]], dtype=bool)
+    return manifest[~held_out].reset_index(drop=True), manifest[held_out].reset_index(drop=True)
+
+
 def youtube_clip_id(youtube_id: str, start_seconds: float) -> str:
     """The clip id of a YouTube segment, `yt:{youtube_id}_{int(start_seconds)}`,
     shared by AudioCaps rows and AudioSet pool rows of the same segment."""

@@ -35,7 +35,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import to_dict
-from ..data.manifest import label_names, take_subset, write_manifest
+from ..data.manifest import label_names, split_by_clip, take_subset, write_manifest
 from ..errors import ClapcurateError, ConfigError, ManifestError
 from ..files import check_output_folder, write_atomically
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
@@ -47,7 +47,7 @@ from ..model.weights import WeightsSource
 from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig, placed
 from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
-    label_matrix, prepare_pairs, split_by_clip,
+    label_matrix, prepare_pairs,
 )
 from .console import StepProgressBar, quiet_lightning, warn_if_few_pairs
 from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule, TrainingDivergedError
