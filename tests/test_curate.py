@@ -457,6 +457,41 @@ def test_pool_clips_of_the_teachers_recordings_are_dropped_and_benchmark_clips_i
     assert "1 of the 3 clips of the benchmark 'esc50' come from recordings the teacher trained on" in caplog.text
 
 
+def test_stage_summary_on_planted_degenerate_pools(world):
+    """A pool with a byte copy of a clip and a 2-ms clip, curated at sigma = -1 (far too low) and at
+    sigma = 1 (0 pairs): the copies are reported, the 2-ms clip skipped with its reason, and
+    stats.json holds the summary and the warnings with their numbers."""
+    tmp_path, config = world
+    pool = read_manifest(config["pool_manifest"])
+    copy = tmp_path / "pool" / "copy_of_p2.wav"
+    copy.write_bytes(open(pool["audio_path"][2], "rb").read())
+    click = tmp_path / "pool" / "click.wav"
+    soundfile.write(click, np.full(32, 0.5, np.float32), 16000)  # 2 ms
+    planted = pd.concat([pool, pd.DataFrame({"id": ["copy", "click"], "clip_id": ["copy", "click"],
+                                             "audio_path": [str(copy), str(click)], "source": "pool"})])
+    data = {**config, "pool_manifest": str(write_manifest(planted, tmp_path / "planted.csv")),
+            "pool_embeddings": str(tmp_path / "emb" / "planted"), "held_out_fraction": 0.5, "target_precision": 0.9}
+    rows, stats = read_outputs(run_curation("du", load_curation_config(data={**data, "out_dir": str(tmp_path / "low"),
+                                                                              "sigma": -1.0})))
+    skipped = pd.read_csv(tmp_path / "emb" / "planted" / "skipped.csv")
+    assert skipped.set_index("id")["reason"]["click"].startswith("near-empty: 2.0 ms of audio")
+    assert stats["duplicate_clips"] == 1 and sorted(stats["duplicate_examples"][0]) == sorted(
+        [str(copy), pool["audio_path"][2]])
+    assert any(w.startswith("1 curated clips hold the same audio as another") for w in stats["warnings"])
+    assert stats["sigma_from"] == "given" and stats["pairs"] == len(rows) == 7 * 3
+    assert stats["teacher_reference"]["clips"] >= 1 and stats["estimated_precision"] is not None
+    assert stats["suggested_sigma"]["precision"] == 0.9
+    assert any("sigma = -1.0000 lies below the bulk of the teacher's held-out matched pairs" in w
+               for w in stats["warnings"])
+    assert sum(entry["pairs"] for entry in stats["top_captions"]) == stats["pairs"]
+    _, empty = read_outputs(run_curation("du", load_curation_config(data={**data, "out_dir": str(tmp_path / "high"),
+                                                                           "sigma": 1.0})))
+    assert empty["pairs"] == 0 and empty["estimated_precision"] is None
+    [zero] = [w for w in empty["warnings"] if w.startswith("0 pairs")]
+    assert f"(the highest similarity seen is {empty['highest_similarity']:.4f}); sigma = " \
+           f"{empty['sigma_keeping_suggested_pairs']:.4f} would keep about 100 pairs: lower sigma" in zero
+
+
 def test_stage_config_errors_name_the_key(world):
     tmp_path, config = world
     with pytest.raises(ConfigError, match="ds_manifest"):

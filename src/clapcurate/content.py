@@ -1,6 +1,6 @@
 """What audio files hold, without a model: the content hash behind the leakage checks and the
 duplicate reports (the same bytes, or the same decoded samples under another encoding), and a
-file's format, rate, channels, duration and level (`clapcurate inspect`)."""
+file's format, rate, channels, duration, level and problems (`clapcurate inspect`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import os
 from typing import Iterable
 
 import numpy as np
+import pandas as pd
 import soundfile
 
 from .audio import MIN_CLIP_SECONDS
 
+PROBLEMS = ("unreadable", "empty", "near-empty", "non-finite", "silent")  # what `inspect_file` reports
 SILENT_PEAK = 1e-4  # a file whose every sample stays below this (-80 dBFS) is silent
 
 
@@ -34,12 +36,17 @@ def _shape(path: str) -> tuple | None:
     return info.frames, info.samplerate, info.channels
 
 
+def _samples_hash(samples: np.ndarray) -> str:
+    """The content hash of decoded samples [frames, channels] (float32)."""
+    return hashlib.sha256(np.ascontiguousarray(samples).tobytes()).hexdigest()
+
+
 def _samples_digest(path: str) -> str | None:
     try:
         samples, _ = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception:
         return None
-    return hashlib.sha256(np.ascontiguousarray(samples).tobytes()).hexdigest()
+    return _samples_hash(samples)
 
 
 def _existing(paths: Iterable[str]) -> list[str]:
@@ -101,18 +108,23 @@ def duplicate_groups(paths) -> list[list[str]]:
 
 def inspect_file(path: str) -> dict:
     """What one audio file holds: `format`, `subtype`, `sample_rate`, `channels`, `duration`
-    (seconds), `peak` (largest absolute sample) and `problem`: "" for a usable file, else
+    (seconds), `peak` (largest absolute sample), `content` (the hash of its decoded samples, of
+    its bytes when it cannot be decoded: what `duplicate_groups` compares) and `problem`: "" for a usable file, else
     unreadable (with `reason`), empty, near-empty (shorter than `audio.MIN_CLIP_SECONDS`),
     non-finite or silent (peak below `SILENT_PEAK`)."""
     record = {"audio_path": path, "format": "", "subtype": "", "sample_rate": 0, "channels": 0,
-              "duration": float("nan"), "peak": float("nan"), "problem": "", "reason": ""}
+              "duration": float("nan"), "peak": float("nan"), "problem": "", "reason": "", "content": ""}
+    if not os.path.isfile(path):
+        return {**record, "problem": "unreadable", "reason": "no such file"}
     try:
         info = soundfile.info(path)
         samples, _ = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as error:  # any decoder failure makes the file unreadable, as loading does
-        return {**record, "problem": "unreadable", "reason": str(error) or type(error).__name__}
+        return {**record, "problem": "unreadable", "reason": str(error) or type(error).__name__,
+                "content": "bytes:" + _file_digest(path)}
     record.update(format=info.format, subtype=info.subtype, sample_rate=int(info.samplerate),
-                  channels=int(info.channels), duration=len(samples) / info.samplerate)
+                  channels=int(info.channels), duration=len(samples) / info.samplerate,
+                  content="samples:" + _samples_hash(samples))
     if len(samples) == 0:
         return {**record, "problem": "empty", "reason": "the file holds no samples"}
     if not np.isfinite(samples).all():
@@ -124,3 +136,68 @@ def inspect_file(path: str) -> dict:
     if record["peak"] < SILENT_PEAK:
         return {**record, "problem": "silent", "reason": f"peak {record['peak']:.2g} (under {SILENT_PEAK:g})"}
     return record
+
+
+def inspect_files(paths, advance=None) -> pd.DataFrame:
+    """`inspect_file` of each distinct path, in order, plus `duplicate_group`: a number shared by
+    the files of one content (1, 2, ... in order of first appearance; 0 for a file whose content
+    no other file holds). `advance(1)` after each file (a progress bar)."""
+    records = []
+    for path in dict.fromkeys(paths):
+        records.append(inspect_file(path))
+        if advance is not None:
+            advance(1)
+    table = pd.DataFrame.from_records(records)
+    if table.empty:
+        return table.assign(duplicate_group=pd.Series(dtype=int))
+    shared = table["content"].where(table["content"] != "")
+    repeated = shared[shared.duplicated(keep=False)]
+    group_of = {content: i for i, content in enumerate(dict.fromkeys(repeated), start=1)}
+    return table.assign(duplicate_group=[group_of.get(content, 0) for content in table["content"]])
+
+
+INSPECTION_LISTED = 10  # problem files and duplicate groups listed on the console
+
+
+def inspection_tables(table: pd.DataFrame) -> list:
+    """Rich tables of an `inspect_files` table: files per format, sample rate and channel count,
+    durations, problem files (the first `INSPECTION_LISTED`) and groups of duplicate content."""
+    from rich.table import Table
+
+    def counts(title: str, column: str, values) -> Table:
+        out = Table(title=title)
+        out.add_column(column)
+        out.add_column("files", justify="right")
+        for value, n in values.value_counts().items():
+            out.add_row(str(value), str(n))
+        return out
+
+    readable = table[table["format"] != ""]
+    tables = [counts("formats", "format / subtype", readable["format"] + " / " + readable["subtype"]),
+              counts("sample rates", "Hz", readable["sample_rate"]),
+              counts("channels", "channels", readable["channels"])]
+    if len(readable):
+        durations = Table(title="durations (seconds)")
+        for column in ("files", "min", "median", "max", "total"):
+            durations.add_column(column, justify="right")
+        seconds = readable["duration"]
+        durations.add_row(str(len(readable)), f"{seconds.min():.3f}", f"{seconds.median():.3f}",
+                          f"{seconds.max():.3f}", f"{seconds.sum():.1f}")
+        tables.append(durations)
+    problems = table[table["problem"] != ""]
+    listed = Table(title=f"{len(problems)} problem file(s)"
+                   + (f", the first {INSPECTION_LISTED}" if len(problems) > INSPECTION_LISTED else ""))
+    for column in ("problem", "file", "reason"):
+        listed.add_column(column)
+    for _, row in problems.head(INSPECTION_LISTED).iterrows():
+        listed.add_row(row["problem"], row["audio_path"], row["reason"])
+    tables.append(listed)
+    groups = table[table["duplicate_group"] > 0].groupby("duplicate_group")["audio_path"].apply(list)
+    duplicates = Table(title=f"{len(groups)} group(s) of files with the same content"
+                       + (f", the first {INSPECTION_LISTED}" if len(groups) > INSPECTION_LISTED else ""))
+    duplicates.add_column("group", justify="right")
+    duplicates.add_column("files")
+    for group, paths in groups.head(INSPECTION_LISTED).items():
+        duplicates.add_row(str(group), "\n".join(paths))
+    tables.append(duplicates)
+    return tables

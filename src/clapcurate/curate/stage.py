@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import load_config
-from ..data.manifest import write_manifest
+from ..content import duplicate_groups
+from ..data.manifest import split_by_clip, write_manifest
 from ..data.readers import check_data, read_data
 from ..device import AUTO, check_auto, check_device
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
@@ -23,22 +24,40 @@ from ..errors import ClapcurateError, ConfigError
 from ..model.checkpoints import require_model_path
 from ..files import check_output_folder, write_atomically, write_text_atomically
 from ..prompts import benchmark_labels, prompts
-from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
+from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram, search_pass
 from .leakage import refuse_benchmark_audio, shared_source_mask, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
+from .summary import (SUGGESTED_PAIRS, TeacherReference, curation_warnings, estimated_precision, sigma_for_precision,
+                      sigma_keeping, summary_text, top_shares)
 
 log = logging.getLogger("clapcurate.curate")
 
 PLOT_BINS = 256
 
 
-def improvement_set_stats(improvement_set: ImprovementSet, **context) -> dict:
+def improvement_set_stats(improvement_set: ImprovementSet, sigma_from: str = "given",
+                          reference: TeacherReference | None = None, pairs_searched: int | None = None,
+                          target_precision: float | None = None, duplicates: list[list[str]] = (),
+                          **context) -> dict:
     """The counts of an Improvement-Set (pairs as in the paper's Table 1; distinct clips and
     captions), the pairs of the search >= sigma before and after the per-clip cap (exact), the
-    sigma used, the similarity range, and `context` (benchmark, pool size, ...)."""
+    sigma used and where it came from (`sigma_from`: given, keep_fraction or default, the
+    method's), the similarity range and the highest similarity the search saw, the captions (and
+    DS / ADS labels) holding the largest shares of the pairs (`top_captions`, `top_labels`), the
+    teacher's held-out pairs (`teacher_reference`) with the set's `estimated_precision` (None
+    without them; `curate.summary`), a `suggested_sigma` for `target_precision`, the sigma keeping
+    about `SUGGESTED_PAIRS` pairs, the curated clips repeating another's audio (`duplicates`: groups
+    of paths), `context` (benchmark, pool size, ...) and, last, the `warnings`.
+    `pairs_searched`: the pairs the search compared (pool clips x captions; default the
+    histogram's count)."""
     rows = improvement_set.rows
     similarity = rows["similarity"]
-    return {
+    histogram = improvement_set.histogram
+    pairs_searched = histogram.total if pairs_searched is None else pairs_searched
+    occupied = np.flatnonzero(histogram.counts)
+    seen = [float(histogram.edges[occupied[-1] + 1])] if len(occupied) else []  # the histogram's, to a bin
+    highest = float(similarity.max()) if len(rows) else max(seen, default=float("nan"))
+    stats = {
         "method": improvement_set.method,
         **context,
         "pairs": len(rows),
@@ -46,9 +65,27 @@ def improvement_set_stats(improvement_set: ImprovementSet, **context) -> dict:
         "clips": int(rows["clip_id"].nunique()),
         "captions": int(rows["caption"].nunique()),
         "sigma": improvement_set.sigma,
+        "sigma_from": sigma_from,
         "similarity": None if rows.empty else {
             "min": float(similarity.min()), "mean": float(similarity.mean()), "max": float(similarity.max())},
+        "highest_similarity": highest,
+        "top_captions": top_shares(rows["caption"], "caption"),
+        "estimated_precision": estimated_precision(reference, improvement_set.sigma, improvement_set.pairs_before_cap,
+                                                   pairs_searched),
+        "sigma_keeping_suggested_pairs": sigma_keeping(histogram, SUGGESTED_PAIRS, pairs_searched),
     }
+    if duplicates:
+        stats["duplicate_clips"] = sum(len(group) - 1 for group in duplicates)
+        stats["duplicate_examples"] = [list(group) for group in duplicates[:3]]
+    if improvement_set.method != "du" and "best_label" in rows:
+        stats["top_labels"] = top_shares(rows["best_label"], "label")
+    if reference is not None:
+        stats["teacher_reference"] = reference.summary(improvement_set.sigma)
+    if target_precision is not None:
+        stats["suggested_sigma"] = {"precision": target_precision,
+                                    "sigma": sigma_for_precision(reference, histogram, pairs_searched, target_precision)}
+    stats["warnings"] = curation_warnings(stats, reference)
+    return stats
 
 
 def histogram_title(improvement_set: ImprovementSet, max_captions_per_clip: int | None = None) -> str:
@@ -153,6 +190,13 @@ class CurationConfig:
     sigma: float | None = None  # default: clapcurate.method.SIGMA of the method (DU 0.7, DS 0.6, ADS 0.7)
     keep_fraction: float | None = None  # instead of sigma: keep this fraction of all similarities
     max_captions_per_clip: int | None = None  # DU, ADS: only the best k captions of each clip
+    target_precision: float | None = None  # DU, ADS: suggest the sigma estimated to reach this precision
+    # DU, ADS: the teacher's held-out clips of train_manifest (its fit's data.val_fraction and
+    # data.split_seed), at most reference_clips of them (0: none), give the precision estimate
+    held_out_fraction: float = 0.17
+    held_out_seed: int = 0
+    reference_clips: int = 256
+    reference_embeddings: str = ""  # default {out_dir}/embeddings/reference_audio
     block_size: int = DEFAULT_BLOCK_SIZE
     batch_size: int = 64
     shard_size: int = 10_000
@@ -172,6 +216,12 @@ class CurationConfig:
         for key in ("block_size", "batch_size", "shard_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.target_precision is not None and not 0.0 < self.target_precision < 1.0:
+            raise ValueError(f"target_precision must lie in (0, 1), got {self.target_precision}")
+        if not 0.0 <= self.held_out_fraction < 1.0:
+            raise ValueError(f"held_out_fraction must lie in [0, 1), got {self.held_out_fraction}")
+        if self.reference_clips < 0:
+            raise ValueError(f"reference_clips must be >= 0, got {self.reference_clips}")
         if self.max_captions_per_clip is not None and self.max_captions_per_clip < 1:
             raise ValueError(f"max_captions_per_clip must be at least 1, got {self.max_captions_per_clip}")
         check_auto("num_workers", self.num_workers, int)
@@ -250,6 +300,7 @@ def _curate_pool_stage(method: str, config: CurationConfig,
     from ..device import resolve_device
 
     pool_embeddings, pool_clips, counts = _pool(config, data)
+    reference = _teacher_reference(config, data["train_manifest"])
     search = dict(sigma=config.sigma, keep_fraction=config.keep_fraction,
                   max_captions_per_clip=config.max_captions_per_clip, block_size=config.block_size,
                   device=resolve_device(config.device))
@@ -262,7 +313,11 @@ def _curate_pool_stage(method: str, config: CurationConfig,
         captions = data["ds_manifest"]
         improvement_set = curate_ads(captions, _caption_embeddings(config, train, captions), pool_embeddings,
                                      pool_clips, **search)
-    return improvement_set, {**counts, "candidate_captions": int(captions["caption"].nunique())}
+    n_captions = int(captions["caption"].nunique())
+    return improvement_set, {**counts, "candidate_captions": n_captions, "reference": reference,
+                             "pairs_searched": len(pool_clips) * n_captions,
+                             "duplicates": _curated_duplicates(pool_embeddings, pool_clips, improvement_set.rows,
+                                                               search["device"])}
 
 
 def _benchmark_heard_by_teacher(config: CurationConfig, data: dict[str, pd.DataFrame]) -> dict:
@@ -279,6 +334,40 @@ def _benchmark_heard_by_teacher(config: CurationConfig, data: dict[str, pd.DataF
                     "zero-shot score on them is not zero-shot (benchmark_clips_from_teacher_sources in %s)",
                     int(heard.sum()), len(benchmark), config.benchmark or config.benchmark_manifest, STATS_FILE)
     return {"benchmark_clips_from_teacher_sources": int(heard.sum())}
+
+
+def _teacher_reference(config: CurationConfig, train: pd.DataFrame) -> TeacherReference | None:
+    """The teacher's held-out pairs (`curate.summary`): the first `reference_clips` clips of
+    `train`'s captioned rows that `split_by_clip` holds out, embedded (audio) into
+    `reference_embeddings`; None when there are none or none is readable."""
+    captioned = train[train["caption"] != ""]
+    held_out = split_by_clip(captioned, config.held_out_fraction, config.held_out_seed)[1]
+    clips = unique_clips(held_out).head(config.reference_clips)
+    if clips.empty:
+        return None
+    folder = config.reference_embeddings or Path(config.out_dir) / "embeddings" / "reference_audio"
+    ids, audio = _embed(config, clips, folder, "audio")
+    rows = held_out[held_out["clip_id"].isin(set(ids))].reset_index(drop=True)
+    if rows.empty:
+        return None
+    position = {clip_id: i for i, clip_id in enumerate(ids)}
+    return TeacherReference.of(audio, _caption_embeddings(config, train, rows),
+                               [position[clip_id] for clip_id in rows["clip_id"]])
+
+
+DUPLICATE_SIMILARITY = 0.999  # curated clips this close are compared by content
+
+
+def _curated_duplicates(pool_embeddings, pool_clips: pd.DataFrame, rows: pd.DataFrame, device) -> list[list[str]]:
+    """Groups of curated clips holding the same audio (`content.duplicate_groups`), among the
+    clips whose embeddings are almost equal (only those are read again)."""
+    curated = np.flatnonzero(pool_clips["clip_id"].isin(set(rows["clip_id"])).to_numpy())
+    if len(curated) < 2:
+        return []
+    embeddings = pool_embeddings[curated]
+    close = search_pass(embeddings, embeddings, DUPLICATE_SIMILARITY, histogram_queries=0, device=device).pairs
+    candidates = sorted({int(i) for q, k in zip(close.query_idx, close.key_idx) if q != k for i in (q, k)})
+    return duplicate_groups(pool_clips["audio_path"].to_numpy()[curated[candidates]]) if candidates else []
 
 
 REQUIRED_KEYS = {"du": ["pool_manifest"], "ds": ["benchmark_manifest"],
@@ -325,8 +414,11 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
     else:
         improvement_set, counts = _curate_pool_stage(method, config, data)
     counts.update(_benchmark_heard_by_teacher(config, data))
+    sigma_from = ("keep_fraction" if config.keep_fraction is not None else
+                  "given" if config.sigma is not None else "default")
     log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
              improvement_set.sigma)
     return write_improvement_set(
-        improvement_set, config.out_dir, config.manifest_name, benchmark=config.benchmark or None,
+        improvement_set, config.out_dir, config.manifest_name, sigma_from=sigma_from,
+        target_precision=config.target_precision, benchmark=config.benchmark or None,
         keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)

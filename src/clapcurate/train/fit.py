@@ -389,9 +389,14 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     else:
         replay, val_rows = split_by_clip(replay, config.data.val_fraction, config.data.split_seed)
     curated = read_data(config.improvement_set)
-    curated = curated[~curated["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
     if len(curated) == 0:
-        raise ManifestError(f"{config.improvement_set}: no Improvement-Set pairs outside the validation clips")
+        raise ManifestError(f"improvement_set: {config.improvement_set} holds 0 pairs: curate it again with a lower "
+                            f"sigma or keep_fraction (its stats.json names the sigma that keeps some)")
+    outside = curated[~curated["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
+    if len(outside) == 0:
+        raise ManifestError(f"improvement_set: all {len(curated)} pairs of {config.improvement_set} are on the "
+                            f"validation clips (data.val_fraction, data.split_seed): no pair is left to train on")
+    curated = outside
     prepared = {}
     for name, rows, origin in (("curated", curated, config.improvement_set), ("replay", replay, config.replay_manifest)):
         prepared[name] = inputs.prepare(rows, origin, config.data)
