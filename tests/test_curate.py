@@ -4,6 +4,7 @@ ADS Improvement-Sets, exclusion of training clips, refusal of benchmark audio, s
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import torch
 
 from clapcurate import method
 from clapcurate.curate import (
+    shared_source_mask,
     curate_ads,
     curate_ds,
     curate_du,
@@ -281,6 +283,19 @@ def test_pool_with_benchmark_audio_is_refused(tmp_path, pool_clips):
         refuse_benchmark_audio(disguised, benchmark, "esc50")
 
 
+def test_pool_clips_cut_from_a_benchmark_recording_are_refused(pool_clips):
+    benchmark = pd.DataFrame({"clip_id": ["esc50/1-100032-A-0.wav"], "audio_path": ["/bench/1-100032-A-0.wav"],
+                              "recording_id": ["freesound:100032"]})
+    unrelated = pool_clips.assign(recording_id=["freesound:7", "", "youtube:x", ""])
+    refuse_benchmark_audio(unrelated, benchmark, "esc50")  # no recording in common (empty ids never match)
+    assert not shared_source_mask(unrelated.assign(recording_id=""), benchmark.assign(recording_id="")).any()
+    same_sound = unrelated.assign(recording_id=["freesound:7", "freesound:100032", "", ""])
+    assert shared_source_mask(same_sound, benchmark).tolist() == [False, True, False, False]
+    with pytest.raises(ClapcurateError, match=r"1 clip\(s\) cut from the source recordings of the target benchmark "
+                                              r"'esc50' \(e.g. 'p1' of freesound:100032\)"):
+        refuse_benchmark_audio(same_sound, benchmark, "esc50")
+
+
 @pytest.mark.parametrize("disguise", ["copy", "hard_link", "flac"])
 def test_pool_file_with_a_benchmark_clips_content_is_refused(tmp_path, disguise):
     rng = np.random.default_rng(0)
@@ -418,6 +433,63 @@ def test_pool_holding_benchmark_audio_is_refused_before_any_audio_is_read(world)
         run_curation("du", load_curation_config(data={**config, "pool_manifest": str(leaky),
                                                       "out_dir": str(tmp_path / "du")}))
     assert not (tmp_path / "emb" / "pool").exists()
+
+
+def test_pool_clips_of_the_teachers_recordings_are_dropped_and_benchmark_clips_it_heard_counted(world, caplog):
+    """Contamination by source: another segment of a video the teacher trained on is dropped from
+    the pool (counted apart from the teacher's own clips); benchmark clips cut from the teacher's
+    recordings are counted and warned about."""
+    tmp_path, config = world
+    train = read_manifest(config["train_manifest"]).assign(recording_id=["youtube:v0", "youtube:v9", "", "youtube:v3"])
+    pool = read_manifest(config["pool_manifest"])
+    pool = pool.assign(recording_id=["youtube:v0", "youtube:v3", *[""] * (len(pool) - 2)])
+    bench = read_manifest(config["benchmark_manifest"]).assign(recording_id=["freesound:1", "youtube:v9", ""])
+    data = {**config, "train_manifest": str(write_manifest(train, tmp_path / "train_rec.csv")),
+            "pool_manifest": str(write_manifest(pool, tmp_path / "pool_rec.csv")),
+            "benchmark_manifest": str(write_manifest(bench, tmp_path / "bench_rec.csv")),
+            "pool_embeddings": str(tmp_path / "emb" / "pool_rec"), "out_dir": str(tmp_path / "du_rec"), "sigma": -1.0}
+    with caplog.at_level(logging.WARNING, logger="clapcurate.curate"):
+        rows, stats = read_outputs(run_curation("du", load_curation_config(data=data)))
+    assert stats["excluded_training_clips"] == 1 and stats["excluded_training_sources"] == 2
+    assert not {"p0", "p1", "c0"} & set(rows["clip_id"])
+    assert stats["benchmark_clips_from_teacher_sources"] == 1
+    assert "2 pool clip(s) come from source recordings the teacher trained on" in caplog.text
+    assert "1 of the 3 clips of the benchmark 'esc50' come from recordings the teacher trained on" in caplog.text
+
+
+def test_stage_summary_on_planted_degenerate_pools(world):
+    """A pool with a byte copy of a clip and a 2-ms clip, curated at sigma = -1 (far too low) and at
+    sigma = 1 (0 pairs): the copies are reported, the 2-ms clip skipped with its reason, and
+    stats.json holds the summary and the warnings with their numbers."""
+    tmp_path, config = world
+    pool = read_manifest(config["pool_manifest"])
+    copy = tmp_path / "pool" / "copy_of_p2.wav"
+    copy.write_bytes(open(pool["audio_path"][2], "rb").read())
+    click = tmp_path / "pool" / "click.wav"
+    soundfile.write(click, np.full(32, 0.5, np.float32), 16000)  # 2 ms
+    planted = pd.concat([pool, pd.DataFrame({"id": ["copy", "click"], "clip_id": ["copy", "click"],
+                                             "audio_path": [str(copy), str(click)], "source": "pool"})])
+    data = {**config, "pool_manifest": str(write_manifest(planted, tmp_path / "planted.csv")),
+            "pool_embeddings": str(tmp_path / "emb" / "planted"), "held_out_fraction": 0.5, "target_precision": 0.9}
+    rows, stats = read_outputs(run_curation("du", load_curation_config(data={**data, "out_dir": str(tmp_path / "low"),
+                                                                              "sigma": -1.0})))
+    skipped = pd.read_csv(tmp_path / "emb" / "planted" / "skipped.csv")
+    assert skipped.set_index("id")["reason"]["click"].startswith("near-empty: 2.0 ms of audio")
+    assert stats["duplicate_clips"] == 1 and sorted(stats["duplicate_examples"][0]) == sorted(
+        [str(copy), pool["audio_path"][2]])
+    assert any(w.startswith("1 curated clips hold the same audio as another") for w in stats["warnings"])
+    assert stats["sigma_from"] == "given" and stats["pairs"] == len(rows) == 7 * 3
+    assert stats["teacher_reference"]["clips"] >= 1 and stats["estimated_precision"] is not None
+    assert stats["suggested_sigma"]["precision"] == 0.9
+    assert any("sigma = -1.0000 lies below the bulk of the teacher's held-out matched pairs" in w
+               for w in stats["warnings"])
+    assert sum(entry["pairs"] for entry in stats["top_captions"]) == stats["pairs"]
+    _, empty = read_outputs(run_curation("du", load_curation_config(data={**data, "out_dir": str(tmp_path / "high"),
+                                                                           "sigma": 1.0})))
+    assert empty["pairs"] == 0 and empty["estimated_precision"] is None
+    [zero] = [w for w in empty["warnings"] if w.startswith("0 pairs")]
+    assert f"(the highest similarity seen is {empty['highest_similarity']:.4f}); sigma = " \
+           f"{empty['sigma_keeping_suggested_pairs']:.4f} would keep about 100 pairs: lower sigma" in zero
 
 
 def test_stage_config_errors_name_the_key(world):

@@ -17,6 +17,7 @@ from clapcurate.data.readers import (
     read_dataset,
     read_esc50,
     read_folder,
+    read_fsd50k,
     read_macs,
     read_tut2017,
     read_urbansound8k,
@@ -24,6 +25,13 @@ from clapcurate.data.readers import (
 from clapcurate.errors import ManifestError
 
 REAL_METADATA = Path(__file__).resolve().parents[2] / "shared" / "real-metadata"
+# sources shared by the real metadata files (recording ids): YouTube videos of AudioCaps (all
+# splits) among the first 200 segments of AudioSet's unbalanced list, Freesound sounds of ESC-50
+# among the first 142 rows of FSD50K's ground truth, and Freesound sounds both ESC-50 and
+# UrbanSound8K were cut from
+AUDIOCAPS_IN_AUDIOSET_HEAD = 10
+ESC50_IN_FSD50K_HEADS = 0
+ESC50_IN_URBANSOUND8K = 94
 
 
 def write_file(path: Path, text: str, newline: str = "\n") -> Path:
@@ -61,6 +69,7 @@ audio/c010_30_40.wav\tcity_center\tc010
 
 TUT_EVALUATION_META = """audio/1.wav\tcafe/restaurant
 audio/2.wav\tcity_center
+audio/d007_20_30.wav\tpark
 """
 
 CLOTHO_CSV = """file_name,caption_1,caption_2,caption_3,caption_4,caption_5
@@ -150,6 +159,7 @@ def test_esc50(esc50_root):
     assert df["fold"].tolist() == ["1", "1", "5"]
     assert df["split"].tolist() == ["", "", ""]
     assert df["esc10"].tolist() == ["True", "False", "True"]
+    assert df["recording_id"].tolist() == ["freesound:100032", "freesound:100038", "freesound:9032"]
 
 
 def test_esc50_non_integer_fold_names_file_and_line(esc50_root):
@@ -192,6 +202,7 @@ def test_urbansound8k_crlf(tmp_path):
     assert df["fold"].tolist() == ["5", "5", "10"]
     assert df["audio_path"].iloc[2] == str(tmp_path / "audio" / "fold10" / "99812-1-2-0.wav")
     assert df["fsID"].tolist() == ["100032", "100263", "99812"]
+    assert df["recording_id"].tolist() == ["freesound:100032", "freesound:100263", "freesound:99812"]
     assert df["salience"].tolist() == ["1", "1", "2"]
 
 
@@ -206,13 +217,15 @@ def test_urbansound8k_non_integer_fold(tmp_path):
 
 def test_tut2017_parent_reads_development_and_evaluation(tut_parent):
     df = read_tut2017(tut_parent)
-    assert_manifest(df, 6, "tut2017")
-    assert df["split"].tolist() == ["development"] * 4 + ["evaluation"] * 2
+    assert_manifest(df, 7, "tut2017")
+    assert df["split"].tolist() == ["development"] * 4 + ["evaluation"] * 3
     assert df["id"].iloc[0] == "tut2017/development/audio/a001_0_10.wav"
     assert df["id"].iloc[4] == "tut2017/evaluation/audio/1.wav"
     assert df["audio_path"].iloc[4] == str(tut_parent / "TUT-acoustic-scenes-2017-evaluation" / "audio" / "1.wav")
-    assert df["label"].tolist()[2:] == ["cafe/restaurant", "city_center", "cafe/restaurant", "city_center"]
-    assert df["recording_id"].tolist() == ["a001", "a001", "b005", "c010", "", ""]
+    assert df["label"].tolist()[2:] == ["cafe/restaurant", "city_center", "cafe/restaurant", "city_center", "park"]
+    # the recording column, else the file name's prefix; a numbered file names none
+    assert df["recording_id"].tolist() == ["tut2017:a001", "tut2017:a001", "tut2017:b005", "tut2017:c010", "", "",
+                                           "tut2017:d007"]
 
 
 def test_tut2017_single_folder(tut_parent):
@@ -224,7 +237,7 @@ def test_tut2017_single_folder(tut_parent):
 def test_tut2017_malformed_line(tut_parent):
     meta = tut_parent / "TUT-acoustic-scenes-2017-evaluation" / "meta.txt"
     write_file(meta, TUT_EVALUATION_META + "audio/3.wav beach\n")
-    with pytest.raises(ManifestError, match=r"meta\.txt, line 3: expected 'audio/<file>\.wav<TAB>"):
+    with pytest.raises(ManifestError, match=r"meta\.txt, line 4: expected 'audio/<file>\.wav<TAB>"):
         read_tut2017(tut_parent)
 
 
@@ -272,6 +285,19 @@ def test_clotho_splits_and_empty_captions(tmp_path):
         read_clotho(tmp_path, splits="validation")
 
 
+def test_clotho_recording_ids_from_its_metadata(tmp_path):
+    write_file(tmp_path / "clotho_captions_development.csv", CLOTHO_CSV)
+    assert set(read_clotho(tmp_path)["recording_id"]) == {""}  # no metadata: each clip its own recording
+    write_file(tmp_path / "clotho_metadata_development.csv",
+               "file_name,keywords,sound_id,sound_link,start_end_samples,manufacturer,license\n"
+               "Distorted AM Radio noise.wav,radio;noise,154452,https://freesound.org/people/x/sounds/154452,"
+               "\"[0, 1]\",x,CC BY\n Ambience Birds.wav,birds,Not found,,,,\n")
+    df = read_clotho(tmp_path)
+    recordings = dict(zip(df["clip_id"], df["recording_id"]))
+    assert recordings == {"clotho/development/Distorted AM Radio noise.wav": "freesound:154452",
+                          "clotho/development/ Ambience Birds.wav": ""}
+
+
 def test_clotho_unterminated_quote_row_is_an_error(tmp_path):
     broken = CLOTHO_CSV.replace('"Birds, insects and wind, all at once."', '"Birds, insects and wind')
     write_file(tmp_path / "clotho_captions_development.csv", broken)
@@ -299,6 +325,7 @@ def test_audiocaps(tmp_path):
     assert df["caption"].iloc[1] == "The wind is blowing, insects are singing, and rustling occurs"
     assert df["split"].tolist() == ["train", "train", "val"]
     assert read_audiocaps(tmp_path, splits=["val"])["id"].tolist() == ["audiocaps/97151"]
+    assert first["recording_id"] == "youtube:r1nicOVtvkQ"
 
 
 def test_audiocaps_bad_start_time(tmp_path):
@@ -358,6 +385,7 @@ def test_audioset_drops_segments_without_audio(audioset_csv, caplog):
     assert_manifest(df, 2, "audioset")
     assert df["id"].tolist() == df["clip_id"].tolist() == ["yt:---1_cCGK4M_0", "yt:--0bntG9i7E_30"]
     assert df["label"].tolist() == ["/m/01g50p,/m/0284vy3", "/m/04rlf,/m/09x0r"]
+    assert df["recording_id"].tolist() == ["youtube:---1_cCGK4M", "youtube:--0bntG9i7E"]
     assert df["audio_path"].iloc[1] == str(audioset_csv.parent / "audio" / "--0bntG9i7E_30.wav")
     assert df.attrs["missing"] == 1
     assert "1 of 3 segments have no audio file" in caplog.text
@@ -383,6 +411,25 @@ def test_audioset_without_any_audio(tmp_path):
         read_audioset(csv_path)
     with pytest.raises(ManifestError, match="audio folder not found"):
         read_audioset(csv_path, tmp_path / "absent")
+
+
+# ---------------------------------------------------------------- FSD50K
+
+
+def test_fsd50k_dev_and_eval(tmp_path):
+    write_file(tmp_path / "FSD50K.ground_truth" / "dev.csv",
+               'fname,labels,mids,split\n64760,"Electric_guitar,Guitar","/m/02sgy,/m/0342h",train\n'
+               '16399,Bark,/m/05tny_,val\n')
+    write_file(tmp_path / "FSD50K.ground_truth" / "eval.csv", "fname,labels,mids\n37199,Bark,/m/05tny_\n")
+    df = read_dataset(f"fsd50k:{tmp_path}")
+    assert_manifest(df, 3, "fsd50k")
+    assert df["id"].tolist() == ["fsd50k/64760", "fsd50k/16399", "fsd50k/37199"]
+    assert df["split"].tolist() == ["train", "val", "eval"]
+    assert df["label"].iloc[0] == "Electric_guitar,Guitar"
+    assert df["audio_path"].iloc[2] == str(tmp_path / "FSD50K.eval_audio" / "37199.wav")
+    assert df["recording_id"].tolist() == ["freesound:64760", "freesound:16399", "freesound:37199"]
+    with pytest.raises(ManifestError, match=r"FSD50K\.ground_truth: none of"):
+        read_fsd50k(tmp_path / "FSD50K.ground_truth")
 
 
 # ---------------------------------------------------------------- generic CSV and folders
@@ -455,8 +502,8 @@ def test_read_dataset_kinds_and_aliases(tmp_path, esc50_root, tut_parent, audios
         f"esc50:{esc50_root}": ("esc50", 3),
         f"urbansound8k:{tmp_path / 'us'}": ("urbansound8k", 3),
         f"US8K:{tmp_path / 'us'}": ("urbansound8k", 3),
-        f"tut2017:{tut_parent}": ("tut2017", 6),
-        f"tut17:{tut_parent}": ("tut2017", 6),
+        f"tut2017:{tut_parent}": ("tut2017", 7),
+        f"tut17:{tut_parent}": ("tut2017", 7),
         f"clotho:{tmp_path / 'clotho'}": ("clotho", 10),
         f"audiocaps:{tmp_path / 'ac'}": ("audiocaps", 2),
         f"macs:{tmp_path / 'macs'}": ("macs", 3),
@@ -470,9 +517,10 @@ def test_read_dataset_kinds_and_aliases(tmp_path, esc50_root, tut_parent, audios
         assert (set(df["source"]), len(df)) == ({source}, n_rows), spec
 
 
-@pytest.mark.parametrize("spec", ["esc-50:/data", "/data/ESC-50", "fsd50k:/data"])
+@pytest.mark.parametrize("spec", ["esc-50:/data", "/data/ESC-50", "fsd50:/data"])
 def test_read_dataset_unknown_kind_lists_the_known_ones(spec):
-    with pytest.raises(ManifestError, match="esc50, urbansound8k, tut2017, clotho, audiocaps, macs, csv, audioset, folder"):
+    with pytest.raises(ManifestError, match="esc50, urbansound8k, tut2017, clotho, audiocaps, fsd50k, macs, csv, "
+                                            "audioset, folder"):
         read_dataset(spec)
 
 
@@ -560,3 +608,39 @@ def _audio_dir_with_all_segments(csv_path: Path, audio_dir: Path) -> Path:
             youtube_id, start = (field.strip() for field in line.split(",")[:2])
             touch(audio_dir / f"{youtube_id}_{int(float(start))}.wav")
     return audio_dir
+
+
+# ---------------------------------------------------------------- sources shared between real datasets
+
+
+def shared_recordings(a, b) -> set:
+    return (set(a["recording_id"]) & set(b["recording_id"])) - {""}
+
+
+@pytest.fixture
+def real_fsd50k(tmp_path):
+    for part in ("dev", "eval"):
+        link(real_file("fsd50k", f"{part}.head.csv"), tmp_path / "fsd50k" / "FSD50K.ground_truth" / f"{part}.csv")
+    return read_fsd50k(tmp_path / "fsd50k")
+
+
+def test_real_recording_ids_and_source_overlaps(tmp_path, real_fsd50k):
+    """Recording ids of the real metadata, and the sources the datasets share (counts in the
+    closing note: AudioCaps against the AudioSet head, ESC-50 against the FSD50K heads)."""
+    for split in ("train", "val", "test"):
+        link(real_file("audiocaps", f"{split}.csv"), tmp_path / "audiocaps" / f"{split}.csv")
+    audiocaps = read_audiocaps(tmp_path / "audiocaps")
+    csv_path = real_file("audioset", "unbalanced_train_segments.head.csv")
+    audioset = read_audioset(csv_path, _audio_dir_with_all_segments(csv_path, tmp_path / "audioset"))
+    link(real_file("esc50", "esc50.csv"), tmp_path / "esc50" / "meta" / "esc50.csv")
+    esc50 = read_esc50(tmp_path / "esc50")
+    link(real_file("urbansound8k", "UrbanSound8K.csv"), tmp_path / "us8k" / "metadata" / "UrbanSound8K.csv")
+    us8k = read_urbansound8k(tmp_path / "us8k")
+    assert esc50["recording_id"].str.match(r"^freesound:\d+$").all()
+    assert esc50["recording_id"].nunique() == 1524  # ESC-50's 2,000 clips come from 1,524 Freesound sounds
+    assert us8k["recording_id"].nunique() == 1297  # UrbanSound8K's 8,732 slices from 1,297 sounds
+    assert audiocaps["recording_id"].str.match(r"^youtube:.{11}$").all()
+    assert len(real_fsd50k) == 142 and real_fsd50k["recording_id"].nunique() == 142
+    assert len(shared_recordings(audiocaps, audioset)) == AUDIOCAPS_IN_AUDIOSET_HEAD
+    assert len(shared_recordings(esc50, real_fsd50k)) == ESC50_IN_FSD50K_HEADS
+    assert len(shared_recordings(esc50, us8k)) == ESC50_IN_URBANSOUND8K

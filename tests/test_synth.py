@@ -82,6 +82,7 @@ def test_pool_reads_back_and_holds_every_audiocaps_segment_with_the_same_audio(w
         assert Path(pool_path).read_bytes() == Path(audiocaps.loc[clip_id, "audio_path"]).read_bytes()
     known_mids = {row["mid"] for row in read_rows(world.root / "pool" / "class_labels_indices.csv")}
     assert {mid for labels in pool["label"] for mid in labels.split(",")} <= known_mids
+    assert set(shared["recording_id"]) == set(audiocaps["recording_id"])  # the same YouTube videos
     header = world.pool_segments_csv.read_text().splitlines()[:4]
     assert [line.startswith("#") for line in header] == [True, True, True, False]
 
@@ -131,6 +132,11 @@ def test_benchmarks_read_back_with_their_classes_and_folds(world):
         assert set(tut.loc[tut["split"] == split, "label"]) == TUT_SCENES
     for manifest in (esc50, urban, tut):
         assert all(Path(path).is_file() for path in manifest["audio_path"])
+    # recording ids through the readers: clips cut from one source share it
+    assert esc50["recording_id"].tolist() == [f"freesound:{row['src_file']}" for row in esc50_rows]
+    assert (urban["recording_id"] == "freesound:" + urban["fsID"]).all()
+    assert tut["recording_id"].str.match(r"^tut2017:[ab]\d{3}$").all()
+    assert tut.groupby("recording_id")["label"].nunique().max() == 1
 
 
 @pytest.mark.skipif(not REAL_METADATA.is_dir(), reason="real metadata folder absent")

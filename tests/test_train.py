@@ -19,7 +19,8 @@ from clapcurate.train import (
     TextTrainConfig, TrainerConfig, TrainingDivergedError, fit_student, fit_teacher, load_student_config,
 )
 from clapcurate.data.manifest import take_subset
-from clapcurate.train.data import CuratedDraws, EpochOrder, crop_frames, split_by_clip
+from clapcurate.data.manifest import split_by_clip
+from clapcurate.train.data import CuratedDraws, EpochOrder, crop_frames
 from clapcurate.train.module import FROZEN_WEIGHTS_KEY
 from clapcurate.metrics import retrieval_metrics
 

@@ -20,6 +20,9 @@ RESAMPLE_QUALITY = "HQ"
 # holds at least this fraction of a window; a shorter tail adds little but a near-copy of the
 # clip's start (see `inference_windows`).
 MIN_TAIL_FRACTION = 0.1
+# A file shorter than this holds no sound a CLAP can describe (a 2 ms click is one window of
+# padding); loading refuses it, so embedding skips it with the reason, as an unreadable file.
+MIN_CLIP_SECONDS = 0.05
 
 
 def _require_file(path: Path) -> None:
@@ -45,7 +48,8 @@ def load_audio(path, sample_rate: int) -> np.ndarray:
     """Read `path`, average its channels to mono and resample to `sample_rate` (soxr "HQ").
 
     Returns a float32 array [T]. Raises `AudioError` for a missing, unreadable or non-audio file,
-    a file without samples, and one holding NaN or infinite samples.
+    a file without samples, one holding NaN or infinite samples, and one shorter than
+    `MIN_CLIP_SECONDS`.
     """
     path = Path(path)
     _require_file(path)
@@ -58,6 +62,9 @@ def load_audio(path, sample_rate: int) -> np.ndarray:
         raise AudioError(path, "the file holds no samples")
     if not np.isfinite(samples).all():
         raise AudioError(path, "the file holds NaN or infinite samples")
+    if samples.shape[0] < MIN_CLIP_SECONDS * file_rate:
+        raise AudioError(path, f"near-empty: {1000 * samples.shape[0] / file_rate:.1f} ms of audio "
+                               f"(under {1000 * MIN_CLIP_SECONDS:.0f} ms)")
     mono = samples.mean(axis=1, dtype=np.float32)  # [T]
     if file_rate != sample_rate:
         mono = soxr.resample(mono, file_rate, sample_rate, quality=RESAMPLE_QUALITY)

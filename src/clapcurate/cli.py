@@ -6,6 +6,7 @@ User errors (missing files, bad configs) print one message and exit with status 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -142,15 +143,50 @@ def cmd_manifest(args):
                      f"{counts['labels']} labels (use it wherever {args.data} goes)")
 
 
+def cmd_inspect(args):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .content import PROBLEMS, inspect_files, inspection_tables
+    from .data.readers import check_data, read_data
+    from .files import check_output_file
+
+    check_data(args.data, "DATA")
+    if args.csv:
+        check_output_file(args.csv, "inspection table")
+    paths = list(dict.fromkeys(read_data(args.data)["audio_path"]))
+    console = _console()
+    with Progress(TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("files", total=len(paths))
+        table = inspect_files(paths, advance=lambda n: bar.advance(task, n))
+    for rich_table in inspection_tables(table):
+        console.print(rich_table)
+    problems = table["problem"].value_counts()
+    summary = ", ".join(f"{problems[problem]} {problem}" for problem in PROBLEMS if problem in problems)
+    summary = summary or "no problem files"
+    copies = int((table["duplicate_group"] > 0).sum())
+    console.print(f"{len(table)} files of {args.data}: {summary}; {copies} files in "
+                  f"{table['duplicate_group'].max() if copies else 0} group(s) of duplicate content", highlight=False)
+    if args.csv:
+        table.to_csv(args.csv, index=False, lineterminator="\n")
+        console.print(f"one row per file in {args.csv}")
+
+
 def cmd_curate(args):
     from .curate.config import load_curation_config
 
     config = load_curation_config(args.config, _overrides(args, "device"))
     config.check_inputs(args.method)  # config and data paths checked before torch is imported
-    from .curate.stage import run_curation
+    from .curate.stage import STATS_FILE, run_curation
+    from .curate.summary import summary_text
 
     out = run_curation(args.method, config)
-    _console().print(f"Improvement-Set written to {out}")
+    stats = json.loads((out.parent / STATS_FILE).read_text())
+    console = _console()
+    console.print(summary_text(stats), highlight=False, soft_wrap=True)
+    for warning in stats["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    console.print(f"Improvement-Set written to {out} (the numbers above are in {STATS_FILE} beside it)")
 
 
 def cmd_evaluate(args):
@@ -450,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the manifest to write (.csv or .parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("inspect", help="look at a dataset's audio files: formats, rates, channels, durations, "
+                                       "unreadable / near-empty / silent files, duplicate content")
+    p.add_argument("data", help="a dataset spec KIND:PATH (e.g. folder:/data/pool) or a manifest file")
+    p.add_argument("--csv", help="write one row per file (format, rate, channels, duration, peak, problem, "
+                                 "content hash, duplicate group) to this CSV")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("embed", help="embed a manifest's audio or captions into resumable shards")
     p.add_argument("--model", required=True, help="checkpoint folder, or MS CLAP / LAION-CLAP weights")

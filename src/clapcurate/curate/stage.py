@@ -14,31 +14,50 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..data.manifest import write_manifest
+from ..content import duplicate_groups
+from ..data.manifest import split_by_clip, write_manifest
 from ..data.readers import read_data
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
 from ..errors import ClapcurateError
 from ..model.checkpoints import require_model_path
 from ..files import check_output_folder, write_atomically, write_text_atomically
 from ..prompts import prompts
-from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
+from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram, search_pass
 from ..tasks import read_task
 from .config import CurationConfig, data_keys, load_curation_config
-from .leakage import refuse_benchmark_audio, training_clip_mask
+from .leakage import refuse_benchmark_audio, shared_source_mask, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
+from .summary import (SUGGESTED_PAIRS, TeacherReference, curation_warnings, estimated_precision, sigma_for_precision,
+                      sigma_keeping, summary_text, top_shares)
 
 log = logging.getLogger("clapcurate.curate")
 
 PLOT_BINS = 256
 
 
-def improvement_set_stats(improvement_set: ImprovementSet, **context) -> dict:
+def improvement_set_stats(improvement_set: ImprovementSet, sigma_from: str = "given",
+                          reference: TeacherReference | None = None, pairs_searched: int | None = None,
+                          target_precision: float | None = None, duplicates: list[list[str]] = (),
+                          **context) -> dict:
     """The counts of an Improvement-Set (pairs as in the paper's Table 1; distinct clips and
     captions), the pairs of the search >= sigma before and after the per-clip cap (exact), the
-    sigma used, the similarity range, and `context` (benchmark, pool size, ...)."""
+    sigma used and where it came from (`sigma_from`: given, keep_fraction or default, the
+    method's), the similarity range and the highest similarity the search saw, the captions (and
+    DS / ADS labels) holding the largest shares of the pairs (`top_captions`, `top_labels`), the
+    teacher's held-out pairs (`teacher_reference`) with the set's `estimated_precision` (None
+    without them; `curate.summary`), a `suggested_sigma` for `target_precision`, the sigma keeping
+    about `SUGGESTED_PAIRS` pairs, the curated clips repeating another's audio (`duplicates`: groups
+    of paths), `context` (benchmark, pool size, ...) and, last, the `warnings`.
+    `pairs_searched`: the pairs the search compared (pool clips x captions; default the
+    histogram's count)."""
     rows = improvement_set.rows
     similarity = rows["similarity"]
-    return {
+    histogram = improvement_set.histogram
+    pairs_searched = histogram.total if pairs_searched is None else pairs_searched
+    occupied = np.flatnonzero(histogram.counts)
+    seen = [float(histogram.edges[occupied[-1] + 1])] if len(occupied) else []  # the histogram's, to a bin
+    highest = float(similarity.max()) if len(rows) else max(seen, default=float("nan"))
+    stats = {
         "method": improvement_set.method,
         **context,
         "pairs": len(rows),
@@ -46,9 +65,27 @@ def improvement_set_stats(improvement_set: ImprovementSet, **context) -> dict:
         "clips": int(rows["clip_id"].nunique()),
         "captions": int(rows["caption"].nunique()),
         "sigma": improvement_set.sigma,
+        "sigma_from": sigma_from,
         "similarity": None if rows.empty else {
             "min": float(similarity.min()), "mean": float(similarity.mean()), "max": float(similarity.max())},
+        "highest_similarity": highest,
+        "top_captions": top_shares(rows["caption"], "caption"),
+        "estimated_precision": estimated_precision(reference, improvement_set.sigma, improvement_set.pairs_before_cap,
+                                                   pairs_searched),
+        "sigma_keeping_suggested_pairs": sigma_keeping(histogram, SUGGESTED_PAIRS, pairs_searched),
     }
+    if duplicates:
+        stats["duplicate_clips"] = sum(len(group) - 1 for group in duplicates)
+        stats["duplicate_examples"] = [list(group) for group in duplicates[:3]]
+    if improvement_set.method != "du" and "best_label" in rows:
+        stats["top_labels"] = top_shares(rows["best_label"], "label")
+    if reference is not None:
+        stats["teacher_reference"] = reference.summary(improvement_set.sigma)
+    if target_precision is not None:
+        stats["suggested_sigma"] = {"precision": target_precision,
+                                    "sigma": sigma_for_precision(reference, histogram, pairs_searched, target_precision)}
+    stats["warnings"] = curation_warnings(stats, reference)
+    return stats
 
 
 def histogram_title(improvement_set: ImprovementSet, max_captions_per_clip: int | None = None) -> str:
@@ -147,7 +184,9 @@ def _caption_embeddings(config: CurationConfig, train: pd.DataFrame, rows: pd.Da
 
 def _pool(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """(embeddings [P, d], clips [P], counts) of the pool's readable clips that the teacher did not
-    train on. The pool is checked against the benchmark before any of its audio is read."""
+    train on: neither the same clip or file (`excluded_training_clips`) nor another clip of a
+    source recording it trained on (`excluded_training_sources`). The pool is checked against
+    the benchmark before any of its audio is read."""
     pool, benchmark = data["pool_manifest"], data.get("benchmark_manifest")
     if len(pool) == 0:
         raise ClapcurateError(f"{config.pool_manifest}: the pool has no clips")
@@ -160,10 +199,17 @@ def _pool(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[np.nda
                               f"(the list is {Path(folder) / 'skipped.csv'})")
     all_clips = unique_clips(pool)
     clips = all_clips.set_index("clip_id").loc[ids].reset_index()
-    in_training = training_clip_mask(clips, data.get("teacher_train_manifest", data["train_manifest"]))
+    teacher_train = data.get("teacher_train_manifest", data["train_manifest"])
+    same_clip = training_clip_mask(clips, teacher_train)
+    same_source = shared_source_mask(clips, teacher_train) & ~same_clip
+    if same_source.any():
+        log.warning("%d pool clip(s) come from source recordings the teacher trained on (e.g. %s) and are left out "
+                    "(excluded_training_sources in %s)", int(same_source.sum()),
+                    clips.loc[same_source, "recording_id"].iloc[0], STATS_FILE)
+    keep = ~(same_clip | same_source)
     counts = {"pool_clips": len(all_clips), "unreadable_pool_clips": len(all_clips) - len(ids),
-              "excluded_training_clips": int(in_training.sum())}
-    return embeddings[~in_training], clips[~in_training].reset_index(drop=True), counts
+              "excluded_training_clips": int(same_clip.sum()), "excluded_training_sources": int(same_source.sum())}
+    return embeddings[keep], clips[keep].reset_index(drop=True), counts
 
 
 def _curate_ds_stage(config: CurationConfig, data: dict[str, pd.DataFrame]) -> tuple[ImprovementSet, dict]:
@@ -188,6 +234,7 @@ def _curate_pool_stage(method: str, config: CurationConfig,
     from ..device import resolve_device
 
     pool_embeddings, pool_clips, counts = _pool(config, data)
+    reference = _teacher_reference(config, data["train_manifest"])
     search = dict(sigma=config.sigma, keep_fraction=config.keep_fraction,
                   max_captions_per_clip=config.max_captions_per_clip,
                   block_size=config.block_size or DEFAULT_BLOCK_SIZE,
@@ -201,7 +248,61 @@ def _curate_pool_stage(method: str, config: CurationConfig,
         captions = data["ds_manifest"]
         improvement_set = curate_ads(captions, _caption_embeddings(config, train, captions), pool_embeddings,
                                      pool_clips, **search)
-    return improvement_set, {**counts, "candidate_captions": int(captions["caption"].nunique())}
+    n_captions = int(captions["caption"].nunique())
+    return improvement_set, {**counts, "candidate_captions": n_captions, "reference": reference,
+                             "pairs_searched": len(pool_clips) * n_captions,
+                             "duplicates": _curated_duplicates(pool_embeddings, pool_clips, improvement_set.rows,
+                                                               search["device"])}
+
+
+def _benchmark_heard_by_teacher(config: CurationConfig, data: dict[str, pd.DataFrame]) -> dict:
+    """`benchmark_clips_from_teacher_sources`: the benchmark's clips that are, or were cut from a
+    recording of, the teacher's training data (its zero-shot score on them is not zero-shot);
+    warned about when there are any."""
+    benchmark = data.get("benchmark_manifest")
+    if benchmark is None:
+        return {}
+    teacher_train = data.get("teacher_train_manifest", data["train_manifest"])
+    heard = training_clip_mask(benchmark, teacher_train) | shared_source_mask(benchmark, teacher_train)
+    if heard.any():
+        log.warning("%d of the %d clips of the benchmark %r come from recordings the teacher trained on: its "
+                    "zero-shot score on them is not zero-shot (benchmark_clips_from_teacher_sources in %s)",
+                    int(heard.sum()), len(benchmark), config.benchmark or config.benchmark_manifest, STATS_FILE)
+    return {"benchmark_clips_from_teacher_sources": int(heard.sum())}
+
+
+def _teacher_reference(config: CurationConfig, train: pd.DataFrame) -> TeacherReference | None:
+    """The teacher's held-out pairs (`curate.summary`): the first `reference_clips` clips of
+    `train`'s captioned rows that `split_by_clip` holds out, embedded (audio) into
+    `reference_embeddings`; None when there are none or none is readable."""
+    captioned = train[train["caption"] != ""]
+    held_out = split_by_clip(captioned, config.held_out_fraction, config.held_out_seed)[1]
+    clips = unique_clips(held_out).head(config.reference_clips)
+    if clips.empty:
+        return None
+    folder = config.reference_embeddings or Path(config.out_dir) / "embeddings" / "reference_audio"
+    ids, audio = _embed(config, clips, folder, "audio")
+    rows = held_out[held_out["clip_id"].isin(set(ids))].reset_index(drop=True)
+    if rows.empty:
+        return None
+    position = {clip_id: i for i, clip_id in enumerate(ids)}
+    return TeacherReference.of(audio, _caption_embeddings(config, train, rows),
+                               [position[clip_id] for clip_id in rows["clip_id"]])
+
+
+DUPLICATE_SIMILARITY = 0.999  # curated clips this close are compared by content
+
+
+def _curated_duplicates(pool_embeddings, pool_clips: pd.DataFrame, rows: pd.DataFrame, device) -> list[list[str]]:
+    """Groups of curated clips holding the same audio (`content.duplicate_groups`), among the
+    clips whose embeddings are almost equal (only those are read again)."""
+    curated = np.flatnonzero(pool_clips["clip_id"].isin(set(rows["clip_id"])).to_numpy())
+    if len(curated) < 2:
+        return []
+    embeddings = pool_embeddings[curated]
+    close = search_pass(embeddings, embeddings, DUPLICATE_SIMILARITY, histogram_queries=0, device=device).pairs
+    candidates = sorted({int(i) for q, k in zip(close.query_idx, close.key_idx) if q != k for i in (q, k)})
+    return duplicate_groups(pool_clips["audio_path"].to_numpy()[curated[candidates]]) if candidates else []
 
 
 def check_curation_inputs(method: str, config: CurationConfig) -> None:
@@ -230,9 +331,13 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
         improvement_set, counts = _curate_ds_stage(config, data)
     else:
         improvement_set, counts = _curate_pool_stage(method, config, data)
+    counts.update(_benchmark_heard_by_teacher(config, data))
+    sigma_from = ("keep_fraction" if config.keep_fraction is not None else
+                  "given" if config.sigma is not None else "default")
     log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
              improvement_set.sigma)
     return write_improvement_set(
-        improvement_set, config.out_dir, config.manifest_name,
+        improvement_set, config.out_dir, config.manifest_name, sigma_from=sigma_from,
+        target_precision=config.target_precision,
         benchmark=config.target_task().name if config.benchmark_manifest else None,
         keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)

@@ -10,7 +10,12 @@ A manifest is a `pandas.DataFrame` with one row per audio clip or per
 - `audio_path`: absolute, or relative to the manifest file's folder on disk;
 - `caption`, `label`, `fold`, `split`, `source`: strings, "" when unknown;
 - optional `similarity` and `duration` (floats), and any extra columns, kept
-  as they are.
+  as they are;
+- optional `recording_id`: the recording the clip was cut from, namespaced by where the id
+  lives (`freesound:12345`, `youtube:abc123`, `tut2017:a001`); absent or empty means the clip
+  is its own recording (`recording_ids`). Clips of one recording are resampled together by the
+  bootstrap (`clapcurate.intervals`) and share a source for the contamination checks
+  (`clapcurate.curate.leakage`).
 
 Strings stay strings on disk and back: CSVs are read without type inference
 or NA detection, so ids like "0001" and labels like "NA" survive.
@@ -35,6 +40,7 @@ from ..errors import ManifestError
 
 MANIFEST_COLUMNS = ("id", "clip_id", "audio_path", "caption", "label", "fold", "split", "source")
 FLOAT_COLUMNS = ("similarity", "duration")
+RECORDING_COLUMN = "recording_id"
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -285,6 +291,22 @@ def take_subset(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.DataFr
     return manifest.iloc[rows].reset_index(drop=True)
 
 
+def _unit_hash(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, key)."""
+    digest = hashlib.blake2b(f"{seed}|{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def split_by_clip(manifest: pd.DataFrame, val_fraction: float, split_seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation) rows: a clip is held out when hash(split_seed, clip_id) < val_fraction.
+
+    All captions of a clip land on the same side; the decision depends on the clip alone, so a
+    teacher's fit and its curation agree on the clips it held out.
+    """
+    held_out = np.array([_unit_hash(split_seed, clip) < val_fraction for clip in manifest["clip_id"]], dtype=bool)
+    return manifest[~held_out].reset_index(drop=True), manifest[held_out].reset_index(drop=True)
+
+
 def youtube_clip_id(youtube_id: str, start_seconds: float) -> str:
     """The clip id of a YouTube segment, `yt:{youtube_id}_{int(start_seconds)}`,
     shared by AudioCaps rows and AudioSet pool rows of the same segment."""
@@ -294,3 +316,25 @@ def youtube_clip_id(youtube_id: str, start_seconds: float) -> str:
 def label_names(text) -> list[str]:
     """The labels in one comma-separated label string ("/m/a, /m/b" -> ["/m/a", "/m/b"])."""
     return [name for name in (part.strip() for part in str(text).split(",")) if name]
+
+
+def freesound_recording(sound_id) -> str:
+    """The recording id of a Freesound sound, `freesound:{id}` ("" when `sound_id` is not a number)."""
+    text = str(sound_id).strip()
+    return f"freesound:{int(text)}" if text.isdigit() else ""
+
+
+def youtube_recording(youtube_id: str) -> str:
+    """The recording id of a YouTube video, `youtube:{id}` (every AudioSet / AudioCaps segment of
+    one video shares it)."""
+    return f"youtube:{youtube_id.strip()}" if youtube_id.strip() else ""
+
+
+def recording_ids(manifest: pd.DataFrame) -> pd.Series:
+    """Each row's recording: its `recording_id`, or where that is absent or empty its `clip_id`
+    (the clip is its own recording)."""
+    clips = manifest["clip_id"].astype(str)
+    if RECORDING_COLUMN not in manifest.columns:
+        return clips
+    given = manifest[RECORDING_COLUMN].astype(object).where(manifest[RECORDING_COLUMN].notna(), "").astype(str)
+    return given.where(given != "", clips)

@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -20,8 +21,8 @@ import yaml
 
 from ..errors import ConfigError, ManifestError
 from .manifest import (
-    CSV_SUFFIXES, PARQUET_SUFFIXES, label_names, normalize_manifest, path_ids, read_csv_table, read_manifest, read_text,
-    youtube_clip_id,
+    CSV_SUFFIXES, PARQUET_SUFFIXES, freesound_recording, label_names, normalize_manifest, path_ids, read_csv_table,
+    read_manifest, read_text, youtube_clip_id, youtube_recording,
 )
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", 
 URBANSOUND8K_COLUMNS = ("slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class")
 AUDIOCAPS_COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
 AUDIOSET_COLUMNS = ("YTID", "start_seconds", "end_seconds", "positive_labels")
+FSD50K_COLUMNS = ("fname", "labels")
+FSD50K_SPLITS = {"dev": "FSD50K.dev_audio", "eval": "FSD50K.eval_audio"}
+TUT2017_RECORDING = re.compile(r"^([A-Za-z]+\d+)_\d+_\d+$")  # a001_40_50.wav: recording a001, seconds 40-50
 
 PathLike = str | os.PathLike
 
@@ -99,8 +103,8 @@ def _split_files(
 
 
 def read_esc50(root: PathLike) -> pd.DataFrame:
-    """ESC-50: `meta/esc50.csv`, audio in `audio/`. label = category; keeps
-    `esc10` and `target`."""
+    """ESC-50: `meta/esc50.csv`, audio in `audio/`. label = category; recording_id =
+    `freesound:{src_file}` (the Freesound sound the clip was cut from); keeps `esc10` and `target`."""
     root = _existing_dir(root)
     table = read_csv_table(root / "meta" / "esc50.csv", ESC50_COLUMNS)
     records = [
@@ -109,6 +113,7 @@ def read_esc50(root: PathLike) -> pd.DataFrame:
             "audio_path": str(root / "audio" / row["filename"]),
             "label": row["category"],
             "fold": str(_integer(row["fold"], "fold", table.path, line)),
+            "recording_id": freesound_recording(row["src_file"]),
             "esc10": row["esc10"],
             "target": row["target"],
         }
@@ -119,7 +124,7 @@ def read_esc50(root: PathLike) -> pd.DataFrame:
 
 def read_urbansound8k(root: PathLike) -> pd.DataFrame:
     """UrbanSound8K: `metadata/UrbanSound8K.csv`, audio in `audio/fold{N}/`.
-    label = class; keeps `fsID`, `salience` and `classID`."""
+    label = class; recording_id = `freesound:{fsID}`; keeps `fsID`, `salience` and `classID`."""
     root = _existing_dir(root)
     table = read_csv_table(root / "metadata" / "UrbanSound8K.csv", URBANSOUND8K_COLUMNS)
     records = []
@@ -131,6 +136,7 @@ def read_urbansound8k(root: PathLike) -> pd.DataFrame:
                 "audio_path": str(root / "audio" / f"fold{fold}" / row["slice_file_name"]),
                 "label": row["class"],
                 "fold": str(fold),
+                "recording_id": freesound_recording(row["fsID"]),
                 "fsID": row["fsID"],
                 "salience": row["salience"],
                 "classID": row["classID"],
@@ -142,6 +148,14 @@ def read_urbansound8k(root: PathLike) -> pd.DataFrame:
 def _tut2017_split(folder_name: str) -> str:
     name = folder_name.lower()
     return next((split for split in TUT2017_FOLDERS if split in name), "")
+
+
+def _tut2017_recording(given: str, relative_path: str) -> str:
+    """`tut2017:{recording}`: the recording column of `meta.txt`, else the file name's prefix
+    (`a001_40_50.wav` -> a001); "" when neither names one."""
+    match = TUT2017_RECORDING.match(Path(relative_path).stem)
+    recording = given or (match.group(1) if match else "")
+    return f"tut2017:{recording}" if recording else ""
 
 
 def _tut2017_records(folder: Path, split: str) -> list[dict[str, str]]:
@@ -164,7 +178,7 @@ def _tut2017_records(folder: Path, split: str) -> list[dict[str, str]]:
                 "audio_path": str(folder / relative_path),
                 "label": scene,
                 "split": split,
-                "recording_id": fields[2] if len(fields) == 3 else "",
+                "recording_id": _tut2017_recording(fields[2] if len(fields) == 3 else "", relative_path),
             }
         )
     if not records:
@@ -176,7 +190,8 @@ def read_tut2017(root: PathLike) -> pd.DataFrame:
     """TUT Acoustic Scenes 2017: a development or evaluation folder holding
     `meta.txt` and `audio/`, or a parent folder holding the
     `TUT-acoustic-scenes-2017-{development,evaluation}` folders (each one
-    present is read; split = development / evaluation). label = the scene."""
+    present is read; split = development / evaluation). label = the scene; recording_id =
+    `tut2017:{recording}` (the segments of one recording share it)."""
     root = _existing_dir(root)
     if (root / "meta.txt").is_file():
         folders = [(_tut2017_split(root.name), root)]
@@ -196,11 +211,13 @@ def read_tut2017(root: PathLike) -> pd.DataFrame:
 def read_clotho(root: PathLike, splits: Sequence[str] | str | None = None) -> pd.DataFrame:
     """Clotho: `clotho_captions_{split}.csv` (file_name, caption_1..5), audio in
     `{split}/` beside them. One row per non-empty caption: id
-    `clotho/{split}/{file}#{k}`, clip_id `clotho/{split}/{file}`.
-    `splits=None` reads every split whose CSV is present."""
+    `clotho/{split}/{file}#{k}`, clip_id `clotho/{split}/{file}`; recording_id =
+    `freesound:{sound_id}` where `clotho_metadata_{split}.csv` beside the captions gives the
+    clip's Freesound `sound_id`. `splits=None` reads every split whose CSV is present."""
     root = _existing_dir(root)
     records = []
     for split, csv_path in _split_files(root, splits, CLOTHO_SPLITS, "clotho_captions_{}.csv"):
+        sound_ids = _clotho_sound_ids(root / f"clotho_metadata_{split}.csv")
         table = read_csv_table(csv_path, ("file_name",))
         caption_columns = [column for column in table.header if column.startswith("caption_")]
         if not caption_columns:
@@ -218,16 +235,25 @@ def read_clotho(root: PathLike, splits: Sequence[str] | str | None = None) -> pd
                             "audio_path": audio_path,
                             "caption": caption,
                             "split": split,
+                            "recording_id": freesound_recording(sound_ids.get(row["file_name"], "")),
                         }
                     )
     return _manifest(records, root, "clotho")
 
 
+def _clotho_sound_ids(path: Path) -> dict[str, str]:
+    """{file_name: Freesound sound_id} from a Clotho metadata CSV; {} when there is none."""
+    if not path.is_file():
+        return {}
+    table = read_csv_table(path, ("file_name", "sound_id"))
+    return {row["file_name"]: row["sound_id"] for _, row in table.records()}
+
+
 def read_audiocaps(root: PathLike, splits: Sequence[str] | str | None = None) -> pd.DataFrame:
     """AudioCaps (v1 or 2.0): `{split}.csv` (audiocap_id, youtube_id,
     start_time, caption), audio at `audio/{split}/{youtube_id}_{start_time}.wav`.
-    id `audiocaps/{audiocap_id}`, clip_id `yt:{youtube_id}_{int(start_time)}`.
-    `splits=None` reads every split whose CSV is present."""
+    id `audiocaps/{audiocap_id}`, clip_id `yt:{youtube_id}_{int(start_time)}`, recording_id
+    `youtube:{youtube_id}`. `splits=None` reads every split whose CSV is present."""
     root = _existing_dir(root)
     records = []
     for split, csv_path in _split_files(root, splits, AUDIOCAPS_SPLITS, "{}.csv"):
@@ -241,6 +267,7 @@ def read_audiocaps(root: PathLike, splits: Sequence[str] | str | None = None) ->
                     "audio_path": str(root / "audio" / split / f"{row['youtube_id']}_{row['start_time']}.wav"),
                     "caption": row["caption"].strip(),
                     "split": split,
+                    "recording_id": youtube_recording(row["youtube_id"]),
                     "audiocap_id": row["audiocap_id"],
                     "youtube_id": row["youtube_id"],
                     "start_time": row["start_time"],
@@ -314,6 +341,34 @@ def read_macs(root: PathLike) -> pd.DataFrame:
     return _manifest(records, yaml_path, "macs")
 
 
+def read_fsd50k(root: PathLike) -> pd.DataFrame:
+    """FSD50K: `FSD50K.ground_truth/{dev,eval}.csv` (fname, labels, mids[, split]), audio in
+    `FSD50K.dev_audio/` and `FSD50K.eval_audio/` (`{fname}.wav`); each ground-truth file present
+    is read. id `fsd50k/{fname}`, label = the labels (comma-separated), split = the dev file's
+    `split` column (train / val) or `eval`; recording_id = `freesound:{fname}` (FSD50K names each
+    clip by its Freesound id)."""
+    root = _existing_dir(root)
+    truth = root / "FSD50K.ground_truth"
+    present = [(part, truth / f"{part}.csv") for part in FSD50K_SPLITS if (truth / f"{part}.csv").is_file()]
+    if not present:
+        raise ManifestError(f"{truth}: none of {[f'{part}.csv' for part in FSD50K_SPLITS]} found")
+    records = []
+    for part, csv_path in present:
+        table = read_csv_table(csv_path, FSD50K_COLUMNS)
+        for _, row in table.records():
+            records.append(
+                {
+                    "id": f"fsd50k/{row['fname']}",
+                    "audio_path": str(root / FSD50K_SPLITS[part] / f"{row['fname']}.wav"),
+                    "label": ",".join(label_names(row["labels"])),
+                    "split": row.get("split") or part,
+                    "recording_id": freesound_recording(row["fname"]),
+                    "mids": row.get("mids", ""),
+                }
+            )
+    return _manifest(records, truth, "fsd50k")
+
+
 # ---------------------------------------------------------------- generic inputs and pools
 
 
@@ -356,8 +411,8 @@ def read_audioset(csv_path: PathLike, audio_dir: PathLike | None = None) -> pd.D
     end_seconds, "positive_labels"`), audio at `{audio_dir}/{YTID}_{int(start)}.wav`
     (`audio_dir` defaults to `audio/` beside the CSV).
 
-    id = clip_id = `yt:{YTID}_{int(start)}`; label = the positive label mids
-    joined by ",". Segments whose audio file is missing are dropped; their
+    id = clip_id = `yt:{YTID}_{int(start)}`; recording_id = `youtube:{YTID}`; label = the positive
+    label mids joined by ",". Segments whose audio file is missing are dropped; their
     count is logged and kept in `df.attrs["missing"]`."""
     csv_path = Path(csv_path).absolute()
     audio_dir = csv_path.parent / "audio" if audio_dir is None else Path(audio_dir).absolute()
@@ -374,6 +429,7 @@ def read_audioset(csv_path: PathLike, audio_dir: PathLike | None = None) -> pd.D
                     "id": youtube_clip_id(row["YTID"], start),
                     "audio_path": str(audio_dir / file_name),
                     "label": ",".join(label_names(row["positive_labels"])),
+                    "recording_id": youtube_recording(row["YTID"]),
                     "start_seconds": row["start_seconds"],
                     "end_seconds": row["end_seconds"],
                 }
@@ -440,6 +496,7 @@ DATASET_READERS: dict[str, Callable[[str], pd.DataFrame]] = {
     "tut2017": read_tut2017,
     "clotho": read_clotho,
     "audiocaps": read_audiocaps,
+    "fsd50k": read_fsd50k,
     "macs": read_macs,
     "csv": read_csv_manifest,
     "audioset": _read_audioset_spec,

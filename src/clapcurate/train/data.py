@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import logging
 from typing import Callable, Sequence
 
@@ -22,22 +21,6 @@ from ..features import LogMelCache, TextFeatureCache
 from .config import AugmentConfig
 
 log = logging.getLogger("clapcurate.train")
-
-
-# ------------------------------------------------------------------ selecting pairs
-def _unit_hash(seed: int, key: str) -> float:
-    """A uniform number in [0, 1) fixed by (seed, key)."""
-    digest = hashlib.blake2b(f"{seed}|{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64
-
-
-def split_by_clip(manifest: pd.DataFrame, val_fraction: float, split_seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, validation) rows: a clip is held out when hash(split_seed, clip_id) < val_fraction.
-
-    All captions of a clip land on the same side; the decision depends on the clip alone.
-    """
-    held_out = np.array([_unit_hash(split_seed, clip) < val_fraction for clip in manifest["clip_id"]], dtype=bool)
-    return manifest[~held_out].reset_index(drop=True), manifest[held_out].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ prepared pairs

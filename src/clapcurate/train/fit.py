@@ -35,7 +35,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import to_dict
-from ..data.manifest import label_names, take_subset, write_manifest
+from ..data.manifest import label_names, split_by_clip, take_subset, write_manifest
 from ..errors import ClapcurateError, ConfigError, ManifestError
 from ..files import check_output_folder, write_atomically
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
@@ -47,7 +47,7 @@ from ..model.weights import WeightsSource
 from .config import DataConfig, LossConfig, StudentConfig, TaggerConfig, TeacherConfig, TrainerConfig, placed
 from .data import (
     BatchMaker, FixedBatches, PairSchedule, PairSet, ReplaySchedule, StepBatches, StepSampler,
-    label_matrix, prepare_pairs, split_by_clip,
+    label_matrix, prepare_pairs,
 )
 from .console import StepProgressBar, quiet_lightning, warn_if_few_pairs
 from .module import TAGGER_CHECKPOINT, ClapModule, PlateauModule, TaggerModule, TrainingDivergedError
@@ -389,9 +389,14 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     teacher = copy.deepcopy(model, shared).eval() if uses_teacher_online else None
     inputs = _Inputs.of(model, config)
     curated = read_data(config.improvement_set)
-    curated = curated[~curated["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
     if len(curated) == 0:
-        raise ManifestError(f"{config.improvement_set}: no Improvement-Set pairs outside the validation clips")
+        raise ManifestError(f"improvement_set: {config.improvement_set} holds 0 pairs: curate it again with a lower "
+                            f"sigma or keep_fraction (its stats.json names the sigma that keeps some)")
+    outside = curated[~curated["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
+    if len(outside) == 0:
+        raise ManifestError(f"improvement_set: all {len(curated)} pairs of {config.improvement_set} are on the "
+                            f"validation clips (data.val_fraction, data.split_seed): no pair is left to train on")
+    curated = outside
     prepared = {}
     for name, rows, origin in (("curated", curated, config.improvement_set), ("replay", replay, config.replay_manifest)):
         prepared[name] = inputs.prepare(rows, origin, config.data)

@@ -1,0 +1,103 @@
+"""The curated set's summary, its warnings on planted degenerate sets, and the precision estimate
+against sets whose right pairs are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clapcurate.curate import ImprovementSet, TeacherReference, estimated_precision, improvement_set_stats
+from clapcurate.curate.summary import sigma_for_precision, summary_text
+from clapcurate.search import SimilarityHistogram
+
+
+def histogram_of(values) -> SimilarityHistogram:
+    histogram = SimilarityHistogram.empty()
+    histogram.add(torch.as_tensor(np.asarray(values, dtype=np.float32)))
+    return histogram
+
+
+def curated(captions, similarities, method="du", histogram=None, labels=None) -> ImprovementSet:
+    rows = pd.DataFrame({"id": [f"r{i}" for i in range(len(captions))], "clip_id": [f"c{i}" for i in range(len(captions))],
+                         "caption": captions, "similarity": similarities,
+                         "best_label": labels if labels is not None else [""] * len(captions)})
+    return ImprovementSet(method, rows, 0.3, histogram if histogram is not None else histogram_of(similarities))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """A teacher whose held-out matched pairs sit around 0.6 and mismatched ones around 0.1."""
+    rng = np.random.default_rng(0)
+    return TeacherReference(np.sort(rng.normal(0.6, 0.05, 400)), np.sort(rng.normal(0.1, 0.1, 40_000)), 400)
+
+
+def test_summary_counts_top_captions_and_labels():
+    captions = ["a dog barks"] * 6 + ["rain falls"] * 3 + ["a siren"]
+    stats = improvement_set_stats(curated(captions, np.linspace(0.3, 0.5, 10), "ads",
+                                          labels=["dog"] * 6 + ["rain"] * 4), sigma_from="keep_fraction",
+                                  keep_fraction=0.01, candidate_captions=3)
+    assert stats["top_captions"][:2] == [{"caption": "a dog barks", "pairs": 6, "share": 0.6},
+                                         {"caption": "rain falls", "pairs": 3, "share": 0.3}]
+    assert stats["top_labels"] == [{"label": "dog", "pairs": 6, "share": 0.6}, {"label": "rain", "pairs": 4, "share": 0.4}]
+    assert stats["highest_similarity"] == pytest.approx(0.5) and stats["sigma_from"] == "keep_fraction"
+    assert stats["estimated_precision"] is None and stats["warnings"] == []  # no reference, 3 candidates: no hub
+    text = summary_text(stats)
+    assert "ADS Improvement-Set: 10 pairs, 10 clips, 3 captions" in text
+    assert "sigma = 0.3000 (from keep_fraction 0.01)" in text and "'a dog barks' 60%" in text
+
+
+def test_one_hub_caption_is_warned_about_with_its_share():
+    captions = ["A pair of open scissors."] * 29 + [f"caption {i}" for i in range(11)]
+    stats = improvement_set_stats(curated(captions, np.full(40, 0.4)), candidate_captions=50)
+    [warning] = stats["warnings"]
+    assert warning.startswith("hub caption: 29 of the 40 pairs (72%) carry one caption of the 50 candidates, "
+                              "'A pair of open scissors.'")
+    assert "raise sigma (or keep_fraction)" in warning
+    spread = improvement_set_stats(curated([f"caption {i % 8}" for i in range(40)], np.full(40, 0.4)),
+                                   candidate_captions=50)
+    assert spread["warnings"] == []  # the top caption holds 12.5%
+
+
+def test_sigma_far_below_the_teachers_matched_pairs_is_warned_about(reference):
+    bulk = curated(["a", "b"], [0.25, 0.3])
+    bulk.sigma = 0.05
+    [warning, precision_warning] = improvement_set_stats(bulk, reference=reference, pairs_searched=1000)["warnings"]
+    lower_quartile = np.quantile(reference.matched, 0.25)
+    assert f"sigma = 0.0500 lies below the bulk of the teacher's held-out matched pairs (their lower quartile " \
+           f"{lower_quartile:.4f}" in warning
+    assert f"{reference.share_at(0.05):.1%} of its mismatched pairs reach it: raise sigma (or keep_fraction)" in warning
+    assert precision_warning.startswith("estimated precision 0%")
+    fine = curated(["a", "b"], [0.5, 0.6])
+    fine.sigma = 0.45
+    assert improvement_set_stats(fine, reference=reference, pairs_searched=2)["warnings"] == []
+
+
+def test_zero_pairs_name_the_sigma_that_keeps_some():
+    similarities = np.random.default_rng(1).uniform(-0.2, 0.4, 10_000)
+    empty = ImprovementSet("du", curated([], []).rows, 0.7, histogram_of(similarities))
+    stats = improvement_set_stats(empty, pairs_searched=10_000)
+    [warning] = stats["warnings"]
+    suggested = stats["sigma_keeping_suggested_pairs"]
+    assert (similarities >= suggested).sum() == pytest.approx(100, abs=2)
+    assert warning == (f"0 pairs reach sigma = 0.7000 (the highest similarity seen is {stats['highest_similarity']:.4f})"
+                       f"; sigma = {suggested:.4f} would keep about 100 pairs: lower sigma (or keep_fraction)")
+    assert stats["highest_similarity"] == pytest.approx(similarities.max(), abs=1e-4)
+
+
+def test_precision_estimate_and_suggested_sigma_against_a_known_mixture(reference):
+    """A search of 200,000 pairs, 600 of them right (drawn like the teacher's matched pairs), the
+    rest like its mismatched pairs: the estimate follows the true precision at several sigmas."""
+    rng = np.random.default_rng(2)
+    right, wrong = rng.normal(0.6, 0.05, 600), rng.normal(0.1, 0.1, 199_400)
+    histogram = histogram_of(np.concatenate([right, wrong]))
+    for sigma in (0.35, 0.4, 0.45):
+        truth = (right >= sigma).sum() / ((right >= sigma).sum() + (wrong >= sigma).sum())
+        kept = int((right >= sigma).sum() + (wrong >= sigma).sum())
+        assert estimated_precision(reference, sigma, kept, 200_000) == pytest.approx(truth, abs=0.08)
+    suggested = sigma_for_precision(reference, histogram, 200_000, 0.9)
+    true_precision = (right >= suggested).sum() / ((right >= suggested).sum() + (wrong >= suggested).sum())
+    assert 0.85 <= true_precision and suggested < 0.5  # reaches about 90% without giving up most right pairs
+    assert sigma_for_precision(None, histogram, 200_000, 0.9) is None
+    assert estimated_precision(reference, 0.4, 0, 200_000) is None
