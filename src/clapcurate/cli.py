@@ -1,12 +1,17 @@
 """The `clapcurate` command: argument parsing only; the work is done by the library.
 
-User errors (missing files, bad configs) print one message and exit with status 2.
+User errors (missing files, bad configs) print one message and exit with status 2. SIGINT and
+SIGTERM end any command with 130 and 143 (128 + the signal's number) and one line saying how to
+resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .device import PRECISIONS
@@ -469,10 +474,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FITS = ("fit-teacher", "fit-student", "pretrain-audio")  # resumed with --resume; other commands by a plain rerun
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException like KeyboardInterrupt, so no `except Exception`
+    swallows it, but not one: Lightning turns a KeyboardInterrupt into exit status 1."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals():
+    """SIGINT and SIGTERM raise `Stopped` in the main thread while the command runs; the earlier
+    handlers come back afterwards (`main` also runs inside other programs, tests among them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    earlier = {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in earlier.items():
+            signal.signal(signum, handler)
+
+
+def _resume_hint(command: str) -> str:
+    if command in FITS:
+        return "run the same command with --resume to continue from the last validation"
+    return "run the same command again to continue (finished parts are kept)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with _stopped_by_signals():
+            args.func(args)
     except ClapcurateError as exc:
         print(f"clapcurate {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -480,9 +523,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"clapcurate {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted; finished stages are kept and a re-run resumes", file=sys.stderr)
-        return 130
+    except (Stopped, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        print(f"clapcurate {args.command}: stopped by {signal.Signals(signum).name}; {_resume_hint(args.command)}",
+              file=sys.stderr)
+        return 128 + signum
     return 0
 
 
