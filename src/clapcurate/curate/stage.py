@@ -19,9 +19,9 @@ from ..data.manifest import write_manifest
 from ..data.readers import check_data, read_data
 from ..device import AUTO, check_auto, check_device
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
-from ..errors import ClapcurateError, ConfigError
+from ..errors import ClapcurateError, ConfigError, ManifestError
 from ..model.checkpoints import require_model_path
-from ..files import check_output_folder, write_atomically, write_text_atomically
+from ..files import check_output_folder, naming_failed_writes, write_atomically, write_text_atomically
 from ..prompts import benchmark_labels, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
 from .leakage import refuse_benchmark_audio, training_clip_mask
@@ -284,6 +284,15 @@ def check_curation_inputs(method: str, config: CurationConfig) -> None:
             check_data(getattr(config, key), key)
 
 
+def _require_captions(method: str, config: CurationConfig, data: dict[str, pd.DataFrame]) -> None:
+    """The manifest whose captions `method` searches with holds some, checked before any audio is
+    embedded; `ManifestError` naming its key otherwise."""
+    key = "ds_manifest" if method == "ads" else "train_manifest"
+    if key in data and not (data[key]["caption"] != "").any():
+        raise ManifestError(f"{key}: {getattr(config, key)} holds no captions; curation {method} searches with "
+                            "the captions of this manifest (a non-empty caption column)")
+
+
 def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> Path:
     """Curate the `method` Improvement-Set of `config` into `config.out_dir`; returns the manifest.
 
@@ -294,13 +303,15 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
     if (out_dir / STATS_FILE).is_file() and not config.overwrite:
         raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
                               "--overwrite or choose another out_dir")
-    data = {key: read_data(getattr(config, key)) for key in _data_keys(method) if getattr(config, key)}
-    if method == "ds":
-        improvement_set, counts = _curate_ds_stage(config, data)
-    else:
-        improvement_set, counts = _curate_pool_stage(method, config, data)
-    log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
-             improvement_set.sigma)
-    return write_improvement_set(
-        improvement_set, config.out_dir, config.manifest_name, benchmark=config.benchmark or None,
-        keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)
+    with naming_failed_writes(out_dir):  # a full disk names the folder, whichever file was being written
+        data = {key: read_data(getattr(config, key)) for key in _data_keys(method) if getattr(config, key)}
+        _require_captions(method, config, data)
+        if method == "ds":
+            improvement_set, counts = _curate_ds_stage(config, data)
+        else:
+            improvement_set, counts = _curate_pool_stage(method, config, data)
+        log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
+                 improvement_set.sigma)
+        return write_improvement_set(
+            improvement_set, config.out_dir, config.manifest_name, benchmark=config.benchmark or None,
+            keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)

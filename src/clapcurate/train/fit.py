@@ -37,7 +37,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from ..config import to_dict
 from ..data.manifest import label_names, take_subset, write_manifest
 from ..errors import ClapcurateError, ConfigError, ManifestError
-from ..files import check_output_folder, write_atomically
+from ..files import check_output_folder, naming_failed_writes, write_atomically
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
 from ..data.readers import check_data, read_data
 from ..model import checkpoints
@@ -97,11 +97,16 @@ class RunCheckpoints(Callback):
         self.save_resume_state = save_resume_state
         self.best_val_loss = math.inf
 
+    def _save_model(self, pl_module: PlateauModule, name: str) -> None:
+        with naming_failed_writes(self.run_dir / name):
+            pl_module.save_model(self.run_dir / name)
+
     def _save_state(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         if trainer.is_global_zero:
-            pl_module.save_model(self.run_dir / "last")
+            self._save_model(pl_module, "last")
         if self.save_resume_state:
-            trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT, weights_only=False)
+            with naming_failed_writes(self.run_dir / RESUME_CHECKPOINT):
+                trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT, weights_only=False)
 
     def on_validation_end(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         if trainer.sanity_checking:
@@ -114,7 +119,7 @@ class RunCheckpoints(Callback):
         if val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
             if trainer.is_global_zero and self.keep_best:
-                pl_module.save_model(self.run_dir / "best")
+                self._save_model(pl_module, "best")
         if self.save_resume_state:
             self._save_state(trainer, pl_module)
 
@@ -124,7 +129,7 @@ class RunCheckpoints(Callback):
             if self.has_validation:  # fewer steps than one validation interval
                 log.warning("%s: no validation ran before the last step (%d); best/ is the last step",
                             self.run_dir, trainer.global_step)
-            pl_module.save_model(self.run_dir / "best")
+            self._save_model(pl_module, "best")
         trainer.strategy.barrier("run folder written")  # every process returns with the checkpoints on disk
 
     def state_dict(self) -> dict:
@@ -226,12 +231,24 @@ def _one_builder(cache_dir: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _check_resume_state(path: Path) -> None:
+    """Refuse, in one line naming it, a `resume.ckpt` that is corrupt or holds more than tensors
+    and plain values (a pickle that would run code). Memory-mapped: no tensor is read here."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises several types for corrupt or refused files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClapcurateError(f"{path}: cannot resume from this file ({reason}); "
+                              "start the run again without --resume (with --overwrite)") from exc
+
+
 def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Path, str | None]:
     """The run folder and the checkpoint to resume from (None: a fresh run). Only the first
     process of a fit clears and writes the folder; the others check the same conditions."""
     run_dir = check_output_folder(config.out_dir, "run folder")
     resume_path = run_dir / RESUME_CHECKPOINT
     if config.resume and resume_path.is_file():
+        _check_resume_state(resume_path)
         return run_dir, str(resume_path)
     if config.resume:
         log.warning("%s: nothing to resume, starting a fresh run", run_dir)
@@ -298,7 +315,8 @@ def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, 
         module.to(memory_format=torch.channels_last)  # the CNNs' 4-D weights; other tensors stay as they are
     with quiet_lightning():
         trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with naming_failed_writes(run_dir):  # the logs' files and anything else written in the run folder
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         _keep_earlier_metrics(run_dir, earlier)
         summary = json.loads((run_dir / "summary.json").read_text())
