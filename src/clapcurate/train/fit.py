@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -236,7 +237,10 @@ def _check_resume_state(path: Path) -> None:
     and plain values (a pickle that would run code). Memory-mapped: no tensor is read here."""
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises several types for corrupt or refused files
+    except pickle.UnpicklingError as exc:  # weights_only refused an object
+        raise ClapcurateError(f"{path}: refused: it holds objects other than tensors and plain values, which could "
+                              "run code when loaded; start the run again without --resume (with --overwrite)") from exc
+    except Exception as exc:  # torch raises several types for corrupt files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClapcurateError(f"{path}: cannot resume from this file ({reason}); "
                               "start the run again without --resume (with --overwrite)") from exc
