@@ -121,3 +121,73 @@ def test_a_refused_or_corrupt_resume_state_names_itself(inputs, capsys, monkeypa
     assert f"{out / 'resume.ckpt'}: {expected}" in err, err
     assert not marker.exists()
     assert sorted(path.name for path in out.iterdir()) == ["resume.ckpt"]  # nothing written
+
+
+def flip_last_byte(path) -> None:
+    """Change the file's last byte (inside the stored numbers, past any header), keeping its size."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_with_flipped_bytes_is_refused_naming_the_file(inputs, capsys):
+    flip_last_byte(inputs["model"] / "model.safetensors")
+    out = inputs["tmp"] / "embedded"
+    err = one_line(["embed", "--model", inputs["model"], "--manifest", inputs["pool"], "--out", out], capsys)
+    assert f"{inputs['model'] / 'model.safetensors'}: corrupt" in err and "weights.json" in err, err
+    assert not list(out.glob("part-*"))
+
+
+@pytest.fixture
+def pool_embeddings(inputs):
+    """The pool embedded by the teacher, and a curation config that reads that folder."""
+    from clapcurate.embed import embed_manifest
+
+    folder = embed_manifest(inputs["model"], inputs["pool"], inputs["tmp"] / "pool_audio", shard_size=4,
+                            progress=False)
+    config = curate_config(inputs, inputs["tmp"] / "curated")
+    with open(config, "a") as handle:
+        handle.write(f"pool_embeddings: {folder}\n")
+    return folder, config
+
+
+def test_an_embedding_shard_with_flipped_bytes_is_refused_at_curation(inputs, pool_embeddings, capsys):
+    folder, config = pool_embeddings
+    flip_last_byte(folder / "part-00001.npy")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    err = one_line(["curate", "du", "--config", config], capsys)
+    assert f"{folder / 'part-00001.npy'}: corrupt" in err, err
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert not (inputs["tmp"] / "curated" / "stats.json").exists()
+
+
+@pytest.mark.parametrize("fault, expected", [("nan", "is not finite"), ("inf", "is not finite"),
+                                             ("scaled", "is of norm 2.0")])
+def test_non_finite_or_non_unit_rows_are_refused_at_curation(inputs, pool_embeddings, capsys, fault, expected):
+    from clapcurate.embed import _write_shard, load_embeddings
+
+    folder, config = pool_embeddings
+    ids, embeddings = load_embeddings(folder)
+    shard = embeddings[:4].copy()
+    shard[2] = {"nan": np.nan, "inf": np.inf}.get(fault, 2 * shard[2])
+    _write_shard(folder, 0, ids[:4], shard, pd.DataFrame(columns=["id", "audio_path", "reason"]))  # checksums fit
+    err = one_line(["curate", "du", "--config", config], capsys)
+    assert f"{folder / 'part-00000.npy'}: row 2 (id {ids[2]!r}) {expected}" in err, err
+
+
+def test_a_feature_store_shard_with_flipped_bytes_is_refused(tmp_path):
+    from clapcurate.errors import ClapcurateError
+    from clapcurate.feature_store import FeatureStore
+
+    store = FeatureStore(tmp_path / "store", width=8, dtype=np.float32)
+    arrays = {bytes([i]): np.random.default_rng(i).standard_normal((3, 8)).astype(np.float32) for i in range(4)}
+    with store.writer() as writer:
+        for key, array in arrays.items():
+            writer.add(key, array)
+    found = store.locate(list(arrays))
+    np.testing.assert_array_equal(found[3], arrays[bytes([3])])
+    (shard,) = (tmp_path / "store").glob("shard-*.bin")
+    flip_last_byte(shard)  # the last array's bytes, the file's size unchanged
+    np.testing.assert_array_equal(found[0], arrays[bytes([0])])  # the others still read
+    with pytest.raises(ClapcurateError, match=f"{shard}: corrupt"):
+        found[3]

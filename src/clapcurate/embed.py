@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ from .data.readers import read_data
 from .device import AUTO, HardwareSettings, hardware_settings
 from .errors import AudioError, ClapcurateError, ManifestError
 from .features import FrontendSettings, store_keys, window_store
-from .files import check_output_folder, write_atomically
+from .files import check_checksum, check_output_folder, checksum, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -421,10 +422,14 @@ def _write_shard(out_dir: Path, index: int, keys: list[str], embeddings: np.ndar
                  skipped: pd.DataFrame) -> None:
     """Write a shard's files, its done marker last."""
     paths = _shard_paths(out_dir, index)
-    write_atomically(paths["embeddings"], lambda f: np.save(f, embeddings.astype(np.float16)), "wb")
-    write_atomically(paths["ids"], lambda f: f.write("".join(f"{key}\n" for key in keys)))
+    stored = io.BytesIO()
+    np.save(stored, embeddings.astype(np.float16))
+    ids = "".join(f"{key}\n" for key in keys).encode("utf-8")
+    write_atomically(paths["embeddings"], lambda f: f.write(stored.getbuffer()), "wb")
+    write_atomically(paths["ids"], lambda f: f.write(ids), "wb")
     write_atomically(paths["skipped"], lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
-    marker = {"rows": len(keys), "skipped": len(skipped)}
+    marker = {"rows": len(keys), "skipped": len(skipped),
+              "checksums": {"embeddings": checksum(stored.getbuffer()), "ids": checksum(ids)}}
     write_atomically(paths["done"], lambda f: f.write(json.dumps(marker) + "\n"))
 
 
@@ -543,10 +548,31 @@ def load_embeddings(out_dir, dtype=np.float32) -> tuple[list[str], np.ndarray]:
     parts = [np.zeros((0, meta["dimension"]), dtype=dtype)]
     for index in range(meta["num_shards"]):
         paths = _shard_paths(out_dir, index)
-        shard_ids = paths["ids"].read_text().splitlines()
-        embeddings = np.load(paths["embeddings"])
+        checksums = json.loads(paths["done"].read_text()).get("checksums", {})
+        redo = f"delete {paths['done'].name} and run the embedding again to redo the shard"
+        shard_ids, stored = paths["ids"].read_bytes(), paths["embeddings"].read_bytes()
+        check_checksum(paths["ids"], shard_ids, checksums.get("ids"), redo)
+        check_checksum(paths["embeddings"], stored, checksums.get("embeddings"), redo)
+        shard_ids = shard_ids.decode("utf-8").splitlines()
+        embeddings = np.load(io.BytesIO(stored))
         if len(shard_ids) != len(embeddings):
             raise ClapcurateError(f"{paths['ids']}: {len(shard_ids)} ids for {len(embeddings)} rows")
+        _check_unit_rows(embeddings, paths["embeddings"], shard_ids, redo)
         ids += shard_ids
         parts.append(embeddings.astype(dtype))
     return ids, np.concatenate(parts)
+
+
+UNIT_NORM_TOLERANCE = 1e-2  # float16 storage keeps the norm of a unit row within ~1e-3 of 1
+
+
+def _check_unit_rows(embeddings: np.ndarray, path: Path, ids: Sequence[str], redo: str) -> None:
+    """Every row of a stored shard is finite and of unit norm (the similarities are cosines);
+    `ClapcurateError` naming the file, the first bad row and its id otherwise."""
+    norms = np.sqrt(np.einsum("ij,ij->i", embeddings, embeddings, dtype=np.float32))
+    bad = np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE))  # NaN and Inf norms fail too
+    if len(bad):
+        row = int(bad[0])
+        what = "not finite" if not np.isfinite(embeddings[row]).all() else f"of norm {norms[row]:.4f}, not 1"
+        raise ClapcurateError(f"{path}: row {row} (id {ids[row]!r}) is {what}"
+                              + (f" ({len(bad)} bad rows)" if len(bad) > 1 else "") + f"; {redo}")

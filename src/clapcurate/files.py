@@ -8,10 +8,24 @@ import contextlib
 import errno
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Callable
 
 from .errors import ClapcurateError
+
+
+def checksum(data: bytes | memoryview) -> str:
+    """CRC-32 of `data`, 8 hex digits: recorded when a file is written and compared when it is read,
+    it catches bytes changed on disk since (cheaply: the bytes are read anyway)."""
+    return f"{zlib.crc32(data):08x}"
+
+
+def check_checksum(path: str | os.PathLike, data: bytes | memoryview, recorded: str | None, what: str) -> None:
+    """`ClapcurateError` naming `path` when `data` (its bytes) do not have the `recorded` checksum."""
+    if recorded is not None and checksum(data) != recorded:
+        raise ClapcurateError(f"{path}: corrupt: its bytes changed since it was written (checksum {checksum(data)}, "
+                              f"recorded {recorded}); {what}")
 
 
 FULL_DISK_FREE_BYTES = 16 * 2**20  # a failed write with less free space than this is taken for a full disk
