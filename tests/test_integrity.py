@@ -120,7 +120,7 @@ def test_a_refused_or_corrupt_resume_state_names_itself(inputs, capsys, monkeypa
     expected = "refused" if fault == "crafted" else "cannot resume"
     assert f"{out / 'resume.ckpt'}: {expected}" in err, err
     assert not marker.exists()
-    assert sorted(path.name for path in out.iterdir()) == ["resume.ckpt"]  # nothing written
+    assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".lock")) == ["resume.ckpt"]
 
 
 def flip_last_byte(path) -> None:
@@ -191,3 +191,73 @@ def test_a_feature_store_shard_with_flipped_bytes_is_refused(tmp_path):
     np.testing.assert_array_equal(found[0], arrays[bytes([0])])  # the others still read
     with pytest.raises(ClapcurateError, match=f"{shard}: corrupt"):
         found[3]
+
+
+HOLD = """
+import sys, time
+from clapcurate.locks import one_writer
+with one_writer(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold(folder, seconds: float) -> subprocess.Popen:
+    """Another process holding `folder`'s lock for `seconds` (started once it holds it)."""
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(seconds)], stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "holding\n"
+    return process
+
+
+@pytest.mark.parametrize("command", ["embed", "curate", "fit-student", "study"])
+def test_a_second_writer_of_an_output_is_refused_naming_the_holder(inputs, capsys, command):
+    out = inputs["tmp"] / "out"
+    study = inputs["tmp"] / "study.yaml"
+    study.write_text(f"name: s\nout_root: {out}\nworld: {{dir: {inputs['tmp'] / 'world'}}}\n")
+    argv = {"fit-student": ["fit-student", "--config", fit_config(inputs, out)],
+            "embed": ["embed", "--model", inputs["model"], "--manifest", inputs["pool"], "--out", out],
+            "curate": ["curate", "du", "--config", curate_config(inputs, out)],
+            "study": ["study", study]}[command]
+    holder = hold(out, 60)
+    try:
+        err = one_line(argv, capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"{out}: the " in err and f"being written by another run (pid {holder.pid} on " in err and "--wait" in err
+    assert sorted(path.name for path in out.iterdir()) == [".lock", ".lock.holder.json"]  # nothing else written
+
+
+def test_a_second_writer_waits_when_asked(inputs, capsys):
+    out = inputs["tmp"] / "curated"
+    holder = hold(out, 3)
+    assert main(["curate", "du", "--config", curate_config(inputs, out), "--wait"]) == 0
+    assert holder.poll() is not None  # it finished only once the holder had gone
+    assert f"waiting for pid {holder.pid}" in capsys.readouterr().err
+    assert (out / "stats.json").is_file() and not (out / ".lock.holder.json").exists()
+
+
+def test_two_fits_on_one_run_folder(inputs, capsys):
+    """A real fit holds its run folder: a second one is refused while it runs, naming its command."""
+    import sys
+
+    out = inputs["tmp"] / "fit"
+    config = fit_config(inputs, out)
+    with open(config, "a") as handle:
+        handle.write("trainer: {max_steps: 100000, max_epochs: null, val_check_interval: 50, progress_bar: false}\n")
+    first = subprocess.Popen([sys.executable, "-m", "clapcurate.cli", "fit-student", "--config", config],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import time
+
+        while not (out / "summary.json").is_file():  # the fit has started its work
+            assert first.poll() is None
+            time.sleep(0.1)
+        err = one_line(["fit-student", "--config", config, "--overwrite"], capsys)
+        assert f"pid {first.pid} on " in err and "fit-student --config" in err, err
+    finally:
+        first.kill()
+        first.wait()

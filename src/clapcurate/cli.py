@@ -293,10 +293,12 @@ def _print_classification(results: list[dict], output_format: str) -> None:
 
 
 def cmd_study(args):
+    from .locks import one_writer
     from .study import load_study_config, run_study
 
     config = load_study_config(args.config, _overrides(args, "device"))
-    run_study(config)
+    with one_writer(config.out_root, "study folder"):
+        run_study(config)
 
 
 def cmd_browse(args):
@@ -354,7 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--num-workers", type=_workers, default="auto",
                        help="DataLoader workers decoding audio: a number, or auto (several on a GPU, none on the CPU)")
 
+    def with_wait(p):
+        p.add_argument("--wait", action="store_true",
+                       help="when another run is writing the same output folder, wait for it instead of stopping")
+
     def with_config(p, resume: bool = True, device_key: str = "trainer.device"):
+        with_wait(p)
         p.add_argument("--config", required=True, help="YAML config file")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
         if resume:
@@ -413,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["audio", "text"], default="audio")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=50_000)
+    with_wait(p)
     with_workers(p)
     with_device(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -469,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run the paper's study end to end (resumable)")
     p.add_argument("config")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    with_wait(p)
     with_device(p, None, "device")
     p.set_defaults(func=cmd_study)
     return parser
@@ -513,6 +522,9 @@ def _resume_hint(command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .locks import waiting
+
+    waiting(getattr(args, "wait", False))
     try:
         with _stopped_by_signals():
             args.func(args)

@@ -51,6 +51,7 @@ from .device import AUTO, HardwareSettings, hardware_settings
 from .errors import AudioError, ClapcurateError, ManifestError
 from .features import FrontendSettings, store_keys, window_store
 from .files import check_checksum, check_output_folder, checksum, write_atomically
+from .locks import one_writer
 
 log = logging.getLogger(__name__)
 
@@ -469,48 +470,50 @@ def embed_manifest(model, data, out_dir, modality: Modality = "audio", batch_siz
     if shard_size < 1 or batch_size < 1:
         raise ClapcurateError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
     require_model_path(model)
-    out_dir = check_output_folder(out_dir, "embeddings folder")
-    existing = _read_meta(out_dir)
-    if existing is not None and existing.get("shard_size") != shard_size:
-        log.info("%s: continuing with the folder's shard_size %s", out_dir, existing.get("shard_size"))
-        shard_size = int(existing.get("shard_size", shard_size))
-    manifest, origin = (data, "manifest") if isinstance(data, pd.DataFrame) else (read_data(data), data)
-    items = _items_to_embed(manifest, modality, origin)
-    if len(items) == 0:
-        raise ManifestError(f"{origin}: nothing to embed (no {'clips' if modality == 'audio' else 'captions'})")
-    if modality == "audio" and not (items["audio_path"] != "").any():
-        raise ManifestError(f"{origin}: no audio_path values (expected a column audio_path)")
-    num_shards = (len(items) + shard_size - 1) // shard_size
     rank, world_size = _distributed_rank()
-    meta = {"format": META_FORMAT, "modality": modality, "model_hash": model_hash(model, text_encoder),
-            "manifest_hash": manifest_hash(manifest), "num_items": len(items),
-            "shard_size": shard_size, "num_shards": num_shards}
-    if existing is not None:  # refuse a foreign folder before loading the model
-        _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
-    my_shards = [i for i in range(num_shards) if i % world_size == rank]
-    unfinished = set(_unfinished_shards(out_dir, num_shards))
-    total, reused = _progress_counts(len(items), shard_size, my_shards, unfinished)
-    mine = [i for i in my_shards if i in unfinished]
-    if existing is None or existing.get("dimension") is None or mine[:max_shards]:
-        # loaded only to embed: a finished folder's meta.json names the model and its dimension
-        model = load_model(model, text_encoder, device=resolve_device(device))
-        _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
-        settings = inference_settings(model, num_workers, pin_memory, precision)
-    what = "audio clips" if modality == "audio" else "captions"
-    with _progress_bar(progress, total, f"embedding {what} ({out_dir.name})", reused) as advance:
-        for index in mine[:max_shards]:
-            shard_items = items.iloc[index * shard_size:(index + 1) * shard_size]
-            _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, settings, advance))
-    if not _unfinished_shards(out_dir, num_shards):
-        _write_skipped_list(out_dir, num_shards)
-        rows, skipped = embedding_counts(out_dir)
-        if skipped and mine:  # said once, by the call that finished the folder
-            log.warning("%s: %d of %d %s skipped (unreadable or non-finite); the list is %s", out_dir, skipped,
-                        rows + skipped, "clips" if modality == "audio" else "captions", out_dir / SKIPPED_FILE)
-        if rows == 0:
-            raise ManifestError(f"{origin}: none of the {skipped} clips could be embedded "
-                                f"(the list and the reasons are in {out_dir / SKIPPED_FILE})")
-    return out_dir
+    # under torchrun the ranks share the folder, the first holding its lock
+    with one_writer(out_dir, "embeddings folder") if rank == 0 else contextlib.nullcontext(
+            check_output_folder(out_dir, "embeddings folder")) as out_dir:
+        existing = _read_meta(out_dir)
+        if existing is not None and existing.get("shard_size") != shard_size:
+            log.info("%s: continuing with the folder's shard_size %s", out_dir, existing.get("shard_size"))
+            shard_size = int(existing.get("shard_size", shard_size))
+        manifest, origin = (data, "manifest") if isinstance(data, pd.DataFrame) else (read_data(data), data)
+        items = _items_to_embed(manifest, modality, origin)
+        if len(items) == 0:
+            raise ManifestError(f"{origin}: nothing to embed (no {'clips' if modality == 'audio' else 'captions'})")
+        if modality == "audio" and not (items["audio_path"] != "").any():
+            raise ManifestError(f"{origin}: no audio_path values (expected a column audio_path)")
+        num_shards = (len(items) + shard_size - 1) // shard_size
+        meta = {"format": META_FORMAT, "modality": modality, "model_hash": model_hash(model, text_encoder),
+                "manifest_hash": manifest_hash(manifest), "num_items": len(items),
+                "shard_size": shard_size, "num_shards": num_shards}
+        if existing is not None:  # refuse a foreign folder before loading the model
+            _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
+        my_shards = [i for i in range(num_shards) if i % world_size == rank]
+        unfinished = set(_unfinished_shards(out_dir, num_shards))
+        total, reused = _progress_counts(len(items), shard_size, my_shards, unfinished)
+        mine = [i for i in my_shards if i in unfinished]
+        if existing is None or existing.get("dimension") is None or mine[:max_shards]:
+            # loaded only to embed: a finished folder's meta.json names the model and its dimension
+            model = load_model(model, text_encoder, device=resolve_device(device))
+            _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
+            settings = inference_settings(model, num_workers, pin_memory, precision)
+        what = "audio clips" if modality == "audio" else "captions"
+        with _progress_bar(progress, total, f"embedding {what} ({out_dir.name})", reused) as advance:
+            for index in mine[:max_shards]:
+                shard_items = items.iloc[index * shard_size:(index + 1) * shard_size]
+                _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, settings, advance))
+        if not _unfinished_shards(out_dir, num_shards):
+            _write_skipped_list(out_dir, num_shards)
+            rows, skipped = embedding_counts(out_dir)
+            if skipped and mine:  # said once, by the call that finished the folder
+                log.warning("%s: %d of %d %s skipped (unreadable or non-finite); the list is %s", out_dir, skipped,
+                            rows + skipped, "clips" if modality == "audio" else "captions", out_dir / SKIPPED_FILE)
+            if rows == 0:
+                raise ManifestError(f"{origin}: none of the {skipped} clips could be embedded "
+                                    f"(the list and the reasons are in {out_dir / SKIPPED_FILE})")
+        return out_dir
 
 
 def _progress_counts(num_items: int, shard_size: int, shards: Sequence[int], unfinished: set[int]) -> tuple[int, int]:
@@ -557,22 +560,30 @@ def load_embeddings(out_dir, dtype=np.float32) -> tuple[list[str], np.ndarray]:
         embeddings = np.load(io.BytesIO(stored))
         if len(shard_ids) != len(embeddings):
             raise ClapcurateError(f"{paths['ids']}: {len(shard_ids)} ids for {len(embeddings)} rows")
-        _check_unit_rows(embeddings, paths["embeddings"], shard_ids, redo)
         ids += shard_ids
-        parts.append(embeddings.astype(dtype))
+        parts.append(_checked_rows(embeddings, dtype, paths["embeddings"], shard_ids, redo))
     return ids, np.concatenate(parts)
 
 
 UNIT_NORM_TOLERANCE = 1e-2  # float16 storage keeps the norm of a unit row within ~1e-3 of 1
+_CHECK_ROWS = 4096  # rows converted to float32 at a time while their norms are taken
 
 
-def _check_unit_rows(embeddings: np.ndarray, path: Path, ids: Sequence[str], redo: str) -> None:
-    """Every row of a stored shard is finite and of unit norm (the similarities are cosines);
-    `ClapcurateError` naming the file, the first bad row and its id otherwise."""
-    norms = np.sqrt(np.einsum("ij,ij->i", embeddings, embeddings, dtype=np.float32))
+def _checked_rows(stored: np.ndarray, dtype, path: Path, ids: Sequence[str], redo: str) -> np.ndarray:
+    """A stored shard's rows as `dtype`, each checked finite and of unit norm on the way (the
+    similarities are cosines): the float32 copy of each block serves both the norms and the
+    conversion. `ClapcurateError` naming the file, the first bad row and its id otherwise."""
+    rows = stored if np.dtype(dtype) == stored.dtype else np.empty(stored.shape, dtype)
+    norms = np.empty(len(stored), np.float32)
+    for start in range(0, len(stored), _CHECK_ROWS):
+        block = stored[start:start + _CHECK_ROWS].astype(np.float32)
+        norms[start:start + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
+        if rows is not stored:
+            rows[start:start + len(block)] = block
     bad = np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE))  # NaN and Inf norms fail too
     if len(bad):
         row = int(bad[0])
-        what = "not finite" if not np.isfinite(embeddings[row]).all() else f"of norm {norms[row]:.4f}, not 1"
+        what = "not finite" if not np.isfinite(stored[row]).all() else f"of norm {norms[row]:.4f}, not 1"
         raise ClapcurateError(f"{path}: row {row} (id {ids[row]!r}) is {what}"
                               + (f" ({len(bad)} bad rows)" if len(bad) > 1 else "") + f"; {redo}")
+    return rows

@@ -9,9 +9,10 @@ digest):
 Writing (`FeatureStore.writer`) appends arrays to a hidden partial file. A shard is finished when
 it holds `shard_bytes` bytes or `shard_arrays` arrays, or when the writer closes: the file is cut
 to the arrays it recorded, renamed into place, and only then are its entries committed, in one
-transaction. A process killed while writing therefore leaves its finished shards (reused by the
-next reader) and a partial file that no entry names (removed by the next writer on this host once
-the killed process is gone); a shard file whose size is not the one its entries were committed
+transaction. While it writes a partial file, the writer holds that file's lock (`filelock`, gone
+with its process however it ends). A process killed while writing therefore leaves its finished
+shards (reused by the next reader) and a partial file that no entry names and no process holds
+(removed by the next writer); a shard file whose size is not the one its entries were committed
 with (truncated, replaced) counts as absent, its arrays as missing. A read never sees part of an
 array, and a read whose bytes do not have the CRC-32 recorded when they were written (bytes changed
 on disk) is refused, naming the shard file. Several processes may write one store at once (DDP ranks, parallel runs): each writes its
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from .errors import ClapcurateError
 
@@ -56,14 +58,9 @@ _HOST = socket.gethostname().replace("-", "_").replace(".", "_")
 _SHARD_NUMBERS = itertools.count()
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _lock_path(partial: Path) -> Path:
+    """The lock its writer holds while writing the partial shard file `partial`."""
+    return partial.with_name(f".lock{partial.name}")
 
 
 class StoredArrays(Sequence):
@@ -253,11 +250,18 @@ class FeatureStore:
         return StoreWriter(self)
 
     def _remove_abandoned_partials(self) -> None:
-        """Delete the partial shard files of writers on this host whose process is gone."""
-        for path in self.folder.glob(f".shard-*.partial-{_HOST}-*"):
-            pid = path.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _process_alive(int(pid)):
+        """Delete the partial shard files whose lock no writer holds (its process is gone)."""
+        for path in self.folder.glob(".shard-*.partial-*"):
+            lock = FileLock(_lock_path(path))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # being written
+            try:
                 path.unlink(missing_ok=True)
+            finally:
+                lock.release()
+                _lock_path(path).unlink(missing_ok=True)
 
     def _commit_shard(self, name: str, rows: int, keys: list[bytes], offsets: list[int], lengths: list[int],
                       crcs: list[int]) -> None:
@@ -287,6 +291,8 @@ class StoreWriter:
     def _start_shard(self) -> None:
         self._name = f"shard-{time.time_ns():x}-{os.getpid()}-{next(_SHARD_NUMBERS)}.bin"
         self._partial = self.store.folder / f".{self._name}.partial-{_HOST}-{os.getpid()}"
+        self._lock = FileLock(_lock_path(self._partial))
+        self._lock.acquire()  # a new name: nobody else holds it
         self._handle = open(self._partial, "wb")
         self._keys: list[bytes] = []
         self._offsets: list[int] = []
@@ -326,6 +332,8 @@ class StoreWriter:
         finally:
             handle.close()
             self._partial.unlink(missing_ok=True)
+            self._lock.release()
+            _lock_path(self._partial).unlink(missing_ok=True)
 
     def close(self) -> None:
         self.finish_shard()

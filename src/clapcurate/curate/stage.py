@@ -21,6 +21,7 @@ from ..device import AUTO, check_auto, check_device
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
 from ..errors import ClapcurateError, ConfigError, ManifestError
 from ..model.checkpoints import require_model_path
+from ..locks import one_writer
 from ..files import check_output_folder, naming_failed_writes, write_atomically, write_text_atomically
 from ..prompts import benchmark_labels, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
@@ -299,11 +300,11 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
     Beside the manifest: `stats.json` (counts, sigma) and `similarity_histogram.png`.
     """
     check_curation_inputs(method, config)
-    out_dir = check_output_folder(config.out_dir)
-    if (out_dir / STATS_FILE).is_file() and not config.overwrite:
-        raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
-                              "--overwrite or choose another out_dir")
-    with naming_failed_writes(out_dir):  # a full disk names the folder, whichever file was being written
+    # one writer at a time; a full disk names the folder, whichever file was being written
+    with one_writer(config.out_dir, "curated folder") as out_dir, naming_failed_writes(out_dir):
+        if (out_dir / STATS_FILE).is_file() and not config.overwrite:
+            raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
+                                  "--overwrite or choose another out_dir")
         data = {key: read_data(getattr(config, key)) for key in _data_keys(method) if getattr(config, key)}
         _require_captions(method, config, data)
         if method == "ds":

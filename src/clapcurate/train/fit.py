@@ -14,10 +14,9 @@ process at a time computes the log-mels the cache lacks while the others wait, t
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import fcntl
+import functools
 import importlib.util
 import json
 import logging
@@ -31,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -39,6 +39,7 @@ from ..config import to_dict
 from ..data.manifest import label_names, take_subset, write_manifest
 from ..errors import ClapcurateError, ConfigError, ManifestError
 from ..files import check_output_folder, naming_failed_writes, write_atomically
+from ..locks import one_writer
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
 from ..data.readers import check_data, read_data
 from ..model import checkpoints
@@ -217,19 +218,28 @@ def first_process() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
-@contextlib.contextmanager
-def _one_builder(cache_dir: str):
-    """Hold the feature cache folder's lock: processes sharing the cache (the ranks of a fit, or
-    fits started side by side) compute its missing entries one at a time, so each entry is
-    computed once and read by the others. The lock is released when its holder ends, however."""
+def _one_builder(cache_dir: str) -> FileLock:
+    """The feature cache folder's lock: processes sharing the cache (the ranks of a fit, or fits
+    started side by side) compute its missing entries one at a time, so each entry is computed
+    once and read by the others. The lock is released when its holder ends, however."""
     folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".build.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(folder / ".build.lock")
+
+
+def _alone_in_run_folder(fit):
+    """`fit` holding its run folder's lock (`locks.one_writer`) while it runs; the other processes
+    of a multi-process fit share the folder with the first, which holds it."""
+
+    @functools.wraps(fit)
+    def fit_alone(config, callbacks: Sequence[Callback] = ()) -> Path:
+        config = placed(config)  # a config error is said before the folder is made
+        if not first_process():
+            return fit(config, callbacks)
+        with one_writer(config.out_dir, "run folder"):
+            return fit(config, callbacks)
+
+    return fit_alone
 
 
 def _check_resume_state(path: Path) -> None:
@@ -333,6 +343,7 @@ def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, 
     return run_dir
 
 
+@_alone_in_run_folder
 def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Train a new CLAP model on `config.data.train_manifest` with the contrastive loss (Eq. 1).
 
@@ -387,6 +398,7 @@ def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig)
                                         loss.teacher_text_embeddings, hint.format("text")).astype(np.float32)
 
 
+@_alone_in_run_folder
 def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Fine-tune the teacher `config.teacher` (a checkpoint folder or a published weights file,
     `load_model`) on the Improvement-Set with replay.
@@ -458,6 +470,7 @@ def build_tagger(audio: AudioConfig, n_classes: int) -> AudioTagger:
     return AudioTagger(audio.build_encoder(), n_classes)
 
 
+@_alone_in_run_folder
 def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Pretrain an audio encoder as a tagger on the labelled clips of `config.data.train`.
 
