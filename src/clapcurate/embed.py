@@ -10,7 +10,8 @@ On disk (`embed_manifest`) a folder holds
   `clip_id`s (audio) or of the unique non-empty captions (text);
 - `part-00000.ids.txt`: one id per row (the `clip_id`, or `text_key(caption)` for text);
 - `part-00000.skipped.csv`: the shard's unreadable clips (`id, audio_path, reason`);
-- `part-00000.done`: the shard's marker, written last; a shard without one is redone;
+- `part-00000.done`: the shard's marker, written last, with the checksums of its rows and ids; a
+  shard without it, or without one of its files, is redone;
 - `meta.json`: modality, model hash (`model_hash`), manifest hash, dimension and shard layout; a
   folder made with another model or manifest is refused;
 - `skipped.csv`: all unreadable clips, written once every shard is done.
@@ -435,7 +436,8 @@ def _write_shard(out_dir: Path, index: int, keys: list[str], embeddings: np.ndar
 
 
 def _unfinished_shards(out_dir: Path, num_shards: int) -> list[int]:
-    return [i for i in range(num_shards) if not _shard_paths(out_dir, i)["done"].is_file()]
+    """The shards without their done marker or one of the files it stands for (those are redone)."""
+    return [i for i in range(num_shards) if not all(path.is_file() for path in _shard_paths(out_dir, i).values())]
 
 
 def _write_skipped_list(out_dir: Path, num_shards: int) -> None:
@@ -547,43 +549,56 @@ def load_embeddings(out_dir, dtype=np.float32) -> tuple[list[str], np.ndarray]:
             f"{out_dir}: unfinished, {len(unfinished)} of {meta['num_shards']} shards not done "
             f"(first: {_shard_stem(unfinished[0])}); run the embedding again to finish it"
         )
+    markers = [json.loads(_shard_paths(out_dir, index)["done"].read_text()) for index in range(meta["num_shards"])]
     ids: list[str] = []
-    parts = [np.zeros((0, meta["dimension"]), dtype=dtype)]
-    for index in range(meta["num_shards"]):
+    embeddings = np.empty((sum(marker["rows"] for marker in markers), meta["dimension"]), dtype)
+    for index, marker in enumerate(markers):
         paths = _shard_paths(out_dir, index)
-        checksums = json.loads(paths["done"].read_text()).get("checksums", {})
+        checksums = marker.get("checksums", {})
         redo = f"delete {paths['done'].name} and run the embedding again to redo the shard"
         shard_ids, stored = paths["ids"].read_bytes(), paths["embeddings"].read_bytes()
         check_checksum(paths["ids"], shard_ids, checksums.get("ids"), redo)
         check_checksum(paths["embeddings"], stored, checksums.get("embeddings"), redo)
         shard_ids = shard_ids.decode("utf-8").splitlines()
-        embeddings = np.load(io.BytesIO(stored))
-        if len(shard_ids) != len(embeddings):
-            raise ClapcurateError(f"{paths['ids']}: {len(shard_ids)} ids for {len(embeddings)} rows")
+        rows = _npy_rows(stored, paths["embeddings"])
+        if not len(shard_ids) == len(rows) == marker["rows"]:
+            raise ClapcurateError(f"{paths['ids']}: {len(shard_ids)} ids for {len(rows)} rows "
+                                  f"({marker['rows']} in {paths['done'].name})")
+        _check_rows_into(rows, embeddings[len(ids):len(ids) + len(rows)], paths["embeddings"], shard_ids, redo)
         ids += shard_ids
-        parts.append(_checked_rows(embeddings, dtype, paths["embeddings"], shard_ids, redo))
-    return ids, np.concatenate(parts)
+    return ids, embeddings
+
+
+def _npy_rows(data: bytes, path: Path) -> np.ndarray:
+    """The array a `.npy` file's bytes hold, as a read-only view of them (no copy)."""
+    header = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(header)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(header)
+        return np.frombuffer(data, dtype, count=int(np.prod(shape)), offset=header.tell()).reshape(
+            shape, order="F" if fortran_order else "C")
+    except ValueError as exc:
+        raise ClapcurateError(f"{path}: not a readable .npy array ({exc})") from exc
 
 
 UNIT_NORM_TOLERANCE = 1e-2  # float16 storage keeps the norm of a unit row within ~1e-3 of 1
 _CHECK_ROWS = 4096  # rows converted to float32 at a time while their norms are taken
 
 
-def _checked_rows(stored: np.ndarray, dtype, path: Path, ids: Sequence[str], redo: str) -> np.ndarray:
-    """A stored shard's rows as `dtype`, each checked finite and of unit norm on the way (the
-    similarities are cosines): the float32 copy of each block serves both the norms and the
-    conversion. `ClapcurateError` naming the file, the first bad row and its id otherwise."""
-    rows = stored if np.dtype(dtype) == stored.dtype else np.empty(stored.shape, dtype)
+def _check_rows_into(stored: np.ndarray, rows: np.ndarray, path: Path, ids: Sequence[str], redo: str) -> None:
+    """Copy a stored shard's rows into `rows` (of its own dtype), each checked finite and of unit
+    norm on the way (the similarities are cosines): the float32 copy of each block serves both the
+    norms and the conversion. `ClapcurateError` naming the file, the first bad row and its id
+    otherwise."""
     norms = np.empty(len(stored), np.float32)
     for start in range(0, len(stored), _CHECK_ROWS):
         block = stored[start:start + _CHECK_ROWS].astype(np.float32)
         norms[start:start + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
-        if rows is not stored:
-            rows[start:start + len(block)] = block
+        rows[start:start + len(block)] = block
     bad = np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE))  # NaN and Inf norms fail too
     if len(bad):
         row = int(bad[0])
         what = "not finite" if not np.isfinite(stored[row]).all() else f"of norm {norms[row]:.4f}, not 1"
         raise ClapcurateError(f"{path}: row {row} (id {ids[row]!r}) is {what}"
                               + (f" ({len(bad)} bad rows)" if len(bad) > 1 else "") + f"; {redo}")
-    return rows
