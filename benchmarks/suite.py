@@ -35,6 +35,7 @@ SUITE = {
     "feature_cache": ["feature_cache.py"],
     "student_fit": ["student_fit.py", "--fits", "3"],
     "browse": ["browse.py"],
+    "integrity": ["integrity.py"],
     "cost_model": ["cost_model.py", "--repeats", "2"],
     "gpu": ["gpu.py"] if torch.cuda.is_available() else ["gpu.py", "--smoke"],
 }

@@ -88,6 +88,16 @@ def test_a_build_killed_midway_keeps_its_finished_shards_and_resumes(tmp_path):
     assert all(np.array_equal(found[k], np.full((5, 8), k, np.float16)) for k in range(8))
 
 
+def test_a_live_writers_partial_file_is_kept_by_a_starting_writer(tmp_path):
+    store = FeatureStore(tmp_path / "store", 8, np.float16)
+    with store.writer() as first:
+        first.add(b"a" * 20, np.zeros((5, 8), np.float16))
+        (partial,) = (tmp_path / "store").glob(".shard-*.partial-*")
+        FeatureStore(tmp_path / "store", 8, np.float16).writer().close()  # removes the partial files nobody holds
+        assert partial.is_file()
+    assert FeatureStore(tmp_path / "store", 8, np.float16).locate([b"a" * 20]).present.all()
+
+
 def count_computations(monkeypatch):
     computed = []
     original = features.compute_logmel

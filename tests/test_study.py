@@ -181,6 +181,30 @@ def test_a_student_fitted_by_two_processes_gives_the_same_results_and_each_stage
     pd.testing.assert_frame_equal(before, pd.read_csv(f"{out}/results.csv"))
 
 
+def test_a_stage_whose_outputs_are_gone_runs_again_and_says_why(tiny_study):
+    """A deleted teacher best/ and a deleted curated set: their markers prove nothing, those two
+    stages run again (to the same bytes), the others are kept."""
+    import io
+
+    from rich.console import Console
+    from safetensors.torch import load_file
+
+    _, config, out = tiny_study
+    best, curated = Path(out, "teachers", "full_s0", "best"), Path(out, "curated", "full_s0", "du")
+    weights, pairs = load_file(best / "model.safetensors"), (curated / "improvement_set.csv").read_bytes()
+    shutil.rmtree(best)
+    shutil.rmtree(curated)
+    log = io.StringIO()
+    study = Study(config, console=Console(file=log, width=400))
+    study.run()
+    assert sorted(study.stages.computed) == ["curate/full_s0/du", "teacher/full_s0"]
+    assert f"teacher/full_s0: its output {best} is missing; running it again" in log.getvalue()
+    assert f"curate/full_s0/du: its output {curated / 'improvement_set.csv'} is missing" in log.getvalue()
+    again = load_file(best / "model.safetensors")
+    assert all((weights[key] == again[key]).all() for key in weights)
+    assert (curated / "improvement_set.csv").read_bytes() == pairs
+
+
 def test_a_stage_finished_meanwhile_by_another_process_keeps_its_marker(tmp_path):
     from clapcurate.study.stages import StageRunner
 

@@ -1,13 +1,18 @@
 """The `clapcurate` command: argument parsing only; the work is done by the library.
 
-User errors (missing files, bad configs) print one message and exit with status 2.
+User errors (missing files, bad configs) print one message and exit with status 2. SIGINT and
+SIGTERM end any command with 130 and 143 (128 + the signal's number) and one line saying how to
+resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .device import PRECISIONS
@@ -375,10 +380,12 @@ def _print_classification(results: list[dict], output_format: str) -> None:
 
 
 def cmd_study(args):
+    from .locks import one_writer
     from .study import load_study_config, run_study
 
     config = load_study_config(args.config, _overrides(args, "device"))
-    run_study(config)
+    with one_writer(config.out_root, "study folder"):
+        run_study(config)
 
 
 def cmd_browse(args):
@@ -436,7 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--num-workers", type=_workers, default="auto",
                        help="DataLoader workers decoding audio: a number, or auto (several on a GPU, none on the CPU)")
 
+    def with_wait(p):
+        p.add_argument("--wait", action="store_true",
+                       help="when another run is writing the same output folder, wait for it instead of stopping")
+
     def with_config(p, resume: bool = True, device_key: str = "trainer.device"):
+        with_wait(p)
         p.add_argument("--config", required=True, help="YAML config file")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
         if resume:
@@ -502,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["audio", "text"], default="audio")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=50_000)
+    with_wait(p)
     with_workers(p)
     with_device(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -577,15 +590,57 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run the paper's study end to end (resumable)")
     p.add_argument("config")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    with_wait(p)
     with_device(p, None, "device")
     p.set_defaults(func=cmd_study)
     return parser
 
 
+FITS = ("fit-teacher", "fit-student", "pretrain-audio")  # resumed with --resume; other commands by a plain rerun
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException like KeyboardInterrupt, so no `except Exception`
+    swallows it, but not one: Lightning turns a KeyboardInterrupt into exit status 1."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals():
+    """SIGINT and SIGTERM raise `Stopped` in the main thread while the command runs; the earlier
+    handlers come back afterwards (`main` also runs inside other programs, tests among them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    earlier = {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in earlier.items():
+            signal.signal(signum, handler)
+
+
+def _resume_hint(command: str) -> str:
+    if command in FITS:
+        return "run the same command with --resume to continue from the last validation"
+    return "run the same command again to continue (finished parts are kept)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .locks import waiting
+
+    waiting(getattr(args, "wait", False))
     try:
-        args.func(args)
+        with _stopped_by_signals():
+            args.func(args)
     except ClapcurateError as exc:
         print(f"clapcurate {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -593,9 +648,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"clapcurate {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted; finished stages are kept and a re-run resumes", file=sys.stderr)
-        return 130
+    except (Stopped, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        print(f"clapcurate {args.command}: stopped by {signal.Signals(signum).name}; {_resume_hint(args.command)}",
+              file=sys.stderr)
+        return 128 + signum
     return 0
 
 

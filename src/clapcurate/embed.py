@@ -10,7 +10,8 @@ On disk (`embed_manifest`) a folder holds
   `clip_id`s (audio) or of the unique non-empty captions (text);
 - `part-00000.ids.txt`: one id per row (the `clip_id`, or `text_key(caption)` for text);
 - `part-00000.skipped.csv`: the shard's unreadable clips (`id, audio_path, reason`);
-- `part-00000.done`: the shard's marker, written last; a shard without one is redone;
+- `part-00000.done`: the shard's marker, written last, with the checksums of its rows and ids; a
+  shard without it, or without one of its files, is redone;
 - `meta.json`: modality, model hash (`model_hash`), manifest hash, dimension and shard layout; a
   folder made with another model or manifest is refused;
 - `skipped.csv`: all unreadable clips, written once every shard is done.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -49,7 +51,8 @@ from .data.readers import read_data
 from .device import AUTO, HardwareSettings, hardware_settings
 from .errors import AudioError, ClapcurateError, ManifestError
 from .features import FrontendSettings, store_keys, window_store
-from .files import check_output_folder, write_atomically
+from .files import check_checksum, check_output_folder, checksum, write_atomically
+from .locks import one_writer
 
 log = logging.getLogger(__name__)
 
@@ -423,15 +426,20 @@ def _write_shard(out_dir: Path, index: int, keys: list[str], embeddings: np.ndar
                  skipped: pd.DataFrame) -> None:
     """Write a shard's files, its done marker last."""
     paths = _shard_paths(out_dir, index)
-    write_atomically(paths["embeddings"], lambda f: np.save(f, embeddings.astype(np.float16)), "wb")
-    write_atomically(paths["ids"], lambda f: f.write("".join(f"{key}\n" for key in keys)))
+    stored = io.BytesIO()
+    np.save(stored, embeddings.astype(np.float16))
+    ids = "".join(f"{key}\n" for key in keys).encode("utf-8")
+    write_atomically(paths["embeddings"], lambda f: f.write(stored.getbuffer()), "wb")
+    write_atomically(paths["ids"], lambda f: f.write(ids), "wb")
     write_atomically(paths["skipped"], lambda f: skipped.to_csv(f, index=False, lineterminator="\n"))
-    marker = {"rows": len(keys), "skipped": len(skipped)}
+    marker = {"rows": len(keys), "skipped": len(skipped),
+              "checksums": {"embeddings": checksum(stored.getbuffer()), "ids": checksum(ids)}}
     write_atomically(paths["done"], lambda f: f.write(json.dumps(marker) + "\n"))
 
 
 def _unfinished_shards(out_dir: Path, num_shards: int) -> list[int]:
-    return [i for i in range(num_shards) if not _shard_paths(out_dir, i)["done"].is_file()]
+    """The shards without their done marker or one of the files it stands for (those are redone)."""
+    return [i for i in range(num_shards) if not all(path.is_file() for path in _shard_paths(out_dir, i).values())]
 
 
 def _write_skipped_list(out_dir: Path, num_shards: int) -> None:
@@ -466,48 +474,50 @@ def embed_manifest(model, data, out_dir, modality: Modality = "audio", batch_siz
     if shard_size < 1 or batch_size < 1:
         raise ClapcurateError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
     require_model_path(model)
-    out_dir = check_output_folder(out_dir, "embeddings folder")
-    existing = _read_meta(out_dir)
-    if existing is not None and existing.get("shard_size") != shard_size:
-        log.info("%s: continuing with the folder's shard_size %s", out_dir, existing.get("shard_size"))
-        shard_size = int(existing.get("shard_size", shard_size))
-    manifest, origin = (data, "manifest") if isinstance(data, pd.DataFrame) else (read_data(data), data)
-    items = _items_to_embed(manifest, modality, origin)
-    if len(items) == 0:
-        raise ManifestError(f"{origin}: nothing to embed (no {'clips' if modality == 'audio' else 'captions'})")
-    if modality == "audio" and not (items["audio_path"] != "").any():
-        raise ManifestError(f"{origin}: no audio_path values (expected a column audio_path)")
-    num_shards = (len(items) + shard_size - 1) // shard_size
     rank, world_size = _distributed_rank()
-    meta = {"format": META_FORMAT, "modality": modality, "model_hash": model_hash(model, text_encoder),
-            "manifest_hash": manifest_hash(manifest), "num_items": len(items),
-            "shard_size": shard_size, "num_shards": num_shards}
-    if existing is not None:  # refuse a foreign folder before loading the model
-        _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
-    my_shards = [i for i in range(num_shards) if i % world_size == rank]
-    unfinished = set(_unfinished_shards(out_dir, num_shards))
-    total, reused = _progress_counts(len(items), shard_size, my_shards, unfinished)
-    mine = [i for i in my_shards if i in unfinished]
-    if existing is None or existing.get("dimension") is None or mine[:max_shards]:
-        # loaded only to embed: a finished folder's meta.json names the model and its dimension
-        model = load_model(model, text_encoder, device=resolve_device(device))
-        _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
-        settings = inference_settings(model, num_workers, pin_memory, precision)
-    what = "audio clips" if modality == "audio" else "captions"
-    with _progress_bar(progress, total, f"embedding {what} ({out_dir.name})", reused) as advance:
-        for index in mine[:max_shards]:
-            shard_items = items.iloc[index * shard_size:(index + 1) * shard_size]
-            _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, settings, advance))
-    if not _unfinished_shards(out_dir, num_shards):
-        _write_skipped_list(out_dir, num_shards)
-        rows, skipped = embedding_counts(out_dir)
-        if skipped and mine:  # said once, by the call that finished the folder
-            log.warning("%s: %d of %d %s skipped (unreadable or non-finite); the list is %s", out_dir, skipped,
-                        rows + skipped, "clips" if modality == "audio" else "captions", out_dir / SKIPPED_FILE)
-        if rows == 0:
-            raise ManifestError(f"{origin}: none of the {skipped} clips could be embedded "
-                                f"(the list and the reasons are in {out_dir / SKIPPED_FILE})")
-    return out_dir
+    # under torchrun the ranks share the folder, the first holding its lock
+    with one_writer(out_dir, "embeddings folder") if rank == 0 else contextlib.nullcontext(
+            check_output_folder(out_dir, "embeddings folder")) as out_dir:
+        existing = _read_meta(out_dir)
+        if existing is not None and existing.get("shard_size") != shard_size:
+            log.info("%s: continuing with the folder's shard_size %s", out_dir, existing.get("shard_size"))
+            shard_size = int(existing.get("shard_size", shard_size))
+        manifest, origin = (data, "manifest") if isinstance(data, pd.DataFrame) else (read_data(data), data)
+        items = _items_to_embed(manifest, modality, origin)
+        if len(items) == 0:
+            raise ManifestError(f"{origin}: nothing to embed (no {'clips' if modality == 'audio' else 'captions'})")
+        if modality == "audio" and not (items["audio_path"] != "").any():
+            raise ManifestError(f"{origin}: no audio_path values (expected a column audio_path)")
+        num_shards = (len(items) + shard_size - 1) // shard_size
+        meta = {"format": META_FORMAT, "modality": modality, "model_hash": model_hash(model, text_encoder),
+                "manifest_hash": manifest_hash(manifest), "num_items": len(items),
+                "shard_size": shard_size, "num_shards": num_shards}
+        if existing is not None:  # refuse a foreign folder before loading the model
+            _claim_folder(out_dir, {**meta, "dimension": existing.get("dimension")})
+        my_shards = [i for i in range(num_shards) if i % world_size == rank]
+        unfinished = set(_unfinished_shards(out_dir, num_shards))
+        total, reused = _progress_counts(len(items), shard_size, my_shards, unfinished)
+        mine = [i for i in my_shards if i in unfinished]
+        if existing is None or existing.get("dimension") is None or mine[:max_shards]:
+            # loaded only to embed: a finished folder's meta.json names the model and its dimension
+            model = load_model(model, text_encoder, device=resolve_device(device))
+            _claim_folder(out_dir, {**meta, "dimension": model.config.d_proj})
+            settings = inference_settings(model, num_workers, pin_memory, precision)
+        what = "audio clips" if modality == "audio" else "captions"
+        with _progress_bar(progress, total, f"embedding {what} ({out_dir.name})", reused) as advance:
+            for index in mine[:max_shards]:
+                shard_items = items.iloc[index * shard_size:(index + 1) * shard_size]
+                _write_shard(out_dir, index, *_embed_shard(model, shard_items, modality, batch_size, settings, advance))
+        if not _unfinished_shards(out_dir, num_shards):
+            _write_skipped_list(out_dir, num_shards)
+            rows, skipped = embedding_counts(out_dir)
+            if skipped and mine:  # said once, by the call that finished the folder
+                log.warning("%s: %d of %d %s skipped (unreadable or non-finite); the list is %s", out_dir, skipped,
+                            rows + skipped, "clips" if modality == "audio" else "captions", out_dir / SKIPPED_FILE)
+            if rows == 0:
+                raise ManifestError(f"{origin}: none of the {skipped} clips could be embedded "
+                                    f"(the list and the reasons are in {out_dir / SKIPPED_FILE})")
+        return out_dir
 
 
 def _progress_counts(num_items: int, shard_size: int, shards: Sequence[int], unfinished: set[int]) -> tuple[int, int]:
@@ -541,14 +551,56 @@ def load_embeddings(out_dir, dtype=np.float32) -> tuple[list[str], np.ndarray]:
             f"{out_dir}: unfinished, {len(unfinished)} of {meta['num_shards']} shards not done "
             f"(first: {_shard_stem(unfinished[0])}); run the embedding again to finish it"
         )
+    markers = [json.loads(_shard_paths(out_dir, index)["done"].read_text()) for index in range(meta["num_shards"])]
     ids: list[str] = []
-    parts = [np.zeros((0, meta["dimension"]), dtype=dtype)]
-    for index in range(meta["num_shards"]):
+    embeddings = np.empty((sum(marker["rows"] for marker in markers), meta["dimension"]), dtype)
+    for index, marker in enumerate(markers):
         paths = _shard_paths(out_dir, index)
-        shard_ids = paths["ids"].read_text().splitlines()
-        embeddings = np.load(paths["embeddings"])
-        if len(shard_ids) != len(embeddings):
-            raise ClapcurateError(f"{paths['ids']}: {len(shard_ids)} ids for {len(embeddings)} rows")
+        checksums = marker.get("checksums", {})
+        redo = f"delete {paths['done'].name} and run the embedding again to redo the shard"
+        shard_ids, stored = paths["ids"].read_bytes(), paths["embeddings"].read_bytes()
+        check_checksum(paths["ids"], shard_ids, checksums.get("ids"), redo)
+        check_checksum(paths["embeddings"], stored, checksums.get("embeddings"), redo)
+        shard_ids = shard_ids.decode("utf-8").splitlines()
+        rows = _npy_rows(stored, paths["embeddings"])
+        if not len(shard_ids) == len(rows) == marker["rows"]:
+            raise ClapcurateError(f"{paths['ids']}: {len(shard_ids)} ids for {len(rows)} rows "
+                                  f"({marker['rows']} in {paths['done'].name})")
+        _check_rows_into(rows, embeddings[len(ids):len(ids) + len(rows)], paths["embeddings"], shard_ids, redo)
         ids += shard_ids
-        parts.append(embeddings.astype(dtype))
-    return ids, np.concatenate(parts)
+    return ids, embeddings
+
+
+def _npy_rows(data: bytes, path: Path) -> np.ndarray:
+    """The array a `.npy` file's bytes hold, as a read-only view of them (no copy)."""
+    header = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(header)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(header)
+        return np.frombuffer(data, dtype, count=int(np.prod(shape)), offset=header.tell()).reshape(
+            shape, order="F" if fortran_order else "C")
+    except ValueError as exc:
+        raise ClapcurateError(f"{path}: not a readable .npy array ({exc})") from exc
+
+
+UNIT_NORM_TOLERANCE = 1e-2  # float16 storage keeps the norm of a unit row within ~1e-3 of 1
+_CHECK_ROWS = 4096  # rows converted to float32 at a time while their norms are taken
+
+
+def _check_rows_into(stored: np.ndarray, rows: np.ndarray, path: Path, ids: Sequence[str], redo: str) -> None:
+    """Copy a stored shard's rows into `rows` (of its own dtype), each checked finite and of unit
+    norm on the way (the similarities are cosines): the float32 copy of each block serves both the
+    norms and the conversion. `ClapcurateError` naming the file, the first bad row and its id
+    otherwise."""
+    norms = np.empty(len(stored), np.float32)
+    for start in range(0, len(stored), _CHECK_ROWS):
+        block = stored[start:start + _CHECK_ROWS].astype(np.float32)
+        norms[start:start + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
+        rows[start:start + len(block)] = block
+    bad = np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE))  # NaN and Inf norms fail too
+    if len(bad):
+        row = int(bad[0])
+        what = "not finite" if not np.isfinite(stored[row]).all() else f"of norm {norms[row]:.4f}, not 1"
+        raise ClapcurateError(f"{path}: row {row} (id {ids[row]!r}) is {what}"
+                              + (f" ({len(bad)} bad rows)" if len(bad) > 1 else "") + f"; {redo}")

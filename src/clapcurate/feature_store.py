@@ -4,16 +4,18 @@ A store folder holds arrays [rows, width] of one dtype, each under a key (bytes,
 digest):
 - `shard-*.bin`: arrays stored one after another, row-major, with nothing in between;
 - `index.sqlite`: the tables `meta` (format, width, dtype), `shards` (id, file name, rows) and
-  `entries` (key -> shard, first row, rows).
+  `entries` (key -> shard, first row, rows, CRC-32 of the array's bytes).
 
 Writing (`FeatureStore.writer`) appends arrays to a hidden partial file. A shard is finished when
 it holds `shard_bytes` bytes or `shard_arrays` arrays, or when the writer closes: the file is cut
 to the arrays it recorded, renamed into place, and only then are its entries committed, in one
-transaction. A process killed while writing therefore leaves its finished shards (reused by the
-next reader) and a partial file that no entry names (removed by the next writer on this host once
-the killed process is gone); a shard file whose size is not the one its entries were committed
+transaction. While it writes a partial file, the writer holds that file's lock (`filelock`, gone
+with its process however it ends). A process killed while writing therefore leaves its finished
+shards (reused by the next reader) and a partial file that no entry names and no process holds
+(removed by the next writer); a shard file whose size is not the one its entries were committed
 with (truncated, replaced) counts as absent, its arrays as missing. A read never sees part of an
-array. Several processes may write one store at once (DDP ranks, parallel runs): each writes its
+array, and a read whose bytes do not have the CRC-32 recorded when they were written (bytes changed
+on disk) is refused, naming the shard file. Several processes may write one store at once (DDP ranks, parallel runs): each writes its
 own shard files, and an entry written twice keeps the later copy (the same values).
 
 Reading (`locate`, then `read`) copies each array out of its shard file with one positioned
@@ -22,7 +24,7 @@ cache keeps the hot pages. (Memory maps were measured first: a read fault maps a
 folio, 2 MiB on current Linux, and the process's resident memory then grows with the shards it
 touched, see benchmarks/feature_cache.py.) The index is queried in SQLite (its own bounded page
 cache) and never loaded whole; at most `MAX_OPEN_SHARDS` shard files are open at a time. Memory is
-therefore flat in the number of stored arrays; what grows is only the caller's `StoredArrays`, 16
+therefore flat in the number of stored arrays; what grows is only the caller's `StoredArrays`, 20
 bytes per located array.
 """
 
@@ -34,14 +36,16 @@ import os
 import socket
 import sqlite3
 import time
+import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from .errors import ClapcurateError
 
-FORMAT = 1
+FORMAT = 2  # 2: entries hold a CRC-32
 INDEX_FILE = "index.sqlite"
 DEFAULT_SHARD_BYTES = 256 * 2**20
 DEFAULT_SHARD_ARRAYS = 16384  # bounds the entries a writer holds before committing them
@@ -54,27 +58,25 @@ _HOST = socket.gethostname().replace("-", "_").replace(".", "_")
 _SHARD_NUMBERS = itertools.count()
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _lock_path(partial: Path) -> Path:
+    """The lock its writer holds while writing the partial shard file `partial`."""
+    return partial.with_name(f".lock{partial.name}")
 
 
 class StoredArrays(Sequence):
     """Where arrays lie in a store: item i is array i, read on access (a new array each time),
     `KeyError` for one the store does not hold (`present` says which it holds)."""
 
-    def __init__(self, store: "FeatureStore", shard: np.ndarray, offset: np.ndarray, rows: np.ndarray):
+    def __init__(self, store: "FeatureStore", shard: np.ndarray, offset: np.ndarray, rows: np.ndarray,
+                 crc: np.ndarray):
         self.store = store
-        self.shard, self.offset, self.rows = shard, offset, rows  # [N] int32 (-1: absent), int64, int32
+        # [N] int32 (-1: absent), int64, int32, uint32
+        self.shard, self.offset, self.rows, self.crc = shard, offset, rows, crc
 
     @classmethod
     def absent(cls, store: "FeatureStore", n: int) -> "StoredArrays":
-        return cls(store, np.full(n, -1, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32))
+        return cls(store, np.full(n, -1, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32),
+                   np.zeros(n, np.uint32))
 
     @property
     def present(self) -> np.ndarray:
@@ -87,17 +89,20 @@ class StoredArrays(Sequence):
     def __getitem__(self, index: int) -> np.ndarray:
         if self.shard[index] < 0:
             raise KeyError(f"array {index} is not in {self.store.folder}")
-        return self.store.read(int(self.shard[index]), int(self.offset[index]), int(self.rows[index]))
+        return self.store.read(int(self.shard[index]), int(self.offset[index]), int(self.rows[index]),
+                               int(self.crc[index]))
 
     def take(self, indices) -> "StoredArrays":
         """The arrays at `indices`, in that order."""
         indices = np.asarray(indices, dtype=np.int64)
-        return StoredArrays(self.store, self.shard[indices], self.offset[indices], self.rows[indices])
+        return StoredArrays(self.store, self.shard[indices], self.offset[indices], self.rows[indices],
+                            self.crc[indices])
 
     def fill(self, indices, other: "StoredArrays") -> None:
         """Set the arrays at `indices` to `other`'s (one each, in order)."""
         indices = np.asarray(indices, dtype=np.int64)
         self.shard[indices], self.offset[indices], self.rows[indices] = other.shard, other.offset, other.rows
+        self.crc[indices] = other.crc
 
 
 class FeatureStore:
@@ -146,7 +151,7 @@ class FeatureStore:
                 connection.execute("CREATE TABLE IF NOT EXISTS shards (id INTEGER PRIMARY KEY, name TEXT UNIQUE, "
                                    "rows INTEGER)")
                 connection.execute("CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, shard INTEGER, "
-                                   "offset INTEGER, rows INTEGER) WITHOUT ROWID")
+                                   "offset INTEGER, rows INTEGER, crc INTEGER) WITHOUT ROWID")
                 settings = {"format": str(FORMAT), "width": str(self.width), "dtype": self.dtype.str}
                 connection.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", settings.items())
             recorded = dict(connection.execute("SELECT name, value FROM meta"))
@@ -186,24 +191,29 @@ class FeatureStore:
                     positions.setdefault(key, []).append(i)
             if not positions:
                 continue
-            rows = connection.execute(f"SELECT key, shard, offset, rows FROM entries WHERE key IN "
+            rows = connection.execute(f"SELECT key, shard, offset, rows, crc FROM entries WHERE key IN "
                                       f"({','.join('?' * len(positions))})", list(positions)).fetchall()
-            if not refreshed and any(shard not in self._shards for _, shard, _, _ in rows):
+            if not refreshed and any(shard not in self._shards for _, shard, *_ in rows):
                 self._refresh_shards()  # shards written since (by this or another process)
                 refreshed = True
-            for key, shard, offset, n_rows in rows:
+            for key, shard, offset, n_rows, crc in rows:
                 if shard in self._shards:
                     where = positions[key]
                     found.shard[where], found.offset[where], found.rows[where] = shard, offset, n_rows
+                    found.crc[where] = crc
         return found
 
     # ------------------------------------------------------------------ reading
-    def read(self, shard: int, offset: int, rows: int) -> np.ndarray:
-        """The array [rows, width] at row `offset` of `shard` (a new array)."""
+    def read(self, shard: int, offset: int, rows: int, crc: int) -> np.ndarray:
+        """The array [rows, width] at row `offset` of `shard` (a new array), its bytes checked
+        against the CRC-32 `crc` recorded when it was written."""
         array = np.empty((rows, self.width), self.dtype)
         if rows and os.preadv(self._file(shard), [array], offset * self.row_bytes) != array.nbytes:
             raise ClapcurateError(f"{self.shard_path(shard)}: shorter than its index says; "
                                   "delete the cache folder to rebuild it")
+        if zlib.crc32(array) != crc:
+            raise ClapcurateError(f"{self.shard_path(shard)}: corrupt: the array at row {offset} does not have the "
+                                  "checksum recorded when it was written; delete the cache folder to rebuild it")
         return array
 
     def shard_path(self, shard: int) -> Path:
@@ -240,18 +250,26 @@ class FeatureStore:
         return StoreWriter(self)
 
     def _remove_abandoned_partials(self) -> None:
-        """Delete the partial shard files of writers on this host whose process is gone."""
-        for path in self.folder.glob(f".shard-*.partial-{_HOST}-*"):
-            pid = path.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _process_alive(int(pid)):
+        """Delete the partial shard files whose lock no writer holds (its process is gone)."""
+        for path in self.folder.glob(".shard-*.partial-*"):
+            lock = FileLock(_lock_path(path))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # being written
+            try:
                 path.unlink(missing_ok=True)
+            finally:
+                lock.release()
+                _lock_path(path).unlink(missing_ok=True)
 
-    def _commit_shard(self, name: str, rows: int, keys: list[bytes], offsets: list[int], lengths: list[int]) -> None:
+    def _commit_shard(self, name: str, rows: int, keys: list[bytes], offsets: list[int], lengths: list[int],
+                      crcs: list[int]) -> None:
         connection = self._index(create=True)
         with connection:
             shard = connection.execute("INSERT INTO shards (name, rows) VALUES (?, ?)", (name, rows)).lastrowid
-            connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",  # in key order: each
-                                   sorted(zip(keys, itertools.repeat(shard), offsets, lengths)))  # page once
+            connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",  # in key order: each
+                                   sorted(zip(keys, itertools.repeat(shard), offsets, lengths, crcs)))  # page once
         self._shards[shard] = (name, rows)
 
 
@@ -273,10 +291,13 @@ class StoreWriter:
     def _start_shard(self) -> None:
         self._name = f"shard-{time.time_ns():x}-{os.getpid()}-{next(_SHARD_NUMBERS)}.bin"
         self._partial = self.store.folder / f".{self._name}.partial-{_HOST}-{os.getpid()}"
+        self._lock = FileLock(_lock_path(self._partial))
+        self._lock.acquire()  # a new name: nobody else holds it
         self._handle = open(self._partial, "wb")
         self._keys: list[bytes] = []
         self._offsets: list[int] = []
         self._lengths: list[int] = []
+        self._crcs: list[int] = []
         self._rows = 0
 
     def add(self, key: bytes, array: np.ndarray) -> None:
@@ -290,6 +311,7 @@ class StoreWriter:
         self._keys.append(bytes(key))
         self._offsets.append(self._rows)
         self._lengths.append(len(array))
+        self._crcs.append(zlib.crc32(array))
         self._rows += len(array)
         if (self._rows * self.store.row_bytes >= self.store.shard_bytes
                 or len(self._keys) >= self.store.shard_arrays):
@@ -305,10 +327,13 @@ class StoreWriter:
             handle.close()
             if self._keys:
                 os.replace(self._partial, self.store.folder / self._name)
-                self.store._commit_shard(self._name, self._rows, self._keys, self._offsets, self._lengths)
+                self.store._commit_shard(self._name, self._rows, self._keys, self._offsets, self._lengths,
+                                          self._crcs)
         finally:
             handle.close()
             self._partial.unlink(missing_ok=True)
+            self._lock.release()
+            _lock_path(self._partial).unlink(missing_ok=True)
 
     def close(self) -> None:
         self.finish_shard()

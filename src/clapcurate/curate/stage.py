@@ -18,13 +18,14 @@ from ..content import duplicate_groups
 from ..data.manifest import split_by_clip, write_manifest
 from ..data.readers import read_data
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
-from ..errors import ClapcurateError
+from ..errors import ClapcurateError, ManifestError
+from ..files import check_output_folder, naming_failed_writes, write_atomically, write_text_atomically
+from ..locks import one_writer
 from ..model.checkpoints import require_model_path
-from ..files import check_output_folder, write_atomically, write_text_atomically
 from ..prompts import prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram, search_pass
 from ..tasks import read_task
-from .config import CurationConfig, data_keys, load_curation_config
+from .config import CurationConfig, data_keys
 from .leakage import refuse_benchmark_audio, shared_source_mask, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
 from .summary import (SUGGESTED_PAIRS, TeacherReference, curation_warnings, estimated_precision, sigma_for_precision,
@@ -316,28 +317,39 @@ def check_curation_inputs(method: str, config: CurationConfig) -> None:
     resolve_device(config.device)  # a GPU this machine lacks is refused before any work
 
 
+def _require_captions(method: str, config: CurationConfig, data: dict[str, pd.DataFrame]) -> None:
+    """The manifest whose captions `method` searches with holds some, checked before any audio is
+    embedded; `ManifestError` naming its key otherwise."""
+    key = "ds_manifest" if method == "ads" else "train_manifest"
+    if key in data and not (data[key]["caption"] != "").any():
+        raise ManifestError(f"{key}: {getattr(config, key)} holds no captions; curation {method} searches with "
+                            "the captions of this manifest (a non-empty caption column)")
+
+
 def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> Path:
     """Curate the `method` Improvement-Set of `config` into `config.out_dir`; returns the manifest.
 
     Beside the manifest: `stats.json` (counts, sigma) and `similarity_histogram.png`.
     """
     check_curation_inputs(method, config)
-    out_dir = check_output_folder(config.out_dir)
-    if (out_dir / STATS_FILE).is_file() and not config.overwrite:
-        raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
-                              "--overwrite or choose another out_dir")
-    data = {key: read_data(getattr(config, key)) for key in data_keys(method) if getattr(config, key)}
-    if method == "ds":
-        improvement_set, counts = _curate_ds_stage(config, data)
-    else:
-        improvement_set, counts = _curate_pool_stage(method, config, data)
-    counts.update(_benchmark_heard_by_teacher(config, data))
-    sigma_from = ("keep_fraction" if config.keep_fraction is not None else
-                  "given" if config.sigma is not None else "default")
-    log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
-             improvement_set.sigma)
-    return write_improvement_set(
-        improvement_set, config.out_dir, config.manifest_name, sigma_from=sigma_from,
-        target_precision=config.target_precision,
-        benchmark=config.target_task().name if config.benchmark_manifest else None,
-        keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)
+    # one writer at a time; a full disk names the folder, whichever file was being written
+    with one_writer(config.out_dir, "curated folder") as out_dir, naming_failed_writes(out_dir):
+        if (out_dir / STATS_FILE).is_file() and not config.overwrite:
+            raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
+                                  "--overwrite or choose another out_dir")
+        data = {key: read_data(getattr(config, key)) for key in data_keys(method) if getattr(config, key)}
+        _require_captions(method, config, data)
+        if method == "ds":
+            improvement_set, counts = _curate_ds_stage(config, data)
+        else:
+            improvement_set, counts = _curate_pool_stage(method, config, data)
+        counts.update(_benchmark_heard_by_teacher(config, data))
+        sigma_from = ("keep_fraction" if config.keep_fraction is not None else
+                      "given" if config.sigma is not None else "default")
+        log.info("%s Improvement-Set: %d pairs at sigma = %.4f", method.upper(), len(improvement_set.rows),
+                 improvement_set.sigma)
+        return write_improvement_set(
+            improvement_set, config.out_dir, config.manifest_name, sigma_from=sigma_from,
+            target_precision=config.target_precision,
+            benchmark=config.target_task().name if config.benchmark_manifest else None,
+            keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)

@@ -37,7 +37,7 @@ from ..files import partial_folder, publish_folder
 from .audio_encoders import IGNORED_CHECKPOINT_PREFIX, load_panns_checkpoint
 from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
 from .text_encoders import pretrained_weights, resolve_text_encoder
-from .weights import WeightsSource, load_state_strict, read_torch_state_dict, tensors_hash
+from .weights import WeightsSource, check_stored_parts, load_state_strict, read_torch_state_dict, tensors_hash
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -270,6 +270,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> CLAP:
     model = CLAP(config, pretrained_text=False)
     state = _read_weights(directory)
     stored = split_parts(state)
+    check_stored_parts(stored, parts, directory / WEIGHTS_FILE)
     sources = {}
     for part in PARTS:
         entry = parts.get(part, {})

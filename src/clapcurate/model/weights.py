@@ -95,6 +95,21 @@ def tensors_hash(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def check_stored_parts(stored: Mapping[str, Mapping[str, torch.Tensor]], records: Mapping[str, Mapping],
+                       path: str | Path) -> None:
+    """Check each part stored in a checkpoint's weights file `path` (a `weights.json` record with a
+    `sha256` and no `source`) against that sha256 (`tensors_hash`): `ClapcurateError` naming the
+    file and the part when the bytes changed since they were saved."""
+    for part, record in records.items():
+        if "source" in record or "sha256" not in record or part not in stored:
+            continue
+        digest = tensors_hash(stored[part])
+        if digest != record["sha256"]:
+            raise ClapcurateError(f"{path}: corrupt: the stored {part} weights hash to sha256 {digest[:16]}..., "
+                                  f"weights.json records {record['sha256'][:16]}...; restore the file from a copy "
+                                  "or train it again")
+
+
 @dataclasses.dataclass(frozen=True)
 class WeightsSource:
     """Where a model part's weights came from, and their `tensors_hash`.

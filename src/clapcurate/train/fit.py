@@ -14,15 +14,15 @@ process at a time computes the log-mels the cache lacks while the others wait, t
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import fcntl
+import functools
 import importlib.util
 import json
 import logging
 import math
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -37,7 +38,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from ..config import to_dict
 from ..data.manifest import label_names, split_by_clip, take_subset, write_manifest
 from ..errors import ClapcurateError, ConfigError, ManifestError
-from ..files import check_output_folder, write_atomically
+from ..files import check_output_folder, naming_failed_writes, write_atomically
+from ..locks import one_writer
 from ..features import FrontendSettings, LogMelCache, TextFeatureCache, silence_level
 from ..data.readers import check_data, read_data
 from ..model import checkpoints
@@ -97,11 +99,16 @@ class RunCheckpoints(Callback):
         self.save_resume_state = save_resume_state
         self.best_val_loss = math.inf
 
+    def _save_model(self, pl_module: PlateauModule, name: str) -> None:
+        with naming_failed_writes(self.run_dir / name):
+            pl_module.save_model(self.run_dir / name)
+
     def _save_state(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         if trainer.is_global_zero:
-            pl_module.save_model(self.run_dir / "last")
+            self._save_model(pl_module, "last")
         if self.save_resume_state:
-            trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT, weights_only=False)
+            with naming_failed_writes(self.run_dir / RESUME_CHECKPOINT):
+                trainer.save_checkpoint(self.run_dir / RESUME_CHECKPOINT, weights_only=False)
 
     def on_validation_end(self, trainer: Trainer, pl_module: PlateauModule) -> None:
         if trainer.sanity_checking:
@@ -114,7 +121,7 @@ class RunCheckpoints(Callback):
         if val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
             if trainer.is_global_zero and self.keep_best:
-                pl_module.save_model(self.run_dir / "best")
+                self._save_model(pl_module, "best")
         if self.save_resume_state:
             self._save_state(trainer, pl_module)
 
@@ -124,7 +131,7 @@ class RunCheckpoints(Callback):
             if self.has_validation:  # fewer steps than one validation interval
                 log.warning("%s: no validation ran before the last step (%d); best/ is the last step",
                             self.run_dir, trainer.global_step)
-            pl_module.save_model(self.run_dir / "best")
+            self._save_model(pl_module, "best")
         trainer.strategy.barrier("run folder written")  # every process returns with the checkpoints on disk
 
     def state_dict(self) -> dict:
@@ -211,19 +218,42 @@ def first_process() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
-@contextlib.contextmanager
-def _one_builder(cache_dir: str):
-    """Hold the feature cache folder's lock: processes sharing the cache (the ranks of a fit, or
-    fits started side by side) compute its missing entries one at a time, so each entry is
-    computed once and read by the others. The lock is released when its holder ends, however."""
+def _one_builder(cache_dir: str) -> FileLock:
+    """The feature cache folder's lock: processes sharing the cache (the ranks of a fit, or fits
+    started side by side) compute its missing entries one at a time, so each entry is computed
+    once and read by the others. The lock is released when its holder ends, however."""
     folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".build.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(folder / ".build.lock")
+
+
+def _alone_in_run_folder(fit):
+    """`fit` holding its run folder's lock (`locks.one_writer`) while it runs; the other processes
+    of a multi-process fit share the folder with the first, which holds it."""
+
+    @functools.wraps(fit)
+    def fit_alone(config, callbacks: Sequence[Callback] = ()) -> Path:
+        config = placed(config)  # a config error is said before the folder is made
+        if not first_process():
+            return fit(config, callbacks)
+        with one_writer(config.out_dir, "run folder"):
+            return fit(config, callbacks)
+
+    return fit_alone
+
+
+def _check_resume_state(path: Path) -> None:
+    """Refuse, in one line naming it, a `resume.ckpt` that is corrupt or holds more than tensors
+    and plain values (a pickle that would run code). Memory-mapped: no tensor is read here."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused an object
+        raise ClapcurateError(f"{path}: refused: it holds objects other than tensors and plain values, which could "
+                              "run code when loaded; start the run again without --resume (with --overwrite)") from exc
+    except Exception as exc:  # torch raises several types for corrupt files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClapcurateError(f"{path}: cannot resume from this file ({reason}); "
+                              "start the run again without --resume (with --overwrite)") from exc
 
 
 def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Path, str | None]:
@@ -232,6 +262,7 @@ def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Pa
     run_dir = check_output_folder(config.out_dir, "run folder")
     resume_path = run_dir / RESUME_CHECKPOINT
     if config.resume and resume_path.is_file():
+        _check_resume_state(resume_path)
         return run_dir, str(resume_path)
     if config.resume:
         log.warning("%s: nothing to resume, starting a fresh run", run_dir)
@@ -298,7 +329,8 @@ def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, 
         module.to(memory_format=torch.channels_last)  # the CNNs' 4-D weights; other tensors stay as they are
     with quiet_lightning():
         trainer = _build_trainer(config.trainer, run_dir, datamodule.val_pairs is not None, callbacks)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with naming_failed_writes(run_dir):  # the logs' files and anything else written in the run folder
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         _keep_earlier_metrics(run_dir, earlier)
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -311,6 +343,7 @@ def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, 
     return run_dir
 
 
+@_alone_in_run_folder
 def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Train a new CLAP model on `config.data.train_manifest` with the contrastive loss (Eq. 1).
 
@@ -365,6 +398,7 @@ def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig)
                                         loss.teacher_text_embeddings, hint.format("text")).astype(np.float32)
 
 
+@_alone_in_run_folder
 def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Fine-tune the teacher `config.teacher` (a checkpoint folder or a published weights file,
     `load_model`) on the Improvement-Set with replay.
@@ -484,6 +518,7 @@ def build_tagger(audio: AudioConfig, n_classes: int) -> AudioTagger:
     return AudioTagger(audio.build_encoder(), n_classes)
 
 
+@_alone_in_run_folder
 def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Pretrain an audio encoder as a tagger on the labelled clips of `config.data.train`.
 
