@@ -33,10 +33,12 @@ import torch
 
 from clapcurate.browse import write_browser
 from clapcurate.curate import ImprovementSet, write_improvement_set
-from clapcurate.headless import Chromium
 from clapcurate.search import SimilarityHistogram
 
 from record import record
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' Chromium driver
+from headless import Chromium  # noqa: E402
 
 WORDS = ("dog", "barks", "rain", "falls", "engine", "idles", "bird", "sings", "door", "slams", "people", "talk",
          "wind", "blows", "water", "runs", "a", "the", "loudly", "far", "away", "nearby", "while", "and")

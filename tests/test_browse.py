@@ -23,7 +23,7 @@ from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, histogram_scale, kept_count
 from clapcurate.cli import main
 from clapcurate.curate import ImprovementSet, write_improvement_set
 from clapcurate.errors import ClapcurateError
-from clapcurate.headless import Chromium
+from headless import Chromium
 from clapcurate.search import SimilarityHistogram
 
 SIGMA = 0.3
