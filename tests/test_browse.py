@@ -18,8 +18,8 @@ import pytest
 import soundfile
 import torch
 
-from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, histogram_scale, kept_counts, matched_windows, place_audio,
-                               read_curated_set, search_pairs_at, write_browser)
+from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, RECORD_FILE, PageFolder, caption_shares, histogram_scale,
+                               kept_counts, matched_windows, place_audio, read_curated_set, search_pairs_at, write_browser)
 from clapcurate.cli import main
 from clapcurate.curate import ImprovementSet, write_improvement_set
 from clapcurate.errors import ClapcurateError
@@ -133,27 +133,32 @@ def test_a_sampled_histogram_is_scaled_to_the_whole_search(curated_dir):
     assert histogram_scale(curated.histogram, {"method": "ds"}) == 1.0  # no pool: the histogram is complete
 
 
-def test_audio_is_linked_relative_to_the_page_or_copied(tmp_path, curated_dir):
+def test_audio_is_linked_or_copied_file_by_file_and_only_audio(tmp_path, curated_dir):
     clips = read_curated_set(curated_dir).rows.drop_duplicates("clip_id")["audio_path"].tolist()[:3]
     odd = tmp_path / "other folder" / "a clip #1.wav"  # a second folder; a name to quote in a URL
     odd.parent.mkdir()
     odd.write_bytes(Path(clips[0]).read_bytes())
-    paths = clips + [str(odd), str(tmp_path / "gone.wav")]
-    audio_dir = tmp_path / "page" / AUDIO_DIR
-    sources = place_audio(paths, audio_dir, "link")
-    assert sources[4] == ""  # a missing file gets no player
-    assert sources[3].endswith("/a%20clip%20%231.wav")
-    assert len(list(audio_dir.iterdir())) == 2  # one relative link per audio folder, not per clip
-    for entry in audio_dir.iterdir():
-        assert entry.is_symlink() and not os.path.isabs(os.readlink(entry))
-    for source, path in zip(sources, paths[:4]):
+    (tmp_path / "notes.wav").write_text("not audio at all")
+    paths = clips + [str(odd), str(tmp_path / "gone.wav"), "/etc/passwd", str(tmp_path / "notes.wav"), str(tmp_path)]
+    (tmp_path / "page").mkdir()
+    placed = place_audio(paths, PageFolder(tmp_path / "page"), "link")
+    assert placed.sources[3].endswith("/a%20clip%20%231.wav")
+    assert placed.sources[4:] == ["", "", "", ""]  # a missing file, a non-audio file, a folder: no player
+    assert placed.missing == [paths[4], paths[7]] and placed.not_audio == paths[5:7]
+    links = [path for path in (tmp_path / "page").rglob("*") if path.is_symlink()]
+    assert len(links) == 4  # one relative link per audio file, never one to a folder
+    for link in links:
+        assert not os.path.isabs(os.readlink(link)) and link.resolve().is_file()
+    for source, path in zip(placed.sources, paths[:4]):
         assert (tmp_path / "page" / unquote(source)).resolve() == Path(path).resolve()
-    sources = place_audio(paths[:4], audio_dir, "copy")  # a second run replaces the links
-    assert all(Path(path).is_file() for path in paths[:4])  # ... and never deletes their targets
-    for source, path in zip(sources, paths[:4]):
-        copy = tmp_path / "page" / unquote(source)
+    assert sorted(p.name for p in (tmp_path / "page" / AUDIO_DIR).iterdir()) == ["000_pool", "001_other_folder"]
+    (tmp_path / "copy").mkdir()
+    placed = place_audio(paths, PageFolder(tmp_path / "copy"), "copy")
+    for source, path in zip(placed.sources, paths[:4]):
+        copy = tmp_path / "copy" / unquote(source)
         assert not copy.is_symlink() and not copy.parent.is_symlink()
         assert copy.read_bytes() == Path(path).read_bytes()
+    assert sum(1 for path in (tmp_path / "copy").rglob("*") if path.is_file()) == 4  # nothing else copied
 
 
 def test_write_browser_refuses_what_it_cannot_show(tmp_path, curated_dir):
@@ -168,7 +173,8 @@ def test_write_browser_refuses_what_it_cannot_show(tmp_path, curated_dir):
 def test_browse_command_writes_the_page_beside_the_set_by_default(curated_dir, capsys):
     assert main(["browse", str(curated_dir), "--limit", "10"]) == 0
     assert (curated_dir / "browser" / PAGE_FILE).is_file()
-    assert [entry.resolve() for entry in (curated_dir / "browser" / AUDIO_DIR).iterdir()] == [curated_dir.parent / "pool"]
+    links = list((curated_dir / "browser" / AUDIO_DIR / "000_pool").iterdir())
+    assert len(links) == 120 and all(link.resolve().parent == curated_dir.parent / "pool" for link in links)
     assert main(["browse", str(curated_dir / "missing")]) == 2
     assert "curated set not found" in capsys.readouterr().err
     assert main(["browse", str(curated_dir), "--world", str(curated_dir)]) == 2

@@ -2,9 +2,16 @@
 
 `write_browser(curated)` turns a curated folder (`improvement_set.csv`, `stats.json`,
 `similarity_histogram.npz`, as `curate.write_improvement_set` writes them) into
-`{out_dir}/index.html` plus `{out_dir}/audio/` (the clips it plays, linked or copied). The page
-needs no server, no network and no external script or font: it works from `file://` and behind
-`python -m http.server`. It shows
+`{out_dir}/index.html` plus `{out_dir}/audio/` (the clips it plays, linked or copied one file at a
+time) and `{out_dir}/browse_files.json` (the record of what it wrote). The page needs no server, no
+network and no external script or font: it works from `file://` and behind `python -m http.server`.
+
+Only its own files: `out_dir` must be new, empty or hold an earlier page (whose recorded files are
+removed, never anything else; `overwrite=True` writes beside foreign files, never over them), and
+only files the embedding reads as audio are linked or copied (a manifest naming /etc/passwd gets
+no player). Every value of the set reaches the page as text (JSON in a data element, written into
+the page with `textContent`), and the page's Content-Security-Policy runs its own script alone.
+It shows
 
 - the similarity histogram of the whole search, the chosen sigma marked;
 - a sigma control: the pairs, distinct clips and distinct captions a stricter sigma' would keep
@@ -12,32 +19,49 @@ needs no server, no network and no external script or font: it works from `file:
   >= sigma' before any per-clip cap (from the histogram), without a new search;
 - the pairs, best first, borderline first or in random order, `limit` per page, each with an audio
   player, its caption, similarity, clip and source and, when given, whether the pair is right;
-- filters by caption text, benchmark class (DS, ADS) and right / wrong.
+- filters by caption text, benchmark class (DS, ADS) and right / wrong;
+- the captions holding the largest shares of the pairs (hub captions; `top_captions` of
+  `stats.json`, else counted from the pairs) and the set's `estimated_precision` when it has one;
+- a "mark a random sample" mode: the user marks pairs right / wrong / unsure while listening, the
+  page shows the precision of the marked sample with its 95% Wilson interval
+  (`intervals.wilson_interval`) and saves the marks as CSV (`read_marks` reads it back).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
+import logging
+import numbers
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from statistics import NormalDist
 from typing import Literal, Sequence
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
+from .audio import audio_duration
 from .curate import HISTOGRAM_DATA_FILE, STATS_FILE, read_histogram
 from .data.manifest import read_manifest
-from .errors import ClapcurateError
+from .errors import AudioError, ClapcurateError
+from .files import check_output_folder
+
+log = logging.getLogger("clapcurate.browse")
 
 BROWSER_DIR = "browser"  # default output folder, inside the curated folder
 PAGE_FILE = "index.html"
 AUDIO_DIR = "audio"
+RECORD_FILE = "browse_files.json"  # what a browse wrote in its folder: the only files a later one removes
+TOP_CAPTIONS = 10  # hub captions shown
+MARKS_LEVEL = 0.95  # the confidence level of the marked sample's Wilson interval
 DEFAULT_LIMIT = 100
 MANIFEST_NAMES = ("improvement_set.csv", "improvement_set.parquet")
 RANDOM_ORDER_SEED = 0
@@ -78,11 +102,29 @@ def read_curated_set(curated: str | os.PathLike) -> CuratedSet:
     rows = read_manifest(manifest_path)
     if "similarity" not in rows:
         raise ClapcurateError(f"{manifest_path} has no similarity column: not an Improvement-Set")
+    similarity = pd.to_numeric(rows["similarity"], errors="coerce")
+    bad = np.flatnonzero(~np.isfinite(similarity.to_numpy(dtype=float)))
+    if len(bad):
+        raise ClapcurateError(f"{manifest_path}: the similarity of row {bad[0] + 1} is {rows['similarity'].iloc[bad[0]]!r}, "
+                              "not a finite number; write the set again with `clapcurate curate`")
+    rows = rows.assign(similarity=similarity.astype(float))
     stats_path = manifest_path.parent / STATS_FILE
-    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    try:
+        stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClapcurateError(f"{stats_path}: not JSON ({error}); write the set again with `clapcurate curate`") from error
+    if not isinstance(stats, dict):
+        raise ClapcurateError(f"{stats_path}: not a JSON object; write the set again with `clapcurate curate`")
+    sigma = stats.get("sigma")
+    if sigma is not None and not _is_number(sigma):
+        raise ClapcurateError(f"{stats_path}: sigma is {sigma!r}, not a number; write the set again with `clapcurate curate`")
     histogram_path = manifest_path.parent / HISTOGRAM_DATA_FILE
     histogram = read_histogram(histogram_path) if histogram_path.is_file() else None
     return CuratedSet(manifest_path, rows, stats, histogram)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- counts at sigma'
@@ -112,11 +154,12 @@ def search_pairs_at(histogram, sigma: float, scale: float = 1.0) -> int:
 
 def search_size(stats: dict) -> int | None:
     """Pool clips x candidate captions searched (DU, ADS), from `stats.json`; None when unknown."""
-    try:
-        clips = stats["pool_clips"] - stats.get("unreadable_pool_clips", 0) - stats.get("excluded_training_clips", 0)
-        return int(clips * stats["candidate_captions"])
-    except (KeyError, TypeError):
+    counts = [stats.get(key, 0) for key in ("pool_clips", "unreadable_pool_clips", "excluded_training_clips",
+                                            "candidate_captions")]
+    if "pool_clips" not in stats or "candidate_captions" not in stats or not all(map(_is_number, counts)):
         return None
+    pool, unreadable, excluded, captions = counts
+    return int((pool - unreadable - excluded) * captions)
 
 
 def histogram_scale(histogram, stats: dict) -> float:
@@ -128,7 +171,131 @@ def histogram_scale(histogram, stats: dict) -> float:
     return size / histogram.total
 
 
-# --------------------------------------------------------------------------- audio
+# --------------------------------------------------------------------------- the page folder
+
+
+class PageFolder:
+    """The files one browse writes in its folder, recorded in `browse_files.json`.
+
+    Each file is created new (never over an existing one) and recorded with what identifies it: a
+    link's target, a file's size and modification time. `clear_earlier_page` removes what an
+    earlier browse recorded, when still as it wrote it, and nothing else."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.files: dict[str, dict] = {}  # path relative to root -> {"link": target} | {"size", "mtime_ns"}
+        self.folders: list[str] = []  # folders it created, relative to root
+
+    def _fail(self, relative: str, error: OSError):
+        if isinstance(error, FileExistsError):
+            raise ClapcurateError(f"{self.root / relative} exists and was not written by `clapcurate browse`: "
+                                  "it is kept; move it away or choose another --out") from error
+        raise ClapcurateError(f"{self.root / relative}: cannot write ({error.strerror or error})") from error
+
+    def folder(self, relative: str) -> Path:
+        path = self.root / relative
+        try:
+            path.mkdir()
+            self.folders.append(relative)
+        except FileExistsError as error:
+            if path.is_symlink() or not path.is_dir():
+                self._fail(relative, error)  # never write through a link or into a file's place
+        except OSError as error:
+            self._fail(relative, error)
+        return path
+
+    def _record_file(self, relative: str) -> None:
+        status = (self.root / relative).lstat()
+        self.files[relative] = {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+    def write_text(self, relative: str, text: str) -> Path:
+        try:
+            with open(self.root / relative, "x", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as error:
+            self._fail(relative, error)
+        self._record_file(relative)
+        return self.root / relative
+
+    def copy(self, source: str, relative: str) -> None:
+        try:
+            with open(source, "rb") as reader, open(self.root / relative, "xb") as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+        except OSError as error:
+            self._fail(relative, error)
+        self._record_file(relative)
+
+    def link(self, target: str, relative: str) -> None:
+        try:
+            os.symlink(target, self.root / relative)
+        except OSError as error:
+            self._fail(relative, error)
+        self.files[relative] = {"link": target}
+
+    def save_record(self) -> None:
+        record = {"written_by": "clapcurate browse", "files": self.files, "folders": self.folders}
+        self.write_text(RECORD_FILE, json.dumps(record, indent=0))
+
+
+def _recorded_paths(root: Path) -> tuple[list[Path], list[Path]]:
+    """(files, folders) an earlier browse recorded in `root` and that are still as it wrote them;
+    entries of a record that point outside `root` or were changed since are left out."""
+    try:
+        record = json.loads((root / RECORD_FILE).read_text(encoding="utf-8"))
+        files, folders = dict(record["files"]), list(record["folders"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return [], []
+    def inside(relative) -> Path | None:
+        if not isinstance(relative, str) or os.path.isabs(relative) or ".." in Path(relative).parts or not relative:
+            return None
+        path = root / relative
+        real_root, real_parent = os.path.realpath(root), os.path.realpath(path.parent)
+        return path if real_parent == real_root or real_parent.startswith(real_root + os.sep) else None
+    unchanged = []
+    for relative, written in files.items():
+        path = inside(relative)
+        if path is None or not isinstance(written, dict):
+            continue
+        try:
+            status = path.lstat()
+        except OSError:
+            continue
+        if "link" in written:
+            same = path.is_symlink() and os.readlink(path) == written["link"]
+        else:
+            same = (not path.is_symlink() and path.is_file() and status.st_size == written.get("size")
+                    and status.st_mtime_ns == written.get("mtime_ns"))
+        if same:
+            unchanged.append(path)
+    return unchanged, [path for path in map(inside, folders) if path is not None and path.is_dir()
+                       and not path.is_symlink()]
+
+
+def clear_earlier_page(root: Path, overwrite: bool = False) -> int:
+    """Make `root` ready for a page: create it, or remove what an earlier browse recorded there.
+    A folder holding anything else is refused unless `overwrite`, and those files stay.
+    Returns the number of files removed."""
+    check_output_folder(root, "browser folder")
+    files, folders = _recorded_paths(root)
+    own = {str(path) for path in files + folders} | {str(root / RECORD_FILE)}
+    foreign = []
+    for folder, subfolders, names in os.walk(root):
+        foreign += [os.path.join(folder, name) for name in subfolders + names
+                    if os.path.join(folder, name) not in own]
+        subfolders[:] = [name for name in subfolders if os.path.join(folder, name) in own]
+    if foreign and not overwrite:
+        raise ClapcurateError(f"{root} holds {len(foreign)} file(s) `clapcurate browse` did not write (e.g. "
+                              f"{foreign[0]}): choose a new or empty --out, or add --overwrite to write the page "
+                              "beside them (they are kept)")
+    for path in files:
+        path.unlink()
+    for path in sorted(folders, key=lambda folder: -len(folder.parts)):  # deepest first, only when emptied
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+    (root / RECORD_FILE).unlink(missing_ok=True)
+    return len(files)
 
 
 def _folder_name(index: int, folder: str) -> str:
@@ -137,46 +304,55 @@ def _folder_name(index: int, folder: str) -> str:
     return f"{index:03d}_{readable}" if readable else f"{index:03d}"
 
 
-def place_audio(paths: Sequence[str], audio_dir: Path, mode: AudioMode = "link") -> list[str]:
-    """Make each audio file reachable below `audio_dir` and return its page-relative `src`
-    (`audio/000_pool/clip%201.wav`; '' for a missing file).
+@dataclass
+class PlacedAudio:
+    sources: list[str]  # page-relative `src` of each path, '' where it gets no player
+    missing: list[str]  # paths that are not files
+    not_audio: list[str]  # files the embedding cannot read as audio (never linked or copied)
 
-    `link`: one relative symbolic link per folder holding audio (`audio/000_pool -> ../../pool`),
-    so a set of 100k clips from one pool folder costs one link, not 100k. `copy`: the files are
-    copied (a page to move to another machine). `audio_dir` is emptied first (links are removed,
-    never their targets)."""
+
+def place_audio(paths: Sequence[str], folder: PageFolder, mode: AudioMode = "link") -> PlacedAudio:
+    """Make each audio file reachable below `{folder}/audio/`, one file at a time, and return
+    its page-relative `src` (`audio/000_pool/clip%201.wav`).
+
+    Only files that decode as audio (what `embed` reads) are placed; a missing file, a folder, or
+    a file such as /etc/passwd gets no player. `link`: one relative symbolic link per file, to
+    the file itself (`audio/000_pool/clip.wav -> ../../../pool/clip.wav`); `copy`: the file is
+    copied (a page to move to another machine). Files are grouped by their folder
+    (`audio/000_pool/`) so that equal names from two folders stay apart."""
     if mode not in ("link", "copy"):
         raise ClapcurateError(f"audio mode must be link or copy, got {mode!r}")
-    if audio_dir.is_symlink() or audio_dir.is_file():
-        audio_dir.unlink()
-    elif audio_dir.is_dir():
-        shutil.rmtree(audio_dir)
-    audio_dir.mkdir(parents=True)
-    base = os.path.realpath(audio_dir)
-    entry_of: dict[str, tuple[str, bool]] = {}  # audio folder -> (its entry in audio_dir, copied)
-    sources = []
+    folder.folder(AUDIO_DIR)
+    entry_of: dict[str, str] = {}  # audio folder -> its entry in audio/
+    placed = PlacedAudio([], [], [])
     for path in paths:
-        if not path or not os.path.isfile(path):
-            sources.append("")
+        real = os.path.realpath(path) if path else ""
+        if not real or not os.path.isfile(real):
+            placed.sources.append("")
+            placed.missing.append(path)
             continue
-        folder, name = os.path.split(os.path.abspath(path))
-        if folder not in entry_of:
-            entry = _folder_name(len(entry_of), folder)
-            copied = mode == "copy"
-            if not copied:
-                try:
-                    os.symlink(os.path.relpath(os.path.realpath(folder), base), audio_dir / entry,
-                               target_is_directory=True)
-                except OSError:  # no symbolic links here (some Windows setups): copy instead
-                    copied = True
-            if copied:
-                (audio_dir / entry).mkdir()
-            entry_of[folder] = (entry, copied)
-        entry, copied = entry_of[folder]
-        if copied:
-            shutil.copyfile(path, audio_dir / entry / name)
-        sources.append(f"{AUDIO_DIR}/{entry}/{quote(name)}")
-    return sources
+        try:
+            audio_duration(real)
+        except AudioError:
+            placed.sources.append("")
+            placed.not_audio.append(path)
+            continue
+        source_folder, name = os.path.split(os.path.abspath(path))
+        if source_folder not in entry_of:
+            entry_of[source_folder] = f"{AUDIO_DIR}/{_folder_name(len(entry_of), source_folder)}"
+            folder.folder(entry_of[source_folder])
+        relative = f"{entry_of[source_folder]}/{name}"
+        if mode == "copy":
+            folder.copy(real, relative)
+        else:
+            try:
+                folder.link(os.path.relpath(real, os.path.realpath(folder.root / entry_of[source_folder])), relative)
+            except ClapcurateError:
+                if (folder.root / relative).is_symlink() or (folder.root / relative).exists():
+                    raise
+                folder.copy(real, relative)  # no symbolic links here (some Windows setups): copy instead
+        placed.sources.append(f"{entry_of[source_folder]}/{quote(name)}")
+    return placed
 
 
 # --------------------------------------------------------------------------- matched windows
@@ -251,6 +427,14 @@ def _histogram_data(histogram, scale: float) -> dict | None:
             "counts": histogram.counts[first:last + 1].tolist(), "total": histogram.total, "scale": scale}
 
 
+def caption_shares(rows: pd.DataFrame, top: int = TOP_CAPTIONS) -> list[dict]:
+    """The `top` captions holding the most pairs: [{"caption", "pairs", "share"}], share of all
+    pairs, most first (ties by caption), as `stats.json`'s `top_captions`."""
+    counts = rows["caption"].astype(str).value_counts()
+    counts = counts.iloc[np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))][:top]
+    return [{"caption": caption, "pairs": int(pairs), "share": pairs / len(rows)} for caption, pairs in counts.items()]
+
+
 def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
               right: Sequence[bool] | None = None, start_seconds: Sequence[float] | None = None,
               window_seconds: float | None = None, title: str | None = None) -> dict:
@@ -268,12 +452,15 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
     first_rows = rows.drop_duplicates("clip_id")
     stats = curated.stats
     method = str(stats.get("method") or (rows["method"].iloc[0] if "method" in rows and len(rows) else ""))
+    benchmark = str(stats.get("benchmark") or "")
     return {
-        "title": title or " ".join(filter(None, [method.upper(), "Improvement-Set", stats.get("benchmark")])),
+        "title": title or " ".join(filter(None, [method.upper(), "Improvement-Set", benchmark])),
         "method": method,
-        "benchmark": stats.get("benchmark") or "",
+        "benchmark": benchmark,
         "sigma": float(stats.get("sigma", rows["similarity"].min() if len(rows) else 0.0)),
         "stats": _finite(stats),
+        "top_captions": None if "top_captions" in stats else caption_shares(rows),  # else the page uses stats'
+        "wilson_z": float(NormalDist().inv_cdf(0.5 + MARKS_LEVEL / 2)),
         "limit": int(limit),
         "histogram": _histogram_data(curated.histogram, histogram_scale(curated.histogram, stats)),
         "captions": captions,
@@ -281,6 +468,7 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
         "clips": {"id": clip_ids, "src": list(audio_sources),
                   "source": first_rows["source"].astype(str).tolist() if "source" in rows else [""] * len(clip_ids)},
         "rows": {
+            "id": sorted_rows["id"].astype(str).tolist(),
             "similarity": sorted_rows["similarity"].astype(float).tolist(),
             "caption": caption_index.tolist(),
             "label": label_index.tolist(),
@@ -313,24 +501,40 @@ def _script_json(data: dict) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _sha256_source(element: str, page: str) -> str:
+    """CSP source of the one inline `<element>` of the page: its text's sha256."""
+    text = re.search(rf"<{element}>(.*?)</{element}>", page, re.S).group(1)
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def content_security_policy(template: str) -> str:
+    """Nothing but the page's own script and style (by hash), its audio and the data: icon:
+    no injected script, handler, frame, form, connection or remote resource."""
+    return ("default-src 'none'; "
+            f"script-src {_sha256_source('script', template)}; style-src {_sha256_source('style', template)}; "
+            "media-src 'self'; img-src data:; base-uri 'none'; form-action 'none'")
+
+
 def render_page(data: dict) -> str:
     template = resources.files("clapcurate").joinpath("templates").joinpath("browse.html")
     template = template.read_text(encoding="utf-8")
-    return (template.replace("{{TITLE}}", html.escape(data["title"]))
+    return (template.replace("{{CSP}}", html.escape(content_security_policy(template)))
+            .replace("{{TITLE}}", html.escape(data["title"]))
             .replace("{{DATA}}", _script_json(data)))
 
 
 def write_browser(curated: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   limit: int = DEFAULT_LIMIT, right: Sequence[bool] | None = None,
                   windows: "MatchedWindows | None" = None, audio: AudioMode = "link",
-                  title: str | None = None) -> Path:
+                  title: str | None = None, overwrite: bool = False) -> Path:
     """Write the browser of a curated set (folder or manifest) into `out_dir` (default
     `{curated folder}/browser`); returns the page's path.
 
     `right` (one per manifest row, e.g. from the embedded world's ground truth) adds a right /
     wrong mark to each pair; `windows` (`matched_windows`) makes the player of a long clip play
     the window that matched the caption. `audio="link"` links the clips with relative symbolic links,
-    `"copy"` copies them (a page to move elsewhere)."""
+    `"copy"` copies them (a page to move elsewhere). `out_dir` must be new, empty or an earlier
+    page (`clear_earlier_page`; `overwrite` writes beside foreign files)."""
     if limit < 1:
         raise ClapcurateError(f"--limit must be at least 1, got {limit}")
     curated_set = read_curated_set(curated)
@@ -340,11 +544,17 @@ def write_browser(curated: str | os.PathLike, out_dir: str | os.PathLike | None 
         if values is not None and len(values) != n_rows:
             raise ClapcurateError(f"{name}: {len(values)} values for {n_rows} curated pairs")
     out_dir = Path(out_dir) if out_dir is not None else curated_set.folder / BROWSER_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clips = curated_set.rows.drop_duplicates("clip_id")
-    sources = place_audio(clips["audio_path"].astype(str).tolist(), out_dir / AUDIO_DIR, audio)
-    data = page_data(curated_set, sources, limit, right, start_seconds,
-                     None if windows is None else windows.window_seconds, title)
-    page = out_dir / PAGE_FILE
-    page.write_text(render_page(data), encoding="utf-8")
+    clear_earlier_page(out_dir, overwrite)
+    folder = PageFolder(out_dir)
+    try:
+        clips = curated_set.rows.drop_duplicates("clip_id")
+        placed = place_audio(clips["audio_path"].astype(str).tolist(), folder, audio)
+        data = page_data(curated_set, placed.sources, limit, right, start_seconds,
+                         None if windows is None else windows.window_seconds, title)
+        page = folder.write_text(PAGE_FILE, render_page(data))
+    finally:
+        folder.save_record()  # what it wrote, also when it stopped half-way
+    for paths, what in ((placed.missing, "missing"), (placed.not_audio, "not audio files, neither linked nor copied")):
+        if paths:
+            log.warning("%d of %d clips get no player (%s), e.g. %s", len(paths), len(clips), what, paths[0])
     return page
