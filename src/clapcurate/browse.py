@@ -53,6 +53,7 @@ from .curate import HISTOGRAM_DATA_FILE, STATS_FILE, read_histogram
 from .data.manifest import read_manifest
 from .errors import AudioError, ClapcurateError
 from .files import check_output_folder
+from .intervals import wilson_interval
 
 log = logging.getLogger("clapcurate.browse")
 
@@ -102,12 +103,10 @@ def read_curated_set(curated: str | os.PathLike) -> CuratedSet:
     rows = read_manifest(manifest_path)
     if "similarity" not in rows:
         raise ClapcurateError(f"{manifest_path} has no similarity column: not an Improvement-Set")
-    similarity = pd.to_numeric(rows["similarity"], errors="coerce")
-    bad = np.flatnonzero(~np.isfinite(similarity.to_numpy(dtype=float)))
+    bad = np.flatnonzero(~np.isfinite(rows["similarity"].to_numpy(dtype=float)))  # read_manifest parsed them
     if len(bad):
-        raise ClapcurateError(f"{manifest_path}: the similarity of row {bad[0] + 1} is {rows['similarity'].iloc[bad[0]]!r}, "
+        raise ClapcurateError(f"{manifest_path}: the similarity of row {bad[0] + 1} is {rows['similarity'].iloc[bad[0]]}, "
                               "not a finite number; write the set again with `clapcurate curate`")
-    rows = rows.assign(similarity=similarity.astype(float))
     stats_path = manifest_path.parent / STATS_FILE
     try:
         stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
@@ -125,6 +124,58 @@ def read_curated_set(curated: str | os.PathLike) -> CuratedSet:
 
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- marks of a sample
+
+MARKS = ("right", "wrong", "unsure")
+MARKS_COLUMNS = ("id", "clip_id", "caption", "similarity", "mark", "sample_rank")  # the page's CSV
+
+
+@dataclass(frozen=True)
+class MarkedSample:
+    """Pairs of an Improvement-Set marked by hand in the page's "mark a random sample" mode."""
+
+    right: int
+    wrong: int
+    unsure: int
+    ids: tuple[str, ...]  # the marked pairs' ids
+
+    @property
+    def precision(self) -> float:
+        """right / (right + wrong): unsure marks left out; nan when none was marked right or wrong."""
+        return self.right / (self.right + self.wrong) if self.right + self.wrong else float("nan")
+
+    def interval(self, level: float = MARKS_LEVEL) -> tuple[float, float]:
+        """The precision's Wilson interval (`intervals.wilson_interval`)."""
+        return wilson_interval(self.right, self.right + self.wrong, level)
+
+
+def read_marks(path: str | os.PathLike, pair_ids: Sequence[str] | None = None) -> MarkedSample:
+    """A marks CSV saved by the page. With `pair_ids` (the curated set's ids), a mark of a pair
+    the set does not hold is refused: the CSV belongs to another set."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise ClapcurateError(f"{path}: cannot read the marks CSV ({error})") from error
+    missing = [column for column in ("id", "mark") if column not in table]
+    if missing:
+        raise ClapcurateError(f"{path}: no {' and no '.join(missing)} column: not a marks CSV saved by the browser "
+                              f"(columns {', '.join(MARKS_COLUMNS)})")
+    unknown = table.loc[~table["mark"].isin(MARKS), "mark"]
+    if len(unknown):
+        raise ClapcurateError(f"{path}: mark {unknown.iloc[0]!r} in row {unknown.index[0] + 2}; a mark is one of "
+                              f"{', '.join(MARKS)}")
+    if table["id"].duplicated().any():
+        raise ClapcurateError(f"{path}: pair {table['id'][table['id'].duplicated()].iloc[0]!r} is marked twice")
+    if pair_ids is not None:
+        foreign = table.loc[~table["id"].isin(set(pair_ids)), "id"]
+        if len(foreign):
+            raise ClapcurateError(f"{path}: {len(foreign)} marked pair(s) are not in the curated set (e.g. "
+                                  f"{foreign.iloc[0]!r}): the marks belong to another set")
+    counts = table["mark"].value_counts()
+    return MarkedSample(*(int(counts.get(mark, 0)) for mark in MARKS), ids=tuple(table["id"]))
 
 
 # --------------------------------------------------------------------------- counts at sigma'
@@ -287,6 +338,9 @@ def clear_earlier_page(root: Path, overwrite: bool = False) -> int:
         raise ClapcurateError(f"{root} holds {len(foreign)} file(s) `clapcurate browse` did not write (e.g. "
                               f"{foreign[0]}): choose a new or empty --out, or add --overwrite to write the page "
                               "beside them (they are kept)")
+    if str(root / PAGE_FILE) in foreign:  # found before anything is written
+        raise ClapcurateError(f"{root / PAGE_FILE} exists and was not written by `clapcurate browse`: it is kept; "
+                              "move it away or choose another --out")
     for path in files:
         path.unlink()
     for path in sorted(folders, key=lambda folder: -len(folder.parts)):  # deepest first, only when emptied
@@ -460,7 +514,7 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
         "sigma": float(stats.get("sigma", rows["similarity"].min() if len(rows) else 0.0)),
         "stats": _finite(stats),
         "top_captions": None if "top_captions" in stats else caption_shares(rows),  # else the page uses stats'
-        "wilson_z": float(NormalDist().inv_cdf(0.5 + MARKS_LEVEL / 2)),
+        "wilson_z": NormalDist().inv_cdf(0.5 + MARKS_LEVEL / 2),  # as intervals.wilson_interval
         "limit": int(limit),
         "histogram": _histogram_data(curated.histogram, histogram_scale(curated.histogram, stats)),
         "captions": captions,
