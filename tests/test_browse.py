@@ -141,7 +141,7 @@ def test_audio_is_linked_or_copied_file_by_file_and_only_audio(tmp_path, curated
     odd = tmp_path / "other folder" / "a clip #1.wav"  # a second folder; a name to quote in a URL
     odd.parent.mkdir()
     odd.write_bytes(Path(clips[0]).read_bytes())
-    (tmp_path / "notes.wav").write_text("not audio at all")
+    (tmp_path / "notes.wav").write_bytes(b"RIFF\x10\0\0\0AVI LIST not audio at all")  # a RIFF file, but no WAVE
     paths = clips + [str(odd), str(tmp_path / "gone.wav"), "/etc/passwd", str(tmp_path / "notes.wav"), str(tmp_path)]
     (tmp_path / "page").mkdir()
     placed = place_audio(paths, PageFolder(tmp_path / "page"), "link")

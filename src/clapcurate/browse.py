@@ -38,6 +38,7 @@ import numbers
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -234,61 +235,68 @@ class PageFolder:
 
     def __init__(self, root: Path):
         self.root = root
+        self._base = os.fspath(root)
         self.files: dict[str, dict] = {}  # path relative to root -> {"link": target} | {"size", "mtime_ns"}
         self.folders: list[str] = []  # folders it created, relative to root
 
+    def path(self, relative: str) -> str:
+        return os.path.join(self._base, relative)
+
     def _fail(self, relative: str, error: OSError):
         if isinstance(error, FileExistsError):
-            raise ClapcurateError(f"{self.root / relative} exists and was not written by `clapcurate browse`: "
+            raise ClapcurateError(f"{self.path(relative)} exists and was not written by `clapcurate browse`: "
                                   "it is kept; move it away or choose another --out") from error
-        raise ClapcurateError(f"{self.root / relative}: cannot write ({error.strerror or error})") from error
+        raise ClapcurateError(f"{self.path(relative)}: cannot write ({error.strerror or error})") from error
 
-    def folder(self, relative: str) -> Path:
-        path = self.root / relative
+    def folder(self, relative: str) -> None:
+        path = self.path(relative)
         try:
-            path.mkdir()
+            os.mkdir(path)
             self.folders.append(relative)
         except FileExistsError as error:
-            if path.is_symlink() or not path.is_dir():
+            if os.path.islink(path) or not os.path.isdir(path):
                 self._fail(relative, error)  # never write through a link or into a file's place
         except OSError as error:
             self._fail(relative, error)
-        return path
 
     def _record_file(self, relative: str) -> None:
-        status = (self.root / relative).lstat()
+        status = os.lstat(self.path(relative))
         self.files[relative] = {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
     def write_text(self, relative: str, text: str) -> Path:
         try:
-            with open(self.root / relative, "x", encoding="utf-8") as file:
+            with open(self.path(relative), "x", encoding="utf-8") as file:
                 file.write(text)
         except OSError as error:
             self._fail(relative, error)
         self._record_file(relative)
-        return self.root / relative
+        return Path(self.path(relative))
 
     def copy(self, source: str, relative: str) -> None:
         try:
-            with open(source, "rb") as reader, open(self.root / relative, "xb") as writer:
+            with open(source, "rb") as reader, open(self.path(relative), "xb") as writer:
                 shutil.copyfileobj(reader, writer, 1 << 20)
         except OSError as error:
             self._fail(relative, error)
         self._record_file(relative)
 
-    def link(self, target: str, relative: str) -> None:
+    def link(self, target: str, relative: str) -> bool:
+        """A symbolic link `relative` -> `target`; False where the file system has none (then copy)."""
         try:
-            os.symlink(target, self.root / relative)
-        except OSError as error:
+            os.symlink(target, self.path(relative))
+        except FileExistsError as error:
             self._fail(relative, error)
+        except (OSError, NotImplementedError):  # no symbolic links here (some Windows setups)
+            return False
         self.files[relative] = {"link": target}
+        return True
 
     def save_record(self) -> None:
         record = {"written_by": "clapcurate browse", "files": self.files, "folders": self.folders}
-        self.write_text(RECORD_FILE, json.dumps(record, indent=0))
+        self.write_text(RECORD_FILE, json.dumps(record, separators=(",", ":")))
 
 
-def _recorded_paths(root: Path) -> tuple[list[Path], list[Path]]:
+def _recorded_paths(root: Path) -> tuple[list[str], list[str]]:
     """(files, folders) an earlier browse recorded in `root` and that are still as it wrote them;
     entries of a record that point outside `root` or were changed since are left out."""
     try:
@@ -296,30 +304,37 @@ def _recorded_paths(root: Path) -> tuple[list[Path], list[Path]]:
         files, folders = dict(record["files"]), list(record["folders"])
     except (OSError, ValueError, KeyError, TypeError):
         return [], []
-    def inside(relative) -> Path | None:
-        if not isinstance(relative, str) or os.path.isabs(relative) or ".." in Path(relative).parts or not relative:
+    base, real_base = os.fspath(root), os.path.realpath(root)
+    folder_inside: dict[str, bool] = {}
+
+    def inside(relative) -> str | None:
+        if not isinstance(relative, str) or not relative or os.path.isabs(relative) or ".." in relative.split("/"):
             return None
-        path = root / relative
-        real_root, real_parent = os.path.realpath(root), os.path.realpath(path.parent)
-        return path if real_parent == real_root or real_parent.startswith(real_root + os.sep) else None
+        path = os.path.join(base, relative)
+        parent = os.path.dirname(path)
+        if parent not in folder_inside:
+            real = os.path.realpath(parent)
+            folder_inside[parent] = real == real_base or real.startswith(real_base + os.sep)
+        return path if folder_inside[parent] else None
+
     unchanged = []
     for relative, written in files.items():
         path = inside(relative)
         if path is None or not isinstance(written, dict):
             continue
         try:
-            status = path.lstat()
+            status = os.lstat(path)
         except OSError:
             continue
         if "link" in written:
-            same = path.is_symlink() and os.readlink(path) == written["link"]
+            same = stat.S_ISLNK(status.st_mode) and os.readlink(path) == written["link"]
         else:
-            same = (not path.is_symlink() and path.is_file() and status.st_size == written.get("size")
+            same = (stat.S_ISREG(status.st_mode) and status.st_size == written.get("size")
                     and status.st_mtime_ns == written.get("mtime_ns"))
         if same:
             unchanged.append(path)
-    return unchanged, [path for path in map(inside, folders) if path is not None and path.is_dir()
-                       and not path.is_symlink()]
+    return unchanged, [path for path in map(inside, folders)
+                       if path is not None and os.path.isdir(path) and not os.path.islink(path)]
 
 
 def clear_earlier_page(root: Path, overwrite: bool = False) -> int:
@@ -328,7 +343,7 @@ def clear_earlier_page(root: Path, overwrite: bool = False) -> int:
     Returns the number of files removed."""
     check_output_folder(root, "browser folder")
     files, folders = _recorded_paths(root)
-    own = {str(path) for path in files + folders} | {str(root / RECORD_FILE)}
+    own = set(files) | set(folders) | {os.path.join(root, RECORD_FILE)}
     foreign = []
     for folder, subfolders, names in os.walk(root):
         foreign += [os.path.join(folder, name) for name in subfolders + names
@@ -338,18 +353,43 @@ def clear_earlier_page(root: Path, overwrite: bool = False) -> int:
         raise ClapcurateError(f"{root} holds {len(foreign)} file(s) `clapcurate browse` did not write (e.g. "
                               f"{foreign[0]}): choose a new or empty --out, or add --overwrite to write the page "
                               "beside them (they are kept)")
-    if str(root / PAGE_FILE) in foreign:  # found before anything is written
+    if os.path.join(root, PAGE_FILE) in foreign:  # found before anything is written
         raise ClapcurateError(f"{root / PAGE_FILE} exists and was not written by `clapcurate browse`: it is kept; "
                               "move it away or choose another --out")
     for path in files:
-        path.unlink()
-    for path in sorted(folders, key=lambda folder: -len(folder.parts)):  # deepest first, only when emptied
+        os.unlink(path)
+    for path in sorted(folders, key=lambda folder: -folder.count(os.sep)):  # deepest first, only when emptied
         try:
-            path.rmdir()
+            os.rmdir(path)
         except OSError:
             pass
     (root / RECORD_FILE).unlink(missing_ok=True)
     return len(files)
+
+
+# Leading bytes of the audio containers datasets hold: a file that starts so is taken as audio
+# without opening it with libsndfile (100k clips in about a second); any other file must decode.
+AUDIO_SIGNATURES = ((0, b"RIFF", 8, b"WAVE"), (0, b"RF64", 8, b"WAVE"), (0, b"BW64", 8, b"WAVE"),
+                    (0, b"FORM", 8, b"AIFF"), (0, b"FORM", 8, b"AIFC"), (0, b"fLaC", 0, b""), (0, b"OggS", 0, b""),
+                    (0, b"caff", 0, b""), (0, b".snd", 0, b""))
+
+
+def is_audio_file(path: str) -> bool:
+    """Whether `path` is an audio file the embedding reads: a regular file that starts as one of
+    `AUDIO_SIGNATURES` or that libsndfile opens (`audio.audio_duration`)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(12)
+    except OSError:
+        return False
+    if any(head[a:a + len(first)] == first and head[b:b + len(second)] == second
+           for a, first, b, second in AUDIO_SIGNATURES):
+        return True
+    try:
+        audio_duration(path)
+    except AudioError:
+        return False
+    return True
 
 
 def _folder_name(index: int, folder: str) -> str:
@@ -377,35 +417,40 @@ def place_audio(paths: Sequence[str], folder: PageFolder, mode: AudioMode = "lin
     if mode not in ("link", "copy"):
         raise ClapcurateError(f"audio mode must be link or copy, got {mode!r}")
     folder.folder(AUDIO_DIR)
-    entry_of: dict[str, str] = {}  # audio folder -> its entry in audio/
+    entry_of: dict[str, tuple[str, str]] = {}  # audio folder -> (its entry in audio/, the entry's real path)
     placed = PlacedAudio([], [], [])
+    real_folders: dict[str, str] = {}  # realpath of each audio folder, resolved once
+    relative_folders: dict[tuple[str, str], str] = {}  # (real audio folder, real entry) -> link path between them
     for path in paths:
-        real = os.path.realpath(path) if path else ""
+        real = ""
+        if path:
+            source_folder, name = os.path.split(os.path.abspath(path))
+            if source_folder not in real_folders:
+                real_folders[source_folder] = os.path.realpath(source_folder)
+            real = os.path.join(real_folders[source_folder], name)
+            if os.path.islink(real):
+                real = os.path.realpath(real)
         if not real or not os.path.isfile(real):
             placed.sources.append("")
             placed.missing.append(path)
             continue
-        try:
-            audio_duration(real)
-        except AudioError:
+        if not is_audio_file(real):
             placed.sources.append("")
             placed.not_audio.append(path)
             continue
-        source_folder, name = os.path.split(os.path.abspath(path))
         if source_folder not in entry_of:
-            entry_of[source_folder] = f"{AUDIO_DIR}/{_folder_name(len(entry_of), source_folder)}"
-            folder.folder(entry_of[source_folder])
-        relative = f"{entry_of[source_folder]}/{name}"
-        if mode == "copy":
+            entry = f"{AUDIO_DIR}/{_folder_name(len(entry_of), source_folder)}"
+            folder.folder(entry)
+            entry_of[source_folder] = entry, os.path.realpath(folder.path(entry))
+        entry, entry_real = entry_of[source_folder]
+        relative = f"{entry}/{name}"
+        real_folder, real_name = os.path.split(real)
+        if (real_folder, entry_real) not in relative_folders:
+            relative_folders[real_folder, entry_real] = os.path.relpath(real_folder, entry_real)
+        target = os.path.join(relative_folders[real_folder, entry_real], real_name)
+        if mode == "copy" or not folder.link(target, relative):
             folder.copy(real, relative)
-        else:
-            try:
-                folder.link(os.path.relpath(real, os.path.realpath(folder.root / entry_of[source_folder])), relative)
-            except ClapcurateError:
-                if (folder.root / relative).is_symlink() or (folder.root / relative).exists():
-                    raise
-                folder.copy(real, relative)  # no symbolic links here (some Windows setups): copy instead
-        placed.sources.append(f"{entry_of[source_folder]}/{quote(name)}")
+        placed.sources.append(f"{entry}/{quote(name)}")
     return placed
 
 
