@@ -449,6 +449,20 @@ def test_a_second_browse_replaces_only_the_files_the_first_recorded(tmp_path, cu
     assert outside.read_text() == "keep me"
 
 
+def test_a_page_written_before_pages_recorded_their_files_is_replaced_and_its_links_only_unlinked(tmp_path, curated_dir):
+    legacy = tmp_path / "legacy"
+    (legacy / AUDIO_DIR).mkdir(parents=True)
+    (legacy / AUDIO_DIR / "000_pool").symlink_to(os.path.relpath(curated_dir.parent / "pool", legacy / AUDIO_DIR))
+    (legacy / PAGE_FILE).write_text('<title>ADS Improvement-Set</title><script type="application/json" id="data">{}</script>')
+    pool = tree(curated_dir.parent / "pool")
+    write_browser(curated_dir, legacy)
+    assert not (legacy / AUDIO_DIR / "000_pool").is_symlink() and (legacy / RECORD_FILE).is_file()
+    assert tree(curated_dir.parent / "pool") == pool  # the link's target untouched
+    (legacy / RECORD_FILE).unlink()  # without the record, a folder of this page's kind is not recognised
+    with pytest.raises(ClapcurateError, match="did not write"):
+        write_browser(curated_dir, legacy)
+
+
 HOSTILE = ('<script>window.pwned = (window.pwned || 0) + 1</script>', '<img src=x onerror="window.pwned = 1">',
            '"><svg onload="window.pwned = 1">', "'><iframe srcdoc=\"<script>parent.pwned = 1</script>\">")
 

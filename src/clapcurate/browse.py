@@ -337,12 +337,34 @@ def _recorded_paths(root: Path) -> tuple[list[str], list[str]]:
                        if path is not None and os.path.isdir(path) and not os.path.islink(path)]
 
 
+LEGACY_LINK = re.compile(r"\d{3}(_[A-Za-z0-9_-]+)?")  # audio/ entries of pages written before browse_files.json
+
+
+def _legacy_page(root: Path) -> tuple[list[str], list[str]]:
+    """(files, folders) of a page written before pages recorded their files, when `root` holds
+    exactly such a page: `index.html` (a browse page) and `audio/` holding only the symbolic links
+    to audio folders it made (removing a link never removes its target); else nothing."""
+    page, audio = root / PAGE_FILE, root / AUDIO_DIR
+    try:
+        if sorted(os.listdir(root)) != sorted([PAGE_FILE, AUDIO_DIR]) or audio.is_symlink():
+            return [], []
+        links = list(os.scandir(audio))
+        with open(page, encoding="utf-8", errors="replace") as file:
+            head = file.read(1 << 16)
+    except OSError:
+        return [], []
+    if ('<script type="application/json" id="data">' not in head or "Improvement-Set" not in head
+            or not all(entry.is_symlink() and LEGACY_LINK.fullmatch(entry.name) for entry in links)):
+        return [], []
+    return [str(page)] + [entry.path for entry in links], [str(audio)]
+
+
 def clear_earlier_page(root: Path, overwrite: bool = False) -> int:
     """Make `root` ready for a page: create it, or remove what an earlier browse recorded there.
     A folder holding anything else is refused unless `overwrite`, and those files stay.
     Returns the number of files removed."""
     check_output_folder(root, "browser folder")
-    files, folders = _recorded_paths(root)
+    files, folders = _recorded_paths(root) if (root / RECORD_FILE).exists() else _legacy_page(root)
     own = set(files) | set(folders) | {os.path.join(root, RECORD_FILE)}
     foreign = []
     for folder, subfolders, names in os.walk(root):
