@@ -610,3 +610,35 @@ def test_marking_a_random_sample_shows_its_precision_and_saves_the_marks(tmp_pat
     with pytest.raises(ClapcurateError, match="not in the curated set"):
         read_marks(saved[0], rows["id"].iloc[:3])
     assert browser.console_errors() == []
+
+
+def test_the_study_reads_marks_back_into_its_report(tmp_path, curated_dir):
+    from clapcurate.errors import ConfigError
+    from clapcurate.study.config import StudyConfig, check_study_inputs
+    from clapcurate.study.curation import curated_counts
+    from clapcurate.study.tables import marked_precision_table
+
+    out = tmp_path / "study"
+    shutil.copytree(curated_dir, out / "curated" / "full_s0" / "ads_esc50", ignore=shutil.ignore_patterns("browser"))
+    manifest = out / "curated" / "full_s0" / "ads_esc50" / "improvement_set.csv"
+    ids = read_curated_set(manifest).rows["id"]
+    marks = pd.DataFrame({"id": ids[:9], "mark": ["right"] * 5 + ["wrong"] * 3 + ["unsure"]})
+    marks.to_csv(tmp_path / "marks.csv", index=False)
+    config = StudyConfig(seeds=[0], low_resource_fraction=None, marks={"full_s0/ads_esc50": str(tmp_path / "marks.csv")})
+    study = SimpleNamespace(out=out, config=config, truth=lambda: None)
+    [row] = curated_counts(study, "full", 0, {"ADS/esc50": str(manifest)}, {})
+    low, high = wilson_interval(5, 8)
+    assert row["folder"] == "full_s0/ads_esc50"
+    assert (row["marked_right"], row["marked_wrong"], row["marked_unsure"]) == (5, 3, 1)
+    assert (row["marked_precision"], row["marked_low"], row["marked_high"]) == pytest.approx((5 / 8, low, high))
+    table = marked_precision_table(pd.DataFrame([row]))
+    assert table.to_dict("records") == [{"set": "full_s0/ads_esc50", "pairs": "150", "marked": "5 right, 3 wrong, 1 unsure",
+                                         "sample precision % [95% Wilson]": f"62.5 [{100 * low:.1f}, {100 * high:.1f}]",
+                                         "ground truth %": ""}]
+    with pytest.raises(ValueError, match="marks: 'ads_esc50' is not a curated set's folder"):
+        StudyConfig(seeds=[0], marks={"ads_esc50": "marks.csv"})
+    with pytest.raises(ConfigError, match="marks.full_s0/du: .* is not a file"):
+        check_study_inputs(StudyConfig(seeds=[0], device="cpu", marks={"full_s0/du": str(tmp_path / "none.csv")}))
+    marks.assign(id=[f"another set's pair {k}" for k in range(9)]).to_csv(tmp_path / "marks.csv", index=False)
+    with pytest.raises(ClapcurateError, match="not in the curated set"):
+        curated_counts(study, "full", 0, {"ADS/esc50": str(manifest)}, {})

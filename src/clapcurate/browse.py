@@ -400,8 +400,11 @@ def is_audio_file(path: str) -> bool:
     """Whether `path` is an audio file the embedding reads: a regular file that starts as one of
     `AUDIO_SIGNATURES` or that libsndfile opens (`audio.audio_duration`)."""
     try:
-        with open(path, "rb") as file:
-            head = file.read(12)
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            head = os.read(descriptor, 12)
+        finally:
+            os.close(descriptor)
     except OSError:
         return False
     if any(head[a:a + len(first)] == first and head[b:b + len(second)] == second
@@ -444,15 +447,20 @@ def place_audio(paths: Sequence[str], folder: PageFolder, mode: AudioMode = "lin
     real_folders: dict[str, str] = {}  # realpath of each audio folder, resolved once
     relative_folders: dict[tuple[str, str], str] = {}  # (real audio folder, real entry) -> link path between them
     for path in paths:
-        real = ""
+        real, mode_bits = "", 0
         if path:
             source_folder, name = os.path.split(os.path.abspath(path))
             if source_folder not in real_folders:
                 real_folders[source_folder] = os.path.realpath(source_folder)
             real = os.path.join(real_folders[source_folder], name)
-            if os.path.islink(real):
-                real = os.path.realpath(real)
-        if not real or not os.path.isfile(real):
+            try:
+                mode_bits = os.lstat(real).st_mode
+                if stat.S_ISLNK(mode_bits):
+                    real = os.path.realpath(real)
+                    mode_bits = os.stat(real).st_mode
+            except OSError:
+                mode_bits = 0
+        if not real or not stat.S_ISREG(mode_bits):
             placed.sources.append("")
             placed.missing.append(path)
             continue

@@ -98,6 +98,10 @@ class Study:
                                        student_name(self.config, kind, spec, seed))
                         {"main": rows, "variant": variant_rows, "bracket": bracket_rows,
                          "length": length_rows}[spec.table].append(row)
+        unmatched = sorted(set(self.config.marks) - {row["folder"] for row in counts})
+        if unmatched:
+            self.notes.append(f"marks: {', '.join(unmatched)} named no curated set of this study; those marks are "
+                              "not in the report.")
         return write_outputs(self, rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows, length_rows)
 
 

@@ -21,6 +21,7 @@ from .tables import (
     length_table,
     limits_table,
     markdown_table,
+    marked_precision_table,
     precision_table,
     rare_frequent_table,
 )
@@ -110,6 +111,12 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   markdown_table(precision_table(counts, "full"))]
         if (counts["teacher"] == low).any():
             parts += [f"With the {low} teacher:", markdown_table(precision_table(counts, low))]
+    marked = marked_precision_table(counts)
+    if len(marked):
+        parts += ["## Precision of hand-marked samples",
+                  "Pairs marked right, wrong or unsure by a listener in the set's browser (\"mark a random "
+                  "sample\", the CSVs named by `marks`); the precision leaves unsure marks out.",
+                  markdown_table(marked)]
     if "path" in counts:
         from ..browse import BROWSER_DIR, PAGE_FILE
 
