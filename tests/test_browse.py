@@ -523,6 +523,9 @@ def test_non_numbers_where_the_page_computes_are_refused_in_one_line(tmp_path, c
     (curated / "stats.json").write_text(json.dumps({**stats, "sigma": HOSTILE[0]}))
     assert main(["browse", str(curated)]) == 2
     assert "stats.json: sigma is" in capsys.readouterr().err
+    (curated / "stats.json").write_text("{<script>")
+    assert main(["browse", str(curated)]) == 2
+    assert "stats.json: not JSON" in capsys.readouterr().err
     (curated / "stats.json").write_text(json.dumps(stats))
     rows = pd.read_csv(curated / "improvement_set.csv", dtype=str)
     for value, message in ((HOSTILE[1], "column 'similarity' must hold numbers"), ("inf", "the similarity of row 3 is inf")):

@@ -104,20 +104,21 @@ def read_curated_set(curated: str | os.PathLike) -> CuratedSet:
     rows = read_manifest(manifest_path)
     if "similarity" not in rows:
         raise ClapcurateError(f"{manifest_path} has no similarity column: not an Improvement-Set")
+    rewrite = "write the set again with `clapcurate curate`"
     bad = np.flatnonzero(~np.isfinite(rows["similarity"].to_numpy(dtype=float)))  # read_manifest parsed them
     if len(bad):
-        raise ClapcurateError(f"{manifest_path}: the similarity of row {bad[0] + 1} is {rows['similarity'].iloc[bad[0]]}, "
-                              "not a finite number; write the set again with `clapcurate curate`")
+        raise ClapcurateError(f"{manifest_path}: the similarity of row {bad[0] + 1} is "
+                              f"{rows['similarity'].iloc[bad[0]]}, not a finite number; {rewrite}")
     stats_path = manifest_path.parent / STATS_FILE
     try:
         stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ClapcurateError(f"{stats_path}: not JSON ({error}); write the set again with `clapcurate curate`") from error
+        raise ClapcurateError(f"{stats_path}: not JSON ({error}); {rewrite}") from error
     if not isinstance(stats, dict):
-        raise ClapcurateError(f"{stats_path}: not a JSON object; write the set again with `clapcurate curate`")
+        raise ClapcurateError(f"{stats_path}: not a JSON object; {rewrite}")
     sigma = stats.get("sigma")
     if sigma is not None and not _is_number(sigma):
-        raise ClapcurateError(f"{stats_path}: sigma is {sigma!r}, not a number; write the set again with `clapcurate curate`")
+        raise ClapcurateError(f"{stats_path}: sigma is {sigma!r}, not a number; {rewrite}")
     histogram_path = manifest_path.parent / HISTOGRAM_DATA_FILE
     histogram = read_histogram(histogram_path) if histogram_path.is_file() else None
     return CuratedSet(manifest_path, rows, stats, histogram)
@@ -372,8 +373,8 @@ def clear_earlier_page(root: Path, overwrite: bool = False) -> int:
                     if os.path.join(folder, name) not in own]
         subfolders[:] = [name for name in subfolders if os.path.join(folder, name) in own]
     if foreign and not overwrite:
-        raise ClapcurateError(f"{root} holds {len(foreign)} file(s) `clapcurate browse` did not write (e.g. "
-                              f"{foreign[0]}): choose a new or empty --out, or add --overwrite to write the page "
+        raise ClapcurateError(f"{root} holds {len(foreign)} file(s) or folder(s) `clapcurate browse` did not write "
+                              f"(e.g. {foreign[0]}): choose a new or empty --out, or add --overwrite to write the page "
                               "beside them (they are kept)")
     if os.path.join(root, PAGE_FILE) in foreign:  # found before anything is written
         raise ClapcurateError(f"{root / PAGE_FILE} exists and was not written by `clapcurate browse`: it is kept; "
