@@ -4,7 +4,8 @@ Builds a synthetic curated folder (default: 100,000 DU-like pairs, one caption p
 100,000 audio clips of 0.1 s, 20,000 distinct captions, and the 65,536-bin histogram of a
 100k x 20k search), then measures
 
-- `write_browser` (reading the manifest, linking 100k clips, writing the page) and the whole
+- `write_browser` (reading the manifest, checking and linking 100k clips one file at a time,
+  writing the page; the second and third runs also remove the earlier page's links) and the whole
   `clapcurate browse` command (Python start and imports included);
 - opening the page in headless Chromium: the load event, and the moment the first page of rows
   is drawn (`window.browser.ready`, ms since navigation start);
@@ -33,10 +34,12 @@ import torch
 
 from clapcurate.browse import write_browser
 from clapcurate.curate import ImprovementSet, write_improvement_set
-from clapcurate.headless import Chromium
 from clapcurate.search import SimilarityHistogram
 
 from record import record
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' Chromium driver
+from headless import Chromium  # noqa: E402
 
 WORDS = ("dog", "barks", "rain", "falls", "engine", "idles", "bird", "sings", "door", "slams", "people", "talk",
          "wind", "blows", "water", "runs", "a", "the", "loudly", "far", "away", "nearby", "while", "and")

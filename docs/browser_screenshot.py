@@ -17,7 +17,9 @@ from pathlib import Path
 
 from clapcurate.browse import PAGE_FILE
 from clapcurate.cli import main as clapcurate
-from clapcurate.headless import Chromium
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' Chromium driver
+from headless import Chromium  # noqa: E402
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ import functools
 import http.server
 import json
 import os
+import shutil
 import threading
 from types import SimpleNamespace
 from pathlib import Path
@@ -18,12 +19,14 @@ import pytest
 import soundfile
 import torch
 
-from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, histogram_scale, kept_counts, matched_windows, place_audio,
-                               read_curated_set, search_pairs_at, write_browser)
+from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, RECORD_FILE, PageFolder, caption_shares, histogram_scale,
+                               kept_counts, matched_windows, place_audio, read_curated_set, read_marks, search_pairs_at,
+                               write_browser)
 from clapcurate.cli import main
 from clapcurate.curate import ImprovementSet, write_improvement_set
 from clapcurate.errors import ClapcurateError
-from clapcurate.headless import Chromium
+from clapcurate.intervals import wilson_interval
+from headless import Chromium
 from clapcurate.search import SimilarityHistogram
 
 SIGMA = 0.3
@@ -133,27 +136,32 @@ def test_a_sampled_histogram_is_scaled_to_the_whole_search(curated_dir):
     assert histogram_scale(curated.histogram, {"method": "ds"}) == 1.0  # no pool: the histogram is complete
 
 
-def test_audio_is_linked_relative_to_the_page_or_copied(tmp_path, curated_dir):
+def test_audio_is_linked_or_copied_file_by_file_and_only_audio(tmp_path, curated_dir):
     clips = read_curated_set(curated_dir).rows.drop_duplicates("clip_id")["audio_path"].tolist()[:3]
     odd = tmp_path / "other folder" / "a clip #1.wav"  # a second folder; a name to quote in a URL
     odd.parent.mkdir()
     odd.write_bytes(Path(clips[0]).read_bytes())
-    paths = clips + [str(odd), str(tmp_path / "gone.wav")]
-    audio_dir = tmp_path / "page" / AUDIO_DIR
-    sources = place_audio(paths, audio_dir, "link")
-    assert sources[4] == ""  # a missing file gets no player
-    assert sources[3].endswith("/a%20clip%20%231.wav")
-    assert len(list(audio_dir.iterdir())) == 2  # one relative link per audio folder, not per clip
-    for entry in audio_dir.iterdir():
-        assert entry.is_symlink() and not os.path.isabs(os.readlink(entry))
-    for source, path in zip(sources, paths[:4]):
+    (tmp_path / "notes.wav").write_bytes(b"RIFF\x10\0\0\0AVI LIST not audio at all")  # a RIFF file, but no WAVE
+    paths = clips + [str(odd), str(tmp_path / "gone.wav"), "/etc/passwd", str(tmp_path / "notes.wav"), str(tmp_path)]
+    (tmp_path / "page").mkdir()
+    placed = place_audio(paths, PageFolder(tmp_path / "page"), "link")
+    assert placed.sources[3].endswith("/a%20clip%20%231.wav")
+    assert placed.sources[4:] == ["", "", "", ""]  # a missing file, a non-audio file, a folder: no player
+    assert placed.missing == [paths[4], paths[7]] and placed.not_audio == paths[5:7]
+    links = [path for path in (tmp_path / "page").rglob("*") if path.is_symlink()]
+    assert len(links) == 4  # one relative link per audio file, never one to a folder
+    for link in links:
+        assert not os.path.isabs(os.readlink(link)) and link.resolve().is_file()
+    for source, path in zip(placed.sources, paths[:4]):
         assert (tmp_path / "page" / unquote(source)).resolve() == Path(path).resolve()
-    sources = place_audio(paths[:4], audio_dir, "copy")  # a second run replaces the links
-    assert all(Path(path).is_file() for path in paths[:4])  # ... and never deletes their targets
-    for source, path in zip(sources, paths[:4]):
-        copy = tmp_path / "page" / unquote(source)
+    assert sorted(p.name for p in (tmp_path / "page" / AUDIO_DIR).iterdir()) == ["000_pool", "001_other_folder"]
+    (tmp_path / "copy").mkdir()
+    placed = place_audio(paths, PageFolder(tmp_path / "copy"), "copy")
+    for source, path in zip(placed.sources, paths[:4]):
+        copy = tmp_path / "copy" / unquote(source)
         assert not copy.is_symlink() and not copy.parent.is_symlink()
         assert copy.read_bytes() == Path(path).read_bytes()
+    assert sum(1 for path in (tmp_path / "copy").rglob("*") if path.is_file()) == 4  # nothing else copied
 
 
 def test_write_browser_refuses_what_it_cannot_show(tmp_path, curated_dir):
@@ -168,7 +176,8 @@ def test_write_browser_refuses_what_it_cannot_show(tmp_path, curated_dir):
 def test_browse_command_writes_the_page_beside_the_set_by_default(curated_dir, capsys):
     assert main(["browse", str(curated_dir), "--limit", "10"]) == 0
     assert (curated_dir / "browser" / PAGE_FILE).is_file()
-    assert [entry.resolve() for entry in (curated_dir / "browser" / AUDIO_DIR).iterdir()] == [curated_dir.parent / "pool"]
+    links = list((curated_dir / "browser" / AUDIO_DIR / "000_pool").iterdir())
+    assert len(links) == 120 and all(link.resolve().parent == curated_dir.parent / "pool" for link in links)
     assert main(["browse", str(curated_dir / "missing")]) == 2
     assert "curated set not found" in capsys.readouterr().err
     assert main(["browse", str(curated_dir), "--world", str(curated_dir)]) == 2
@@ -289,8 +298,6 @@ def test_page_works_behind_a_plain_http_server(browser, page):
 
 
 def test_a_sampled_histogram_is_shown_scaled_to_the_whole_search(tmp_path, curated_dir, browser):
-    import shutil
-
     sampled = tmp_path / "sampled"
     shutil.copytree(curated_dir, sampled, ignore=shutil.ignore_patterns("browser"))
     stats = json.loads((sampled / "stats.json").read_text())
@@ -378,3 +385,263 @@ def test_browse_command_with_a_teacher_starts_long_clips_at_a_window(tmp_path, t
     data = json.loads((tmp_path / "set" / "browser" / PAGE_FILE).read_text().split('id="data">')[1].split("</script>")[0])
     assert data["window_seconds"] == 1.0
     assert data["rows"]["start"][0] in (0.0, 1.0, 2.0) and data["rows"]["start"][1] is None
+
+
+# --------------------------------------------------------------------------- only its own files, only text
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every entry below `root`: its content (bytes, link target, "folder") and a file's modification time."""
+    entries = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            entries[str(path.relative_to(root))] = ("folder", None)
+        else:
+            content = os.readlink(path) if path.is_symlink() else path.read_bytes()
+            entries[str(path.relative_to(root))] = (content, path.lstat().st_mtime_ns)
+    return entries
+
+
+def test_an_existing_folder_under_out_stays_untouched(tmp_path, curated_dir, capsys):
+    dataset = tmp_path / "dataset"
+    (dataset / AUDIO_DIR).mkdir(parents=True)
+    soundfile.write(dataset / AUDIO_DIR / "a.wav", np.zeros(800), 8000)
+    (dataset / PAGE_FILE).write_text("the dataset's own page")
+    (dataset / "meta.csv").write_text("filename\na.wav\n")
+    before = tree(dataset)
+    for options in ([], ["--overwrite"]):
+        assert main(["browse", str(curated_dir), "--out", str(dataset), *options]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "did not write" in error or "was not written" in error
+        assert tree(dataset) == before  # refused before anything was written, nothing removed
+    (dataset / PAGE_FILE).unlink()
+    before = tree(dataset)
+    assert main(["browse", str(curated_dir), "--out", str(dataset), "--overwrite"]) == 0  # beside the dataset's files
+    after = tree(dataset)
+    assert {key: after[key] for key in before} == before
+    assert main(["browse", str(curated_dir), "--out", str(dataset), "--overwrite", "--audio", "copy"]) == 0
+    assert {key: tree(dataset)[key] for key in before} == before  # the earlier page replaced, the rest kept
+    assert not any(path.is_symlink() for path in dataset.rglob("*"))
+
+
+def test_a_second_browse_replaces_only_the_files_the_first_recorded(tmp_path, curated_dir, capsys):
+    page = tmp_path / "page"
+    assert main(["browse", str(curated_dir), "--out", str(page), "--audio", "copy"]) == 0
+    first = tree(page)
+    assert set(json.loads((page / RECORD_FILE).read_text())["files"]) == {
+        key for key, (content, _) in first.items() if content != "folder"} - {RECORD_FILE}
+    assert main(["browse", str(curated_dir), "--out", str(page)]) == 0  # its own earlier page: no --overwrite needed
+    second = tree(page)
+    assert all(path.is_symlink() for path in (page / AUDIO_DIR).rglob("*.wav"))  # the copies are gone
+    assert len(second) == len(first)
+    (page / AUDIO_DIR / "000_pool" / "clip000.wav").unlink()
+    (page / AUDIO_DIR / "000_pool" / "clip000.wav").write_bytes(b"the user's file now")  # changed since: not its own
+    outside = tmp_path / "victim.txt"
+    outside.write_text("keep me")
+    record = json.loads((page / RECORD_FILE).read_text())
+    record["files"].update({"../victim.txt": {"size": 7, "mtime_ns": outside.stat().st_mtime_ns},
+                            "/etc/passwd": {"size": 0}, str(outside): {"size": 7}})
+    (page / RECORD_FILE).write_text(json.dumps(record))  # a crafted record naming files outside the page
+    assert main(["browse", str(curated_dir), "--out", str(page)]) == 2
+    assert "clip000.wav" in capsys.readouterr().err
+    assert main(["browse", str(curated_dir), "--out", str(page), "--overwrite"]) == 2
+    assert (page / AUDIO_DIR / "000_pool" / "clip000.wav").read_bytes() == b"the user's file now"
+    assert outside.read_text() == "keep me"
+
+
+def test_a_page_written_before_pages_recorded_their_files_is_replaced_and_its_links_only_unlinked(tmp_path, curated_dir):
+    legacy = tmp_path / "legacy"
+    (legacy / AUDIO_DIR).mkdir(parents=True)
+    (legacy / AUDIO_DIR / "000_pool").symlink_to(os.path.relpath(curated_dir.parent / "pool", legacy / AUDIO_DIR))
+    (legacy / PAGE_FILE).write_text('<title>ADS Improvement-Set</title><script type="application/json" id="data">{}</script>')
+    pool = tree(curated_dir.parent / "pool")
+    write_browser(curated_dir, legacy)
+    assert not (legacy / AUDIO_DIR / "000_pool").is_symlink() and (legacy / RECORD_FILE).is_file()
+    assert tree(curated_dir.parent / "pool") == pool  # the link's target untouched
+    (legacy / RECORD_FILE).unlink()  # without the record, a folder of this page's kind is not recognised
+    with pytest.raises(ClapcurateError, match="did not write"):
+        write_browser(curated_dir, legacy)
+
+
+HOSTILE = ('<script>window.pwned = (window.pwned || 0) + 1</script>', '<img src=x onerror="window.pwned = 1">',
+           '"><svg onload="window.pwned = 1">', "'><iframe srcdoc=\"<script>parent.pwned = 1</script>\">")
+
+
+def hostile_set(root: Path) -> Path:
+    """A curated folder with a script-carrying value in every field of the manifest and of stats.json
+    (the numbers the page only shows replaced by strings), and audio files with such names."""
+    audio = root / "audio"
+    audio.mkdir()
+    names = [f"{text.replace('/', '')}.wav" for text in HOSTILE]
+    for name in names:
+        soundfile.write(audio / name, 0.1 * np.ones(800), 8000)
+    n = len(HOSTILE)
+    rows = pd.DataFrame({"id": HOSTILE, "clip_id": HOSTILE[::-1], "audio_path": [str(audio / name) for name in names],
+                         "caption": HOSTILE, "source": HOSTILE, "similarity": np.linspace(0.9, 0.6, n),
+                         "method": HOSTILE[0], "source_id": HOSTILE[::-1], "best_label": HOSTILE})
+    histogram = SimilarityHistogram.empty()
+    histogram.add(torch.linspace(-0.2, 0.9, 100))
+    out = root / "set"
+    write_improvement_set(ImprovementSet("ads", rows, 0.5, histogram), out)
+    stats = json.loads((out / "stats.json").read_text())
+    stats = {key: (value if key == "sigma" else HOSTILE[k % n]) for k, (key, value) in enumerate(stats.items())}
+    stats.update(keep_fraction=HOSTILE[1], max_captions_per_clip=HOSTILE[2], estimated_precision=HOSTILE[3],
+                 selection=HOSTILE[0], benchmark=HOSTILE[1], pool_clips=HOSTILE[2], candidate_captions=HOSTILE[3],
+                 top_captions=[{"caption": text, "pairs": text, "share": text} for text in HOSTILE] + [HOSTILE[0]],
+                 **{HOSTILE[0]: HOSTILE[1]})
+    (out / "stats.json").write_text(json.dumps(stats))
+    return out
+
+
+def test_hostile_values_in_every_field_reach_the_page_as_text_and_run_no_script(tmp_path, browser, capsys):
+    curated = hostile_set(tmp_path)
+    assert main(["browse", str(curated), "--out", str(tmp_path / "page"), "--audio", "copy"]) == 0
+    page = tmp_path / "page" / PAGE_FILE
+    assert "<script>window" not in page.read_text() and "<img src" not in page.read_text()
+    browser.events.clear()
+    browser.open(page.as_uri())
+    browser.evaluate("document.getElementById('marks-start').click()")  # the marks column too
+    text = browser.evaluate("document.body.innerText")
+    for value in HOSTILE:  # shown as the text it is, in the rows, the summary and the hub captions
+        assert text.count(value) >= 3
+    assert browser.evaluate("document.title") == f"{HOSTILE[0].upper()} Improvement-Set {HOSTILE[1]}"
+    assert browser.evaluate("document.querySelectorAll('#rows img, #rows svg, #rows iframe, #rows script').length") == 0
+    assert browser.evaluate("document.querySelectorAll('#rows audio').length") == 4  # the hostile file names play
+    assert browser.evaluate("window.pwned") is None
+    assert browser.console_errors() == []
+    # the policy is a second wall: markup injected into the page anyway runs nothing
+    browser.evaluate("""(() => { document.body.insertAdjacentHTML('beforeend', '<img src=x onerror="window.pwned = 2">');
+        const s = document.createElement('script'); s.textContent = 'window.pwned = 3'; document.body.append(s); })()""")
+    browser.evaluate("new Promise(ok => setTimeout(ok, 200))", await_promise=True)
+    assert browser.evaluate("window.pwned") is None
+    assert any("Content Security Policy" in error for error in browser.console_errors())
+
+
+def test_non_numbers_where_the_page_computes_are_refused_in_one_line(tmp_path, capsys):
+    curated = hostile_set(tmp_path)
+    stats = json.loads((curated / "stats.json").read_text())
+    (curated / "stats.json").write_text(json.dumps({**stats, "sigma": HOSTILE[0]}))
+    assert main(["browse", str(curated)]) == 2
+    assert "stats.json: sigma is" in capsys.readouterr().err
+    (curated / "stats.json").write_text("{<script>")
+    assert main(["browse", str(curated)]) == 2
+    assert "stats.json: not JSON" in capsys.readouterr().err
+    (curated / "stats.json").write_text(json.dumps(stats))
+    rows = pd.read_csv(curated / "improvement_set.csv", dtype=str)
+    for value, message in ((HOSTILE[1], "column 'similarity' must hold numbers"), ("inf", "the similarity of row 3 is inf")):
+        rows.loc[2, "similarity"] = value
+        rows.to_csv(curated / "improvement_set.csv", index=False)
+        assert main(["browse", str(curated)]) == 2
+        error = capsys.readouterr().err
+        assert message in error and len(error.strip().splitlines()) == 1
+    assert not (curated / "browser").exists()
+
+
+# --------------------------------------------------------------------------- hub captions, estimate, marks
+
+
+def test_hub_captions_are_counted_from_the_pairs_or_taken_from_stats(tmp_path, curated_dir, browser):
+    rows = read_curated_set(curated_dir).rows
+    shares = caption_shares(rows)
+    counts = rows["caption"].value_counts()
+    assert [entry["pairs"] for entry in shares] == sorted(counts.to_numpy(), reverse=True)[:10]
+    assert shares[0]["share"] == pytest.approx(counts.max() / len(rows))
+    hubs = "[...document.querySelectorAll('#hub-rows tr')].map(tr => [...tr.cells].map(td => td.textContent))"
+    browser.open(write_browser(curated_dir, tmp_path / "counted").as_uri())
+    assert browser.evaluate(hubs) == [[e["caption"], str(e["pairs"]), f"{100 * e['share']:.1f}%"] for e in shares]
+    assert "Counted from the set's pairs" in browser.evaluate("document.getElementById('hub-note').textContent")
+    with_stats = tmp_path / "with_stats"
+    shutil.copytree(curated_dir, with_stats, ignore=shutil.ignore_patterns("browser"))
+    stats = json.loads((with_stats / "stats.json").read_text())
+    top = [{"caption": "a pair of open scissors", "pairs": 120, "share": 0.8}, {"caption": "rain", "pairs": 30, "share": 0.2}]
+    (with_stats / "stats.json").write_text(json.dumps({**stats, "top_captions": top, "estimated_precision": 0.4321}))
+    browser.events.clear()
+    browser.open(write_browser(with_stats, tmp_path / "from_stats").as_uri())
+    assert browser.evaluate(hubs) == [["a pair of open scissors", "120", "80.0%"], ["rain", "30", "20.0%"]]
+    assert "One caption holds 80.0% of the pairs" in browser.evaluate("document.getElementById('hub-note').textContent")
+    assert "estimated precision 43.2%" in browser.evaluate("document.getElementById('summary').textContent")
+    (with_stats / "stats.json").write_text(json.dumps({**stats, "estimated_precision": None}))
+    browser.open(write_browser(with_stats, tmp_path / "from_stats").as_uri())
+    assert "estimated precision none" in browser.evaluate("document.getElementById('summary').textContent")
+    assert browser.console_errors() == []
+
+
+def test_wilson_interval_matches_published_values():
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)  # Newcombe (1998), table I
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(8, 10, 0.99)[0] < wilson_interval(8, 10, 0.95)[0]
+
+
+def test_marking_a_random_sample_shows_its_precision_and_saves_the_marks(tmp_path, page, curated_dir, browser):
+    browser.open(page.as_uri())
+    browser.call("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}, session=None)
+    browser.evaluate("document.getElementById('marks-start').click()")
+    assert browser.evaluate("document.getElementById('order').value") == "random"
+    marked = ["right", "right", "wrong", "unsure", "right", "wrong", "right", "right"]
+    shown = shown_rows(browser)
+    for position, mark in enumerate(marked):
+        browser.evaluate(f"document.querySelectorAll('#rows tr')[{position}].querySelector('button[data-mark={mark}]').click()")
+    browser.evaluate("document.querySelectorAll('#rows tr')[7].querySelector('button[data-mark=right]').click()")  # unmark
+    browser.evaluate("document.querySelectorAll('#rows tr')[1].querySelector('button[data-mark=wrong]').click()")  # change
+    marked[7:], marked[1] = [], "wrong"
+    result = browser.evaluate("({...document.getElementById('marks-result').dataset})")
+    low, high = wilson_interval(3, 6)
+    assert {key: float(value) for key, value in result.items()} == pytest.approx(
+        {"right": 3, "wrong": 3, "unsure": 1, "precision": 0.5, "low": low, "high": high}, rel=1e-12)
+    assert f"50.0% [{100 * low:.1f}%, {100 * high:.1f}%]" in browser.evaluate("document.getElementById('marks-result').textContent")
+    browser.evaluate("document.getElementById('marks-save').click()")
+    for _ in range(100):
+        saved = list(tmp_path.glob("*.csv"))
+        if saved:
+            break
+        browser.evaluate("new Promise(ok => setTimeout(ok, 50))", await_promise=True)
+    assert [path.name for path in saved] == ["ADS_Improvement-Set_esc50_marks.csv"]
+    rows = read_curated_set(curated_dir).rows
+    sample = read_marks(saved[0], rows["id"])
+    assert (sample.right, sample.wrong, sample.unsure) == (3, 3, 1)
+    assert sample.interval() == pytest.approx((low, high), rel=1e-12)
+    table = pd.read_csv(saved[0], dtype=str)
+    assert list(table.columns) == ["id", "clip_id", "caption", "similarity", "mark", "sample_rank"]
+    by_id = rows.set_index("id")
+    sorted_rows = rows.iloc[np.lexsort((rows["id"].to_numpy(), -rows["similarity"].to_numpy()))]
+    expected = [(sorted_rows["id"].iloc[row["row"]], mark) for row, mark in zip(shown[:7], marked)]
+    assert list(zip(table["id"], table["mark"])) == expected  # in the order of the random sample
+    assert table["sample_rank"].astype(int).tolist() == list(range(1, 8))
+    assert table["caption"].tolist() == [by_id.loc[i, "caption"] for i, _ in expected]
+    with pytest.raises(ClapcurateError, match="not in the curated set"):
+        read_marks(saved[0], rows["id"].iloc[:3])
+    assert browser.console_errors() == []
+
+
+def test_the_study_reads_marks_back_into_its_report(tmp_path, curated_dir):
+    from clapcurate.errors import ConfigError
+    from clapcurate.study.config import StudyConfig, check_study_inputs
+    from clapcurate.study.curation import curated_counts
+    from clapcurate.study.tables import marked_precision_table
+
+    out = tmp_path / "study"
+    shutil.copytree(curated_dir, out / "curated" / "full_s0" / "ads_esc50", ignore=shutil.ignore_patterns("browser"))
+    manifest = out / "curated" / "full_s0" / "ads_esc50" / "improvement_set.csv"
+    ids = read_curated_set(manifest).rows["id"]
+    marks = pd.DataFrame({"id": ids[:9], "mark": ["right"] * 5 + ["wrong"] * 3 + ["unsure"]})
+    marks.to_csv(tmp_path / "marks.csv", index=False)
+    config = StudyConfig(seeds=[0], low_resource_fraction=None, marks={"full_s0/ads_esc50": str(tmp_path / "marks.csv")})
+    study = SimpleNamespace(out=out, config=config, truth=lambda: None)
+    [row] = curated_counts(study, "full", 0, {"ADS/esc50": str(manifest)}, {})
+    low, high = wilson_interval(5, 8)
+    assert row["folder"] == "full_s0/ads_esc50"
+    assert (row["marked_right"], row["marked_wrong"], row["marked_unsure"]) == (5, 3, 1)
+    assert (row["marked_precision"], row["marked_low"], row["marked_high"]) == pytest.approx((5 / 8, low, high))
+    table = marked_precision_table(pd.DataFrame([row]))
+    assert table.to_dict("records") == [{"set": "full_s0/ads_esc50", "pairs": "150", "marked": "5 right, 3 wrong, 1 unsure",
+                                         "sample precision % [95% Wilson]": f"62.5 [{100 * low:.1f}, {100 * high:.1f}]",
+                                         "ground truth %": ""}]
+    with pytest.raises(ValueError, match="marks: 'ads_esc50' is not a curated set's folder"):
+        StudyConfig(seeds=[0], marks={"ads_esc50": "marks.csv"})
+    with pytest.raises(ConfigError, match="marks.full_s0/du: .* is not a file"):
+        check_study_inputs(StudyConfig(seeds=[0], device="cpu", marks={"full_s0/du": str(tmp_path / "none.csv")}))
+    marks.assign(id=[f"another set's pair {k}" for k in range(9)]).to_csv(tmp_path / "marks.csv", index=False)
+    with pytest.raises(ClapcurateError, match="not in the curated set"):
+        curated_counts(study, "full", 0, {"ADS/esc50": str(manifest)}, {})

@@ -2,9 +2,16 @@
 
 `write_browser(curated)` turns a curated folder (`improvement_set.csv`, `stats.json`,
 `similarity_histogram.npz`, as `curate.write_improvement_set` writes them) into
-`{out_dir}/index.html` plus `{out_dir}/audio/` (the clips it plays, linked or copied). The page
-needs no server, no network and no external script or font: it works from `file://` and behind
-`python -m http.server`. It shows
+`{out_dir}/index.html` plus `{out_dir}/audio/` (the clips it plays, linked or copied one file at a
+time) and `{out_dir}/browse_files.json` (the record of what it wrote). The page needs no server, no
+network and no external script or font: it works from `file://` and behind `python -m http.server`.
+
+Only its own files: `out_dir` must be new, empty or hold an earlier page (whose recorded files are
+removed, never anything else; `overwrite=True` writes beside foreign files, never over them), and
+only files the embedding reads as audio are linked or copied (a manifest naming /etc/passwd gets
+no player). Every value of the set reaches the page as text (JSON in a data element, written into
+the page with `textContent`), and the page's Content-Security-Policy runs its own script alone.
+It shows
 
 - the similarity histogram of the whole search, the chosen sigma marked;
 - a sigma control: the pairs, distinct clips and distinct captions a stricter sigma' would keep
@@ -12,32 +19,51 @@ needs no server, no network and no external script or font: it works from `file:
   >= sigma' before any per-clip cap (from the histogram), without a new search;
 - the pairs, best first, borderline first or in random order, `limit` per page, each with an audio
   player, its caption, similarity, clip and source and, when given, whether the pair is right;
-- filters by caption text, benchmark class (DS, ADS) and right / wrong.
+- filters by caption text, benchmark class (DS, ADS) and right / wrong;
+- the captions holding the largest shares of the pairs (hub captions; `top_captions` of
+  `stats.json`, else counted from the pairs) and the set's `estimated_precision` when it has one;
+- a "mark a random sample" mode: the user marks pairs right / wrong / unsure while listening, the
+  page shows the precision of the marked sample with its 95% Wilson interval
+  (`intervals.wilson_interval`) and saves the marks as CSV (`read_marks` reads it back).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
+import logging
+import numbers
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from statistics import NormalDist
 from typing import Literal, Sequence
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
+from .audio import audio_duration
 from .curate import HISTOGRAM_DATA_FILE, STATS_FILE, read_histogram
 from .data.manifest import read_manifest
-from .errors import ClapcurateError
+from .errors import AudioError, ClapcurateError
+from .files import check_output_folder
+from .intervals import wilson_interval
+
+log = logging.getLogger("clapcurate.browse")
 
 BROWSER_DIR = "browser"  # default output folder, inside the curated folder
 PAGE_FILE = "index.html"
 AUDIO_DIR = "audio"
+RECORD_FILE = "browse_files.json"  # what a browse wrote in its folder: the only files a later one removes
+TOP_CAPTIONS = 10  # hub captions shown
+MARKS_LEVEL = 0.95  # the confidence level of the marked sample's Wilson interval
 DEFAULT_LIMIT = 100
 MANIFEST_NAMES = ("improvement_set.csv", "improvement_set.parquet")
 RANDOM_ORDER_SEED = 0
@@ -78,11 +104,80 @@ def read_curated_set(curated: str | os.PathLike) -> CuratedSet:
     rows = read_manifest(manifest_path)
     if "similarity" not in rows:
         raise ClapcurateError(f"{manifest_path} has no similarity column: not an Improvement-Set")
+    rewrite = "write the set again with `clapcurate curate`"
+    bad = np.flatnonzero(~np.isfinite(rows["similarity"].to_numpy(dtype=float)))  # read_manifest parsed them
+    if len(bad):
+        raise ClapcurateError(f"{manifest_path}: the similarity of row {bad[0] + 1} is "
+                              f"{rows['similarity'].iloc[bad[0]]}, not a finite number; {rewrite}")
     stats_path = manifest_path.parent / STATS_FILE
-    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    try:
+        stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClapcurateError(f"{stats_path}: not JSON ({error}); {rewrite}") from error
+    if not isinstance(stats, dict):
+        raise ClapcurateError(f"{stats_path}: not a JSON object; {rewrite}")
+    sigma = stats.get("sigma")
+    if sigma is not None and not _is_number(sigma):
+        raise ClapcurateError(f"{stats_path}: sigma is {sigma!r}, not a number; {rewrite}")
     histogram_path = manifest_path.parent / HISTOGRAM_DATA_FILE
     histogram = read_histogram(histogram_path) if histogram_path.is_file() else None
     return CuratedSet(manifest_path, rows, stats, histogram)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- marks of a sample
+
+MARKS = ("right", "wrong", "unsure")
+MARKS_COLUMNS = ("id", "clip_id", "caption", "similarity", "mark", "sample_rank")  # the page's CSV
+
+
+@dataclass(frozen=True)
+class MarkedSample:
+    """Pairs of an Improvement-Set marked by hand in the page's "mark a random sample" mode."""
+
+    right: int
+    wrong: int
+    unsure: int
+    ids: tuple[str, ...]  # the marked pairs' ids
+
+    @property
+    def precision(self) -> float:
+        """right / (right + wrong): unsure marks left out; nan when none was marked right or wrong."""
+        return self.right / (self.right + self.wrong) if self.right + self.wrong else float("nan")
+
+    def interval(self, level: float = MARKS_LEVEL) -> tuple[float, float]:
+        """The precision's Wilson interval (`intervals.wilson_interval`)."""
+        return wilson_interval(self.right, self.right + self.wrong, level)
+
+
+def read_marks(path: str | os.PathLike, pair_ids: Sequence[str] | None = None) -> MarkedSample:
+    """A marks CSV saved by the page. With `pair_ids` (the curated set's ids), a mark of a pair
+    the set does not hold is refused: the CSV belongs to another set."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise ClapcurateError(f"{path}: cannot read the marks CSV ({error})") from error
+    missing = [column for column in ("id", "mark") if column not in table]
+    if missing:
+        raise ClapcurateError(f"{path}: no {' and no '.join(missing)} column: not a marks CSV saved by the browser "
+                              f"(columns {', '.join(MARKS_COLUMNS)})")
+    unknown = table.loc[~table["mark"].isin(MARKS), "mark"]
+    if len(unknown):
+        raise ClapcurateError(f"{path}: mark {unknown.iloc[0]!r} in row {unknown.index[0] + 2}; a mark is one of "
+                              f"{', '.join(MARKS)}")
+    if table["id"].duplicated().any():
+        raise ClapcurateError(f"{path}: pair {table['id'][table['id'].duplicated()].iloc[0]!r} is marked twice")
+    if pair_ids is not None:
+        foreign = table.loc[~table["id"].isin(set(pair_ids)), "id"]
+        if len(foreign):
+            raise ClapcurateError(f"{path}: {len(foreign)} marked pair(s) are not in the curated set (e.g. "
+                                  f"{foreign.iloc[0]!r}): the marks belong to another set")
+    counts = table["mark"].value_counts()
+    return MarkedSample(*(int(counts.get(mark, 0)) for mark in MARKS), ids=tuple(table["id"]))
 
 
 # --------------------------------------------------------------------------- counts at sigma'
@@ -112,11 +207,12 @@ def search_pairs_at(histogram, sigma: float, scale: float = 1.0) -> int:
 
 def search_size(stats: dict) -> int | None:
     """Pool clips x candidate captions searched (DU, ADS), from `stats.json`; None when unknown."""
-    try:
-        clips = stats["pool_clips"] - stats.get("unreadable_pool_clips", 0) - stats.get("excluded_training_clips", 0)
-        return int(clips * stats["candidate_captions"])
-    except (KeyError, TypeError):
+    counts = [stats.get(key, 0) for key in ("pool_clips", "unreadable_pool_clips", "excluded_training_clips",
+                                            "candidate_captions")]
+    if "pool_clips" not in stats or "candidate_captions" not in stats or not all(map(_is_number, counts)):
         return None
+    pool, unreadable, excluded, captions = counts
+    return int((pool - unreadable - excluded) * captions)
 
 
 def histogram_scale(histogram, stats: dict) -> float:
@@ -128,7 +224,198 @@ def histogram_scale(histogram, stats: dict) -> float:
     return size / histogram.total
 
 
-# --------------------------------------------------------------------------- audio
+# --------------------------------------------------------------------------- the page folder
+
+
+class PageFolder:
+    """The files one browse writes in its folder, recorded in `browse_files.json`.
+
+    Each file is created new (never over an existing one) and recorded with what identifies it: a
+    link's target, a file's size and modification time. `clear_earlier_page` removes what an
+    earlier browse recorded, when still as it wrote it, and nothing else."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._base = os.fspath(root)
+        self.files: dict[str, dict] = {}  # path relative to root -> {"link": target} | {"size", "mtime_ns"}
+        self.folders: list[str] = []  # folders it created, relative to root
+
+    def path(self, relative: str) -> str:
+        return os.path.join(self._base, relative)
+
+    def _fail(self, relative: str, error: OSError):
+        if isinstance(error, FileExistsError):
+            raise ClapcurateError(f"{self.path(relative)} exists and was not written by `clapcurate browse`: "
+                                  "it is kept; move it away or choose another --out") from error
+        raise ClapcurateError(f"{self.path(relative)}: cannot write ({error.strerror or error})") from error
+
+    def folder(self, relative: str) -> None:
+        path = self.path(relative)
+        try:
+            os.mkdir(path)
+            self.folders.append(relative)
+        except FileExistsError as error:
+            if os.path.islink(path) or not os.path.isdir(path):
+                self._fail(relative, error)  # never write through a link or into a file's place
+        except OSError as error:
+            self._fail(relative, error)
+
+    def _record_file(self, relative: str) -> None:
+        status = os.lstat(self.path(relative))
+        self.files[relative] = {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+    def write_text(self, relative: str, text: str) -> Path:
+        try:
+            with open(self.path(relative), "x", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as error:
+            self._fail(relative, error)
+        self._record_file(relative)
+        return Path(self.path(relative))
+
+    def copy(self, source: str, relative: str) -> None:
+        try:
+            with open(source, "rb") as reader, open(self.path(relative), "xb") as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+        except OSError as error:
+            self._fail(relative, error)
+        self._record_file(relative)
+
+    def link(self, target: str, relative: str) -> bool:
+        """A symbolic link `relative` -> `target`; False where the file system has none (then copy)."""
+        try:
+            os.symlink(target, self.path(relative))
+        except FileExistsError as error:
+            self._fail(relative, error)
+        except (OSError, NotImplementedError):  # no symbolic links here (some Windows setups)
+            return False
+        self.files[relative] = {"link": target}
+        return True
+
+    def save_record(self) -> None:
+        record = {"written_by": "clapcurate browse", "files": self.files, "folders": self.folders}
+        self.write_text(RECORD_FILE, json.dumps(record, separators=(",", ":")))
+
+
+def _recorded_paths(root: Path) -> tuple[list[str], list[str]]:
+    """(files, folders) an earlier browse recorded in `root` and that are still as it wrote them;
+    entries of a record that point outside `root` or were changed since are left out."""
+    try:
+        record = json.loads((root / RECORD_FILE).read_text(encoding="utf-8"))
+        files, folders = dict(record["files"]), list(record["folders"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return [], []
+    base, real_base = os.fspath(root), os.path.realpath(root)
+    folder_inside: dict[str, bool] = {}
+
+    def inside(relative) -> str | None:
+        if not isinstance(relative, str) or not relative or os.path.isabs(relative) or ".." in relative.split("/"):
+            return None
+        path = os.path.join(base, relative)
+        parent = os.path.dirname(path)
+        if parent not in folder_inside:
+            real = os.path.realpath(parent)
+            folder_inside[parent] = real == real_base or real.startswith(real_base + os.sep)
+        return path if folder_inside[parent] else None
+
+    unchanged = []
+    for relative, written in files.items():
+        path = inside(relative)
+        if path is None or not isinstance(written, dict):
+            continue
+        try:
+            status = os.lstat(path)
+        except OSError:
+            continue
+        if "link" in written:
+            same = stat.S_ISLNK(status.st_mode) and os.readlink(path) == written["link"]
+        else:
+            same = (stat.S_ISREG(status.st_mode) and status.st_size == written.get("size")
+                    and status.st_mtime_ns == written.get("mtime_ns"))
+        if same:
+            unchanged.append(path)
+    return unchanged, [path for path in map(inside, folders)
+                       if path is not None and os.path.isdir(path) and not os.path.islink(path)]
+
+
+LEGACY_LINK = re.compile(r"\d{3}(_[A-Za-z0-9_-]+)?")  # audio/ entries of pages written before browse_files.json
+
+
+def _legacy_page(root: Path) -> tuple[list[str], list[str]]:
+    """(files, folders) of a page written before pages recorded their files, when `root` holds
+    exactly such a page: `index.html` (a browse page) and `audio/` holding only the symbolic links
+    to audio folders it made (removing a link never removes its target); else nothing."""
+    page, audio = root / PAGE_FILE, root / AUDIO_DIR
+    try:
+        if sorted(os.listdir(root)) != sorted([PAGE_FILE, AUDIO_DIR]) or audio.is_symlink():
+            return [], []
+        links = list(os.scandir(audio))
+        with open(page, encoding="utf-8", errors="replace") as file:
+            head = file.read(1 << 16)
+    except OSError:
+        return [], []
+    if ('<script type="application/json" id="data">' not in head or "Improvement-Set" not in head
+            or not all(entry.is_symlink() and LEGACY_LINK.fullmatch(entry.name) for entry in links)):
+        return [], []
+    return [str(page)] + [entry.path for entry in links], [str(audio)]
+
+
+def clear_earlier_page(root: Path, overwrite: bool = False) -> int:
+    """Make `root` ready for a page: create it, or remove what an earlier browse recorded there.
+    A folder holding anything else is refused unless `overwrite`, and those files stay.
+    Returns the number of files removed."""
+    check_output_folder(root, "browser folder")
+    files, folders = _recorded_paths(root) if (root / RECORD_FILE).exists() else _legacy_page(root)
+    own = set(files) | set(folders) | {os.path.join(root, RECORD_FILE)}
+    foreign = []
+    for folder, subfolders, names in os.walk(root):
+        foreign += [os.path.join(folder, name) for name in subfolders + names
+                    if os.path.join(folder, name) not in own]
+        subfolders[:] = [name for name in subfolders if os.path.join(folder, name) in own]
+    if foreign and not overwrite:
+        raise ClapcurateError(f"{root} holds {len(foreign)} file(s) or folder(s) `clapcurate browse` did not write "
+                              f"(e.g. {foreign[0]}): choose a new or empty --out, or add --overwrite to write the page "
+                              "beside them (they are kept)")
+    if os.path.join(root, PAGE_FILE) in foreign:  # found before anything is written
+        raise ClapcurateError(f"{root / PAGE_FILE} exists and was not written by `clapcurate browse`: it is kept; "
+                              "move it away or choose another --out")
+    for path in files:
+        os.unlink(path)
+    for path in sorted(folders, key=lambda folder: -folder.count(os.sep)):  # deepest first, only when emptied
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+    (root / RECORD_FILE).unlink(missing_ok=True)
+    return len(files)
+
+
+# Leading bytes of the audio containers datasets hold: a file that starts so is taken as audio
+# without opening it with libsndfile (100k clips in about a second); any other file must decode.
+AUDIO_SIGNATURES = ((0, b"RIFF", 8, b"WAVE"), (0, b"RF64", 8, b"WAVE"), (0, b"BW64", 8, b"WAVE"),
+                    (0, b"FORM", 8, b"AIFF"), (0, b"FORM", 8, b"AIFC"), (0, b"fLaC", 0, b""), (0, b"OggS", 0, b""),
+                    (0, b"caff", 0, b""), (0, b".snd", 0, b""))
+
+
+def is_audio_file(path: str) -> bool:
+    """Whether `path` is an audio file the embedding reads: a regular file that starts as one of
+    `AUDIO_SIGNATURES` or that libsndfile opens (`audio.audio_duration`)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            head = os.read(descriptor, 12)
+        finally:
+            os.close(descriptor)
+    except OSError:
+        return False
+    if any(head[a:a + len(first)] == first and head[b:b + len(second)] == second
+           for a, first, b, second in AUDIO_SIGNATURES):
+        return True
+    try:
+        audio_duration(path)
+    except AudioError:
+        return False
+    return True
 
 
 def _folder_name(index: int, folder: str) -> str:
@@ -137,46 +424,65 @@ def _folder_name(index: int, folder: str) -> str:
     return f"{index:03d}_{readable}" if readable else f"{index:03d}"
 
 
-def place_audio(paths: Sequence[str], audio_dir: Path, mode: AudioMode = "link") -> list[str]:
-    """Make each audio file reachable below `audio_dir` and return its page-relative `src`
-    (`audio/000_pool/clip%201.wav`; '' for a missing file).
+@dataclass
+class PlacedAudio:
+    sources: list[str]  # page-relative `src` of each path, '' where it gets no player
+    missing: list[str]  # paths that are not files
+    not_audio: list[str]  # files the embedding cannot read as audio (never linked or copied)
 
-    `link`: one relative symbolic link per folder holding audio (`audio/000_pool -> ../../pool`),
-    so a set of 100k clips from one pool folder costs one link, not 100k. `copy`: the files are
-    copied (a page to move to another machine). `audio_dir` is emptied first (links are removed,
-    never their targets)."""
+
+def place_audio(paths: Sequence[str], folder: PageFolder, mode: AudioMode = "link") -> PlacedAudio:
+    """Make each audio file reachable below `{folder}/audio/`, one file at a time, and return
+    its page-relative `src` (`audio/000_pool/clip%201.wav`).
+
+    Only files that decode as audio (what `embed` reads) are placed; a missing file, a folder, or
+    a file such as /etc/passwd gets no player. `link`: one relative symbolic link per file, to
+    the file itself (`audio/000_pool/clip.wav -> ../../../pool/clip.wav`); `copy`: the file is
+    copied (a page to move to another machine). Files are grouped by their folder
+    (`audio/000_pool/`) so that equal names from two folders stay apart."""
     if mode not in ("link", "copy"):
         raise ClapcurateError(f"audio mode must be link or copy, got {mode!r}")
-    if audio_dir.is_symlink() or audio_dir.is_file():
-        audio_dir.unlink()
-    elif audio_dir.is_dir():
-        shutil.rmtree(audio_dir)
-    audio_dir.mkdir(parents=True)
-    base = os.path.realpath(audio_dir)
-    entry_of: dict[str, tuple[str, bool]] = {}  # audio folder -> (its entry in audio_dir, copied)
-    sources = []
+    folder.folder(AUDIO_DIR)
+    entry_of: dict[str, tuple[str, str]] = {}  # audio folder -> (its entry in audio/, the entry's real path)
+    placed = PlacedAudio([], [], [])
+    real_folders: dict[str, str] = {}  # realpath of each audio folder, resolved once
+    relative_folders: dict[tuple[str, str], str] = {}  # (real audio folder, real entry) -> link path between them
     for path in paths:
-        if not path or not os.path.isfile(path):
-            sources.append("")
+        real, mode_bits = "", 0
+        if path:
+            source_folder, name = os.path.split(os.path.abspath(path))
+            if source_folder not in real_folders:
+                real_folders[source_folder] = os.path.realpath(source_folder)
+            real = os.path.join(real_folders[source_folder], name)
+            try:
+                mode_bits = os.lstat(real).st_mode
+                if stat.S_ISLNK(mode_bits):
+                    real = os.path.realpath(real)
+                    mode_bits = os.stat(real).st_mode
+            except OSError:
+                mode_bits = 0
+        if not real or not stat.S_ISREG(mode_bits):
+            placed.sources.append("")
+            placed.missing.append(path)
             continue
-        folder, name = os.path.split(os.path.abspath(path))
-        if folder not in entry_of:
-            entry = _folder_name(len(entry_of), folder)
-            copied = mode == "copy"
-            if not copied:
-                try:
-                    os.symlink(os.path.relpath(os.path.realpath(folder), base), audio_dir / entry,
-                               target_is_directory=True)
-                except OSError:  # no symbolic links here (some Windows setups): copy instead
-                    copied = True
-            if copied:
-                (audio_dir / entry).mkdir()
-            entry_of[folder] = (entry, copied)
-        entry, copied = entry_of[folder]
-        if copied:
-            shutil.copyfile(path, audio_dir / entry / name)
-        sources.append(f"{AUDIO_DIR}/{entry}/{quote(name)}")
-    return sources
+        if not is_audio_file(real):
+            placed.sources.append("")
+            placed.not_audio.append(path)
+            continue
+        if source_folder not in entry_of:
+            entry = f"{AUDIO_DIR}/{_folder_name(len(entry_of), source_folder)}"
+            folder.folder(entry)
+            entry_of[source_folder] = entry, os.path.realpath(folder.path(entry))
+        entry, entry_real = entry_of[source_folder]
+        relative = f"{entry}/{name}"
+        real_folder, real_name = os.path.split(real)
+        if (real_folder, entry_real) not in relative_folders:
+            relative_folders[real_folder, entry_real] = os.path.relpath(real_folder, entry_real)
+        target = os.path.join(relative_folders[real_folder, entry_real], real_name)
+        if mode == "copy" or not folder.link(target, relative):
+            folder.copy(real, relative)
+        placed.sources.append(f"{entry}/{quote(name)}")
+    return placed
 
 
 # --------------------------------------------------------------------------- matched windows
@@ -251,6 +557,14 @@ def _histogram_data(histogram, scale: float) -> dict | None:
             "counts": histogram.counts[first:last + 1].tolist(), "total": histogram.total, "scale": scale}
 
 
+def caption_shares(rows: pd.DataFrame, top: int = TOP_CAPTIONS) -> list[dict]:
+    """The `top` captions holding the most pairs: [{"caption", "pairs", "share"}], share of all
+    pairs, most first (ties by caption), as `stats.json`'s `top_captions`."""
+    counts = rows["caption"].astype(str).value_counts()
+    counts = counts.iloc[np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))][:top]
+    return [{"caption": caption, "pairs": int(pairs), "share": pairs / len(rows)} for caption, pairs in counts.items()]
+
+
 def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
               right: Sequence[bool] | None = None, start_seconds: Sequence[float] | None = None,
               window_seconds: float | None = None, title: str | None = None) -> dict:
@@ -268,12 +582,15 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
     first_rows = rows.drop_duplicates("clip_id")
     stats = curated.stats
     method = str(stats.get("method") or (rows["method"].iloc[0] if "method" in rows and len(rows) else ""))
+    benchmark = str(stats.get("benchmark") or "")
     return {
-        "title": title or " ".join(filter(None, [method.upper(), "Improvement-Set", stats.get("benchmark")])),
+        "title": title or " ".join(filter(None, [method.upper(), "Improvement-Set", benchmark])),
         "method": method,
-        "benchmark": stats.get("benchmark") or "",
+        "benchmark": benchmark,
         "sigma": float(stats.get("sigma", rows["similarity"].min() if len(rows) else 0.0)),
         "stats": _finite(stats),
+        "top_captions": None if "top_captions" in stats else caption_shares(rows),  # else the page uses stats'
+        "wilson_z": NormalDist().inv_cdf(0.5 + MARKS_LEVEL / 2),  # as intervals.wilson_interval
         "limit": int(limit),
         "histogram": _histogram_data(curated.histogram, histogram_scale(curated.histogram, stats)),
         "captions": captions,
@@ -281,6 +598,7 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
         "clips": {"id": clip_ids, "src": list(audio_sources),
                   "source": first_rows["source"].astype(str).tolist() if "source" in rows else [""] * len(clip_ids)},
         "rows": {
+            "id": sorted_rows["id"].astype(str).tolist(),
             "similarity": sorted_rows["similarity"].astype(float).tolist(),
             "caption": caption_index.tolist(),
             "label": label_index.tolist(),
@@ -313,24 +631,40 @@ def _script_json(data: dict) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _sha256_source(element: str, page: str) -> str:
+    """CSP source of the one inline `<element>` of the page: its text's sha256."""
+    text = re.search(rf"<{element}>(.*?)</{element}>", page, re.S).group(1)
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def content_security_policy(template: str) -> str:
+    """Nothing but the page's own script and style (by hash), its audio and the data: icon:
+    no injected script, handler, frame, form, connection or remote resource."""
+    return ("default-src 'none'; "
+            f"script-src {_sha256_source('script', template)}; style-src {_sha256_source('style', template)}; "
+            "media-src 'self'; img-src data:; base-uri 'none'; form-action 'none'")
+
+
 def render_page(data: dict) -> str:
     template = resources.files("clapcurate").joinpath("templates").joinpath("browse.html")
     template = template.read_text(encoding="utf-8")
-    return (template.replace("{{TITLE}}", html.escape(data["title"]))
+    return (template.replace("{{CSP}}", html.escape(content_security_policy(template)))
+            .replace("{{TITLE}}", html.escape(data["title"]))
             .replace("{{DATA}}", _script_json(data)))
 
 
 def write_browser(curated: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   limit: int = DEFAULT_LIMIT, right: Sequence[bool] | None = None,
                   windows: "MatchedWindows | None" = None, audio: AudioMode = "link",
-                  title: str | None = None) -> Path:
+                  title: str | None = None, overwrite: bool = False) -> Path:
     """Write the browser of a curated set (folder or manifest) into `out_dir` (default
     `{curated folder}/browser`); returns the page's path.
 
     `right` (one per manifest row, e.g. from the embedded world's ground truth) adds a right /
     wrong mark to each pair; `windows` (`matched_windows`) makes the player of a long clip play
     the window that matched the caption. `audio="link"` links the clips with relative symbolic links,
-    `"copy"` copies them (a page to move elsewhere)."""
+    `"copy"` copies them (a page to move elsewhere). `out_dir` must be new, empty or an earlier
+    page (`clear_earlier_page`; `overwrite` writes beside foreign files)."""
     if limit < 1:
         raise ClapcurateError(f"--limit must be at least 1, got {limit}")
     curated_set = read_curated_set(curated)
@@ -340,11 +674,17 @@ def write_browser(curated: str | os.PathLike, out_dir: str | os.PathLike | None 
         if values is not None and len(values) != n_rows:
             raise ClapcurateError(f"{name}: {len(values)} values for {n_rows} curated pairs")
     out_dir = Path(out_dir) if out_dir is not None else curated_set.folder / BROWSER_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clips = curated_set.rows.drop_duplicates("clip_id")
-    sources = place_audio(clips["audio_path"].astype(str).tolist(), out_dir / AUDIO_DIR, audio)
-    data = page_data(curated_set, sources, limit, right, start_seconds,
-                     None if windows is None else windows.window_seconds, title)
-    page = out_dir / PAGE_FILE
-    page.write_text(render_page(data), encoding="utf-8")
+    clear_earlier_page(out_dir, overwrite)
+    folder = PageFolder(out_dir)
+    try:
+        clips = curated_set.rows.drop_duplicates("clip_id")
+        placed = place_audio(clips["audio_path"].astype(str).tolist(), folder, audio)
+        data = page_data(curated_set, placed.sources, limit, right, start_seconds,
+                         None if windows is None else windows.window_seconds, title)
+        page = folder.write_text(PAGE_FILE, render_page(data))
+    finally:
+        folder.save_record()  # what it wrote, also when it stopped half-way
+    for paths, what in ((placed.missing, "missing"), (placed.not_audio, "not audio files, neither linked nor copied")):
+        if paths:
+            log.warning("%d of %d clips get no player (%s), e.g. %s", len(paths), len(clips), what, paths[0])
     return page

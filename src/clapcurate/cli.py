@@ -404,7 +404,8 @@ def cmd_browse(args):
         from .model import load_model
 
         windows = matched_windows(rows, load_model(args.teacher, args.text_encoder, device=_device(args)))
-    page = write_browser(args.curated, args.out, limit=args.limit, right=right, windows=windows, audio=args.audio)
+    page = write_browser(args.curated, args.out, limit=args.limit, right=right, windows=windows, audio=args.audio,
+                         overwrite=args.overwrite)
     _console().print(f"Improvement-Set browser written to {page} (open it in a browser; no server needed)")
 
 
@@ -528,7 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("browse", help="write a static page to look at and listen to a curated set")
     p.add_argument("curated", help="curated folder (improvement_set.csv, stats.json, histogram data)")
-    p.add_argument("--out", help="output folder (default: CURATED/browser)")
+    p.add_argument("--out", help="output folder (default: CURATED/browser): new, empty or an earlier page, whose "
+                                 "recorded files (browse_files.json) are replaced")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder holding other files: they are kept, never replaced")
     p.add_argument("--limit", type=int, default=100, help="pairs (audio players) per page")
     p.add_argument("--audio", choices=["link", "copy"], default="link",
                    help="link the clips next to the page (relative symbolic links) or copy them")

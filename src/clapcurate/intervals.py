@@ -17,6 +17,7 @@ benchmark weighs the same, whatever its clip count), each benchmark resampled on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -151,3 +152,21 @@ def bracket_position(curated, oracle, shuffled, recordings=None, resamples: int 
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return float((c - s) / (o - s)), float(low), float(high)
+
+
+def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion successes / trials (e.g. the precision of a sample of
+    pairs marked by hand): centre (p + z^2/2n) / (1 + z^2/n), half-width
+    z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n), z the normal quantile of (1 + level) / 2. Unlike the
+    normal approximation it stays inside [0, 1] and is usable for small n and p near 0 or 1;
+    (0, 1) when there are no trials."""
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, trials], got {successes} of {trials}")
+    if trials == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p, z2 = successes / trials, z * z
+    denominator = 1 + z2 / trials
+    centre = (p + z2 / (2 * trials)) / denominator
+    half = z * np.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)

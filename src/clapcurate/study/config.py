@@ -4,6 +4,7 @@ exist before anything runs."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,9 @@ class CurationSettings:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
 
 
+MARKED_SET = re.compile(r"[^/]+_s(\d+)/(du|ds_[\w-]+|ads_[\w-]+)")  # a `marks` key: a curated set's folder
+
+
 @dataclass
 class StudyConfig:
     """The whole study. The stage sections are the stage configs they become (`TaggerConfig`,
@@ -133,9 +137,18 @@ class StudyConfig:
     eval_batch_size: int = 64
     num_workers: int | str = AUTO  # audio-decoding workers of embedding and evaluation (auto: several on a GPU)
     device: str = AUTO  # where every stage runs: auto (a GPU when there is one), cpu, cuda, cuda:N
+    # hand-marked samples of curated sets (CSVs saved by the browser's "mark a random sample"), by the
+    # set's folder under curated/, e.g. {full_s0/ads_esc50: marks/ads_esc50.csv}: the report shows
+    # each sample's precision with its 95% Wilson interval beside the set
+    marks: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         check_device(self.device)
+        for key in self.marks:
+            found = MARKED_SET.fullmatch(key)
+            if not found or int(found.group(1)) not in self.seeds:
+                raise ValueError(f"marks: {key!r} is not a curated set's folder under curated/ "
+                                 f"(TEACHER_sSEED/SET with a seed of `seeds`, e.g. full_s{self.seeds[0]}/ads_esc50)")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed")
         if self.low_resource_fraction is not None and not 0.0 < self.low_resource_fraction < 1.0:
@@ -220,3 +233,6 @@ def check_study_inputs(config: StudyConfig) -> None:
         for key, spec in given.items():
             if spec:
                 check_data(spec, key)
+    for key, path in config.marks.items():
+        if not Path(path).is_file():
+            raise ConfigError(f"marks.{key}: {path} is not a file (a CSV saved by the browser's \"save marks\")")

@@ -110,19 +110,35 @@ def bracket_students(study: Study, kind: str, seed: int, spec: StudentSpec, trai
 
 
 def curated_counts(study: Study, kind: str, seed: int, sets: dict[str, str], manifests: dict[str, str]) -> list[dict]:
-    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, its path
-    and, on the embedded world, its precision."""
+    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, its path,
+    on the embedded world its precision, and with `marks` its hand-marked sample's."""
     from ..data.manifest import read_manifest
 
     truth = study.truth()
     out = []
     for key, path in sets.items():
         method, _, bench = key.partition("/")
+        rows = read_manifest(path)
+        folder = Path(path).parent.relative_to(study.out / "curated").as_posix()
         out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
-                    "pairs": len(read_manifest(path)), "pairs_at_sigma": _pairs_before_cap(path),
-                    "path": str(Path(path).resolve()),
-                    "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan})
+                    "pairs": len(rows), "pairs_at_sigma": _pairs_before_cap(path),
+                    "path": str(Path(path).resolve()), "folder": folder,
+                    "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan,
+                    **marked_sample(study.config.marks.get(folder), rows["id"])})
     return out
+
+
+def marked_sample(marks_csv: str | None, pair_ids) -> dict:
+    """The counts, precision and 95% Wilson interval of a set's hand-marked sample (NaN without one)."""
+    from ..browse import read_marks
+
+    if not marks_csv:
+        return dict.fromkeys(MARKED_COLUMNS, np.nan)
+    sample = read_marks(marks_csv, pair_ids)
+    return dict(zip(MARKED_COLUMNS, (sample.right, sample.wrong, sample.unsure, sample.precision, *sample.interval())))
+
+
+MARKED_COLUMNS = ("marked_right", "marked_wrong", "marked_unsure", "marked_precision", "marked_low", "marked_high")
 
 
 def _pairs_before_cap(improvement_set: str) -> float:

@@ -96,6 +96,10 @@ class Study:
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
                         rows.append(evaluate(self, kind, spec.method, identity(self.config, spec), seed, student,
                                              bench, manifests, student_name(self.config, kind, spec, seed)))
+        unmatched = sorted(set(self.config.marks) - {row["folder"] for row in counts})
+        if unmatched:
+            self.notes.append(f"marks: {', '.join(unmatched)} named no curated set of this study; those marks are "
+                              "not in the report.")
         return write_outputs(self, rows, counts, manifests, time.perf_counter() - t0)
 
 

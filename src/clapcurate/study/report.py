@@ -22,6 +22,7 @@ from .tables import (
     length_table,
     limits_table,
     markdown_table,
+    marked_precision_table,
     precision_table,
     rare_frequent_table,
 )
@@ -131,6 +132,12 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
                   markdown_table(precision_table(counts, "full"))]
         if (counts["teacher"] == low).any():
             parts += [f"With the {low} teacher:", markdown_table(precision_table(counts, low))]
+    marked = marked_precision_table(counts)
+    if len(marked):
+        parts += ["## Precision of hand-marked samples",
+                  "Pairs marked right, wrong or unsure by a listener in the set's browser (\"mark a random "
+                  "sample\", the CSVs named by `marks`); the precision leaves unsure marks out.",
+                  markdown_table(marked)]
     if "path" in counts:
         from ..browse import BROWSER_DIR, PAGE_FILE
 

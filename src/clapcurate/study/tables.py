@@ -155,6 +155,22 @@ def precision_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+def marked_precision_table(counts: pd.DataFrame) -> pd.DataFrame:
+    """The curated sets with a hand-marked sample (`marks`): the marks, the sample's precision
+    (right / (right + wrong)) with its 95% Wilson interval and, where known, the ground truth's."""
+    if "marked_precision" not in counts:
+        return pd.DataFrame()
+    table = []
+    for row in counts[counts["marked_right"].notna()].itertuples():
+        marked = f"{row.marked_right:.0f} right, {row.marked_wrong:.0f} wrong, {row.marked_unsure:.0f} unsure"
+        sample = ("-" if np.isnan(row.marked_precision) else
+                  f"{100 * row.marked_precision:.1f} [{100 * row.marked_low:.1f}, {100 * row.marked_high:.1f}]")
+        table.append({"set": row.folder, "pairs": f"{row.pairs:,}", "marked": marked,
+                      "sample precision % [95% Wilson]": sample,
+                      "ground truth %": "" if np.isnan(row.precision) else f"{100 * row.precision:.1f}"})
+    return pd.DataFrame(table)
+
+
 def rare_frequent_table(per_class: pd.DataFrame, teacher: str, rows) -> pd.DataFrame:
     """Mean per-class accuracy on benchmark classes rare versus frequent in the caption corpus."""
     sub = per_class[per_class["teacher"] == teacher]

@@ -1,9 +1,11 @@
-"""Headless Chromium driven through its DevTools protocol over a pipe.
+"""Headless Chromium driven through its DevTools protocol over a pipe (for tests, benchmarks/ and docs/).
 
 Chromium started with `--remote-debugging-pipe` reads protocol commands (JSON, each ended by a
 NUL byte) on file descriptor 3 and writes replies and events on descriptor 4: no websocket, no
-port and no extra package. clapcurate uses it to check the pages it writes (console errors, what
-the page shows) and to take screenshots of them.
+port and no extra package. The tests use it to check the pages clapcurate writes (console errors,
+what the page shows), benchmarks/browse.py to time them and docs/browser_screenshot.py to take
+screenshots of them; it is not part of the library. Outside tests/, put this folder on `sys.path`
+first (`sys.path.insert(0, "tests")` from the repository root).
 
     with Chromium() as browser:
         browser.open(page.as_uri())
@@ -24,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import ClapcurateError
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_ENV = "CLAPCURATE_CHROMIUM"  # path of the browser to use instead of the first found
@@ -38,7 +39,7 @@ def find_chromium() -> str | None:
     return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
 
 
-class ProtocolError(ClapcurateError):
+class ProtocolError(RuntimeError):
     """Chromium answered a command with an error, or did not answer in time."""
 
 
@@ -49,7 +50,7 @@ class Chromium:
                  timeout: float = 30.0):
         executable = executable or find_chromium()
         if not executable:
-            raise ClapcurateError(f"Chromium not found (looked for {', '.join(CHROMIUM_NAMES)}; or set "
+            raise RuntimeError(f"Chromium not found (looked for {', '.join(CHROMIUM_NAMES)}; or set "
                                   f"${CHROMIUM_ENV}); on Debian: apt-get install chromium")
         self.timeout = timeout
         self.events: list[dict] = []
