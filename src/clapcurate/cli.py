@@ -35,10 +35,10 @@ def _audio_settings(assignments: list[str] | None) -> dict:
 
 
 def _import_published(args, families: tuple[str, ...]):
-    from .model import checkpoints
+    from .model import checkpoints, imports
 
-    model = checkpoints.import_checkpoint(Path(args.checkpoint), text_encoder=args.text_encoder, families=families,
-                                          **_audio_settings(args.set))
+    model = imports.import_checkpoint(Path(args.checkpoint), text_encoder=args.text_encoder, families=families,
+                                      **_audio_settings(args.set))
     out = checkpoints.save(model, args.out_dir)
     audio = model.config.audio
     _console().print(f"{args.checkpoint} ({audio.encoder}, {audio.sample_rate} Hz, {audio.clip_seconds:g} s clips) "
