@@ -38,7 +38,8 @@ from ..files import partial_folder, publish_folder
 from .audio_encoders import load_panns_checkpoint
 from .clap import CLAP, CLAPConfig
 from .imports import import_checkpoint
-from .text_encoders import pretrained_weights, resolve_text_encoder
+from .text_encoders import is_transformers_clap, pretrained_weights, resolve_text_encoder
+from .transformers_clap import import_transformers_clap
 from .weights import WeightsSource, load_state_strict, tensors_hash
 
 WEIGHTS_FILE = "model.safetensors"
@@ -325,12 +326,22 @@ def _hash_file(digest, path: Path) -> None:
     digest.update(b"\0")
 
 
+def _hash_folder(digest, folder: Path) -> None:
+    """Feed the names and bytes of every file below `folder` to `digest`, in sorted order."""
+    for file in sorted(item for item in folder.rglob("*") if item.is_file()):
+        digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
+        _hash_file(digest, file)
+
+
 def load_model(path: str | Path, text_encoder: str | None = None, device: str | torch.device = "cpu") -> CLAP:
-    """Any supported model, in eval mode on `device`: a clapcurate checkpoint folder, or a published
-    weights file (MS CLAP 2022 or 2023, LAION-CLAP; see `import_checkpoint`, whose text encoder
-    architecture and tokenizer come from `text_encoder`). The one entry point behind every
-    command's `--model` and every config's `teacher`."""
+    """Any supported model, in eval mode on `device`: a clapcurate checkpoint folder, a
+    transformers `ClapModel` folder (`import_transformers_clap`), or a published weights file
+    (MS CLAP 2022 or 2023, LAION-CLAP; see `import_checkpoint`, whose text encoder architecture
+    and tokenizer come from `text_encoder`). The one entry point behind every command's
+    `--model` and every config's `teacher`."""
     path = require_model_path(path)
+    if is_transformers_clap(path):
+        return import_transformers_clap(path).to(device)
     if path.is_dir():
         return load(path, device=device)
     return import_checkpoint(path, text_encoder).to(device)
@@ -340,17 +351,20 @@ def model_hash(path: str | Path, text_encoder: str | None = None) -> str:
     """The identity of the model `load_model(path, text_encoder)` builds, as embedding folders
     record it: a checkpoint folder's `checkpoint_hash` (the text encoder is inside it), or for a
     weights file SHA-256 over its bytes and the text-encoder setting (a local text-encoder folder
-    by its files' names and bytes, a name as written; none: the family's default)."""
+    by its files' names and bytes, a name as written; none: the family's default); a transformers
+    CLAP folder by its files' names and bytes."""
     path = require_model_path(path)
+    if is_transformers_clap(path):
+        digest = hashlib.sha256(b"transformers clap\0")
+        _hash_folder(digest, path)
+        return digest.hexdigest()
     if path.is_dir():
         return checkpoint_hash(path)
     digest = hashlib.sha256(b"weights\0")
     _hash_file(digest, path)
     setting = Path(text_encoder) if text_encoder else None
     if setting is not None and setting.is_dir():
-        for file in sorted(item for item in setting.rglob("*") if item.is_file()):
-            digest.update(file.relative_to(setting).as_posix().encode() + b"\0")
-            _hash_file(digest, file)
+        _hash_folder(digest, setting)
     else:
         digest.update(b"text_encoder\0" + (text_encoder or "").encode())
     return digest.hexdigest()
@@ -361,7 +375,7 @@ def require_model_path(path: str | Path, key: str | None = None) -> Path:
     (`ConfigError` naming the config key or option `key` when given)."""
     path = Path(path)
     if not str(path).strip() or not path.exists():
-        message = f"model not found: {path} (expected a checkpoint folder or a published CLAP .pth/.pt file)"
+        message = f"model not found: {path} (expected a checkpoint folder, a transformers ClapModel folder or a published CLAP .pth/.pt file)"
         if key:
             raise ConfigError(f"{key}: {message}")
         raise ClapcurateError(message)
