@@ -119,7 +119,7 @@ def save(model: CLAP, directory: str | Path, self_contained: bool = False) -> Pa
     return publish_folder(partial, directory)
 
 
-def _read_config(directory: Path) -> CLAPConfig:
+def read_config(directory: Path) -> CLAPConfig:
     config_path = directory / CONFIG_FILE
     try:
         data = json.loads(config_path.read_text())
@@ -265,7 +265,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> CLAP:
     referenced parts found and checked by hash (see the module docstring)."""
     directory = Path(directory)
     _checkpoint_files(directory)
-    config = _read_config(directory)
+    config = read_config(directory)
     parts = _read_parts(directory)
     config = dataclasses.replace(
         config, text=dataclasses.replace(config.text, name_or_path=str(directory / TEXT_ENCODER_DIR))

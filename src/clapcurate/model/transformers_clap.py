@@ -26,6 +26,7 @@ projections); `representability` says why not otherwise.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -56,6 +57,8 @@ _BLOCK_NAMES = {
     "mlp.fc2": "output.dense",
 }
 _QKV = ("query", "key", "value")
+# settings of a tokenizer call that transformers keeps among a tokenizer's saved settings
+TOKENIZER_CALL_SETTINGS = ("max_length", "stride", "truncation_strategy", "pad_to_multiple_of")
 
 
 def hf_names(ours: str) -> list[str]:
@@ -282,6 +285,13 @@ def export_transformers_clap(model: CLAP, directory: str | Path) -> Path:
         raise ClapcurateError(f"internal: the transformers model has weights no part of ours maps to: {left[:5]}")
     clap.load_state_dict(state, strict=True)
     clap.save_pretrained(directory)
-    processor = transformers.ClapProcessor(feature_extractor=feature_extractor(model), tokenizer=model.text_encoder.tokenizer)
-    processor.save_pretrained(directory)
+    tokenizer = copy.deepcopy(model.text_encoder.tokenizer)
+    # our calls' padding and truncation stay in a tokenizer's saved settings; ClapProcessor would
+    # pass their max_length to its feature extractor too
+    for key in TOKENIZER_CALL_SETTINGS:
+        tokenizer.init_kwargs.pop(key, None)
+    if getattr(tokenizer, "backend_tokenizer", None) is not None:
+        tokenizer.backend_tokenizer.no_truncation()
+        tokenizer.backend_tokenizer.no_padding()
+    transformers.ClapProcessor(feature_extractor=feature_extractor(model), tokenizer=tokenizer).save_pretrained(directory)
     return directory
