@@ -83,16 +83,16 @@ def refusal(config: CLAPConfig, text_type: str, fmt: str) -> str | None:
             return ("MS CLAP holds CNN14 + BERT (2022) or HTS-AT + GPT-2 (2023) with its projection heads; this model "
                     f"has {audio.encoder.upper()} + {text_type or 'unknown'} with {config.projection} heads")
         return None
+    towers = ("htsat", "cnn14") if fmt == "laion" else ("htsat",)
+    if audio.encoder not in towers:
+        return (f"its {audio.encoder.upper()} audio tower has no counterpart in {FORMATS[fmt]} "
+                f"({' or '.join(tower.upper() for tower in towers)} only)")
     if config.projection != "mlp":
         return f"its MS CLAP projection heads have no counterpart in {FORMATS[fmt]} (linear, ReLU, linear)"
     if text_type != "roberta" or text.pooling != "pooler" or text.caption_suffix:
         return f"its text tower ({text_type or 'unknown'}, {text.pooling} pooling) is not RoBERTa's pooler output"
     if fmt == "laion":
-        if audio.encoder not in ("htsat", "cnn14"):
-            return f"its {audio.encoder.upper()} audio tower has no counterpart in LAION-CLAP's code (HTS-AT or CNN14)"
         return None
-    if audio.encoder != "htsat":
-        return f"its {audio.encoder.upper()} audio tower has no counterpart in a transformers ClapModel (HTS-AT only)"
     if audio.mel_sample_rate not in (0, audio.sample_rate):
         return "its mel filterbank is designed for another rate than its audio's; ClapFeatureExtractor cannot express it"
     if not float(audio.clip_seconds).is_integer():
@@ -100,7 +100,7 @@ def refusal(config: CLAPConfig, text_type: str, fmt: str) -> str | None:
     return None
 
 
-def _probe(model: CLAP) -> torch.Tensor:
+def probe_clips(model: CLAP) -> torch.Tensor:
     """Probe clips [2, clip_samples]: a tone in noise, loud and quiet."""
     rng = np.random.default_rng(0)
     time = np.arange(model.clip_samples) / model.sample_rate
@@ -111,7 +111,7 @@ def _probe(model: CLAP) -> torch.Tensor:
 def _round_trip_difference(model: CLAP) -> float:
     """The largest difference the 16-bit round trip makes to `model`'s normalised audio embeddings
     of the probe clips (switched on where the model has it off, and off where on)."""
-    probe = _probe(model)
+    probe = probe_clips(model)
     with torch.no_grad():
         with_round_trip = model.encode_logmel(model.audio_encoder.logmel(int16_round_trip(probe)))
         without = model.encode_logmel(model.audio_encoder.logmel(probe))

@@ -21,7 +21,7 @@ activations).
 
 `export_transformers_clap` writes one of our models back as such a folder, when it is
 representable (an HTS-AT audio tower, a RoBERTa text tower with pooler pooling, MLP
-projections); `representability` says why not otherwise.
+projections: `clapcurate.export.refusal`).
 """
 
 from __future__ import annotations
@@ -213,25 +213,6 @@ def import_transformers_clap(directory: str | Path) -> CLAP:
     return model.eval()
 
 
-def representability(model: CLAP) -> str | None:
-    """Why `model` cannot be written as a transformers `ClapModel`, or None when it can."""
-    config = model.config
-    text_type = getattr(model.text_encoder.model.config, "model_type", "")
-    if config.audio.encoder != "htsat":
-        return f"its {config.audio.encoder.upper()} audio tower has no counterpart in ClapModel (HTS-AT only)"
-    if text_type not in ("roberta", "clap_text_model"):
-        return f"its {text_type or 'unknown'} text tower has no counterpart in ClapModel (RoBERTa only)"
-    if config.text.pooling != "pooler" or config.text.caption_suffix:
-        return "its captions are pooled or suffixed otherwise than ClapModel's (RoBERTa's pooler output)"
-    if config.projection != "mlp":
-        return "its MS CLAP projection head has no counterpart in ClapModel (linear, ReLU, linear)"
-    if config.audio.mel_sample_rate not in (0, config.audio.sample_rate):
-        return "its mel filterbank is designed for another rate than its audio's, which ClapFeatureExtractor cannot express"
-    if not float(config.audio.clip_seconds).is_integer():
-        return f"its {config.audio.clip_seconds:g} s clips: ClapFeatureExtractor takes whole seconds"
-    return None
-
-
 def _hf_config(model: CLAP):
     import transformers
 
@@ -262,13 +243,10 @@ def feature_extractor(model: CLAP):
 
 def export_transformers_clap(model: CLAP, directory: str | Path) -> Path:
     """Write `model` to `directory` as a transformers `ClapModel` folder with its `ClapProcessor`
-    (`model.safetensors`, config.json, the processor and tokenizer files); `ClapcurateError` when
-    `representability` refuses it."""
+    (`model.safetensors`, config.json, the processor and tokenizer files). The model must be
+    representable (`clapcurate.export.refusal` says why not)."""
     import transformers
 
-    reason = representability(model)
-    if reason:
-        raise ClapcurateError(f"cannot write this model as a transformers ClapModel: {reason}")
     directory = Path(directory)
     with torch.random.fork_rng(devices=[]):
         clap = transformers.ClapModel(_hf_config(model))
