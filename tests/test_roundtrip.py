@@ -250,3 +250,23 @@ def test_a_laion_clap_model_as_a_transformers_clap_warns_with_the_measured_diffe
         ours = model.encode_audio(probe)
     assert (ours - theirs).abs().max().item() == pytest.approx(measured, rel=0.05)
     assert measured > 1e-5 and "16-bit round trip" in (exported.folder / "README.md").read_text()
+
+
+# --- the Python API's notebook example ----------------------------------------------------------
+
+def test_the_python_api_notebook_example_runs(tiny_transformers_clap, tmp_path, monkeypatch, capsys):
+    """docs/python-api.md's first python block, run as written in a folder holding what it names."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "python-api.md").read_text()
+    example = re.search(r"```python\n(.*?)```", page, re.S).group(1)
+    _write_tiny_world(tmp_path)
+    shutil.copytree(tiny_transformers_clap, tmp_path / "my-clap")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/python-api.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "pairs at sigma" in printed and "student" in printed
+    assert transformers.ClapModel.from_pretrained(tmp_path / "exported") is not None
+    assert "training steps: 2" in (tmp_path / "exported" / "README.md").read_text()

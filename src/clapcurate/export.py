@@ -196,13 +196,14 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def model_card(source: str, fmt: str, weights: str, warnings: list[str]) -> str:
+def model_card(source: str | None, fmt: str, weights: str, warnings: list[str]) -> str:
     """README.md for an exported model: what it is, how to load it, and, for a student's checkpoint
     (`source` inside a run folder of `fit-student`), its teacher, curated and replay sets and steps."""
-    run = Path(source).parent
-    config = _read_json(run / "config.json")
-    summary = _read_json(run / "summary.json")
-    lines = [f"# CLAP exported by clapcurate ({FORMATS[fmt]})", "", f"Exported from `{source}`."]
+    run = Path(source).parent if source else None
+    config = _read_json(run / "config.json") if run else {}
+    summary = _read_json(run / "summary.json") if run else {}
+    lines = [f"# CLAP exported by clapcurate ({FORMATS[fmt]})", "",
+             f"Exported from `{source}`." if source else "Exported from a model in memory."]
     if config.get("improvement_set"):
         curated = Path(config["improvement_set"])
         stats = _read_json(curated.parent / "stats.json")
@@ -226,10 +227,11 @@ def model_card(source: str, fmt: str, weights: str, warnings: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export(source: str | Path, out: str | Path, fmt: str | None = None, text_encoder: str | None = None,
+def export(source: str | Path | None, out: str | Path, fmt: str | None = None, text_encoder: str | None = None,
            model: CLAP | None = None) -> Exported:
-    """Write the model at `source` (anything `load_model` takes; or `model`, already loaded from
-    it) to the folder `out` as `fmt` (default: its teacher's form), with a model card."""
+    """Write the model at `source` (anything `load_model` takes; or `model`, loaded from it or
+    from nowhere: `source` None) to the folder `out` as `fmt` (default: its teacher's form), with
+    a model card."""
     if fmt is not None and fmt not in FORMATS:
         raise ClapcurateError(f"export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     from .model import checkpoints
@@ -243,7 +245,7 @@ def export(source: str | Path, out: str | Path, fmt: str | None = None, text_enc
     fmt = fmt or teacher_format(config)
     reason = refusal(config, text_type, fmt)
     if reason:
-        raise ClapcurateError(f"cannot export {source} as {FORMATS[fmt]}: {reason}")
+        raise ClapcurateError(f"cannot export {source or 'the model'} as {FORMATS[fmt]}: {reason}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ClapcurateError(f"{out} exists and is not empty: choose another folder")
@@ -269,7 +271,7 @@ def export(source: str | Path, out: str | Path, fmt: str | None = None, text_enc
         weights = write_msclap(model, out / MSCLAP_FILES[msclap_year(model.config, _text_type(model))])
     else:
         weights = write_laion(model, out / LAION_FILE)
-    (out / MODEL_CARD).write_text(model_card(str(source), fmt, str(weights), warnings))
+    (out / MODEL_CARD).write_text(model_card(str(source) if source else None, fmt, str(weights), warnings))
     return Exported(folder=out, weights=weights, format=fmt, warnings=warnings)
 
 

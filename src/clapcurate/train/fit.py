@@ -83,6 +83,8 @@ class PairDataModule(LightningDataModule):
         return self._loader(dataset, StepSampler(self.schedule.steps_per_epoch, lambda: self.trainer.global_step))
 
     def val_dataloader(self):
+        if self.val_pairs is None:  # no validation set: a Trainer of one's own validates nothing
+            return []
         return self._loader(FixedBatches(self.val_pairs, self.data.batch_size, self.val_batches))
 
 
@@ -372,6 +374,13 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
     config = placed(config)
+    module, datamodule, run_dir, ckpt_path = build_student(config)
+    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+
+
+def build_student(config: StudentConfig) -> tuple[ClapModule, PairDataModule, Path, str | None]:
+    """The student's LightningModule and DataModule for a `placed` config, its run folder (with
+    config.json and summary.json written) and the checkpoint to resume from (or None)."""
     checkpoints.require_model_path(config.teacher, "teacher")
     for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ())):
         check_data(getattr(config, key), key)
@@ -414,7 +423,7 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     schedule = ReplaySchedule(prepared["curated"][0], prepared["replay"][0], config.data.batch_size,
                               1.0 - config.replay.replay_prob, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
-    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+    return module, datamodule, run_dir, ckpt_path
 
 
 def _require_file(path: str, key: str) -> None:
