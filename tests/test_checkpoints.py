@@ -13,7 +13,8 @@ import transformers
 import clapcurate
 from clapcurate.errors import ClapcurateError, ConfigError
 from clapcurate.model import checkpoints, text_encoders
-from clapcurate.model.checkpoints import checkpoint_hash, import_msclap, load, save
+from clapcurate.model.checkpoints import checkpoint_hash, load, save
+from clapcurate.model.imports import import_msclap
 from clapcurate.model.clap import CLAP, TextConfig
 from clapcurate.model.text_encoders import default_text_encoder_path
 from clapcurate.model.weights import tensors_hash

@@ -226,14 +226,15 @@ def _tiny_roberta_for_laion(laion, roberta_dir):
         laion.model.RobertaModel = original
 
 
-def _laion_reference(roberta_dir, tower: str):
+def _laion_reference(roberta_dir, tower: str, classes: int = 5):
     """LAION-CLAP built by its own model code: a tiny HTS-AT (its own class) or its PANNs Cnn14
-    (full width: its Cnn6 and Cnn10 do not take the model's dict input)."""
+    (full width: its Cnn6 and Cnn10 do not take the model's dict input), with an AudioSet-style
+    head of `classes` classes (unused by the embeddings)."""
     laion = laion_clap_modules()
     mel_bins = 16 if tower == "htsat" else 64  # LAION's PANNs fix bn0 at 64 mel bins
     window = 512 if tower == "htsat" else 1024
     audio_cfg = dict(model_type="PANN", model_name="Cnn14" if tower == "pann" else "Cnn6", sample_rate=SAMPLE_RATE, audio_length=1024,
-                     window_size=window, hop_size=160, fmin=50, fmax=8000, class_num=5, mel_bins=mel_bins,
+                     window_size=window, hop_size=160, fmin=50, fmax=8000, class_num=classes, mel_bins=mel_bins,
                      clip_samples=SAMPLE_RATE)
     text_cfg = dict(context_length=77, vocab_size=300, width=512, heads=8, layers=12, model_type="roberta")
     torch.manual_seed(6)
@@ -243,7 +244,8 @@ def _laion_reference(roberta_dir, tower: str):
     if tower == "htsat":
         audio_cfg = {**audio_cfg, "model_type": "HTSAT", "model_name": "tiny"}
         clap.audio_cfg = laion.model.CLAPAudioCfp(**audio_cfg)
-        clap.audio_branch = laion.htsat.HTSAT_Swin_Transformer(num_classes=5, config=clap.audio_cfg, **TINY_HTSAT)
+        clap.audio_branch = laion.htsat.HTSAT_Swin_Transformer(num_classes=classes, config=clap.audio_cfg,
+                                                               **TINY_HTSAT)
     _randomize(clap, seed=7)
     if tower == "pann":
         _measure_batch_norm_statistics(clap.audio_branch)

@@ -41,14 +41,24 @@ def _audio_settings(assignments: list[str] | None) -> dict:
 
 
 def _import_published(args, families: tuple[str, ...]):
-    from .model import checkpoints
+    from .model import checkpoints, imports
 
-    model = checkpoints.import_checkpoint(Path(args.checkpoint), text_encoder=args.text_encoder, families=families,
-                                          **_audio_settings(args.set))
+    model = imports.import_checkpoint(Path(args.checkpoint), text_encoder=args.text_encoder, families=families,
+                                      **_audio_settings(args.set))
     out = checkpoints.save(model, args.out_dir)
     audio = model.config.audio
     _console().print(f"{args.checkpoint} ({audio.encoder}, {audio.sample_rate} Hz, {audio.clip_seconds:g} s clips) "
                      f"saved as a clapcurate checkpoint in {out}")
+
+
+def cmd_export(args):
+    from .export import export
+
+    exported = export(args.model, args.out, args.format, text_encoder=args.text_encoder)
+    for warning in exported.warnings:
+        _console().print(f"warning: {warning}")
+    _console().print(f"{args.model} written as {exported.format} to {exported.weights} (model card: "
+                     f"{exported.folder / 'README.md'})")
 
 
 def cmd_import_msclap(args):
@@ -474,6 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="e.g. 630k-audioset-best.pt, music_speech_audioset_epoch_15_esc_89.98.pt")
     with_import_options(p, "roberta-base")
     p.set_defaults(func=cmd_import_laion_clap)
+
+    p = sub.add_parser("export", help="write a model as transformers, msclap or laion_clap load it")
+    p.add_argument("model", help="a checkpoint folder (e.g. a student's last/), or any model --model takes")
+    p.add_argument("out", help="the folder to write (the weights and a model card README.md)")
+    p.add_argument("--format", choices=["hf", "msclap", "laion"],
+                   help="hf: a transformers ClapModel folder, msclap: an MS CLAP 2022/2023 .pth, laion: a "
+                        "LAION-CLAP .pt (default: the form the model's teacher came from)")
+    p.add_argument("--text-encoder", help="a weights-file model's text encoder (name or folder)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("synth", help="write the embedded synthetic world")
     p.add_argument("out_dir")

@@ -1,4 +1,4 @@
-"""Import of published CLAP checkpoints other than MS CLAP 2022: MS CLAP 2023 and LAION-CLAP.
+"""Import of published CLAP checkpoints: MS CLAP 2022 and 2023, LAION-CLAP.
 
 Each importer reads the weights file, works out the architecture from the weights' names and
 shapes, builds our `CLAP` with that family's preprocessing and loads every weight strictly
@@ -36,6 +36,7 @@ import torch
 
 from ..config import from_dict
 from ..errors import ClapcurateError, ConfigError
+from .audio_encoders import IGNORED_CHECKPOINT_PREFIX
 from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
 from .htsat import HTSATConfig
 from .weights import load_state_strict, read_torch_state_dict
@@ -187,8 +188,6 @@ def import_laion_clap(path: str | Path, text_encoder: str = "roberta-base", **au
     folder); `audio_kw` overrides `LAION_CLAP_AUDIO` (e.g. `fmax=18000` for the fmax-18k models,
     `clip_seconds=20` for the 20 s ones).
     """
-    from .checkpoints import panns_encoder_sizes
-
     path = Path(path)
     state = read_state_dict(path)
     family = "LAION-CLAP"
@@ -216,3 +215,120 @@ def import_laion_clap(path: str | Path, text_encoder: str = "roberta-base", **au
     config = CLAPConfig(audio=audio, text=TextConfig(name_or_path=str(text_encoder), **LAION_CLAP_TEXT),
                         d_proj=int(d_proj), projection="mlp", text_logit_scale=True)
     return _build_and_load(config, weights, path)
+
+
+# --- MS CLAP 2022 -----------------------------------------------------------------------------
+
+# MS CLAP prefix -> our module prefix
+_MSCLAP_PREFIXES = {
+    "audio_encoder.base.": "audio_encoder.",
+    "audio_encoder.projection.": "audio_projection.",
+    "caption_encoder.base.": "text_encoder.model.",
+    "caption_encoder.projection.": "text_projection.",
+}
+# keys of MS CLAP checkpoints that our model does not use
+_MSCLAP_UNUSED_PREFIXES = (
+    "audio_encoder.base." + IGNORED_CHECKPOINT_PREFIX,  # PANNs' AudioSet classifier head
+    "caption_encoder.base.pooler.",  # BERT pooler: MS CLAP pools the CLS hidden state itself
+)
+_MSCLAP_UNUSED_KEYS = ("caption_encoder.base.embeddings.position_ids",)  # legacy buffer, gone in newer transformers
+# audio sizes read from the weights; every other audio setting comes from the caller (MS CLAP's by default)
+_AUDIO_SIZES_FROM_WEIGHTS = ("encoder", "window_size", "mel_bins", "base_channels")
+
+
+def panns_encoder_sizes(state: dict[str, torch.Tensor], prefix: str, path: Path) -> dict:
+    """Encoder kind, FFT window, mel bins and channel width of the PANNs CNN under `prefix` in `state`."""
+    try:
+        window_size = state[prefix + "spectrogram_extractor.stft.conv_real.weight"].shape[-1]
+        mel_bins = state[prefix + "logmel_extractor.melW"].shape[1]
+        base_channels = state[prefix + "conv_block1.conv1.weight"].shape[0]
+    except KeyError as exc:
+        raise ClapcurateError(f"{path}: no PANNs audio encoder in the checkpoint (no {exc.args[0]})") from exc
+    n_blocks = len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix + "conv_block")})
+    has_conv2 = prefix + "conv_block1.conv2.weight" in state
+    encoders = {(6, True): "cnn14", (4, True): "cnn10", (4, False): "cnn6"}
+    if (n_blocks, has_conv2) not in encoders:
+        raise ClapcurateError(f"{path}: audio encoder with {n_blocks} conv blocks is not a PANNs CNN14/10/6")
+    return dict(encoder=encoders[n_blocks, has_conv2], window_size=int(window_size), mel_bins=int(mel_bins),
+                base_channels=int(base_channels))
+
+
+def _rename_msclap_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """MS CLAP key names -> ours, dropping the keys our model does not use."""
+    renamed = {}
+    for key, tensor in state.items():
+        if key in _MSCLAP_UNUSED_KEYS or key.startswith(_MSCLAP_UNUSED_PREFIXES):
+            continue
+        if key == "logit_scale":
+            renamed[key] = tensor.reshape(())
+            continue
+        prefix = next((p for p in _MSCLAP_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            raise ClapcurateError(f"{path}: unexpected key {key!r} for an MS CLAP checkpoint")
+        renamed[_MSCLAP_PREFIXES[prefix] + key[len(prefix):]] = tensor
+    return renamed
+
+
+def import_msclap(path: str | Path, text_encoder: str = "bert-base-uncased", **audio_kw) -> CLAP:
+    """Build a `CLAP` from MS CLAP 2022 weights (e.g. `CLAP_weights_2022.pth`), in eval mode.
+
+    The checkpoint holds weights only: the text encoder's architecture and tokenizer come from
+    `text_encoder` (a Hugging Face name or local folder); d_proj, hidden and channel widths, mel
+    bins and FFT size are read from the weights. `audio_kw` sets the remaining `AudioConfig`
+    fields; the defaults are MS CLAP's preprocessing (44.1 kHz, hop 320, 50-14000 Hz, 5 s clips).
+    Captions are tokenized as MS CLAP does (CLS pooling, padded to 100 tokens) but truncated
+    beyond 100 tokens instead of failing.
+    """
+    path = Path(path)
+    given_sizes = sorted(set(audio_kw) & set(_AUDIO_SIZES_FROM_WEIGHTS))
+    if given_sizes:
+        raise ClapcurateError(f"import_msclap: {', '.join(given_sizes)} are read from the checkpoint, not given")
+    state = read_torch_state_dict(path)  # torch.load(path)["model"], or a bare state dict
+    if not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ClapcurateError(f"{path}: expected a state dict of tensors (or a dict with one under 'model')")
+    audio_sizes = panns_encoder_sizes(state, "audio_encoder.base.", path)
+    try:
+        audio = from_dict(AudioConfig, {**audio_kw, **audio_sizes})
+    except ConfigError as exc:
+        raise ConfigError(f"import_msclap audio settings: {exc}") from exc
+    weights = _rename_msclap_keys(state, path)
+    text_projection = weights.get("text_projection.linear1.weight")
+    if text_projection is None:
+        raise ClapcurateError(f"{path}: not an MS CLAP checkpoint (no caption_encoder.projection.linear1.weight)")
+    config = CLAPConfig(
+        audio=audio,
+        text=TextConfig(name_or_path=str(text_encoder), pooling="cls", max_length=100),
+        d_proj=int(text_projection.shape[0]),
+    )
+    model = CLAP(config, pretrained_text=False)
+    if model.text_encoder.out_dim != text_projection.shape[1]:
+        raise ClapcurateError(
+            f"{path}: the checkpoint's text encoder has hidden size {text_projection.shape[1]}, "
+            f"but {text_encoder!r} has {model.text_encoder.out_dim}: give the text encoder it was trained with"
+        )
+    load_state_strict(model, weights, f"{path}: weights do not fit the model")
+    return model.eval()
+
+
+FAMILY_NAMES = {"msclap-2022": "MS CLAP 2022", "msclap-2023": "MS CLAP 2023", "laion-clap": "LAION-CLAP"}
+
+
+def import_checkpoint(path: str | Path, text_encoder: str | None = None, families: tuple[str, ...] | None = None,
+                      **audio_kw) -> CLAP:
+    """A published CLAP checkpoint file of any supported family, recognised by its key names:
+    MS CLAP 2022 (text encoder default `bert-base-uncased`), MS CLAP 2023 (`gpt2`) or LAION-CLAP
+    (`roberta-base`); `text_encoder` names the text architecture and tokenizer (name or folder),
+    `families` (keys of `FAMILY_NAMES`) restricts what is accepted, `audio_kw` sets `AudioConfig`
+    fields the weights do not reveal (the family's published values by default)."""
+    path = Path(path)
+    family = checkpoint_family(read_state_dict(path))
+    accepted = families or tuple(FAMILY_NAMES)
+    if family not in accepted:
+        expected = " or ".join(FAMILY_NAMES[name] for name in accepted)
+        found = f"an {FAMILY_NAMES[family]} checkpoint" if family else "not a checkpoint of a supported family"
+        raise ClapcurateError(f"{path}: {found}, expected {expected}")
+    if family == "laion-clap":
+        return import_laion_clap(path, text_encoder=text_encoder or "roberta-base", **audio_kw)
+    if family == "msclap-2023":
+        return import_msclap_2023(path, text_encoder=text_encoder or "gpt2", **audio_kw)
+    return import_msclap(path, text_encoder=text_encoder or "bert-base-uncased", **audio_kw)

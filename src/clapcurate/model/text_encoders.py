@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import importlib.util
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -152,15 +153,47 @@ def _random_model(hf_config) -> nn.Module:
     return model
 
 
+# the settings a transformers `ClapTextConfig` shares with `RobertaConfig` (the same architecture)
+ROBERTA_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                "type_vocab_size", "layer_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id")
+
+
+def is_transformers_clap(path: str | Path) -> bool:
+    """Whether `path` is a folder holding a transformers config.json of model_type "clap"."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("model_type") == "clap"
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _architecture(resolved: str):
+    """The Hugging Face config at `resolved`; for a transformers CLAP folder, the `RobertaConfig`
+    of its text tower."""
+    import transformers
+
+    config = _load_pretrained_part(transformers.AutoConfig, resolved, "config")
+    if getattr(config, "model_type", "") == "clap":
+        text = config.text_config
+        return transformers.RobertaConfig(**{key: getattr(text, key) for key in ROBERTA_KEYS})
+    return config
+
+
 def _hf_model(resolved: str, pooling: str, pretrained: bool, name: str) -> nn.Module:
     """The Hugging Face model at `resolved` (pretrained weights, or random ones from its config),
-    with its pooler head only where `pooling` uses it."""
+    with its pooler head only where `pooling` uses it. A transformers CLAP folder gives its text
+    tower's architecture (its weights come with the whole model: `load_model`)."""
     import transformers
 
     if pretrained:
+        if is_transformers_clap(resolved):
+            raise ClapcurateError(f"text encoder {name!r}: a transformers CLAP folder; load it as a whole model")
         model = _load_pretrained_part(transformers.AutoModel, resolved, "weights", dtype=torch.float32)
     else:
-        model = _random_model(_load_pretrained_part(transformers.AutoConfig, resolved, "config"))
+        model = _random_model(_architecture(resolved))
     if pooling == "pooler":
         if getattr(model, "pooler", None) is None:
             raise ClapcurateError(f"text encoder {name!r} has no pooler head for pooling 'pooler'")

@@ -85,6 +85,8 @@ class PairDataModule(LightningDataModule):
         return self._loader(dataset, StepSampler(self.schedule.steps_per_epoch, lambda: self.trainer.global_step))
 
     def val_dataloader(self):
+        if self.val_pairs is None:  # no validation set: a Trainer of one's own validates nothing
+            return []
         return self._loader(FixedBatches(self.val_pairs, self.data.batch_size, self.val_batches))
 
 
@@ -406,6 +408,13 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
     config = placed(config)
+    module, datamodule, run_dir, ckpt_path = build_student(config)
+    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+
+
+def build_student(config: StudentConfig) -> tuple[ClapModule, PairDataModule, Path, str | None]:
+    """The student's LightningModule and DataModule for a `placed` config, its run folder (with
+    config.json and summary.json written) and the checkpoint to resume from (or None)."""
     checkpoints.require_model_path(config.teacher, "teacher")
     for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ()),
                 *(("teacher_val_manifest",) if config.teacher_val_manifest else ())):
@@ -452,7 +461,7 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     schedule = ReplaySchedule(prepared["curated"][0], prepared["replay"][0], config.data.batch_size,
                               1.0 - config.replay.replay_prob, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
-    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+    return module, datamodule, run_dir, ckpt_path
 
 
 TEACHER_VAL_PAIRS = "val_pairs.csv"  # the held-out pairs a teacher's fit writes into its run folder
