@@ -23,7 +23,7 @@ from ..errors import ClapcurateError, ConfigError
 from ..model.checkpoints import require_model_path
 from ..files import check_output_folder, write_atomically, write_text_atomically
 from ..prompts import benchmark_labels, prompts
-from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
+from ..search import DEFAULT_BLOCK_SIZE, DEFAULT_SELECTION_K, SELECTIONS, SimilarityHistogram
 from .leakage import refuse_benchmark_audio, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
 
@@ -62,7 +62,7 @@ def histogram_title(improvement_set: ImprovementSet, max_captions_per_clip: int 
 
 
 def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path: Path, title: str,
-                              ylabel: str = "pairs") -> Path:
+                              ylabel: str = "pairs", xlabel: str = "cosine similarity") -> Path:
     """A PNG of the similarity distribution with the threshold sigma marked: counts on a log
     scale, or on a linear scale of whole numbers when no bin holds more than 50."""
     import matplotlib
@@ -85,7 +85,7 @@ def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path
     else:
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylim(bottom=0)
-    axes.set_xlabel("cosine similarity")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.legend()
@@ -95,6 +95,8 @@ def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path
     return path
 
 
+SCORE_NAMES = {"cosine": "cosine similarity", "csls": "CSLS score (2 cos - r_audio - r_text)",
+               "mutual": "cosine similarity of mutual nearest neighbours (others at -1)"}
 STATS_FILE = "stats.json"
 HISTOGRAM_FILE = "similarity_histogram.png"
 HISTOGRAM_DATA_FILE = "similarity_histogram.npz"  # counts [bins] (int64), low, high
@@ -123,7 +125,8 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
     if improvement_set.histogram_sampled:
         ylabel = f"pairs (of {PLOT_SAMPLE_QUERIES:,} sampled pool clips)"
     plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE,
-                              histogram_title(improvement_set, context.get("max_captions_per_clip")), ylabel)
+                              histogram_title(improvement_set, context.get("max_captions_per_clip")), ylabel,
+                              SCORE_NAMES[improvement_set.selection])
     write_atomically(out_dir / HISTOGRAM_DATA_FILE, improvement_set.histogram.save, "wb")
     write_text_atomically(out_dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
     return path
@@ -151,6 +154,8 @@ class CurationConfig:
     pool_embeddings: str = ""  # default {out_dir}/embeddings/pool_audio
     caption_embeddings: str = ""  # default {out_dir}/embeddings/caption_text
     sigma: float | None = None  # default: clapcurate.method.SIGMA of the method (DU 0.7, DS 0.6, ADS 0.7)
+    selection: str = "cosine"  # DU, ADS: what sigma applies to: cosine (the paper's), csls or mutual
+    selection_k: int = DEFAULT_SELECTION_K  # csls's neighbourhood size, mutual's nearest neighbours
     keep_fraction: float | None = None  # instead of sigma: keep this fraction of all similarities
     max_captions_per_clip: int | None = None  # DU, ADS: only the best k captions of each clip
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -165,7 +170,13 @@ class CurationConfig:
     def __post_init__(self):
         if self.sigma is not None and self.keep_fraction is not None:
             raise ValueError("give either sigma or keep_fraction, not both")
-        if self.sigma is not None and not -1.0 <= self.sigma <= 1.0:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.selection_k < 1:
+            raise ValueError(f"selection_k must be at least 1, got {self.selection_k}")
+        if self.selection == "csls" and self.sigma is not None and not -4.0 <= self.sigma <= 4.0:
+            raise ValueError(f"sigma is a CSLS score under selection csls and must lie in [-4, 4], got {self.sigma}")
+        if self.selection != "csls" and self.sigma is not None and not -1.0 <= self.sigma <= 1.0:
             raise ValueError(f"sigma is a cosine similarity and must lie in [-1, 1], got {self.sigma}")
         if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction must lie in (0, 1], got {self.keep_fraction}")
@@ -243,7 +254,7 @@ def _curate_pool_stage(method: str, config: CurationConfig,
     pool_embeddings, pool_clips, counts = _pool(config, data)
     search = dict(sigma=config.sigma, keep_fraction=config.keep_fraction,
                   max_captions_per_clip=config.max_captions_per_clip, block_size=config.block_size,
-                  device=resolve_device(config.device))
+                  device=resolve_device(config.device), selection=config.selection, selection_k=config.selection_k)
     train = data["train_manifest"]
     if method == "du":
         captions = unique_captions(train)
@@ -274,6 +285,9 @@ def check_curation_inputs(method: str, config: CurationConfig) -> None:
 
     if method not in REQUIRED_KEYS:
         raise ConfigError(f"curation method must be du, ds or ads, got {method!r}")
+    if config.selection == "csls" and config.sigma is None and config.keep_fraction is None and method != "ds":
+        raise ConfigError("selection csls: sigma applies to the CSLS score, not a cosine, so the paper's "
+                          "default does not carry over: give sigma or keep_fraction")
     missing = [key for key in REQUIRED_KEYS[method] if not getattr(config, key)]
     if missing:
         raise ConfigError(f"curate {method}: missing config key(s) {', '.join(missing)}")
@@ -303,4 +317,5 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
              improvement_set.sigma)
     return write_improvement_set(
         improvement_set, config.out_dir, config.manifest_name, benchmark=config.benchmark or None,
-        keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)
+        keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip,
+        **({} if method == "ds" else {"selection": config.selection, "selection_k": config.selection_k}), **counts)
