@@ -157,6 +157,19 @@ def neighbourhoods(queries, keys, k: int = DEFAULT_SELECTION_K, block_size: int 
     n_queries, n_keys = queries.shape[0], keys.shape[0]
     query_top = torch.full((n_queries, min(k, n_keys)), -np.inf, device=device)
     key_top = torch.full((n_keys, min(k, n_queries)), -np.inf, device=device)
+    if _use_cpu_kernel(device):  # one read of each block by the compiled kernel, each thread its own columns
+        from . import search_cpu
+
+        kernel = search_cpu.BlockScanner()
+        thread_key_top = np.full((kernel.threads, *key_top.shape), -np.inf, np.float32)
+        try:
+            for q_start, k_start, block in similarity_blocks(queries, keys, block_size, device):
+                kernel.largest(block.numpy(), query_top[q_start:q_start + len(block)].numpy(),
+                               thread_key_top[:, k_start:k_start + block.shape[1]])
+        finally:
+            kernel.close()
+        key_top = torch.from_numpy(thread_key_top.transpose(1, 0, 2).reshape(n_keys, -1))
+        return Neighbourhoods(query_top, torch.topk(key_top, min(k, n_queries), dim=1).values)
     for q_start, k_start, block in similarity_blocks(queries, keys, block_size, device):
         rows, cols = slice(q_start, q_start + block.shape[0]), slice(k_start, k_start + block.shape[1])
         query_top[rows] = _merge_largest(query_top[rows], block)
@@ -191,7 +204,7 @@ class _Scores:
         key_side = self.key_side[None, k_start:k_start + block.shape[1]]  # [1, bk]
         if self.selection == "csls":
             return block.mul_(2).sub_(query_side).sub_(key_side)
-        return block.masked_fill_((block < query_side) | (block < key_side), -np.inf)
+        return block.masked_fill_(block < torch.maximum(query_side, key_side), -np.inf)
 
 
 # --------------------------------------------------------------------------- pairs on the device
