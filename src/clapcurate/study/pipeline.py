@@ -28,8 +28,9 @@ from ..errors import ConfigError
 from ..files import check_output_folder
 from ..model.checkpoints import require_model_path
 from ..model.clap import CLAPConfig
+from ..search import DEFAULT_SELECTION_K, SELECTIONS
 from ..train.config import StudentConfig, TaggerConfig, TeacherConfig, result_settings
-from . import browsers, report
+from . import browsers, report, selections
 from .fits import run_fit
 from .stages import StageRunner
 
@@ -114,8 +115,21 @@ class CurationSettings:
     ads_keep_fraction: float | None = None
     ads_max_captions_per_clip: int | None = 1
     block_size: int = 8192
+    # selection criteria compared on the embedded world (`study.selections`), e.g. [cosine, csls,
+    # mutual]: each curates DU and ADS once more at selection_keep_fraction for the precision
+    # curves, and trains DU and ADS+SL students on its best pairs at the cosine sets' sizes
+    selections: list[str] = field(default_factory=list)
+    selection_k: int = DEFAULT_SELECTION_K
+    selection_keep_fraction: float = 0.02
 
     def __post_init__(self):
+        for name in self.selections:
+            if name not in SELECTIONS:
+                raise ValueError(f"selections: {name!r} is not a selection ({', '.join(SELECTIONS)})")
+        if self.selection_k < 1:
+            raise ValueError(f"selection_k must be at least 1, got {self.selection_k}")
+        if not 0.0 < self.selection_keep_fraction <= 1.0:
+            raise ValueError(f"selection_keep_fraction must lie in (0, 1], got {self.selection_keep_fraction}")
         for kind in ("du", "ds", "ads"):
             sigma, keep = getattr(self, f"{kind}_sigma"), getattr(self, f"{kind}_keep_fraction")
             if sigma is not None and not -1.0 <= sigma <= 1.0:
@@ -179,6 +193,8 @@ class StudyConfig:
                 raise ValueError(f"brackets: {name!r} is not a student of pool pairs ({', '.join(pool_methods)})")
         if self.brackets and self.world is None:
             raise ValueError("brackets need the embedded world's ground truth (a `world` section)")
+        if self.curation.selections and self.world is None:
+            raise ValueError("curation.selections need the embedded world's ground truth (a `world` section)")
         if self.lengths and any(m.endswith(" oracle") for m in self.lengths.methods) and self.world is None:
             raise ValueError("lengths: oracle students need the embedded world's ground truth (a `world` section)")
 
@@ -448,16 +464,18 @@ class Study:
 
         return self.stages.run(f"embed/{self.slug(kind)}_s{seed}", run)
 
-    def curate(self, kind: str, seed: int, ckpt: str, manifests: dict[str, str], train_manifest: str,
-               embeddings: dict[str, str]) -> dict[str, str]:
+    def curation_runner(self, kind: str, seed: int, ckpt: str, manifests: dict[str, str], train_manifest: str,
+                        embeddings: dict[str, str], folder: str = "curated"):
+        """run(method, name, settings) -> the manifest of one curation stage of this teacher, into
+        `<folder>/<teacher>_s<seed>/<name>`."""
         from .. import curate
 
-        c = self.config.curation
         base = dict(teacher=ckpt, pool_manifest=manifests["pool"], train_manifest=manifests["train"],
                     teacher_train_manifest=train_manifest, pool_embeddings=embeddings["audio"],
-                    caption_embeddings=embeddings["text"], block_size=c.block_size, device=self.config.device)
-        out = self.out / "curated" / f"{self.slug(kind)}_s{seed}"
-        stage = f"curate/{self.slug(kind)}_s{seed}"
+                    caption_embeddings=embeddings["text"], block_size=self.config.curation.block_size,
+                    device=self.config.device)
+        out = self.out / folder / f"{self.slug(kind)}_s{seed}"
+        stage = f"curate/{self.slug(kind)}_s{seed}" if folder == "curated" else f"{folder}/{self.slug(kind)}_s{seed}"
 
         def run(method: str, name: str, settings: dict) -> str:
             if settings.get("keep_fraction") is not None:
@@ -465,6 +483,12 @@ class Study:
             config = from_dict(curate.CurationConfig, {**base, **settings, "out_dir": str(out / name), "overwrite": True})
             return self.stages.run(f"{stage}/{name}", lambda: str(curate.run_curation(method, config)))
 
+        return run
+
+    def curate(self, kind: str, seed: int, ckpt: str, manifests: dict[str, str], train_manifest: str,
+               embeddings: dict[str, str]) -> dict[str, str]:
+        c = self.config.curation
+        run = self.curation_runner(kind, seed, ckpt, manifests, train_manifest, embeddings)
         sets = {"DU": run("du", "du", {"sigma": c.du_sigma, "keep_fraction": c.du_keep_fraction,
                                        "max_captions_per_clip": c.du_max_captions_per_clip})}
         for bench in self.data.benchmarks:
@@ -479,6 +503,51 @@ class Study:
                 **target, "ds_manifest": sets[f"DS/{bench}"], "sigma": c.ads_sigma,
                 "keep_fraction": c.ads_keep_fraction, "max_captions_per_clip": c.ads_max_captions_per_clip})
         return sets
+
+    def selection_students(self, kind: str, seed: int, ckpt: str, manifests: dict[str, str], train_manifest: str,
+                           embeddings: dict[str, str], sets: dict[str, str],
+                           specs: list[StudentSpec]) -> tuple[list[dict], list[StudentSpec]]:
+        """`curation.selections` (`study.selections`): each criterion's DU and ADS sets curated at
+        `selection_keep_fraction`, ranked; (their precision curves, the students of the criteria
+        other than cosine on their best pairs at the study's set sizes)."""
+        from ..data.manifest import read_manifest, write_manifest
+
+        c = self.config.curation
+        run = self.curation_runner(kind, seed, ckpt, manifests, train_manifest, embeddings, "selections")
+        curves, students = [], []
+        for key, path in sets.items():
+            set_kind, _, bench = key.partition("/")
+            if set_kind not in ("DU", "ADS"):
+                continue
+            name = Path(path).parent.name
+            for selection in c.selections:
+                settings = {"keep_fraction": c.selection_keep_fraction, "selection": selection,
+                            "selection_k": c.selection_k,
+                            "max_captions_per_clip": c.du_max_captions_per_clip if set_kind == "DU"
+                            else c.ads_max_captions_per_clip}
+                if set_kind == "ADS":
+                    settings.update(benchmark_manifest=manifests[bench], benchmark=bench, ds_manifest=sets[f"DS/{bench}"])
+                curated = run(set_kind.lower(), f"{name}_{selection}", settings)
+
+                def matched(curated=curated, selection=selection):
+                    rows = selections.ranked(read_manifest(curated))
+                    size = len(read_manifest(path))
+                    right = self.truth().pair_is_right(rows, manifests["train"], bench or None)
+                    out = Path(curated).parent / "matched"
+                    out.mkdir(exist_ok=True)
+                    return {"set": str(write_manifest(rows.iloc[:size], out / "improvement_set.csv")),
+                            "matched": size, "right": "".join("1" if r else "0" for r in right)}
+
+                record = self.stages.run(f"selections/{self.slug(kind)}_s{seed}/{name}_{selection}/matched", matched)
+                right = np.array([char == "1" for char in record["right"]], dtype=bool)
+                curves += selections.curve_rows(kind, seed, key, selection, right, record["matched"])
+                model = "DU" if set_kind == "DU" else "ADS+SL"
+                spec = next((s for s in specs if s.table == "main" and s.method == model
+                             and s.benchmark == (bench or None)), None)
+                if spec is not None and selection != "cosine":
+                    students.append(dataclasses.replace(spec, method=selections.student_name(model, selection),
+                                                        improvement_set=record["set"], table="selection"))
+        return curves, students
 
     # ----------------------------------------------------------- evaluation
     def evaluate(self, kind: str, method: str, seed: int, ckpt: str, bench: str, manifests: dict[str, str],
@@ -542,6 +611,7 @@ class Study:
         manifests = self.prepare_data()
         pretrained = self.pretrain_audio()
         rows, variant_rows, counts, bracket_rows, length_rows = [], [], [], [], []
+        selection_rows, curves = [], []
         low = self.config.low_resource
         kinds = ["full"] + ([low.label] if low else [])
         if low:
@@ -571,14 +641,20 @@ class Study:
                           for arm in self.bracket_students(kind, seed, spec, train_manifest, manifests, embeddings)]
                 if kind == "full" and seed == self.config.seeds[0] and self.config.lengths:
                     specs += self.length_students(seed, specs, train_manifest, manifests, embeddings)
+                if self.config.curation.selections:
+                    set_curves, selection_specs = self.selection_students(kind, seed, ckpt, manifests, train_manifest,
+                                                                          embeddings, sets, specs)
+                    curves += set_curves
+                    specs += selection_specs
                 for spec in specs:
                     student = self.fit_student(kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
                         row = self.evaluate(kind, spec.method, seed, student, bench, manifests,
                                             self.student_name(kind, spec, seed))
                         {"main": rows, "variant": variant_rows, "bracket": bracket_rows,
-                         "length": length_rows}[spec.table].append(row)
-        return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows, length_rows)
+                         "length": length_rows, "selection": selection_rows}[spec.table].append(row)
+        return self.write_outputs(rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows, length_rows,
+                                  selection_rows, curves)
 
     def target_peakedness(self, seed: int, ckpt: str, train_manifest: str, embeddings: dict[str, str]) -> dict:
         """`study.targets.target_mass` of the full teacher's audio targets on batches of its own
@@ -701,8 +777,14 @@ class Study:
                 out.append({**{k: row[k] for k in columns[:4]}, "group": groups[bench][label], "accuracy": acc})
         return pd.DataFrame(out, columns=columns)
 
-    def write_outputs(self, rows, variant_rows, counts, seconds: float, bracket_rows=(), length_rows=()) -> str:
+    def write_outputs(self, rows, variant_rows, counts, seconds: float, bracket_rows=(), length_rows=(),
+                      selection_rows=(), curves=()) -> str:
         results = pd.DataFrame(rows)
+        selection_section = []
+        if curves:
+            selection_section = selections.write_comparison(self.out, results, pd.DataFrame(list(selection_rows)),
+                                                            pd.DataFrame(list(bracket_rows)), pd.DataFrame(curves),
+                                                            self.config.curation)
         results.drop(columns=["per_class", "correct", "clips"], errors="ignore").to_csv(self.out / "results.csv",
                                                                                           index=False)
         if bracket_rows:
@@ -723,7 +805,7 @@ class Study:
                                    validation_curves=self.validation_curves(),
                                    brackets=pd.DataFrame(list(bracket_rows)), lengths=pd.DataFrame(list(length_rows)),
                                    base_steps=self.config.student.trainer.max_steps,
-                                   peakedness=getattr(self, "peakedness", None))
+                                   peakedness=getattr(self, "peakedness", None), selection_section=selection_section)
         self.console.print(text)
         self.console.print(f"[bold]report written to {self.out / 'report.md'}[/bold]")
         return str(self.out)

@@ -463,7 +463,8 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                  notes: list[str], low_resource: str = "10%",
                  validation_curves: dict[str, pd.DataFrame] | None = None,
                  brackets: pd.DataFrame | None = None, lengths: pd.DataFrame | None = None,
-                 base_steps: int | None = None, peakedness: dict | None = None) -> str:
+                 base_steps: int | None = None, peakedness: dict | None = None,
+                 selection_section: list[str] = ()) -> str:
     """Write report.md (with the plots of accuracy, gains with intervals and the students'
     validation curves) and return the markdown text. `low_resource` is the label of the teacher
     trained on a fraction of the pairs (`method.LowResource.label`)."""
@@ -499,6 +500,7 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   "/ (oracle - shuffled) in accuracy, with its 95% interval; oracle - SL says whether right pool "
                   "pairs teach more than training on the teacher's own pairs.",
                   _markdown(bracket_table(results, brackets))]
+    parts += list(selection_section)
     if lengths is not None and len(lengths):
         bench = lengths["benchmark"].iloc[0]
         parts += [f"## Training length ({BENCHMARK_TITLES.get(bench, bench)}, first seed)",
