@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from clapcurate.study.report import gain_table, limits_table
+from clapcurate.study.tables import gain_table, limits_table
 
 N = 1500
 
@@ -74,7 +74,7 @@ def test_training_length_and_soft_target_readings():
 
 def test_pooled_interval_scores_the_clips_of_every_benchmark_together():
     from clapcurate.intervals import paired_bootstrap
-    from clapcurate.study.report import POOLED, paired_interval
+    from clapcurate.study.statistics import POOLED, paired_interval
 
     rng = np.random.default_rng(2)
     rows, a_all, b_all = [], [], []

@@ -197,7 +197,9 @@ def test_missing_inputs_fail_with_one_line_naming_the_key_before_any_work(comman
 
 
 def test_a_study_imports_a_given_weights_file_once(tmp_path, msclap_file, tiny_text_encoder_dir, tiny_waveforms, capsys):
-    from clapcurate.study.pipeline import Study, load_study_config
+    from clapcurate.study import load_study_config
+    from clapcurate.study.pipeline import Study
+    from clapcurate.study.training import given_teacher
 
     config = tmp_path / "study.yaml"
     config.write_text(f"name: s\nout_root: {tmp_path / 'runs'}\nworld: {{dir: {tmp_path / 'world'}}}\n"
@@ -206,8 +208,8 @@ def test_a_study_imports_a_given_weights_file_once(tmp_path, msclap_file, tiny_t
     assert not (tmp_path / "runs").exists()
     study = Study(load_study_config(config, [f"teacher_checkpoint={msclap_file}",
                                              f"teacher_text_encoder={tiny_text_encoder_dir}"]))
-    folder = study.given_teacher()
-    assert folder == study.given_teacher() == str(study.out / "teachers" / "given")
+    folder = given_teacher(study)
+    assert folder == given_teacher(study) == str(study.out / "teachers" / "given")
     with torch.no_grad():
         assert torch.equal(checkpoints.load(folder).encode_audio(tiny_waveforms),
                            checkpoints.load_model(msclap_file, str(tiny_text_encoder_dir)).encode_audio(tiny_waveforms))

@@ -1,5 +1,6 @@
-"""The paper's study: pipeline (resumable stages) and report."""
+"""The paper's study: its config, plan and resumable stages (`pipeline`), and its report."""
 
-from .pipeline import StudyConfig, load_study_config, run_study
+from .config import StudyConfig, load_study_config
+from .pipeline import run_study
 
 __all__ = ["StudyConfig", "load_study_config", "run_study"]

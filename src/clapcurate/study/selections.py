@@ -67,7 +67,7 @@ def precision_at_matched_size(curves: pd.DataFrame) -> pd.DataFrame:
 def plot_precision_curves(curves: pd.DataFrame, path: Path) -> bool:
     """Precision against the number of best pairs kept, one panel per teacher and set, one line
     per criterion (the first seed), the study's own set size marked; False when there is none."""
-    from .report import _pyplot, _save
+    from .figures import _pyplot, _save
 
     if curves.empty:
         return False
@@ -98,7 +98,9 @@ def selection_table(results: pd.DataFrame, brackets: pd.DataFrame | None, select
     the cosine student (95% paired intervals), and the bracket position between the cosine
     set's shuffled and oracle students where those were trained."""
     from ..intervals import bracket_position
-    from .report import BENCHMARK_TITLES, _scores, evaluated_benchmarks, paired_difference
+    from .figures import evaluated_benchmarks
+    from .paper import BENCHMARK_TITLES
+    from .statistics import clip_scores, paired_difference
 
     both = results if brackets is None or brackets.empty else pd.concat([results, brackets], ignore_index=True)
     table = []
@@ -114,7 +116,7 @@ def selection_table(results: pd.DataFrame, brackets: pd.DataFrame | None, select
                             "gain": paired_difference(both, teacher, name, "teacher", bench),
                             "minus cosine": "-" if selection == "cosine" else paired_difference(
                                 both, teacher, name, model, bench)}
-                    scores = [_scores(both, teacher, method, bench)
+                    scores = [clip_scores(both, teacher, method, bench)
                               for method in (name, f"{model} oracle", f"{model} shuffled")]
                     line["position"] = "-"
                     if all(s is not None for s in scores) and len({s.shape for s in scores}) == 1:
@@ -130,7 +132,7 @@ def write_comparison(out_dir: Path, results: pd.DataFrame, selection_results: pd
     """Write `selection_curves.csv`, `selections.csv` (the criteria's students' evaluations) and
     `selection_precision.png`; return the report's section on the criteria. `settings`: the
     study's `CurationSettings`."""
-    from .report import _markdown
+    from .tables import markdown_table
 
     curves.to_csv(out_dir / "selection_curves.csv", index=False)
     selection_results.drop(columns=["per_class", "correct", "clips"], errors="ignore").to_csv(
@@ -143,7 +145,7 @@ def write_comparison(out_dir: Path, results: pd.DataFrame, selection_results: pd
              "the other side), `mutual` those of highest cosine among the pairs whose clip and caption are each "
              "among the other's k nearest. Precision (%) of each criterion's best pairs at the size of the "
              "study's own set (ground truth as below):",
-             _markdown(precision_at_matched_size(curves))]
+             markdown_table(precision_at_matched_size(curves))]
     if plot_precision_curves(curves, out_dir / "selection_precision.png"):
         parts.append("![precision against pairs kept, per criterion](selection_precision.png)")
     table = selection_table(both, brackets, settings.selections)
@@ -151,5 +153,5 @@ def write_comparison(out_dir: Path, results: pd.DataFrame, selection_results: pd
         parts += ["The DU and ADS+SL students of each criterion, trained on its best pairs at the cosine set's "
                   "size with everything else the same: gain over the teacher, difference to the cosine student "
                   "(points, 95% paired intervals) and position between the cosine set's shuffled and oracle "
-                  "students.", _markdown(table)]
+                  "students.", markdown_table(table)]
     return parts

@@ -1,0 +1,89 @@
+"""The experiment plan: which students a teacher gets (the paper's Tables 2 and 3, the ADS+SL
+variants, training lengths) with their data and loss, and the names of their folders and stages."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import method
+from .config import StudyConfig
+
+
+@dataclass
+class StudentSpec:
+    """One student of the study: its method name, data and loss."""
+
+    method: str
+    benchmark: str | None  # DS / ADS students belong to one benchmark
+    improvement_set: str
+    replay: str
+    soft_labels: bool
+    loss_overrides: dict[str, Any] = field(default_factory=dict)
+    table: str = "main"  # "main", "variant", "bracket" or "length"
+    max_steps: int | None = None  # another training length than student.trainer.max_steps
+
+
+def slug(config: StudyConfig, kind: str) -> str:
+    """Folder and stage name of a teacher kind: `full`, or the low-resource slug (`low10`)."""
+    return "full" if kind == "full" else config.low_resource.slug
+
+
+def student_name(config: StudyConfig, kind: str, spec: StudentSpec, seed: int) -> str:
+    """The student's folder under `students/` and its stage name."""
+    name = spec.method.replace("+", "_").replace(" ", "_").replace("=", "-").replace("@", "")
+    return f"{slug(config, kind)}_s{seed}/{name}" + (f"_{spec.benchmark}" if spec.benchmark else "")
+
+
+def planned_students(config: StudyConfig, benchmarks, kind: str, train_manifest: str,
+                     sets: dict[str, str]) -> list[StudentSpec]:
+    """The students of one teacher: the paper's Table 2 for the full teacher, Table 3 for the
+    low-resource one (`method.STUDENT_METHODS`, `method.LOW_RESOURCE_METHODS`), each with the
+    Improvement-Set and the replay set `method.replayed_set` prescribes; then the ADS+SL
+    variants of the full teacher, for each of `benchmarks`."""
+
+    def path(curated_set: str, bench: str | None) -> str:
+        return {"train": train_manifest, "du": sets["DU"]}.get(curated_set) or sets[f"{curated_set.upper()}/{bench}"]
+
+    def spec(name: str, bench: str | None, overrides: dict | None = None, table: str = "main") -> StudentSpec:
+        curated_set, soft_labels = method.STUDENT_METHODS[name.split(" ")[0]]
+        return StudentSpec(name, bench, path(curated_set, bench), path(method.replayed_set(curated_set), bench),
+                           soft_labels, overrides or {}, table)
+
+    names = method.STUDENT_METHODS if kind == "full" else method.LOW_RESOURCE_METHODS
+    per_benchmark = [name for name in names if method.STUDENT_METHODS[name][0] in ("ds", "ads")]
+    specs = [spec(name, None) for name in names if name not in per_benchmark]
+    specs += [spec(name, bench) for bench in benchmarks for name in per_benchmark]
+    if kind == "full" and config.variants:
+        main_loss = config.student.loss
+        other_targets = "cached" if main_loss.teacher_targets == "online" else "online"
+        for bench in benchmarks:
+            specs += [spec(f"ADS+SL norm={norm}", bench, {"target_norm": norm}, "variant")
+                      for norm in method.TARGET_NORMS if norm != main_loss.target_norm]
+            specs.append(spec(f"ADS+SL targets={other_targets}", bench, {"teacher_targets": other_targets},
+                              "variant"))
+    return specs
+
+
+def length_students(config: StudyConfig, specs: list[StudentSpec],
+                    brackets: Callable[[StudentSpec], list[StudentSpec]]) -> list[StudentSpec]:
+    """`lengths.methods` of `lengths.benchmark` again at each of `lengths.steps` steps (a
+    bracket arm whose model `brackets` leaves out also at the main length); `brackets(spec)` gives
+    the oracle and shuffled students of a main student."""
+    lengths = config.lengths
+    out = []
+    for name in lengths.methods:
+        base, _, arm = name.partition(" ")
+        bench = None if method.STUDENT_METHODS[base][0] in ("train", "du") else lengths.benchmark
+        spec = next((s for s in specs if s.method == base and s.benchmark == bench and s.table == "main"), None)
+        if spec is None:
+            continue
+        if arm:
+            spec = next(s for s in brackets(spec) if s.method == name)
+        steps = list(lengths.steps)
+        if arm and base not in config.brackets:  # no bracket student at the main length: train one
+            steps = [config.student.trainer.max_steps, *steps]
+        out += [dataclasses.replace(spec, method=f"{name} @{count}", table="length", max_steps=count)
+                for count in steps]
+    return out

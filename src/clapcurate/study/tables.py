@@ -1,0 +1,256 @@
+"""The report's tables, each a DataFrame read from the study's results, and their markdown."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..intervals import bracket_position
+from .paper import BENCHMARK_TITLES, BENCHMARKS, CLAIMS, PAPER_TABLE1
+from .statistics import POOLED, clip_scores, mean_std, paired_difference, paired_interval, verdict
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a markdown pipe table (cells as `str` gives them)."""
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    lines = ["| " + " | ".join(map(str, row)) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *lines])
+
+
+def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict) -> pd.DataFrame:
+    """Mean ± std of accuracy (%) over seeds per method and benchmark, the paper beside it."""
+    sub = results[results["teacher"] == teacher]
+    table = []
+    for method in rows:
+        line = {"model": method}
+        for i, bench in enumerate(BENCHMARKS):
+            acc = sub[(sub["method"] == method) & (sub["benchmark"] == bench)]["accuracy"] * 100
+            line[BENCHMARK_TITLES[bench]] = mean_std(acc)
+            if paper:
+                ref = paper.get(method)
+                line[f"paper {BENCHMARK_TITLES[bench]}"] = f"{ref[i]:.1f}" if ref else "-"
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teacher",
+               pooled: bool = False) -> pd.DataFrame:
+    """Each student's gain over `baseline` (its own teacher) of the same seed: `paired_difference`
+    per benchmark, and with `pooled` over the clips of all benchmarks together."""
+    table = []
+    for method in rows:
+        if method == baseline:
+            continue
+        line = {"model": method}
+        for bench in BENCHMARKS + ((POOLED,) if pooled else ()):
+            line[BENCHMARK_TITLES.get(bench, bench)] = paired_difference(results, teacher, method, baseline, bench)
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+def claims_table(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
+    """Each claim of the paper per benchmark: the paired difference, its interval and the verdict."""
+    table = []
+    for claim, teacher, method, baseline in CLAIMS:
+        teacher = low_resource if teacher == "low" else teacher
+        if not ((results["teacher"] == teacher) & (results["method"] == method)).any():
+            continue
+        line = {"claim": claim}
+        for bench in (*BENCHMARKS, POOLED):
+            cell = paired_difference(results, teacher, method, baseline, bench)
+            shown = cell.replace(" within noise", "")
+            line[BENCHMARK_TITLES.get(bench, bench)] = f"{shown}: {verdict(cell)}" if verdict(cell) != "-" else cell
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+def counts_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
+    """Table 1: curated pairs (mean over seeds), the paper's counts beside ours; when a per-clip
+    cap (`max_captions_per_clip`) kept fewer pairs than reached sigma, a row of the pairs >= sigma
+    before the cap too (the paper's DU keeps every caption of a clip)."""
+    sub = counts[counts["teacher"] == teacher]
+
+    def mean_count(method, bench, column="pairs"):
+        if column not in sub.columns:
+            return "-"
+        values = sub[(sub["method"] == method) & (sub["benchmark"] == bench)][column].dropna()
+        return f"{values.mean():,.0f}" if len(values) else "-"
+
+    cells = [("DU", "DU", "all")] + [(f"{BENCHMARK_TITLES[bench]} {method}", method, bench)
+                                     for bench in BENCHMARKS for method in ("DS", "ADS")]
+    kept = {key: mean_count(method, bench) for key, method, bench in cells}
+    before_cap = {key: mean_count(method, bench, "pairs_at_sigma") for key, method, bench in cells}
+    paper = {"DU": f"{PAPER_TABLE1['DU']:.1e}"}
+    paper.update({key: f"{PAPER_TABLE1[method][bench]:.1e}" for key, method, bench in cells[1:]})
+    rows = [{"": "ours", **kept}]
+    if any(before_cap[key] not in ("-", kept[key]) for key in kept):
+        rows.append({"": "ours, >= sigma before the per-clip cap", **before_cap})
+    return pd.DataFrame(rows + [{"": "paper", **paper}])
+
+
+def precision_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
+    sub = counts[(counts["teacher"] == teacher) & counts["precision"].notna()]
+    table = []
+    for (method, bench), rows in sub.groupby(["method", "benchmark"], sort=True):
+        table.append({"set": method, "benchmark": bench, "pairs": f"{rows['pairs'].mean():,.0f}",
+                      "precision %": mean_std(rows["precision"] * 100)})
+    return pd.DataFrame(table)
+
+
+def rare_frequent_table(per_class: pd.DataFrame, teacher: str, rows) -> pd.DataFrame:
+    """Mean per-class accuracy on benchmark classes rare versus frequent in the caption corpus."""
+    sub = per_class[per_class["teacher"] == teacher]
+    table = []
+    for method in rows:
+        line = {"model": method}
+        for bench in BENCHMARKS:
+            for group in ("rare", "frequent"):
+                acc = sub[(sub["method"] == method) & (sub["benchmark"] == bench) & (sub["group"] == group)]
+                by_seed = acc.groupby("seed")["accuracy"].mean() * 100
+                line[f"{BENCHMARK_TITLES[bench]} {group}"] = mean_std(by_seed)
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame) -> pd.DataFrame:
+    """For each bracketed student: its gain, the oracle's and the shuffled student's over the
+    teacher, the oracle against the SL control, and where the curated student sits,
+    (curated - shuffled) / (oracle - shuffled) with its 95% interval."""
+    both = pd.concat([results, brackets], ignore_index=True)
+    table = []
+    keys = brackets[["teacher", "method", "benchmark"]].drop_duplicates()
+    for teacher, arm, bench in keys.itertuples(index=False):
+        model, _, kind = arm.rpartition(" ")
+        if kind != "oracle":
+            continue
+        line = {"teacher": teacher, "model": model, "benchmark": BENCHMARK_TITLES.get(bench, bench)}
+        for name, method in (("curated", model), ("oracle", f"{model} oracle"), ("shuffled", f"{model} shuffled")):
+            line[f"{name} gain"] = paired_difference(both, teacher, method, "teacher", bench)
+        has_sl = ((both["teacher"] == teacher) & (both["method"] == "SL")).any()
+        line["oracle - SL"] = paired_difference(both, teacher, f"{model} oracle", "SL", bench) if has_sl else "-"
+        scores = [clip_scores(both, teacher, method, bench) for method in (model, f"{model} oracle", f"{model} shuffled")]
+        if all(s is not None for s in scores) and len({s.shape for s in scores}) == 1:
+            point, low, high = bracket_position(*scores)
+            line["position"] = ("n/a (the oracle does not beat the shuffled pairs)" if np.isnan(point)
+                                else f"{point:.2f} [{low:.2f}, {high:.2f}]")
+        else:
+            line["position"] = "-"
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+def length_table(results: pd.DataFrame, lengths: pd.DataFrame, brackets: pd.DataFrame | None,
+                 base_steps: int) -> pd.DataFrame:
+    """Accuracy of the length students (`method @steps`) beside the main students (`base_steps`)
+    of the same benchmark, each as its gain over the teacher with the 95% interval."""
+    both = pd.concat([results, lengths, brackets if brackets is not None else None], ignore_index=True)
+    bench = lengths["benchmark"].iloc[0]
+    names = list(dict.fromkeys(m.rsplit(" @", 1)[0] for m in lengths["method"]))
+    steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["method"]} | {base_steps})
+    table = []
+    for name in names:
+        line = {"model": name}
+        for count in steps:
+            line[f"{count} steps"] = paired_difference(both, "full", _at_length(both, name, count, base_steps),
+                                                       "teacher", bench)
+        table.append(line)
+    return pd.DataFrame(table)
+
+
+def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: pd.DataFrame | None,
+                 ablations: pd.DataFrame | None, counts: pd.DataFrame, peakedness: dict | None,
+                 base_steps: int | None) -> pd.DataFrame:
+    """What limits the method on this data, one row per candidate cause, each read from the
+    measured comparisons (paired differences in points with their 95% intervals):
+    - the world: do right pool pairs (the oracle) teach more than the teacher's own pairs (SL)?
+    - curation precision: how right the curated pairs are, and where the curated student sits
+      between the shuffled and the oracle student;
+    - training length: does ADS+SL (and the oracle) pull away from SL when students train longer?
+    - soft targets: do targets put more mass per item on alike clips than on the rest, and does
+      another normalisation beat the configured one?"""
+    rows = []
+    both = pd.concat([results, brackets, lengths], ignore_index=True)
+    brackets = brackets if brackets is not None and len(brackets) else None
+    if brackets is not None:
+        keys = [(t, arm.rpartition(" ")[0], b) for t, arm, b in
+                brackets[["teacher", "method", "benchmark"]].drop_duplicates().itertuples(index=False)
+                if arm.endswith(" oracle")]
+        gaps = [(model, bench, paired_interval(both, teacher, f"{model} oracle", "SL", bench))
+                for teacher, model, bench in keys]
+        gaps = [(m, b, i) for m, b, i in gaps if i is not None]
+        above = [(m, b, i) for m, b, i in gaps if i.low > 0]
+        reading = (f"right pool pairs teach more than SL in {len(above)} of {len(gaps)} brackets"
+                   + ("" if above else ": the world does not model the paper's premise"))
+        rows.append({"cause": "the world (is there anything in the pool to learn?)",
+                     "measured": "; ".join(f"{m} oracle - SL, {BENCHMARK_TITLES.get(b, b)}: {i}" for m, b, i in gaps),
+                     "reading": reading})
+        positions = []
+        for teacher, model, bench in keys:
+            scores = [clip_scores(both, teacher, name, bench) for name in (model, f"{model} oracle", f"{model} shuffled")]
+            if all(s is not None for s in scores) and len({s.shape for s in scores}) == 1:
+                point, low, high = bracket_position(*scores)
+                if not np.isnan(point):
+                    positions.append((model if teacher == "full" else f"{model} ({teacher} teacher)",
+                                      bench, point, low, high))
+        precision = counts[(counts["teacher"] == "full") & counts["precision"].notna()] if "precision" in counts else counts[:0]
+        by_set = precision.groupby("method")["precision"].mean() * 100
+        measured = ", ".join(f"{name} precision {value:.0f}%" for name, value in by_set.items())
+        if positions:
+            measured += "; position " + ", ".join(f"{m} {BENCHMARK_TITLES.get(b, b)} {p:.2f} [{lo:.2f}, {hi:.2f}]"
+                                                  for m, b, p, lo, hi in positions)
+        below = [p for p in positions if p[4] < 1]
+        reading = (f"curated students fall short of the oracle in {len(below)} of {len(positions)} brackets "
+                   "with a defined position" if positions else
+                   "no bracket where the oracle beats the shuffled pairs: precision cannot be read from them")
+        rows.append({"cause": "curation precision", "measured": measured, "reading": reading})
+    if lengths is not None and len(lengths) and base_steps:
+        bench = lengths["benchmark"].iloc[0]
+        steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["method"]} | {base_steps})
+
+        measured, growing = [], []
+        for model in ("ADS+SL", "ADS oracle"):
+            cells = [(count, paired_interval(both, "full", _at_length(both, model, count, base_steps),
+                                             _at_length(both, "SL", count, base_steps), bench))
+                     for count in steps]
+            cells = [(c, i) for c, i in cells if i is not None]
+            if len(cells) > 1:
+                measured.append(f"{model} - SL on {BENCHMARK_TITLES.get(bench, bench)}: "
+                                + ", ".join(f"{c} steps {i}" for c, i in cells))
+                growing.append((model, cells[-1][1].difference - cells[0][1].difference))
+        if measured:
+            rows.append({"cause": "training length", "measured": "; ".join(measured),
+                         "reading": ", ".join(f"{m} - SL moves by {g:+.1f} points from {steps[0]} to {steps[-1]} steps"
+                                              for m, g in growing)})
+    soft = []
+    if peakedness:
+        for row in peakedness["rows"]:
+            share = peakedness["alike_share"]
+            alike, other = row["alike items"] / max(share, 1e-9), row["other items"] / max(1 - share, 1e-9)
+            soft.append(f"{row['target_norm']}: {alike / max(other, 1e-12):.1f}x the mass per alike item")
+    readings = []
+    if ablations is not None and len(ablations):
+        variants = [m for m in dict.fromkeys(ablations["method"]) if m != "ADS+SL"]
+        for variant in variants:
+            cells = [(b, paired_interval(ablations, "full", variant, "ADS+SL", b)) for b in (*BENCHMARKS, POOLED)]
+            cells = [(BENCHMARK_TITLES.get(b, b), i) for b, i in cells if i is not None]
+            if not cells:
+                continue
+            soft.append(f"{variant} - ADS+SL: " + ", ".join(f"{b} {i}" for b, i in cells))
+            better = [b for b, i in cells if i.low > 0]
+            worse = [b for b, i in cells if i.high < 0]
+            readings.append(f"{variant}: " + (f"better on {', '.join(better)}" if better else "")
+                            + ("; " if better and worse else "") + (f"worse on {', '.join(worse)}" if worse else "")
+                            + ("" if better or worse else "within noise everywhere"))
+    if soft:
+        rows.append({"cause": "soft targets", "measured": "; ".join(soft),
+                     "reading": "; ".join(readings) if readings else "-"})
+    return pd.DataFrame(rows, columns=["cause", "measured", "reading"])
+
+
+def _at_length(results: pd.DataFrame, name: str, count: int, base_steps: int) -> str:
+    """The method name of student `name` trained `count` steps: the main (or bracket) student at
+    the configured length, else the length student `name @count`."""
+    if count == base_steps and (results["method"] == name).any():
+        return name
+    return f"{name} @{count}"
