@@ -8,7 +8,10 @@ plot, the manifest, the histogram and stats files written. Two settings are time
 - `keep_fraction` (configs/demo.yaml's DU: keep_fraction 0.00025, one caption per clip): sigma is
   read from the histogram of all pairs, which is also the plot's;
 - `sigma`: the sigma the first setting resolved to, given as a number (the plot then shows the
-  histogram of a sample of the pool's rows), the same pairs.
+  histogram of a sample of the pool's rows), the same pairs;
+- `keep_fraction, csls` and `keep_fraction, mutual`: the first setting under the hub-aware
+  selections (`--selections`), which add a pass for each side's k nearest neighbours and score
+  every block before reading it.
 The baseline is a bare float32 `torch.mm` over the same [block, d] x [d, block] blocks into one
 reused buffer, from inputs already float32 in memory: the least any exact search must compute.
 Command and baseline alternate (`--repeats`; the machine may be shared) and their times are summed.
@@ -19,7 +22,8 @@ Memory: the peak RSS growth of a first, untimed run of the command, and of its s
     python benchmarks/curate_search.py --quick    # 40k x 10k, d = 512 (under a minute)
 
 Target: bare GEMM time / command time >= 0.8 with keep_fraction at the default size; the search's
-memory bounded by the block size (plus the pairs it keeps).
+memory bounded by the block size (plus the pairs it keeps). The hub-aware selections have no
+target: they read every block twice, so about 0.5 is their bound.
 """
 
 from __future__ import annotations
@@ -154,6 +158,8 @@ def main() -> None:
     parser.add_argument("--keep-fraction", type=float, default=0.00025)
     parser.add_argument("--max-captions-per-clip", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--selections", default="csls,mutual",
+                        help="hub-aware selections timed beside cosine (comma-separated; empty: none)")
     args = parser.parse_args()
     n_pool = args.pool or (40_000 if args.quick else 100_000)
     n_captions = args.captions or (10_000 if args.quick else 20_000)
@@ -171,6 +177,8 @@ def main() -> None:
         first_run_search_memory = memory["search"]
         stats = pd.read_json(Path(manifest).parent / "stats.json", typ="series")
         settings = {"keep_fraction": {"keep_fraction": args.keep_fraction}, "sigma": {"sigma": float(stats["sigma"])}}
+        settings.update({f"keep_fraction, {selection}": {"keep_fraction": args.keep_fraction, "selection": selection}
+                         for selection in filter(None, args.selections.split(","))})
 
         rng_queries = torch.from_numpy(unit_rows(n_pool, dim, np.random.default_rng(2)))
         rng_keys = torch.from_numpy(unit_rows(n_captions, dim, np.random.default_rng(3)))

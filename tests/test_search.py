@@ -1,7 +1,9 @@
 """The one-pass blocked search (`clapcurate.search.search_pass`) against a brute-force reference over
 the full similarity matrix: pairs, similarities, histogram counts and sigma, exactly, for a given
 sigma, a keep_fraction and top-k, on float16 and float32 inputs, on the CPU kernel and the torch
-path, with blocks that do not divide N and M and with candidate buffers small enough to overflow."""
+path, with blocks that do not divide N and M and with candidate buffers small enough to overflow;
+and under the hub-aware selections (CSLS, mutual nearest neighbours) against their scores computed
+from the full matrix."""
 
 from __future__ import annotations
 
@@ -29,10 +31,25 @@ def reference(sims: np.ndarray, sigma: float, top_k: int | None):
     return pairs
 
 
-def reference_histogram(sims: np.ndarray) -> SimilarityHistogram:
-    histogram = SimilarityHistogram.empty()
+def reference_histogram(sims: np.ndarray, low: float = -1.0, high: float = 1.0) -> SimilarityHistogram:
+    histogram = SimilarityHistogram.empty(low=low, high=high)
     histogram.add(torch.from_numpy(sims.astype(np.float32).ravel().copy()))
     return histogram
+
+
+def reference_scores(sims: np.ndarray, selection: str, k: int) -> np.ndarray:
+    """The selection's score of every pair from the full matrix: csls (2 cos - r_query) - r_key with
+    r the mean of the k largest cosines of the row / column (float64 over the sorted values, then
+    float32); mutual the cosine where it reaches the k-th largest of its row and of its column."""
+    sims = sims.astype(np.float32)
+    row_top = -np.sort(-sims, axis=1)[:, :k]  # [N, k], descending
+    col_top = -np.sort(-sims, axis=0)[:k].T  # [M, k]
+    if selection == "csls":
+        r_query, r_key = ((top.astype(np.float64).sum(axis=1) / top.shape[1]).astype(np.float32)
+                          for top in (row_top, col_top))
+        return (np.float32(2) * sims - r_query[:, None]) - r_key[None, :]
+    mutual = (sims >= row_top[:, -1:]) & (sims >= col_top[:, -1][None, :])
+    return np.where(mutual, sims, np.float32(-np.inf))
 
 
 def as_pairs(result):
@@ -153,3 +170,68 @@ def test_best_key_and_threshold_search_on_tensors_and_float16(scan):
     assert np.array_equal(index, expected) and np.array_equal(value, sims.max(axis=1).astype(np.float32))
     found = threshold_search(torch.from_numpy(queries), keys, 0.125, block_size=9, top_k=2)
     assert as_pairs(found) == reference(sims, 0.125, 2)
+
+
+def hub_world(rng, n_queries=400, n_keys=80, d=32, hubs=2):
+    """Queries that are noisy copies of one key each (their true key), all sharing a common
+    direction; the first `hubs` keys are planted hubs: that common direction, close to every query."""
+    common = rng.standard_normal(d)
+    keys = rng.standard_normal((n_keys, d))
+    keys[:hubs] = common + 0.3 * rng.standard_normal((hubs, d))
+    truth = rng.integers(hubs, n_keys, n_queries)
+    queries = keys[truth] + 0.9 * rng.standard_normal((n_queries, d)) + 1.2 * common
+    unit = [(rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16) for rows in (queries, keys)]
+    return unit[0], unit[1], truth
+
+
+@pytest.mark.parametrize("selection", ["csls", "mutual"])
+def test_hub_aware_selection_equals_brute_force(scan, small_buffers, selection):
+    """Grid embeddings (ties, values on sigma and on bin edges): the pass under csls / mutual
+    keeps what the brute-force scores give, for a sigma and a keep_fraction, with and without
+    top-k, blocks that do not divide N and M, a k larger than one side, overflowing buffers."""
+    queries, keys, sims = fixture(np.float16)
+    low, high = (-4.0, 4.0) if selection == "csls" else (-1.0, 1.0)
+    for k, block_size, top_k, sigma, keep_fraction in [(3, 16, None, 0.0625, None), (3, 5, 2, None, 0.05),
+                                                       (60, 64, 1, None, 0.3), (5, 16, None, None, 0.02)]:
+        scores = reference_scores(sims, selection, k)
+        histogram = reference_histogram(scores, low, high)
+        if keep_fraction is not None:
+            sigma = histogram.value_at_keep_fraction(keep_fraction)
+        result = search_pass(queries, keys, None if keep_fraction else sigma, keep_fraction, top_k,
+                             block_size=block_size, candidate_capacity=small_buffers, selection=selection,
+                             selection_k=k)
+        expected = reference(scores, sigma, top_k)
+        assert as_pairs(result.pairs) == expected and expected
+        assert result.sigma == sigma and result.pairs_at_sigma == (scores >= np.float32(sigma)).sum()
+        assert np.array_equal(result.histogram.counts, histogram.counts)
+        assert (result.histogram.low, result.histogram.high) == (low, high)
+
+
+def test_hub_aware_selection_lowers_the_planted_hubs_share(scan):
+    """Random float16 embeddings with two planted hub keys: at one keep_fraction the raw cosine
+    gives most pairs to the hubs; csls and mutual give them a far smaller share and more pairs to
+    the queries' true keys, exactly as the brute-force scores do."""
+    queries, keys, truth = hub_world(np.random.default_rng(5))
+    sims = queries.astype(np.float32) @ keys.astype(np.float32).T
+    share, right = {}, {}
+    for selection in ("cosine", "csls", "mutual"):
+        result = search_pass(queries, keys, keep_fraction=0.004, top_k=1, block_size=48, candidate_capacity=40,
+                             selection=selection, selection_k=5)
+        pairs = result.pairs
+        if selection != "cosine":
+            scores = reference_scores(sims, selection, 5)
+            assert result.sigma == reference_histogram(scores, result.histogram.low,
+                                                       result.histogram.high).value_at_keep_fraction(0.004)
+            assert as_pairs(pairs) == reference(scores, result.sigma, 1)
+        share[selection] = np.isin(pairs.key_idx, [0, 1]).mean()
+        right[selection] = (pairs.key_idx == truth[pairs.query_idx]).mean()
+    assert share["cosine"] > 0.5 and share["csls"] < share["cosine"] / 2 and share["mutual"] < share["cosine"] / 2
+    assert right["csls"] > right["cosine"] and right["mutual"] > right["cosine"]
+
+
+def test_selection_refuses_bad_arguments():
+    queries, keys, _ = fixture(np.float32)
+    with pytest.raises(ClapcurateError, match="selection must be one of cosine, csls, mutual"):
+        search_pass(queries, keys, 0.5, selection="hubless")
+    with pytest.raises(ClapcurateError, match="selection_k"):
+        search_pass(queries, keys, 0.5, selection="csls", selection_k=0)

@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,7 +45,8 @@ student:
   data: {{batch_size: 16}}
   trainer: {{max_steps: 2, max_epochs: null, val_check_interval: 2, progress_bar: false}}
   text: {{freeze_text_encoder: true, cache_text_features: true}}
-curation: {{du_sigma: null, du_keep_fraction: 0.05, ds_sigma: 0.2, ads_sigma: null, ads_keep_fraction: 0.1}}
+curation: {{du_sigma: null, du_keep_fraction: 0.05, ds_sigma: 0.2, ads_sigma: null, ads_keep_fraction: 0.1,
+           selections: [cosine, csls, mutual], selection_k: 3, selection_keep_fraction: 0.2}}
 """
 
 
@@ -120,8 +122,8 @@ def test_each_curated_set_has_a_browser_linked_from_the_report_and_report_html(t
         assert f"({page.relative_to(out)})" in report
         assert '"right":[' in page.read_text()  # pairs marked from the world's ground truth
     html = open(f"{out}/report.html").read()
-    # the plots inline: gains with intervals, accuracy, validation curves
-    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
+    # the plots inline: selection precision curves, gains with intervals, accuracy, validation curves
+    assert html.count("data:image/png;base64,") == 4 and "<table>" in html
     assert f'href="{manifests[0].parent.relative_to(out)}/browser/index.html"' in html
     assert "](" not in html  # every markdown link converted
 
@@ -508,3 +510,48 @@ def test_on_the_tiny_world_an_oracle_student_beats_a_shuffled_one_and_the_claim_
     claims = claim_rows(pd.DataFrame(rows), "10%")
     assert dict(zip(claims["benchmark"], claims["verdict"])) == {b: "replicated" for b in (*BENCHMARK_TITLES, POOLED)}
     assert (claims["low"] > 0).all()
+
+
+def test_selection_criteria_are_compared_at_matched_sizes(tiny_study):
+    """curation.selections: each criterion's DU and ADS sets, ranked by its score, give a precision
+    curve per set and teacher from the ground truth; the criteria other than cosine train DU and
+    ADS+SL students on their best pairs at the cosine sets' sizes, reported with gains and
+    bracket positions."""
+    from clapcurate.study.groundtruth import WorldTruth
+
+    _, config, out = tiny_study
+    truth = WorldTruth(config.world.dir)
+    train = Path(out, "manifests", "train.csv")
+    curves = pd.read_csv(Path(out, "selection_curves.csv"))
+    sets = {"DU", "ADS/esc50", "ADS/urbansound8k", "ADS/tut2017"}
+    assert set(curves.groupby(["teacher", "set", "selection"]).groups) == {
+        (teacher, s, selection) for teacher in ("full", "10%") for s in sets for selection in ("cosine", "csls", "mutual")}
+    for selection in ("cosine", "csls", "mutual"):
+        folder = Path(out, "selections", "full_s0", f"ads_esc50_{selection}")
+        ranked = read_manifest(folder / "improvement_set.csv").sort_values(["similarity", "id"], ascending=[False, True])
+        curve = curves[(curves.teacher == "full") & (curves.set == "ADS/esc50") & (curves.selection == selection)]
+        right = truth.pair_is_right(ranked, train, None)
+        assert len(curve) == len(ranked) > 0
+        assert curve["precision"].to_numpy() == pytest.approx(right.cumsum() / (1 + np.arange(len(right))))
+        matched = read_manifest(folder / "matched" / "improvement_set.csv")
+        own = read_manifest(Path(out, "curated", "full_s0", "ads_esc50", "improvement_set.csv"))
+        assert len(matched) == min(len(own), len(ranked)) and list(matched["id"]) == list(ranked["id"][:len(matched)])
+    # the cosine ranking's best pairs at the study's size are the study's own set
+    cosine = read_manifest(Path(out, "selections", "full_s0", "du_cosine", "matched", "improvement_set.csv"))
+    assert set(cosine["id"]) == set(read_manifest(Path(out, "curated", "full_s0", "du", "improvement_set.csv"))["id"])
+    results = pd.read_csv(Path(out, "results.csv"), keep_default_na=False)
+    evaluations = results[results.table == "selection"]
+    assert set(evaluations["selection"]) == {"csls", "mutual"}
+    for teacher in ("full", "10%"):
+        for selection in ("csls", "mutual"):
+            assert len(evaluations[(evaluations.teacher == teacher) & (evaluations.method == f"DU selection={selection}")]) == 3
+            assert set(evaluations[(evaluations.teacher == teacher)
+                                   & (evaluations.method == f"ADS+SL selection={selection}")]["benchmark"]) == set(BENCHMARK_TITLES)
+    section = open(f"{out}/report.md").read().split("## Selection criteria")[1].split("\n## ")[0]
+    assert "selection_precision.png" in section and "position" in section and "minus cosine" in section
+    students = [line.split(" | ")[:4] for line in section.splitlines()
+                if line.startswith(("| full | DU | ", "| full | ADS+SL | ")) and line.count(" | ") == 7]
+    assert len(students) == 2 * 3 * 3  # DU and ADS+SL, each benchmark, each criterion
+    assert {tuple(cells[1:]) for cells in students} == {
+        (model, BENCHMARK_TITLES[bench], selection) for model in ("DU", "ADS+SL") for bench in BENCHMARK_TITLES
+        for selection in ("cosine", "csls", "mutual")}

@@ -71,3 +71,11 @@ class LowResource:
     def slug(self) -> str:
         """How folders and stages name it: `low10` for 0.1, `low12p5` for 0.125."""
         return "low" + f"{100 * self.fraction:g}".replace(".", "p")
+
+
+# Curation's selection criteria (`clapcurate.search`): what sigma applies to. `cosine` is the
+# paper's; `csls` scores 2 cos - r_audio - r_text (r: a side's mean cosine to its k nearest
+# neighbours on the other side); `mutual` keeps pairs whose clip and caption are each among the
+# other's k nearest, by cosine.
+SELECTIONS = ("cosine", "csls", "mutual")
+DEFAULT_SELECTION_K = 10

@@ -14,6 +14,15 @@ float32 buffers and each block is one float32 `torch.mm`, so a pair's similarity
 on the block size. On the CPU one compiled kernel (`search_cpu`) reads each block once for the
 histogram, the counts and each row's candidates; on other devices the same is done with torch
 operations and everything stays on the device until the end of the pass.
+
+Selection criteria (`SELECTIONS`) besides the raw cosine correct for hubs, rows or columns
+close to everything: `csls` scores a pair by 2 cos(a, t) - r_a - r_t (cross-domain similarity
+local scaling, Conneau et al. 2018), with r_a the mean cosine of query a's k nearest keys and r_t
+the mean cosine of key t's k nearest queries; `mutual` keeps a pair only when each side is among
+the other's k nearest (cosine at least the k-th largest of its row and of its column), scored by
+its cosine. Both need each row's and each column's k largest cosines first (`neighbourhoods`:
+one more pass with a streaming top-k per row and per column); the pass then scores each block
+before reading it, so sigma, keep_fraction, top_k and the histogram apply to the score.
 """
 
 from __future__ import annotations
@@ -34,11 +43,12 @@ DEFAULT_BLOCK_SIZE = 4096
 HISTOGRAM_BINS = 65536
 CANDIDATE_CAPACITY = 1 << 21  # candidate pairs held before those below the bound are dropped
 ROW_CANDIDATES = 64  # candidates per row the CPU kernel holds; a row with more is searched again
+from .method import DEFAULT_SELECTION_K, SELECTIONS  # noqa: E402 (the criteria, named without torch)
 
 
 class SearchResult(NamedTuple):
-    """Pairs (query_idx[i], key_idx[i]) with their cosine `similarity[i]`, sorted by query, then
-    descending similarity, then key."""
+    """Pairs (query_idx[i], key_idx[i]) with their score `similarity[i]` (the cosine, or the CSLS
+    score under `csls`), sorted by query, then descending similarity, then key."""
 
     query_idx: np.ndarray  # int64 [K]
     key_idx: np.ndarray  # int64 [K]
@@ -106,6 +116,94 @@ def similarity_blocks(queries, keys, block_size: int = DEFAULT_BLOCK_SIZE,
             block = buffer[: len(query_block) * len(key_block)].view(len(query_block), len(key_block))
             torch.mm(query_block, key_block.T, out=block)  # [bq, bk]
             yield q_start, k_start, block
+
+
+# --------------------------------------------------------------------------- hub-aware scores
+
+class Neighbourhoods(NamedTuple):
+    """Each query's k largest cosines over the keys and each key's k largest over the queries,
+    in descending order (k at most the other side's size)."""
+
+    query_top: torch.Tensor  # float32 [N, min(k, M)]
+    key_top: torch.Tensor  # float32 [M, min(k, N)]
+
+    def means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r_query [N], r_key [M]): each row's mean, summed in float64 in descending order and
+        rounded to float32."""
+        return tuple((top.double().sum(dim=1) / top.shape[1]).float() for top in (self.query_top, self.key_top))
+
+    def kth(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(each query's k-th largest cosine [N], each key's [M])."""
+        return self.query_top[:, -1], self.key_top[:, -1]
+
+
+def _merge_largest(running: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """The running.shape[1] largest values of each row of `running` and `block` together, descending."""
+    k = running.shape[1]
+    if block.shape[1] > k:
+        block = torch.topk(block, k, dim=1).values
+    return torch.topk(torch.cat([running, block], dim=1), k, dim=1).values
+
+
+def neighbourhoods(queries, keys, k: int = DEFAULT_SELECTION_K, block_size: int = DEFAULT_BLOCK_SIZE,
+                   device: str | torch.device | None = None) -> Neighbourhoods:
+    """Each query's and each key's k largest cosines on the other side, in one blocked pass with
+    a streaming top-k per row and per column (kept on `device` until the end)."""
+    if k < 1:
+        raise ClapcurateError(f"selection_k must be at least 1, got {k}")
+    _check_pair_shapes(queries, keys)
+    device = devices.resolve_device(device)
+    n_queries, n_keys = queries.shape[0], keys.shape[0]
+    query_top = torch.full((n_queries, min(k, n_keys)), -np.inf, device=device)
+    key_top = torch.full((n_keys, min(k, n_queries)), -np.inf, device=device)
+    if _use_cpu_kernel(device):  # one read of each block by the compiled kernel, each thread its own columns
+        from . import search_cpu
+
+        kernel = search_cpu.BlockScanner()
+        thread_key_top = np.full((kernel.threads, *key_top.shape), -np.inf, np.float32)
+        try:
+            for q_start, k_start, block in similarity_blocks(queries, keys, block_size, device):
+                kernel.largest(block.numpy(), query_top[q_start:q_start + len(block)].numpy(),
+                               thread_key_top[:, k_start:k_start + block.shape[1]])
+        finally:
+            kernel.close()
+        key_top = torch.from_numpy(thread_key_top.transpose(1, 0, 2).reshape(n_keys, -1))
+        return Neighbourhoods(query_top, torch.topk(key_top, min(k, n_queries), dim=1).values)
+    for q_start, k_start, block in similarity_blocks(queries, keys, block_size, device):
+        rows, cols = slice(q_start, q_start + block.shape[0]), slice(k_start, k_start + block.shape[1])
+        query_top[rows] = _merge_largest(query_top[rows], block)
+        key_top[cols] = _merge_largest(key_top[cols], block.T)
+    return Neighbourhoods(query_top, key_top)
+
+
+class _Scores:
+    """A selection's score of each similarity block, computed in place (the block is the pass's
+    reused buffer), and the range the histogram bins it over.
+
+    - cosine: the block as it is, over [-1, 1];
+    - csls: (2 cos - r_query) - r_key in float32, over [-4, 4];
+    - mutual: the cosine where it is at least the k-th largest of its row and of its column,
+      -inf elsewhere (never >= any sigma; counted in the histogram's lowest bin), over [-1, 1].
+    """
+
+    def __init__(self, selection: str, queries, keys, k: int, block_size: int, device: torch.device):
+        if selection not in SELECTIONS:
+            raise ClapcurateError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+        self.selection = selection
+        self.low, self.high = (-4.0, 4.0) if selection == "csls" else (-1.0, 1.0)
+        if selection == "cosine":
+            return
+        near = neighbourhoods(queries, keys, k, block_size, device)
+        self.query_side, self.key_side = near.means() if selection == "csls" else near.kth()
+
+    def __call__(self, q_start: int, k_start: int, block: torch.Tensor) -> torch.Tensor:
+        if self.selection == "cosine":
+            return block
+        query_side = self.query_side[q_start:q_start + block.shape[0], None]  # [bq, 1]
+        key_side = self.key_side[None, k_start:k_start + block.shape[1]]  # [1, bk]
+        if self.selection == "csls":
+            return block.mul_(2).sub_(query_side).sub_(key_side)
+        return block.masked_fill_(block < torch.maximum(query_side, key_side), -np.inf)
 
 
 # --------------------------------------------------------------------------- pairs on the device
@@ -386,14 +484,14 @@ class _Pass:
 
     def __init__(self, n_queries: int, n_keys: int, sigma: float | None, keep_fraction: float | None,
                  top_k: int | None, histogram_queries: int | None, block_size: int, device: torch.device,
-                 bins: int, candidate_capacity: int):
+                 bins: int, candidate_capacity: int, score_range: tuple[float, float] = (-1.0, 1.0)):
         self.device, self.sigma, self.keep_fraction, self.top_k = device, sigma, keep_fraction, top_k
         self.wanted = None if keep_fraction is None else _pairs_to_keep(keep_fraction, n_queries * n_keys)
         if self.wanted is not None and histogram_queries is not None and histogram_queries < n_queries:
             raise ClapcurateError("keep_fraction reads sigma from the histogram of all pairs: "
                                   "histogram_queries must be None")
         self.histogram_rows = _histogram_rows(n_queries, histogram_queries)
-        self.bins = _Bins(bins, -1.0, 1.0, device)
+        self.bins = _Bins(bins, *score_range, device)
         self.on_cpu = _use_cpu_kernel(device)
         self.count_reached = sigma is not None and top_k is not None  # pairs >= sigma before the cap
         self.scan = (_CpuScan(self.bins, min(block_size, n_queries), min(block_size, n_keys), top_k) if self.on_cpu
@@ -460,7 +558,8 @@ class _Pass:
         self._finish_query_block()
         counts, below, above = (part.cpu().numpy() for part in self.scan.totals())
         counted_rows = int(self.histogram_rows.sum())
-        histogram = SimilarityHistogram(counts.astype(np.int64)) if counted_rows else None
+        histogram = (SimilarityHistogram(counts.astype(np.int64), float(self.bins.low), float(self.bins.high))
+                     if counted_rows else None)
         pairs, sigma, reached = _concat(self.found, self.device), self.sigma, None  # None: as many as found
         if self.wanted is not None:
             sigma = histogram.value_at_keep_fraction(self.keep_fraction)
@@ -478,10 +577,17 @@ class _Pass:
 def search_pass(queries, keys, sigma: float | None = None, keep_fraction: float | None = None,
                 top_k: int | None = None, histogram_queries: int | None = None,
                 block_size: int = DEFAULT_BLOCK_SIZE, device: str | torch.device | None = None,
-                bins: int = HISTOGRAM_BINS, candidate_capacity: int | None = None) -> PassResult:
+                bins: int = HISTOGRAM_BINS, candidate_capacity: int | None = None, selection: str = "cosine",
+                selection_k: int = DEFAULT_SELECTION_K) -> PassResult:
     """One blocked pass over queries [N, d] x keys [M, d] (L2-normalised; numpy arrays, float16
     memmaps or tensors): the pairs with cosine similarity >= sigma (inclusive), the histogram
     of the similarities, and the exact number of pairs >= sigma.
+
+    With `selection` csls or mutual (`SELECTIONS`, k = `selection_k`), everything below applies
+    to the selection's score instead of the raw cosine (`_Scores`): one pass (`neighbourhoods`)
+    comes first; keep_fraction is then the fraction of all N x M scores, so the criteria keep as
+    many pairs at one keep_fraction (mutual: at most its mutual pairs); the histogram of a csls
+    pass spans [-4, 4].
 
     sigma is given, or with `keep_fraction` it is `SimilarityHistogram.value_at_keep_fraction` of
     the histogram of all N x M similarities (which the pass counts); with neither, no pairs are
@@ -502,11 +608,13 @@ def search_pass(queries, keys, sigma: float | None = None, keep_fraction: float 
         raise ClapcurateError(f"top_k must be at least 1, got {top_k}")
     _check_pair_shapes(queries, keys)
     device = devices.resolve_device(device)
+    scores = _Scores(selection, queries, keys, selection_k, block_size, device)
     one_pass = _Pass(queries.shape[0], keys.shape[0], sigma, keep_fraction, top_k, histogram_queries, block_size,
-                     device, bins, CANDIDATE_CAPACITY if candidate_capacity is None else candidate_capacity)
+                     device, bins, CANDIDATE_CAPACITY if candidate_capacity is None else candidate_capacity,
+                     (scores.low, scores.high))
     try:
         for q_start, k_start, block in similarity_blocks(queries, keys, block_size, device):
-            one_pass.add(q_start, k_start, block)
+            one_pass.add(q_start, k_start, scores(q_start, k_start, block))
     finally:
         one_pass.scan.close()
     return one_pass.result()

@@ -6,7 +6,8 @@ on its own rows of the block with its own histogram. The threads are plain Pytho
 sleep while the GEMM runs (the kernel releases the GIL): a second OpenMP pool beside torch's
 would spin between blocks and take the cores from the GEMM. The bins are those of `torch.histc`
 over the clamped values (the same float32 arithmetic), so the counts equal
-`SimilarityHistogram.add`'s.
+`SimilarityHistogram.add`'s. A second kernel (`largest_of_rows_and_columns`) keeps each row's and
+each column's k largest values for the hub-aware selections.
 """
 
 from __future__ import annotations
@@ -26,20 +27,27 @@ class BlockScanner:
         self.threads = max(1, threads or torch.get_num_threads())
         self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
 
+    def _on_threads(self, n_rows: int, scan) -> list:
+        """[scan(t, rows of thread t) for each thread t], the rows split into equal runs."""
+        rows_per_thread = -(-n_rows // self.threads)
+        parts = [(thread, slice(thread * rows_per_thread, (thread + 1) * rows_per_thread))
+                 for thread in range(self.threads)]
+        if self.pool is None:
+            return [scan(*parts[0])]
+        return list(self.pool.map(lambda part: scan(*part), parts))
+
     def __call__(self, block: np.ndarray, histogram_rows, low, high, span, edges, counts, below, above,
                  exact_from, floor, top_k, at_least, cand_values, cand_cols, cand_count, overflow) -> int:
         """Scan `block` [bq, bk] as `scan_rows` does; returns how many entries are >= `at_least`."""
-        rows_per_thread = -(-len(block) // self.threads)
+        return sum(self._on_threads(len(block), lambda thread, rows: scan_rows(
+            block[rows], histogram_rows[rows], low, high, span, edges, counts[thread], below[thread], above[thread],
+            exact_from, floor, top_k, at_least, cand_values[rows], cand_cols[rows], cand_count[rows], overflow[rows])))
 
-        def scan(thread: int) -> int:
-            rows = slice(thread * rows_per_thread, (thread + 1) * rows_per_thread)
-            return scan_rows(block[rows], histogram_rows[rows], low, high, span, edges, counts[thread],
-                             below[thread], above[thread], exact_from, floor, top_k, at_least,
-                             cand_values[rows], cand_cols[rows], cand_count[rows], overflow[rows])
-
-        if self.pool is None:
-            return scan(0)
-        return sum(self.pool.map(scan, range(self.threads)))
+    def largest(self, block: np.ndarray, row_top: np.ndarray, column_top: np.ndarray) -> None:
+        """`largest_of_rows_and_columns` over `block` [bq, bk]: rows split between the threads,
+        thread t keeps the columns' values in column_top[t] [bk, k] (merged by the caller)."""
+        self._on_threads(len(block), lambda thread, rows: largest_of_rows_and_columns(
+            block[rows], row_top[rows], column_top[thread]))
 
     def close(self) -> None:
         if self.pool is not None:
@@ -134,3 +142,37 @@ def scan_rows(block, histogram_rows, low, high, span, edges, counts, below, abov
         cand_count[i] = 0 if full else n
         overflow[i] = full
     return at_least_count
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _insert_descending(top, x):
+    """Put x into `top` (descending) in place of its last value, which x exceeds."""
+    i = len(top) - 1
+    while i > 0 and top[i - 1] < x:
+        top[i] = top[i - 1]
+        i -= 1
+    top[i] = x
+
+
+@numba.njit(cache=True, nogil=True)
+def largest_of_rows_and_columns(block, row_top, column_top):
+    """Keep in row_top[i] [k] the k largest values seen in row i (of this and earlier blocks), in
+    column_top[j] [k] those of column j, both descending (start them at -inf). NaN is skipped."""
+    n_rows, n_cols = block.shape
+    column_floor = np.empty(n_cols, block.dtype)  # each column's k-th largest, contiguous for the scan
+    last = column_top.shape[1] - 1
+    for j in range(n_cols):
+        column_floor[j] = column_top[j, last]
+    row_last = row_top.shape[1] - 1
+    for i in range(n_rows):
+        row = block[i]
+        top = row_top[i]
+        floor = top[row_last]
+        for j in range(n_cols):
+            x = row[j]
+            if x > floor:
+                _insert_descending(top, x)
+                floor = top[row_last]
+            if x > column_floor[j]:
+                _insert_descending(column_top[j], x)
+                column_floor[j] = column_top[j, last]

@@ -8,6 +8,7 @@ import dataclasses
 from ..config import load_config
 from ..device import AUTO, check_auto, check_device
 from ..errors import ConfigError
+from ..method import DEFAULT_SELECTION_K, SELECTIONS
 from ..prompts import PROMPT_TEMPLATE
 from ..tasks import TaskSpec
 
@@ -37,6 +38,8 @@ class CurationConfig:
     pool_embeddings: str = ""  # default {out_dir}/embeddings/pool_audio
     caption_embeddings: str = ""  # default {out_dir}/embeddings/caption_text
     sigma: float | None = None  # default: clapcurate.method.SIGMA of the method (DU 0.7, DS 0.6, ADS 0.7)
+    selection: str = "cosine"  # DU, ADS: what sigma applies to: cosine (the paper's), csls or mutual
+    selection_k: int = DEFAULT_SELECTION_K  # csls's neighbourhood size, mutual's nearest neighbours
     keep_fraction: float | None = None  # instead of sigma: keep this fraction of all similarities
     max_captions_per_clip: int | None = None  # DU, ADS: only the best k captions of each clip
     target_precision: float | None = None  # DU, ADS: suggest the sigma estimated to reach this precision
@@ -58,7 +61,13 @@ class CurationConfig:
     def __post_init__(self):
         if self.sigma is not None and self.keep_fraction is not None:
             raise ValueError("give either sigma or keep_fraction, not both")
-        if self.sigma is not None and not -1.0 <= self.sigma <= 1.0:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.selection_k < 1:
+            raise ValueError(f"selection_k must be at least 1, got {self.selection_k}")
+        if self.selection == "csls" and self.sigma is not None and not -4.0 <= self.sigma <= 4.0:
+            raise ValueError(f"sigma is a CSLS score under selection csls and must lie in [-4, 4], got {self.sigma}")
+        if self.selection != "csls" and self.sigma is not None and not -1.0 <= self.sigma <= 1.0:
             raise ValueError(f"sigma is a cosine similarity and must lie in [-1, 1], got {self.sigma}")
         if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction must lie in (0, 1], got {self.keep_fraction}")
@@ -86,6 +95,9 @@ class CurationConfig:
 
         if method not in REQUIRED_KEYS:
             raise ConfigError(f"curation method must be du, ds or ads, got {method!r}")
+        if self.selection == "csls" and self.sigma is None and self.keep_fraction is None and method != "ds":
+            raise ConfigError("selection csls: sigma applies to the CSLS score, not a cosine, so the paper's "
+                              "default does not carry over: give sigma or keep_fraction")
         missing = [key for key in REQUIRED_KEYS[method] if not getattr(self, key)]
         if missing:
             raise ConfigError(f"curate {method}: missing config key(s) {', '.join(missing)}")

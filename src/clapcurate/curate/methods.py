@@ -8,6 +8,12 @@
   similarity is >= sigma.
 - **ADS** (augmented DS): the DS captions x every pool clip, pairs >= sigma.
 
+DU and ADS take a `selection` (`clapcurate.search.SELECTIONS`): `cosine`, the paper's, applies
+sigma to the raw cosine; `csls` to the CSLS score 2 cos - r_audio - r_text (r: the mean cosine of
+a side's `selection_k` nearest neighbours on the other side; 0 means a pair as close as its two
+neighbourhoods on average, and the score spans [-4, 4]); `mutual` to the cosine of the pairs whose
+clip and caption are each among the other's `selection_k` nearest.
+
 Nothing here reads or writes files: the stage (`curate.stage`) does. The leakage checks (the
 teacher's training clips, a target benchmark's audio in the pool) are `curate.leakage`.
 """
@@ -23,7 +29,7 @@ import torch
 
 from .. import method
 from ..errors import ClapcurateError, ConfigError
-from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram, best_key, search_pass
+from ..search import DEFAULT_BLOCK_SIZE, DEFAULT_SELECTION_K, SimilarityHistogram, best_key, search_pass
 
 log = logging.getLogger("clapcurate.curate")
 
@@ -61,7 +67,8 @@ PLOT_SAMPLE_QUERIES = 4096  # pool rows sampled for the histogram when sigma is 
 class ImprovementSet:
     """Curated pairs as manifest rows, the threshold sigma that selected them, the histogram
     of the similarities they were selected from (for the plot) and how many pairs of the search
-    reached sigma before a per-clip cap (`max_captions_per_clip`) kept some of them."""
+    reached sigma before a per-clip cap (`max_captions_per_clip`) kept some of them. `similarity`
+    is the score sigma applies to: the cosine, or the CSLS score under `selection` csls."""
 
     method: str
     rows: pd.DataFrame  # manifest columns + similarity + method, source_id, best_label
@@ -69,6 +76,7 @@ class ImprovementSet:
     histogram: SimilarityHistogram
     pairs_before_cap: int = -1  # -1: as many as rows (no cap)
     histogram_sampled: bool = False  # the histogram counts a sample of the pool's rows
+    selection: str = "cosine"  # clapcurate.search.SELECTIONS
 
     def __post_init__(self):
         if self.pairs_before_cap < 0:
@@ -82,7 +90,8 @@ def _check_aligned(embeddings, n_rows: int, what: str) -> None:
 
 def _pool_caption_pairs(kind: str, pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings,
                         caption_rows: pd.DataFrame, sigma: float | None, keep_fraction: float | None,
-                        max_captions_per_clip: int | None, block_size: int, device) -> ImprovementSet:
+                        max_captions_per_clip: int | None, block_size: int, device, selection: str = "cosine",
+                        selection_k: int = DEFAULT_SELECTION_K) -> ImprovementSet:
     """Every (pool clip, distinct caption) pair with cosine >= sigma, at most
     `max_captions_per_clip` per clip. `caption_rows` needs `caption`, `source_id`, `best_label`."""
     _check_aligned(pool_embeddings, len(pool_clips), "pool")
@@ -94,7 +103,8 @@ def _pool_caption_pairs(kind: str, pool_embeddings, pool_clips: pd.DataFrame, ca
     # one pass: the pairs, the histogram (of a sample of the pool's rows for the plot when sigma is
     # absolute, of all pairs for a keep_fraction) and the pairs >= sigma before the cap
     search = search_pass(pool_embeddings, caption_embeddings, threshold, keep_fraction, max_captions_per_clip,
-                         PLOT_SAMPLE_QUERIES if threshold is not None else None, block_size, device)
+                         PLOT_SAMPLE_QUERIES if threshold is not None else None, block_size, device,
+                         selection=selection, selection_k=selection_k)
     if keep_fraction is not None:
         _log_resolved(keep_fraction, search.histogram, search.sigma)
     found = search.pairs
@@ -113,13 +123,14 @@ def _pool_caption_pairs(kind: str, pool_embeddings, pool_clips: pd.DataFrame, ca
         "source_id": matched["source_id"],
         "best_label": matched["best_label"],
     })
-    return ImprovementSet(kind, rows, search.sigma, histogram, search.pairs_at_sigma, sampled)
+    return ImprovementSet(kind, rows, search.sigma, histogram, search.pairs_at_sigma, sampled, selection)
 
 
 def curate_du(pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings, caption_rows: pd.DataFrame,
               sigma: float | None = None, keep_fraction: float | None = None,
               max_captions_per_clip: int | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
-              device: str | torch.device | None = None) -> ImprovementSet:
+              device: str | torch.device | None = None, selection: str = "cosine",
+              selection_k: int = DEFAULT_SELECTION_K) -> ImprovementSet:
     """DU: every pool clip x every distinct training caption, pairs with cosine >= sigma.
 
     `pool_embeddings` [P, d] align with `pool_clips` (clip_id, audio_path, source);
@@ -129,20 +140,23 @@ def curate_du(pool_embeddings, pool_clips: pd.DataFrame, caption_embeddings, cap
     """
     captions = caption_rows.assign(source_id=caption_rows["id"], best_label="")
     return _pool_caption_pairs("du", pool_embeddings, pool_clips, caption_embeddings, captions,
-                               sigma, keep_fraction, max_captions_per_clip, block_size, device)
+                               sigma, keep_fraction, max_captions_per_clip, block_size, device, selection,
+                               selection_k)
 
 
 def curate_ads(ds_manifest: pd.DataFrame, caption_embeddings, pool_embeddings, pool_clips: pd.DataFrame,
                sigma: float | None = None, keep_fraction: float | None = None,
                max_captions_per_clip: int | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
-               device: str | torch.device | None = None) -> ImprovementSet:
+               device: str | torch.device | None = None, selection: str = "cosine",
+               selection_k: int = DEFAULT_SELECTION_K) -> ImprovementSet:
     """ADS: the DS Improvement-Set's captions x every pool clip, pairs with cosine >= sigma.
 
     `caption_embeddings` [R, d] align with `ds_manifest`'s rows; each output row keeps the DS
     row's provenance (the training row id in `source_id`, the `best_label`).
     """
     return _pool_caption_pairs("ads", pool_embeddings, pool_clips, caption_embeddings, ds_manifest,
-                               sigma, keep_fraction, max_captions_per_clip, block_size, device)
+                               sigma, keep_fraction, max_captions_per_clip, block_size, device, selection,
+                               selection_k)
 
 def curate_ds(train_manifest: pd.DataFrame, caption_embeddings, prompt_embeddings, labels,
               sigma: float | None = None, keep_fraction: float | None = None,

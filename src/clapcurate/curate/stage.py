@@ -100,7 +100,7 @@ def histogram_title(improvement_set: ImprovementSet, max_captions_per_clip: int 
 
 
 def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path: Path, title: str,
-                              ylabel: str = "pairs") -> Path:
+                              ylabel: str = "pairs", xlabel: str = "cosine similarity") -> Path:
     """A PNG of the similarity distribution with the threshold sigma marked: counts on a log
     scale, or on a linear scale of whole numbers when no bin holds more than 50."""
     import matplotlib
@@ -123,7 +123,7 @@ def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path
     else:
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylim(bottom=0)
-    axes.set_xlabel("cosine similarity")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.legend()
@@ -133,6 +133,8 @@ def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path
     return path
 
 
+SCORE_NAMES = {"cosine": "cosine similarity", "csls": "CSLS score (2 cos - r_audio - r_text)",
+               "mutual": "cosine similarity of mutual nearest neighbours (others at -1)"}
 STATS_FILE = "stats.json"
 HISTOGRAM_FILE = "similarity_histogram.png"
 HISTOGRAM_DATA_FILE = "similarity_histogram.npz"  # counts [bins] (int64), low, high
@@ -161,7 +163,8 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
     if improvement_set.histogram_sampled:
         ylabel = f"pairs (of {PLOT_SAMPLE_QUERIES:,} sampled pool clips)"
     plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE,
-                              histogram_title(improvement_set, context.get("max_captions_per_clip")), ylabel)
+                              histogram_title(improvement_set, context.get("max_captions_per_clip")), ylabel,
+                              SCORE_NAMES[improvement_set.selection])
     write_atomically(out_dir / HISTOGRAM_DATA_FILE, improvement_set.histogram.save, "wb")
     write_text_atomically(out_dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
     return path
@@ -239,7 +242,7 @@ def _curate_pool_stage(method: str, config: CurationConfig,
     search = dict(sigma=config.sigma, keep_fraction=config.keep_fraction,
                   max_captions_per_clip=config.max_captions_per_clip,
                   block_size=config.block_size or DEFAULT_BLOCK_SIZE,
-                  device=resolve_device(config.device))
+                  device=resolve_device(config.device), selection=config.selection, selection_k=config.selection_k)
     train = data["train_manifest"]
     if method == "du":
         captions = unique_captions(train)
@@ -352,4 +355,5 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
             improvement_set, config.out_dir, config.manifest_name, sigma_from=sigma_from,
             target_precision=config.target_precision,
             benchmark=config.target_task().name if config.benchmark_manifest else None,
-            keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)
+            keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip,
+            **({} if method == "ds" else {"selection": config.selection, "selection_k": config.selection_k}), **counts)

@@ -16,6 +16,7 @@ from ..device import AUTO, check_auto, check_device
 from ..errors import ConfigError
 from ..model.checkpoints import require_model_path
 from ..model.clap import CLAPConfig
+from ..search import DEFAULT_SELECTION_K, SELECTIONS
 from ..train.config import StudentConfig, TaggerConfig, TeacherConfig
 from .paper import BENCHMARKS
 
@@ -86,8 +87,21 @@ class CurationSettings:
     ads_keep_fraction: float | None = None
     ads_max_captions_per_clip: int | None = 1
     block_size: int = 8192
+    # selection criteria compared on the embedded world (`study.selections`), e.g. [cosine, csls,
+    # mutual]: each curates DU and ADS once more at selection_keep_fraction for the precision
+    # curves, and trains DU and ADS+SL students on its best pairs at the cosine sets' sizes
+    selections: list[str] = field(default_factory=list)
+    selection_k: int = DEFAULT_SELECTION_K
+    selection_keep_fraction: float = 0.02
 
     def __post_init__(self):
+        for name in self.selections:
+            if name not in SELECTIONS:
+                raise ValueError(f"selections: {name!r} is not a selection ({', '.join(SELECTIONS)})")
+        if self.selection_k < 1:
+            raise ValueError(f"selection_k must be at least 1, got {self.selection_k}")
+        if not 0.0 < self.selection_keep_fraction <= 1.0:
+            raise ValueError(f"selection_keep_fraction must lie in (0, 1], got {self.selection_keep_fraction}")
         for kind in ("du", "ds", "ads"):
             sigma, keep = getattr(self, f"{kind}_sigma"), getattr(self, f"{kind}_keep_fraction")
             if sigma is not None and not -1.0 <= sigma <= 1.0:
@@ -163,6 +177,8 @@ class StudyConfig:
                 raise ValueError(f"brackets: {name!r} is not a student of pool pairs ({', '.join(pool_methods)})")
         if self.brackets and self.world is None:
             raise ValueError("brackets need the embedded world's ground truth (a `world` section)")
+        if self.curation.selections and self.world is None:
+            raise ValueError("curation.selections need the embedded world's ground truth (a `world` section)")
         if self.lengths and any(m.endswith(" oracle") for m in self.lengths.methods) and self.world is None:
             raise ValueError("lengths: oracle students need the embedded world's ground truth (a `world` section)")
 

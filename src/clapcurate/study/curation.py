@@ -1,5 +1,6 @@
 """The study's curation stages: a teacher's embeddings, its DU, DS and ADS sets, the oracle and
-shuffled sets that bracket a curated set, and the curated pair counts."""
+shuffled sets that bracket a curated set, the sets of the compared selection criteria, and the
+curated pair counts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import from_dict
+from . import selections
 from .plan import StudentSpec, slug
 
 if TYPE_CHECKING:
@@ -36,18 +38,18 @@ def embed(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, st
     return study.stages.run(f"embed/{slug(study.config, kind)}_s{seed}", run)
 
 
-def curate(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, str], train_manifest: str,
-           embeddings: dict[str, str]) -> dict[str, str]:
-    """The teacher's curated sets: DU once, DS and ADS per benchmark (paths of their
-    `improvement_set.csv` by `DU`, `DS/<benchmark>`, `ADS/<benchmark>`)."""
+def _curation_runner(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, str],
+                     train_manifest: str, embeddings: dict[str, str], folder: str = "curated"):
+    """run(method, name, settings) -> the manifest of one curation stage of the teacher, curated
+    into `<folder>/<teacher>_s<seed>/<name>`."""
     from ..curate import CurationConfig, run_curation
 
-    c = study.config.curation
     base = dict(teacher=ckpt, pool_manifest=manifests["pool"], train_manifest=manifests["train"],
                 teacher_train_manifest=train_manifest, pool_embeddings=embeddings["audio"],
-                caption_embeddings=embeddings["text"], block_size=c.block_size, device=study.config.device)
-    out = study.out / "curated" / f"{slug(study.config, kind)}_s{seed}"
-    stage = f"curate/{slug(study.config, kind)}_s{seed}"
+                caption_embeddings=embeddings["text"], block_size=study.config.curation.block_size,
+                device=study.config.device)
+    out = study.out / folder / f"{slug(study.config, kind)}_s{seed}"
+    stage = f"{'curate' if folder == 'curated' else folder}/{slug(study.config, kind)}_s{seed}"
 
     def run(method: str, name: str, settings: dict) -> str:
         if settings.get("keep_fraction") is not None:
@@ -55,6 +57,15 @@ def curate(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, s
         config = from_dict(CurationConfig, {**base, **settings, "out_dir": str(out / name), "overwrite": True})
         return study.stages.run(f"{stage}/{name}", lambda: str(run_curation(method, config)))
 
+    return run
+
+
+def curate(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, str], train_manifest: str,
+           embeddings: dict[str, str]) -> dict[str, str]:
+    """The teacher's curated sets: DU once, DS and ADS per benchmark (paths of their
+    `improvement_set.csv` by `DU`, `DS/<benchmark>`, `ADS/<benchmark>`)."""
+    c = study.config.curation
+    run = _curation_runner(study, kind, seed, ckpt, manifests, train_manifest, embeddings)
     sets = {"DU": run("du", "du", {"sigma": c.du_sigma, "keep_fraction": c.du_keep_fraction,
                                    "max_captions_per_clip": c.du_max_captions_per_clip})}
     for bench in study.data.benchmarks:
@@ -69,6 +80,54 @@ def curate(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, s
             **target, "ds_manifest": sets[f"DS/{bench}"], "sigma": c.ads_sigma,
             "keep_fraction": c.ads_keep_fraction, "max_captions_per_clip": c.ads_max_captions_per_clip})
     return sets
+
+
+def selection_students(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, str],
+                       train_manifest: str, embeddings: dict[str, str], sets: dict[str, str],
+                       specs: list[StudentSpec]) -> tuple[list[dict], list[StudentSpec]]:
+    """`curation.selections` (`study.selections`): each criterion's DU and ADS sets curated at
+    `selection_keep_fraction` into `selections/`, ranked by its score; returns (their precision
+    curves, the DU and ADS+SL students of the criteria other than cosine on their best pairs at
+    the sizes of the teacher's own sets, `specs`' students otherwise)."""
+    from ..data.manifest import read_manifest, write_manifest
+
+    c = study.config.curation
+    run = _curation_runner(study, kind, seed, ckpt, manifests, train_manifest, embeddings, "selections")
+    curves, students = [], []
+    for key, own_set in sets.items():
+        set_kind, _, bench = key.partition("/")
+        if set_kind not in ("DU", "ADS"):
+            continue
+        name = Path(own_set).parent.name
+        settings = {"keep_fraction": c.selection_keep_fraction, "selection_k": c.selection_k,
+                    "max_captions_per_clip": c.du_max_captions_per_clip if set_kind == "DU"
+                    else c.ads_max_captions_per_clip}
+        if set_kind == "ADS":
+            settings.update(benchmark_manifest=manifests[bench], benchmark=bench, ds_manifest=sets[f"DS/{bench}"])
+        model = "DU" if set_kind == "DU" else "ADS+SL"
+        spec = next((s for s in specs if s.table == "main" and s.method == model and s.benchmark == (bench or None)),
+                    None)
+        for selection in c.selections:
+            curated = run(set_kind.lower(), f"{name}_{selection}", {**settings, "selection": selection})
+
+            def matched(curated=curated):
+                rows = selections.ranked(read_manifest(curated))
+                size = len(read_manifest(own_set))
+                right = study.truth().pair_is_right(rows, manifests["train"], bench or None)
+                out = Path(curated).parent / "matched"
+                out.mkdir(exist_ok=True)
+                return {"set": str(write_manifest(rows.iloc[:size], out / "improvement_set.csv")), "matched": size,
+                        "right": "".join("1" if r else "0" for r in right)}
+
+            record = study.stages.run(f"selections/{slug(study.config, kind)}_s{seed}/{name}_{selection}/matched",
+                                      matched)
+            right = np.array([char == "1" for char in record["right"]], dtype=bool)
+            curves += selections.curve_rows(kind, seed, key, selection, right, record["matched"])
+            if spec is not None and selection != "cosine":
+                students.append(dataclasses.replace(spec, method=selections.student_name(model, selection),
+                                                    improvement_set=record["set"], table="selection",
+                                                    selection=selection))
+    return curves, students
 
 
 def bracket_students(study: Study, kind: str, seed: int, spec: StudentSpec, train_manifest: str,

@@ -1,7 +1,8 @@
 """The study's files, and the report rendered from them: results.csv (one row per evaluated model,
 seed and benchmark, with the model's structured identity), predictions.csv (every evaluated
 model's per-clip outcome, with each clip's recording), claims.csv (the paper's claims with their
-intervals and verdicts), the config the study ran with, then the report."""
+intervals and verdicts), the selection criteria's files, the config the study ran
+with, then the report."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 import yaml
 
 from ..config import to_dict
-from . import report
+from . import report, selections
 from .analysis import per_class_rows
 from .tables import claim_rows
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from .pipeline import Study
 
 RESULT_COLUMNS = ["teacher", "method", "student", "curated_set", "soft_labels", "target_norm", "teacher_targets",
-                  "steps", "bracket", "table", "seed", "benchmark", "clips", "correct", "skipped", "accuracy"]
+                  "steps", "bracket", "selection", "table", "seed", "benchmark", "clips", "correct", "skipped", "accuracy"]
 PREDICTION_COLUMNS = ["teacher", "method", "seed", "benchmark", "clip_id", "recording_id", "label", "predicted",
                       "correct"]
 RECORDING_ID = "recording_id"  # the manifest column naming each clip's recording
@@ -39,9 +40,10 @@ def recording_ids(manifest: pd.DataFrame) -> pd.Series:
 
 
 def write_outputs(study: Study, rows: list[dict], counts: list[dict], manifests: dict[str, str],
-                  seconds: float) -> str:
-    """results.csv, predictions.csv, claims.csv and config.yaml from the evaluations' rows, then the
-    report from those files; returns the study folder."""
+                  seconds: float, curves=()) -> str:
+    """results.csv, predictions.csv, claims.csv, the selection criteria's files (from their
+    precision `curves`) and config.yaml from the evaluations' rows, then the report from those
+    files; returns the study folder."""
     from ..data.manifest import read_manifest
 
     out = study.out
@@ -60,6 +62,8 @@ def write_outputs(study: Study, rows: list[dict], counts: list[dict], manifests:
     loaded = load_results(out)
     low = study.config.low_resource.label if study.config.low_resource else ""
     claim_rows(loaded, low).to_csv(out / "claims.csv", index=False)
+    selection_section = (selections.write_comparison(out, loaded, pd.DataFrame(list(curves)), study.config.curation)
+                         if curves else [])
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(study.config), sort_keys=False))
     header = (f"# Study `{study.config.name}`\n\nSeeds: {study.config.seeds}. "
               f"Total wall time of this run: {seconds:.0f} s "
@@ -69,7 +73,8 @@ def write_outputs(study: Study, rows: list[dict], counts: list[dict], manifests:
                                recording_table(loaded), pd.DataFrame(counts), per_class_rows(study.truth(), rows),
                                study.stages.timings, header, study.notes, low_resource=low,
                                validation_curves=validation_curves(out),
-                               base_steps=study.config.student.trainer.max_steps, peakedness=study.peakedness)
+                               base_steps=study.config.student.trainer.max_steps, peakedness=study.peakedness,
+                               selection_section=selection_section)
     study.console.print(text)
     study.console.print(f"[bold]report written to {out / 'report.md'}[/bold]")
     return str(out)

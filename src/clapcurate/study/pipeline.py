@@ -16,7 +16,7 @@ from ..files import check_output_folder
 from . import browsers
 from .analysis import target_peakedness
 from .config import StudyConfig, check_study_inputs
-from .curation import bracket_students, curate, curated_counts, embed
+from .curation import bracket_students, curate, curated_counts, embed, selection_students
 from .datasets import low_resource_manifest, prepare_data
 from .evaluation import evaluate
 from .outputs import write_outputs
@@ -57,7 +57,7 @@ class Study:
         t0 = time.perf_counter()
         manifests = prepare_data(self)
         pretrained = pretrain_audio(self)
-        rows, counts = [], []
+        rows, counts, curves = [], [], []
         low = self.config.low_resource
         kinds = ["full"] + ([low.label] if low else [])
         if low:
@@ -91,6 +91,11 @@ class Study:
                           for arm in brackets(spec)]
                 if kind == "full" and seed == self.config.seeds[0] and self.config.lengths:
                     specs += length_students(self.config, specs, brackets)
+                if self.config.curation.selections:
+                    set_curves, selection_specs = selection_students(self, kind, seed, ckpt, manifests, train_manifest,
+                                                                     embeddings, sets, specs)
+                    curves += set_curves
+                    specs += selection_specs
                 for spec in specs:
                     student = fit_student(self, kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
@@ -100,7 +105,7 @@ class Study:
         if unmatched:
             self.notes.append(f"marks: {', '.join(unmatched)} named no curated set of this study; those marks are "
                               "not in the report.")
-        return write_outputs(self, rows, counts, manifests, time.perf_counter() - t0)
+        return write_outputs(self, rows, counts, manifests, time.perf_counter() - t0, curves)
 
 
 def quiet_banners() -> None:

@@ -22,9 +22,10 @@ class StudentSpec:
     replay: str
     soft_labels: bool
     loss_overrides: dict[str, Any] = field(default_factory=dict)
-    table: str = "main"  # "main", "variant", "bracket" or "length"
+    table: str = "main"  # "main", "variant", "bracket", "length" or "selection"
     max_steps: int | None = None  # another training length than student.trainer.max_steps
     bracket: str = ""  # "oracle" or "shuffled" for the students that bracket a curated one
+    selection: str = ""  # the curation criterion of its set where the study compares them (`study.selections`)
 
     @property
     def student(self) -> str:
@@ -38,7 +39,7 @@ def identity(config: StudyConfig, spec: StudentSpec | None) -> dict:
     labels, its training steps, its bracket arm and its table; `spec` None: the teacher."""
     if spec is None:
         return {"student": "teacher", "curated_set": "", "soft_labels": False, "target_norm": "",
-                "teacher_targets": "", "steps": None, "bracket": "", "table": "main"}
+                "teacher_targets": "", "steps": None, "bracket": "", "selection": "", "table": "main"}
     loss = {"target_norm": config.student.loss.target_norm, "teacher_targets": config.student.loss.teacher_targets,
             **spec.loss_overrides}
     curated_set, soft_labels = method.STUDENT_METHODS[spec.student]
@@ -46,7 +47,7 @@ def identity(config: StudyConfig, spec: StudentSpec | None) -> dict:
             "target_norm": loss["target_norm"] if soft_labels else "",
             "teacher_targets": loss["teacher_targets"] if soft_labels else "",
             "steps": spec.max_steps or config.student.trainer.max_steps, "bracket": spec.bracket,
-            "table": spec.table}
+            "selection": spec.selection, "table": spec.table}
 
 
 def slug(config: StudyConfig, kind: str) -> str:

@@ -32,7 +32,8 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
                  counts: pd.DataFrame, per_class: pd.DataFrame, timings: dict[str, float], header: str,
                  notes: list[str], low_resource: str = "10%",
                  validation_curves: dict[str, pd.DataFrame] | None = None,
-                 base_steps: int | None = None, peakedness: dict | None = None) -> str:
+                 base_steps: int | None = None, peakedness: dict | None = None,
+                 selection_section: list[str] = ()) -> str:
     """Write report.md (with the plots of accuracy, gains with intervals and the students'
     validation curves) and report.html, and return the markdown text. `evaluated`: every evaluated
     model's results with their per-clip outcomes (`outputs.load_results`); `claims`: claims.csv;
@@ -88,6 +89,7 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
                   "/ (oracle - shuffled) in accuracy, with its 95% interval; oracle - SL says whether right pool "
                   "pairs teach more than training on the teacher's own pairs.",
                   markdown_table(bracket_table(results, brackets))]
+    parts += list(selection_section)  # `study.selections.write_comparison`
     if lengths is not None and len(lengths):
         bench = lengths["benchmark"].iloc[0]
         parts += [f"## Training length ({BENCHMARK_TITLES.get(bench, bench)}, first seed)",
