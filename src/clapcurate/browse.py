@@ -367,11 +367,14 @@ def clear_earlier_page(root: Path, overwrite: bool = False) -> int:
     check_output_folder(root, "browser folder")
     files, folders = _recorded_paths(root) if (root / RECORD_FILE).exists() else _legacy_page(root)
     own = set(files) | set(folders) | {os.path.join(root, RECORD_FILE)}
-    foreign = []
-    for folder, subfolders, names in os.walk(root):
-        foreign += [os.path.join(folder, name) for name in subfolders + names
-                    if os.path.join(folder, name) not in own]
-        subfolders[:] = [name for name in subfolders if os.path.join(folder, name) in own]
+    foreign, to_visit = [], [os.fspath(root)]
+    while to_visit:  # the folder, and the folders of its own inside it (links not followed)
+        with os.scandir(to_visit.pop()) as entries:
+            for entry in entries:
+                if entry.path not in own:
+                    foreign.append(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    to_visit.append(entry.path)
     if foreign and not overwrite:
         raise ClapcurateError(f"{root} holds {len(foreign)} file(s) or folder(s) `clapcurate browse` did not write "
                               f"(e.g. {foreign[0]}): choose a new or empty --out, or add --overwrite to write the page "
