@@ -32,13 +32,13 @@ TINY_FEATURES = dict(feature_size=16, sampling_rate=SAMPLE_RATE, hop_length=160,
                      frequency_min=50, frequency_max=8000, truncation="rand_trunc", padding="repeatpad")
 
 
-def _fit_student(teacher, tmp_path, steps: int = 3):
+def _fit_student(teacher, tmp_path, steps: int = 3, loss: str = "soft_label"):
     """fit-student from `teacher` on the tiny world's pairs (curated and replayed); its last/."""
     _write_tiny_world(tmp_path)
     config = tmp_path / "student.yaml"
     config.write_text(yaml.safe_dump(dict(
         teacher=str(teacher), improvement_set=str(tmp_path / "train.csv"), replay_manifest=str(tmp_path / "train.csv"),
-        loss=dict(kind="soft_label", beta=0.3), data=dict(batch_size=4, val_fraction=0.0), optim=dict(lr=3e-3),
+        loss=dict(kind=loss, beta=0.3), data=dict(batch_size=4, val_fraction=0.0), optim=dict(lr=3e-3),
         trainer=dict(max_steps=steps, max_epochs=None, progress_bar=False, keep_best=False, save_resume_state=False),
         out_dir=str(tmp_path / "student"))))
     assert main(["fit-student", "--config", str(config)]) == 0
@@ -171,14 +171,15 @@ def _msclap_2022_text(bert_dir):
 
 @pytest.mark.parametrize("year", [2022, 2023])
 def test_msclap_round_trip(year, tiny_text_encoder_dir, tiny_gpt2_dir, tmp_path):
-    # MS CLAP 2022's CNN14 is full width (msclap fixes it): one step of it is enough to move the student
+    # MS CLAP 2022's CNN14 is full width (msclap fixes it): one contrastive step (no teacher forward
+    # pass) is enough to move the student
     text_dir, reference, settings, steps = {
         2022: (tiny_text_encoder_dir, _msclap_2022_reference, MSCLAP_2022_TINY_AUDIO, 1),
         2023: (tiny_gpt2_dir, _msclap_2023_reference, MSCLAP_TINY_AUDIO, 3)}[year]
     published = tmp_path / f"CLAP_weights_{year}_tiny.pth"
     torch.save({"model": reference(text_dir).state_dict()}, published)
     teacher = _import("import-msclap", published, text_dir, settings, tmp_path / "teacher")
-    student = _fit_student(teacher, tmp_path, steps)
+    student = _fit_student(teacher, tmp_path, steps, "contrastive" if year == 2022 else "soft_label")
     out = _export(student, tmp_path / "exported", steps)  # the teacher's form: MS CLAP's .pth of that year
 
     clap = reference(text_dir)
