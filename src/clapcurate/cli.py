@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("embed", help="embed a manifest's audio or captions into resumable shards")
-    p.add_argument("--model", required=True, help="checkpoint folder, or MS CLAP / LAION-CLAP weights")
+    p.add_argument("--model", required=True, help="checkpoint folder, transformers ClapModel folder, or MS CLAP / LAION-CLAP weights")
     p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("--manifest", required=True, help="a manifest file or a dataset spec KIND:PATH")
     p.add_argument("--out", required=True)
@@ -555,8 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, help="pairs (audio players) per page")
     p.add_argument("--audio", choices=["link", "copy"], default="link",
                    help="link the clips next to the page (relative symbolic links) or copy them")
-    p.add_argument("--teacher", help="the teacher (checkpoint folder or published weights file): long clips play the window "
-                                     "that matched the caption (one forward pass per window of the long clips)")
+    p.add_argument("--teacher", help="the teacher (any model --model takes): long clips play the window that matched "
+                                     "the caption (one forward pass per window of the long clips)")
     p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")
     p.add_argument("--world", help="embedded world folder: mark each pair right or wrong from its ground truth")
     p.add_argument("--train-manifest", help="with --world: the training data the captions came from "
@@ -567,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="zero-shot accuracy of one or more models on labelled tasks, "
                                          "with 95%% intervals and paired differences against the first model")
     p.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL",
-                   help="checkpoint folder, or MS CLAP / LAION-CLAP weights, optionally named (repeatable: each "
+                   help="checkpoint folder, transformers ClapModel folder, or MS CLAP / LAION-CLAP weights, optionally named (repeatable: each "
                         "later model is compared with the first, e.g. --model teacher=T --model student=S)")
     p.add_argument("--dataset", action="append", required=True, metavar="[NAME=]DATA",
                    help="a labelled task: a manifest file or KIND:PATH (esc50:, urbansound8k:, tut2017:, "
@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("classify", help="zero-shot classification of audio files")
-    p.add_argument("--model", required=True, help="checkpoint folder, or MS CLAP / LAION-CLAP weights")
+    p.add_argument("--model", required=True, help="checkpoint folder, transformers ClapModel folder, or MS CLAP / LAION-CLAP weights")
     p.add_argument("--labels", required=True, help="comma-separated labels")
     p.add_argument("--top", type=int, default=3)
     p.add_argument("--text-encoder", help="text encoder name or path for published checkpoint files")

@@ -226,7 +226,7 @@ def _hf_config(model: CLAP):
                         mlp_ratio=htsat.mlp_ratio, drop_path_rate=htsat.drop_path, enable_fusion=False,
                         num_hidden_layers=len(htsat.depths))
     return transformers.ClapConfig(text_config=text_keys, audio_config=audio_config, projection_dim=model.config.d_proj,
-                                   logit_scale_init_value=math.exp(float(model.logit_scale)))
+                                   logit_scale_init_value=math.exp(model.logit_scale.item()))
 
 
 def feature_extractor(model: CLAP):
