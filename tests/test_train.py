@@ -170,9 +170,10 @@ def test_epoch_order_visits_every_item_once_per_epoch():
     assert not np.array_equal(order.rows(0), order.rows(3))
 
 
-@pytest.mark.parametrize("curated_prob", [0.2, 0.5, 0.9])
-def test_replay_draws_curated_batches_at_the_configured_rate(curated_prob):
-    draws = CuratedDraws(curated_prob, seed=1)
+@pytest.mark.parametrize("replay_prob", [0.8, 0.5, 0.1])
+def test_replay_draws_curated_batches_at_the_configured_rate(replay_prob):
+    curated_prob = 1.0 - replay_prob
+    draws = CuratedDraws(replay_prob, seed=1)
     steps = 3 * CuratedDraws.BLOCK + 123
     flags = np.array([draws.is_curated(s) for s in range(steps)])
     sigma = math.sqrt(steps * curated_prob * (1 - curated_prob))

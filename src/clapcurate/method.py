@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SIGMA = {"du": 0.7, "ds": 0.6, "ads": 0.7}  # cosine thresholds of the curated sets
-AUTHORS_DU_SIGMA = 0.75
 BETA = 0.3
 TARGET_NORMS: tuple[str, ...] = ("none", "after_mix", "before_mix", "softmax")
 TARGET_NORM = "softmax"

@@ -201,7 +201,5 @@ MARKED_COLUMNS = ("marked_right", "marked_wrong", "marked_unsure", "marked_preci
 
 
 def _pairs_before_cap(improvement_set: str) -> float:
-    """The pairs of the search >= sigma before the per-clip cap, from the set's `stats.json`
-    (NaN for a set curated before it recorded them)."""
-    stats = json.loads((Path(improvement_set).parent / "stats.json").read_text())
-    return stats.get("pairs_at_sigma", {}).get("before_cap", np.nan)
+    """The pairs of the search >= sigma before the per-clip cap, from the set's `stats.json`."""
+    return json.loads((Path(improvement_set).parent / "stats.json").read_text())["pairs_at_sigma"]["before_cap"]

@@ -210,18 +210,19 @@ class EpochOrder:
 
 
 class CuratedDraws:
-    """Step s draws an Improvement-Set batch when u_s < curated_prob, u_s ~ U(0, 1) seeded."""
+    """Step s draws an Improvement-Set batch when u_s < 1 - replay_prob, else a replay batch,
+    u_s ~ U(0, 1) seeded."""
 
     BLOCK = 4096
 
-    def __init__(self, curated_prob: float, seed: int):
-        self.curated_prob = curated_prob
+    def __init__(self, replay_prob: float, seed: int):
+        self.replay_prob = replay_prob
         self.seed = seed
         self._counts_before_block = [0]  # curated steps before block b
 
     @functools.lru_cache(maxsize=4)
     def _block(self, block: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, 3, block]).random(self.BLOCK) < self.curated_prob
+        return np.random.default_rng([self.seed, 3, block]).random(self.BLOCK) < 1.0 - self.replay_prob
 
     def is_curated(self, step: int) -> bool:
         block, offset = divmod(step, self.BLOCK)
@@ -249,14 +250,15 @@ class PairSchedule:
 
 
 class ReplaySchedule:
-    """Student training: at each step an Improvement-Set batch with probability `curated_prob`,
-    else the replay set's batch of that step. One epoch = one pass over the replay set."""
+    """Student training: at each step the replay set's batch of that step with probability
+    `replay_prob` (`replay.replay_prob`), else an Improvement-Set batch. One epoch = one pass over
+    the replay set."""
 
-    def __init__(self, curated: PairSet, replay: PairSet, batch_size: int, curated_prob: float, seed: int):
+    def __init__(self, curated: PairSet, replay: PairSet, batch_size: int, replay_prob: float, seed: int):
         self.curated, self.replay = curated, replay
         self.curated_order = EpochOrder(len(curated), batch_size, seed + 1)
         self.replay_order = EpochOrder(len(replay), batch_size, seed)
-        self.draws = CuratedDraws(curated_prob, seed)
+        self.draws = CuratedDraws(replay_prob, seed)
         self.steps_per_epoch = self.replay_order.steps_per_epoch
 
     def draw(self, step: int) -> tuple[PairSet, np.ndarray]:

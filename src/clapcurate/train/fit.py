@@ -459,7 +459,7 @@ def build_student(config: StudentConfig) -> tuple[ClapModule, PairDataModule, Pa
     module = ClapModule(model, config.optim, config.loss, teacher, config.freeze_batchnorm,
                         config.text.freeze_text_encoder, local_loss=config.trainer.local_loss)
     schedule = ReplaySchedule(prepared["curated"][0], prepared["replay"][0], config.data.batch_size,
-                              1.0 - config.replay.replay_prob, config.seed)
+                              config.replay.replay_prob, config.seed)
     datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
     return module, datamodule, run_dir, ckpt_path
 
