@@ -7,7 +7,7 @@ output files). The exact blocked similarity search they use is `clapcurate.searc
 The names below are imported on first use, so that reading a curation config does not import torch.
 """
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "CurationConfig": "config",
@@ -32,8 +32,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

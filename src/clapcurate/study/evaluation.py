@@ -22,11 +22,14 @@ def evaluate(study: Study, kind: str, method: str, seed: int, ckpt: str, bench: 
     from ..data.manifest import read_manifest
     from ..device import resolve_device
     from ..model.checkpoints import load
+    from ..tasks import read_task
 
     def run():
         model = load(ckpt, device=resolve_device(study.config.device))
-        result = zeroshot.evaluate(model, read_manifest(manifests[bench]), batch_size=study.config.eval_batch_size,
-                          num_workers=study.config.num_workers, feature_cache=study.out / BENCHMARK_FEATURES)
+        task = read_task(study.data.tasks()[bench], read_manifest(manifests[bench]))  # its prompts and words
+        result = zeroshot.evaluate(model, task.manifest, labels=task.labels, batch_size=study.config.eval_batch_size,
+                                   num_workers=study.config.num_workers, feature_cache=study.out / BENCHMARK_FEATURES,
+                                   template=task.spec.template, words=task.words)
         correct = result.predictions["label"] == result.predictions["predicted"]
         return {"accuracy": result.accuracy, "per_class": result.per_class, "n_clips": result.n_clips,
                 "skipped": len(result.skipped), "correct": "".join("1" if c else "0" for c in correct),

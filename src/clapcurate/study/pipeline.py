@@ -98,7 +98,8 @@ class Study:
                                        student_name(self.config, kind, spec, seed))
                         {"main": rows, "variant": variant_rows, "bracket": bracket_rows,
                          "length": length_rows}[spec.table].append(row)
-        return write_outputs(self, rows, variant_rows, counts, time.perf_counter() - t0, bracket_rows, length_rows)
+        return write_outputs(self, rows, variant_rows, counts, time.perf_counter() - t0, manifests, bracket_rows,
+                             length_rows)
 
 
 def quiet_banners() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import plot_accuracy, plot_gains, plot_validation_curves
-from .paper import BENCHMARK_TITLES, PAPER_TABLE2, PAPER_TABLE3, TABLE2_ROWS, TABLE3_ROWS
+from .paper import PAPER_TABLE2, PAPER_TABLE3, TABLE2_ROWS, TABLE3_ROWS, ReportedTask
 from .rendering import write_report_html
 from .tables import (
     accuracy_table,
@@ -28,37 +28,43 @@ from .tables import (
 
 def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per_class: pd.DataFrame,
                  timings: dict[str, float], header: str, ablations: pd.DataFrame | None,
-                 notes: list[str], low_resource: str = "10%",
+                 notes: list[str], tasks: list[ReportedTask], low_resource: str = "10%",
                  validation_curves: dict[str, pd.DataFrame] | None = None,
                  brackets: pd.DataFrame | None = None, lengths: pd.DataFrame | None = None,
                  base_steps: int | None = None, peakedness: dict | None = None) -> str:
     """Write report.md (with the plots of accuracy, gains with intervals and the students'
-    validation curves) and return the markdown text. `low_resource` is the label of the teacher
-    trained on a fraction of the pairs (`method.LowResource.label`)."""
+    validation curves) and return the markdown text. `tasks`: the configured target tasks, the
+    tables' columns (the paper's figures only beside the paper's own benchmarks). `low_resource`
+    is the label of the teacher trained on a fraction of the pairs (`method.LowResource.label`)."""
     low = low_resource
     parts = [header]
-    parts += ["## Table 1: curated Improvement-Set pairs (full teacher)", markdown_table(counts_table(counts, "full"))]
+    parts += ["Target tasks: " + "; ".join(
+        f"{task.title} ({task.classes} classes, chance {task.chance:.1f}%"
+        + (f", the paper's {task.paper} layout" if task.paper else ", not one of the paper's benchmarks") + ")"
+        for task in tasks) + "."]
+    parts += ["## Table 1: curated Improvement-Set pairs (full teacher)",
+              markdown_table(counts_table(counts, "full", tasks))]
     if (counts["teacher"] == low).any():
-        parts += [f"Curated pairs with the {low} teacher:", markdown_table(counts_table(counts, low))]
+        parts += [f"Curated pairs with the {low} teacher:", markdown_table(counts_table(counts, low, tasks))]
     parts += ["## Table 2: zero-shot accuracy (%), students of the full teacher",
-              "DS and ADS students are trained per benchmark and evaluated on their own benchmark.",
-              markdown_table(accuracy_table(results, "full", TABLE2_ROWS, PAPER_TABLE2)),
+              "DS and ADS students are trained per task and evaluated on their own task.",
+              markdown_table(accuracy_table(results, "full", TABLE2_ROWS, PAPER_TABLE2, tasks)),
               "Gain over the teacher of the same seed (points, with the 95% paired-bootstrap interval over "
               "benchmark clips and seeds; \"within noise\" when it holds 0):",
-              markdown_table(gain_table(results, "full", TABLE2_ROWS))]
-    claims = claims_table(results, low)
+              markdown_table(gain_table(results, "full", TABLE2_ROWS, tasks))]
+    claims = claims_table(results, low, tasks)
     if len(claims):
         parts += ["## The paper's claims on this data",
                   "Each claim as a paired difference in accuracy (points) with its 95% interval: replicated "
                   "when the interval lies above 0, not replicated when below, within noise when it holds 0. "
-                  "The last column pools the clips of all three benchmarks (each seed's models scored on the "
-                  "same clips).",
+                  "The last column pools the clips of all the configured tasks (each seed's models scored on "
+                  "the same clips).",
                   markdown_table(claims)]
     if (results["teacher"] == low).any():
         parts += [f"## Table 3: zero-shot accuracy (%), students of the {low} teacher",
-                  markdown_table(accuracy_table(results, low, TABLE3_ROWS, PAPER_TABLE3)),
+                  markdown_table(accuracy_table(results, low, TABLE3_ROWS, PAPER_TABLE3, tasks)),
                   f"Gain over the {low} teacher of the same seed (points):",
-                  markdown_table(gain_table(results, low, TABLE3_ROWS))]
+                  markdown_table(gain_table(results, low, TABLE3_ROWS, tasks))]
     if brackets is not None and len(brackets):
         parts += ["## Brackets: oracle and shuffled pairs (embedded world)",
                   "Each bracketed student beside two more with the same replay, loss, steps and seed: one on as "
@@ -66,14 +72,14 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
                   "allows), one on the same clips and captions paired at random. Position = (curated - shuffled) "
                   "/ (oracle - shuffled) in accuracy, with its 95% interval; oracle - SL says whether right pool "
                   "pairs teach more than training on the teacher's own pairs.",
-                  markdown_table(bracket_table(results, brackets))]
+                  markdown_table(bracket_table(results, brackets, tasks))]
     if lengths is not None and len(lengths):
         bench = lengths["benchmark"].iloc[0]
-        parts += [f"## Training length ({BENCHMARK_TITLES.get(bench, bench)}, first seed)",
+        parts += [f"## Training length ({next((t.title for t in tasks if t.name == bench), bench)}, first seed)",
                   "Gain over the teacher (points, 95% interval over clips) of the same students trained for "
                   "other numbers of steps; the main tables use the configured length.",
                   markdown_table(length_table(results, lengths, brackets, base_steps))]
-    limits = limits_table(results, brackets, lengths, ablations, counts, peakedness, base_steps)
+    limits = limits_table(results, brackets, lengths, ablations, counts, peakedness, base_steps, tasks)
     if len(limits):
         parts += ["## What limits the method on this data",
                   "Each candidate cause read from the measured comparisons (points, 95% paired intervals).",
@@ -92,15 +98,15 @@ def write_report(out_dir: Path, results: pd.DataFrame, counts: pd.DataFrame, per
     if ablations is not None and len(ablations):
         names = list(dict.fromkeys(ablations["method"]))
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
-                  markdown_table(accuracy_table(ablations, "full", names, {})),
+                  markdown_table(accuracy_table(ablations, "full", names, {}, tasks)),
                   "Each variant minus the configured ADS+SL of the same seed (points, 95% interval; the last "
-                  "column pools the clips of all three benchmarks):",
-                  markdown_table(gain_table(ablations, "full", names, baseline="ADS+SL", pooled=True))]
+                  "column pools the clips of all the configured tasks):",
+                  markdown_table(gain_table(ablations, "full", names, tasks, baseline="ADS+SL", pooled=True))]
     if len(per_class):
         parts += ["## Rare versus frequent classes (mean per-class accuracy %)",
                   "A benchmark class is rare when its sound is among the least captioned half of the "
                   "classes in the teacher's caption corpus.",
-                  markdown_table(rare_frequent_table(per_class, "full", TABLE2_ROWS))]
+                  markdown_table(rare_frequent_table(per_class, "full", TABLE2_ROWS, tasks))]
     if counts["precision"].notna().any():
         parts += ["## Precision of the curated sets (embedded world's ground truth)",
                   "A curated pool pair (DU, ADS) is right when the pool clip holds everything its caption "
