@@ -13,7 +13,7 @@ import torch
 from clapcurate.cli import main
 from clapcurate.intervals import accuracy_bootstrap, paired_bootstrap
 from clapcurate.model import checkpoints
-from clapcurate.study import report
+from clapcurate.study.statistics import paired_interval
 from clapcurate.tasks import TaskSpec, parse_task, read_task
 from clapcurate.zeroshot import evaluate
 
@@ -62,7 +62,7 @@ def test_two_models_give_the_studys_paired_interval_and_per_class_counts_sum_up(
             study = paired_bootstrap(*(np.array([c == "1" for c in r["correct"]]) for r in rows[::-1]),
                                      recordings=loaded.recordings(result.predictions["id"]))
         else:
-            study = report.paired_interval(pd.DataFrame(rows), "full", "student", "teacher", name)
+            study = paired_interval(pd.DataFrame(rows), "full", "student", "teacher", name)
         versus = student["versus_first"]
         assert versus["baseline"] == "teacher" and versus["clips"] == len(loaded.manifest)
         assert versus["difference_points"] == study.difference
@@ -94,7 +94,7 @@ def test_task_specs_name_classes_prompts_and_recordings(user_tasks, tmp_path):
     birds = read_task(parse_task(user_tasks["birds"]))
     assert birds.name == "birds" and birds.labels == ["blackbird", "crow", "wood_pigeon"]
     assert birds.prompts[2] == "this is a sound of wood pigeon" and birds.chance == pytest.approx(1 / 3)
-    assert not birds.has_recordings and birds.spec.paper_benchmark is None
+    assert not birds.has_recordings and birds.paper_benchmark is None
     words = tmp_path / "words.yaml"
     words.write_text("wood_pigeon: a cooing pigeon\n")
     own = read_task(parse_task(f"garden={user_tasks['birds']}", template="a recording of {label}",
@@ -106,8 +106,8 @@ def test_task_specs_name_classes_prompts_and_recordings(user_tasks, tmp_path):
     recordings = machines.recordings(machines.manifest["clip_id"])
     assert len(set(recordings)) == len(machines.manifest) // 2
     assert parse_task("esc50:/data/ESC-50").name == "esc50"
-    assert parse_task("mine=esc50:/data/ESC-50").paper_benchmark == "ESC-50"  # known by its layout, not its name
-    assert parse_task("esc50=csv:/data/esc.csv").paper_benchmark is None
+    assert parse_task("mine=esc50:/data/ESC-50").paper_layout == "ESC-50"  # known by its layout, not its name
+    assert parse_task("esc50=csv:/data/esc.csv").paper_layout is None
 
 
 def test_task_errors_are_one_line(user_tasks, tmp_path, capsys):

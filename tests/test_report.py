@@ -3,9 +3,11 @@
 import numpy as np
 import pandas as pd
 
+from clapcurate.study.paper import ReportedTask
 from clapcurate.study.tables import gain_table, limits_table
 
 N = 1500
+ESC50 = [ReportedTask("esc50", "ESC-50", "esc50", 50)]
 
 
 def _row(method, correct, bench="esc50", teacher="full", seed=0, recordings=None):
@@ -35,7 +37,7 @@ def _frames(oracle_accuracy):
 
 def test_the_world_reading_follows_the_oracle_gap():
     results, brackets, counts = _frames(oracle_accuracy=0.3)
-    table = limits_table(results, brackets, None, None, counts, None, 80).set_index("cause")
+    table = limits_table(results, brackets, None, None, counts, None, 80, ESC50).set_index("cause")
     world = table.loc["the world (is there anything in the pool to learn?)"]
     assert "in 1 of 1 brackets" in world["reading"] and "premise" not in world["reading"]
     precision = table.loc["curation precision"]
@@ -43,7 +45,7 @@ def test_the_world_reading_follows_the_oracle_gap():
     assert "fall short of the oracle in 1 of 1" in precision["reading"]
 
     results, brackets, counts = _frames(oracle_accuracy=0.02)  # the oracle teaches what SL teaches
-    world = limits_table(results, brackets, None, None, counts, None, 80).set_index("cause").loc[
+    world = limits_table(results, brackets, None, None, counts, None, 80, ESC50).set_index("cause").loc[
         "the world (is there anything in the pool to learn?)"]
     assert "in 0 of 1 brackets" in world["reading"] and "does not model the paper's premise" in world["reading"]
 
@@ -61,7 +63,7 @@ def test_training_length_and_soft_target_readings():
     counts = pd.DataFrame(columns=["teacher", "method", "precision"])
     peaked = {"alike_share": 0.1, "rows": [{"target_norm": "softmax", "self": 0.9, "alike items": 0.09,
                                             "other items": 0.01}]}
-    table = limits_table(results, None, lengths, ablations, counts, peaked, 80).set_index("cause")
+    table = limits_table(results, None, lengths, ablations, counts, peaked, 80, ESC50).set_index("cause")
     length = table.loc["training length"]
     assert "ADS+SL - SL on ESC-50: 80 steps" in length["measured"]
     moved = float(length["reading"].split("moves by ")[1].split(" points")[0])
@@ -70,7 +72,7 @@ def test_training_length_and_soft_target_readings():
     assert "softmax: 81.0x the mass per alike item" in soft["measured"]
     assert "ADS+SL norm=softmax: better on ESC-50" in soft["reading"]
     assert "ADS+SL norm=none: worse on ESC-50" in soft["reading"]
-    gains = gain_table(ablations, "full", ["ADS+SL", "ADS+SL norm=softmax"], baseline="ADS+SL")
+    gains = gain_table(ablations, "full", ["ADS+SL", "ADS+SL norm=softmax"], ESC50, baseline="ADS+SL")
     assert list(gains["model"]) == ["ADS+SL norm=softmax"] and gains["ESC-50"].iloc[0].startswith("+")
 
 
@@ -123,9 +125,9 @@ def test_a_planted_null_two_identical_students_is_within_noise_on_every_benchmar
         for seed in (0, 1):
             same = rng.random(300) < 0.6
             rows += [_claim_row("teacher", same, bench, seed), _claim_row("ADS+SL", same.copy(), bench, seed)]
-    claims = claim_rows(pd.DataFrame(rows), "10%")
+    claims = claim_rows(pd.DataFrame(rows), "10%", ["esc50", "urbansound8k", "tut2017"])
     assert _verdicts(claims) == {b: "within noise" for b in ("esc50", "urbansound8k", "tut2017", POOLED)}
-    cells = claims_table(claims).set_index("claim").loc["ADS+SL beats its teacher"]
+    cells = claims_table(claims, ESC50).set_index("claim").loc["ADS+SL beats its teacher"]
     assert cells["+SL targets"] == "softmax" and cells["ESC-50"].endswith(": within noise")
     assert "(seeds: +0.0, +0.0)" in cells["ESC-50"]  # with few seeds, each seed's difference beside the interval
 
@@ -144,7 +146,7 @@ def test_a_clustered_benchmark_gives_a_wider_claim_interval_over_recordings_than
     def claim(recording_ids):
         rows = [_claim_row("teacher", teacher, "esc50", recordings=recording_ids),
                 _claim_row("ADS+SL", student, "esc50", recordings=recording_ids)]
-        found = claim_rows(pd.DataFrame(rows), "10%")
+        found = claim_rows(pd.DataFrame(rows), "10%", ["esc50"])
         return found[(found["claim"] == "ADS+SL beats its teacher") & (found["benchmark"] == "esc50")].iloc[0]
 
     clustered, by_clip = claim(recordings), claim(None)

@@ -229,15 +229,19 @@ def test_a_study_under_a_launcher_of_several_processes_is_refused(tiny_study, mo
         run_study(config)
 
 
-def test_study_config_errors_name_the_key(tmp_path):
+def test_study_config_errors_name_the_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nseedz: [1]\n")
     with pytest.raises(ConfigError, match="seedz"):
         load_study_config(bad)
-    bad.write_text("name: x\ndata: {captioned: [a], pool: b, benchmarks: {esc51: c}}\n")
-    with pytest.raises(ConfigError, match="esc51"):
+    bad.write_text("name: x\ndata: {captioned: [a], pool: b, benchmarks: {birds: {data: c, templat: x}}}\n")
+    with pytest.raises(ConfigError, match="data.benchmarks.birds.templat: did you mean data.benchmarks.birds.template"):
         load_study_config(bad)
-    assert main(["study", str(bad)]) == 2
+    (tmp_path / "pairs.csv").write_text("audio_path,caption\na.wav,a dog barks\n")
+    bad.write_text(f"name: x\nout_root: {tmp_path / 'runs'}\ndata: {{captioned: [{tmp_path / 'pairs.csv'}], "
+                   f"pool: folder:{tmp_path}, benchmarks: {{birds: classes:nowhere}}}}\n")
+    assert main(["study", str(bad)]) == 2  # any name is a task; its data must exist
+    assert "data.benchmarks.birds: nowhere does not exist" in capsys.readouterr().err
 
 
 def test_a_world_of_another_seed_is_refused(tiny_study, tmp_path):
@@ -424,13 +428,15 @@ def test_accuracy_plot_has_one_panel_per_evaluated_benchmark(tmp_path):
 
 
 def test_table1_shows_the_pairs_before_the_per_clip_cap_when_it_bit():
+    from clapcurate.study.paper import ReportedTask
     from clapcurate.study.tables import counts_table
 
+    tasks = [ReportedTask("esc50", "ESC-50", "esc50", 50)]
     counts = pd.DataFrame([dict(teacher="full", seed=0, method="DU", benchmark="all", pairs=8, pairs_at_sigma=367),
                            dict(teacher="full", seed=0, method="DS", benchmark="esc50", pairs=45, pairs_at_sigma=45)])
-    table = counts_table(counts, "full").set_index("")
+    table = counts_table(counts, "full", tasks).set_index("")
     assert table.loc["ours", "DU"] == "8" and table.loc["ours, >= sigma before the per-clip cap", "DU"] == "367"
-    uncapped = counts_table(counts.assign(pairs_at_sigma=counts["pairs"]), "full")
+    uncapped = counts_table(counts.assign(pairs_at_sigma=counts["pairs"]), "full", tasks)
     assert list(uncapped[""]) == ["ours", "paper"]
 
 
@@ -507,7 +513,7 @@ def test_on_the_tiny_world_an_oracle_student_beats_a_shuffled_one_and_the_claim_
                          "target_norm": "softmax" if student != "teacher" else "", "teacher_targets": "online",
                          "accuracy": correct.mean(), "outcomes": correct, "clip_ids": manifest["id"].to_numpy(),
                          "recordings": recordings})
-    claims = claim_rows(pd.DataFrame(rows), "10%")
+    claims = claim_rows(pd.DataFrame(rows), "10%", list(BENCHMARK_TITLES))
     assert dict(zip(claims["benchmark"], claims["verdict"])) == {b: "replicated" for b in (*BENCHMARK_TITLES, POOLED)}
     assert (claims["low"] > 0).all()
 

@@ -259,22 +259,24 @@ def _print_evaluation(evaluation, per_class: bool) -> None:
     versus = {(c.task, c.model): c for c in evaluation.comparisons}
     for task in evaluation.tasks:
         results = [r for r in evaluation.results if r.task is task]
-        paper = f", the paper's {task.spec.paper_benchmark}" if task.spec.paper_benchmark else ""
+        paper = f", the paper's {task.paper_benchmark}" if task.paper_benchmark else ""
         console.print(f"[bold]zero-shot accuracy on {task.name}[/bold]: {len(task.labels)} classes, "
                       f"chance {100 * task.chance:.1f}%{paper}", soft_wrap=True, highlight=False)
         table = Table()
-        columns = ["model", "correct / clips", "accuracy % [95%]", *(f"top-{k} %" for k in evaluation.top_k)]
-        if len(results) > 1:
-            columns.append("vs first, points [95%]")
-        for column in columns + ["skipped"]:
-            table.add_column(column, justify="left" if column == "model" else "right", no_wrap=column == "model")
+        skipped = any(len(result.skipped) for result in results)
+        columns = ["model", "correct", "accuracy % [95%]", *(f"top-{k} %" for k in evaluation.top_k),
+                   *(["vs first, points [95%]"] if len(results) > 1 else []), *(["skipped"] if skipped else [])]
+        for column in columns:
+            table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
         for result in results:
             comparison = versus.get((task.name, result.model))
+            interval = comparison.interval if comparison else None
             cells = [result.model, f"{int(result.correct.sum())} / {result.clips}", str(result.accuracy()),
                      *(f"{100 * result.top_k(k):.1f}" for k in evaluation.top_k)]
             if len(results) > 1:
-                cells.append(str(comparison.interval) if comparison else "(first)")
-            table.add_row(*cells, str(len(result.skipped)))
+                cells.append(f"{interval.difference:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]"
+                             if interval else "(first)")
+            table.add_row(*cells, *([str(len(result.skipped))] if skipped else []))
         console.print(table)
         if per_class:
             console.print(f"{task.name}: correct / clips per class", soft_wrap=True, highlight=False)

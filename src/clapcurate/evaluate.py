@@ -101,7 +101,9 @@ class Evaluation:
                     rows.append({"task": task.name, "model": result.model, "class": item.label, "clips": item.clips,
                                  "correct": item.correct,
                                  "accuracy_percent": round(100 * item.correct / item.clips, 4) if item.clips else np.nan})
-        return pd.DataFrame(rows)
+        table = pd.DataFrame(rows)
+        counts = [column for column in ("classes", "skipped", "paired_clips") if column in table]
+        return table.astype({column: "Int64" for column in counts})  # whole numbers, empty on per-class rows
 
     def as_json(self, per_class: bool = False) -> dict:
         """The evaluation as plain data: tasks, each with its models (and their comparison)."""
@@ -125,7 +127,7 @@ class Evaluation:
                     entry["per_class"] = result.per_class().to_dict(orient="records")
                 models.append(entry)
             tasks.append({"task": task.name, "data": task.spec.data, "classes": len(task.labels),
-                          "chance_percent": 100 * task.chance, "paper_benchmark": task.spec.paper_benchmark,
+                          "chance_percent": 100 * task.chance, "paper_benchmark": task.paper_benchmark,
                           "recordings": "from the data" if task.has_recordings else "each clip its own recording",
                           "models": models})
         return {"tasks": tasks}

@@ -11,8 +11,9 @@ own recording).
 One label per clip: a row whose label lists several (`"dog, rain"`) is refused; multi-label data
 is not a zero-shot classification task.
 
-The paper's own benchmarks are known by their layout (`esc50:`, `urbansound8k:`, `tut2017:`),
-never by the name a task is given, so the paper's figures stand only beside them.
+The paper's own benchmarks are known by their layout (`esc50:`, `urbansound8k:`, `tut2017:`) and
+their number of classes (50, 10, 15), never by the name a task is given, so the paper's figures
+stand only beside them (a 45-class set laid out like ESC-50 is not ESC-50).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # numpy and pandas load when a task is read, not when a confi
     import pandas as pd
 
 PAPER_BENCHMARKS = {"esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "tut2017": "TUT17"}  # layout -> paper's name
+PAPER_CLASSES = {"esc50": 50, "urbansound8k": 10, "tut2017": 15}
 RECORDING_COLUMN = "recording_id"
 
 
@@ -61,8 +63,9 @@ class TaskSpec:
         return data_layout(self.data)
 
     @property
-    def paper_benchmark(self) -> str | None:
-        """The paper's name of this benchmark ("ESC-50", ...) when the data has its layout, else None."""
+    def paper_layout(self) -> str | None:
+        """The paper's name of the layout ("ESC-50", ...) when the data has one of its benchmarks'
+        layouts, else None (`Task.paper_benchmark` checks the classes too)."""
         return PAPER_BENCHMARKS.get(self.layout)
 
 
@@ -141,6 +144,13 @@ class Task:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def paper_benchmark(self) -> str | None:
+        """The paper's name of this benchmark ("ESC-50", ...) when the data has its layout and its
+        number of classes, else None."""
+        layout = self.spec.layout
+        return PAPER_BENCHMARKS[layout] if PAPER_CLASSES.get(layout) == len(self.labels) else None
 
     @property
     def chance(self) -> float:

@@ -7,39 +7,35 @@ output files). The exact blocked similarity search they use is `clapcurate.searc
 The names below are imported on first use, so that reading a curation config does not import torch.
 """
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {  # name: the module holding it, relative to this package
-    "CurationConfig": ".config",
-    "load_curation_config": ".config",
-    "content_duplicates": "..content",
-    "refuse_benchmark_audio": ".leakage",
-    "shared_source_mask": ".leakage",
-    "TeacherReference": ".summary",
-    "curation_warnings": ".summary",
-    "estimated_precision": ".summary",
-    "sigma_for_precision": ".summary",
-    "summary_text": ".summary",
-    "training_clip_mask": ".leakage",
-    "ImprovementSet": ".methods",
-    "curate_ads": ".methods",
-    "curate_ds": ".methods",
-    "curate_du": ".methods",
-    "threshold_from": ".methods",
-    "HISTOGRAM_DATA_FILE": ".stage",
-    "HISTOGRAM_FILE": ".stage",
-    "STATS_FILE": ".stage",
-    "improvement_set_stats": ".stage",
-    "plot_similarity_histogram": ".stage",
-    "read_histogram": ".stage",
-    "run_curation": ".stage",
-    "write_improvement_set": ".stage",
+    "CurationConfig": "config",
+    "load_curation_config": "config",
+    "content_duplicates": ".content",
+    "refuse_benchmark_audio": "leakage",
+    "shared_source_mask": "leakage",
+    "TeacherReference": "summary",
+    "curation_warnings": "summary",
+    "estimated_precision": "summary",
+    "sigma_for_precision": "summary",
+    "summary_text": "summary",
+    "training_clip_mask": "leakage",
+    "ImprovementSet": "methods",
+    "curate_ads": "methods",
+    "curate_ds": "methods",
+    "curate_du": "methods",
+    "threshold_from": "methods",
+    "HISTOGRAM_DATA_FILE": "stage",
+    "HISTOGRAM_FILE": "stage",
+    "STATS_FILE": "stage",
+    "improvement_set_stats": "stage",
+    "plot_similarity_histogram": "stage",
+    "read_histogram": "stage",
+    "run_curation": "stage",
+    "write_improvement_set": "stage",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,7 +5,7 @@ The names below are imported on first use, so that `import clapcurate.model.fron
 does not pay for importing `transformers`.
 """
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "AudioConfig": "clap",
@@ -31,8 +31,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

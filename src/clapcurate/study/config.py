@@ -16,9 +16,9 @@ from ..device import AUTO, check_auto, check_device
 from ..errors import ConfigError
 from ..model.checkpoints import require_model_path
 from ..model.clap import CLAPConfig
-from ..search import DEFAULT_SELECTION_K, SELECTIONS
+from ..method import DEFAULT_SELECTION_K, SELECTIONS
+from ..tasks import TaskSpec, check_task, task_from_config
 from ..train.config import StudentConfig, TaggerConfig, TeacherConfig
-from .paper import BENCHMARKS
 
 # Keys of the stage sections that the study sets itself (a value given in the study config
 # would be ignored, so it is refused).
@@ -47,12 +47,24 @@ class WorldSettings:
 
 @dataclass
 class DataSettings:
-    """Real datasets: each a `kind:path` spec or a manifest file (see `clapcurate.data.readers.read_data`)."""
+    """Real datasets: each a `kind:path` spec or a manifest file (see `clapcurate.data.readers.read_data`).
+
+    `benchmarks`: the target tasks by the names the report gives them, each its labelled data
+    (`esc50:DIR`, `csv:FILE`, `classes:DIR`, a manifest) or a mapping of `data`, `template`,
+    `label_words`, `recording_column` (`clapcurate.tasks.TaskSpec`)."""
 
     captioned: list[str] = field(default_factory=list)
     pool: str = ""
-    benchmarks: dict[str, str] = field(default_factory=dict)
+    benchmarks: dict[str, Any] = field(default_factory=dict)
     tagged: str = ""  # labelled clips for `pretrain_audio` (e.g. audioset:balanced_train_segments.csv)
+
+    def __post_init__(self):
+        self.tasks()  # every task checked when the config loads
+
+    def tasks(self) -> dict[str, TaskSpec]:
+        """The target tasks by name."""
+        return {str(name): task_from_config(str(name), value, f"data.benchmarks.{name}")
+                for name, value in self.benchmarks.items()}
 
 
 @dataclass
@@ -215,10 +227,6 @@ def load_study_config(path, overrides=None) -> StudyConfig:
         raise ConfigError("teacher_checkpoint: a given teacher has no 10% counterpart; set low_resource_fraction: null")
     if config.world is None and not (config.data.captioned and config.data.pool and config.data.benchmarks):
         raise ConfigError("data.captioned, data.pool and data.benchmarks are required without `world`")
-    unknown = set(config.data.benchmarks) - set(BENCHMARKS)
-    if unknown:
-        raise ConfigError(f"data.benchmarks: unknown benchmark {sorted(unknown)[0]!r} "
-                          f"(known: {', '.join(BENCHMARKS)})")
     return config
 
 
@@ -244,11 +252,12 @@ def check_study_inputs(config: StudyConfig) -> None:
         require_model_path(config.teacher_checkpoint, "teacher_checkpoint")
     if config.world is None:
         given = {**{f"data.captioned[{i}]": spec for i, spec in enumerate(config.data.captioned)},
-                 "data.pool": config.data.pool, "data.tagged": config.data.tagged,
-                 **{f"data.benchmarks.{name}": spec for name, spec in config.data.benchmarks.items()}}
+                 "data.pool": config.data.pool, "data.tagged": config.data.tagged}
         for key, spec in given.items():
             if spec:
                 check_data(spec, key)
+        for name, task in config.data.tasks().items():
+            check_task(task, f"data.benchmarks.{name}")
     for key, path in config.marks.items():
         if not Path(path).is_file():
             raise ConfigError(f"marks.{key}: {path} is not a file (a CSV saved by the browser's \"save marks\")")

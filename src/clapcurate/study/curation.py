@@ -68,8 +68,9 @@ def curate(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, s
     run = _curation_runner(study, kind, seed, ckpt, manifests, train_manifest, embeddings)
     sets = {"DU": run("du", "du", {"sigma": c.du_sigma, "keep_fraction": c.du_keep_fraction,
                                    "max_captions_per_clip": c.du_max_captions_per_clip})}
-    for bench in study.data.benchmarks:
-        target = {"benchmark_manifest": manifests[bench], "benchmark": bench}
+    for bench, task in study.data.tasks().items():
+        target = {"benchmark_manifest": manifests[bench], "benchmark": bench, "template": task.template,
+                  "label_words": task.label_words}
         # DS selects among the teacher's own pairs (the 10% teacher's 10%, whose captions are
         # then embedded in the DS folder itself)
         own = {} if train_manifest == manifests["train"] else {"train_manifest": train_manifest,

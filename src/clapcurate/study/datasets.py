@@ -22,6 +22,7 @@ def prepare_data(study: Study) -> dict[str, str]:
     from ..curate import refuse_benchmark_audio
     from ..data.manifest import write_manifest
     from ..data.readers import read_data
+    from ..tasks import read_task
 
     cfg = study.config
     if cfg.world is not None:
@@ -52,8 +53,8 @@ def prepare_data(study: Study) -> dict[str, str]:
         paths["train"] = str(write_manifest(train, out / "train.csv"))
         pool = read_data(study.data.pool)
         paths["pool"] = str(write_manifest(pool, out / "pool.csv"))
-        for name, spec in study.data.benchmarks.items():
-            benchmark = read_data(spec)
+        for name, task in study.data.tasks().items():
+            benchmark = read_task(task).manifest  # one label per clip, two classes or more
             refuse_benchmark_audio(pool, benchmark, name)  # before any pool audio is read
             paths[name] = str(write_manifest(benchmark, out / f"bench_{name}.csv"))
         return paths

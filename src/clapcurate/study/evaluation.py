@@ -22,11 +22,14 @@ def evaluate(study: Study, kind: str, name: str, identity: dict, seed: int, ckpt
     from ..data.manifest import read_manifest
     from ..device import resolve_device
     from ..model.checkpoints import load
+    from ..tasks import read_task
 
     def run():
         model = load(ckpt, device=resolve_device(study.config.device))
-        result = zeroshot.evaluate(model, read_manifest(manifests[bench]), batch_size=study.config.eval_batch_size,
-                                   num_workers=study.config.num_workers, feature_cache=study.out / BENCHMARK_FEATURES)
+        task = read_task(study.data.tasks()[bench], read_manifest(manifests[bench]))  # its prompts and words
+        result = zeroshot.evaluate(model, task.manifest, labels=task.labels, batch_size=study.config.eval_batch_size,
+                                   num_workers=study.config.num_workers, feature_cache=study.out / BENCHMARK_FEATURES,
+                                   template=task.spec.template, words=task.words)
         path = study.out / PREDICTIONS_DIR / stage / f"{bench}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         result.predictions.rename(columns={"id": "clip_id"})[["clip_id", "label", "predicted"]].to_csv(path, index=False)

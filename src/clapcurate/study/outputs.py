@@ -17,6 +17,7 @@ import yaml
 from ..config import to_dict
 from . import report, selections
 from .analysis import per_class_rows
+from .paper import ReportedTask
 from .tables import claim_rows
 
 if TYPE_CHECKING:
@@ -27,6 +28,15 @@ RESULT_COLUMNS = ["teacher", "method", "student", "curated_set", "soft_labels", 
 PREDICTION_COLUMNS = ["teacher", "method", "seed", "benchmark", "clip_id", "recording_id", "label", "predicted",
                       "correct"]
 RECORDING_ID = "recording_id"  # the manifest column naming each clip's recording
+
+def reported_tasks(study: Study, manifests: dict[str, str]) -> list[ReportedTask]:
+    """The configured target tasks as the report shows them, read from the study's manifests."""
+    from ..data.manifest import read_manifest
+    from ..tasks import read_task
+
+    return [ReportedTask.of(read_task(spec, read_manifest(manifests[name])))
+            for name, spec in study.data.tasks().items()]
+
 
 
 def recording_ids(manifest: pd.DataFrame) -> pd.Series:
@@ -47,6 +57,7 @@ def write_outputs(study: Study, rows: list[dict], counts: list[dict], manifests:
     from ..data.manifest import read_manifest
 
     out = study.out
+    tasks = reported_tasks(study, manifests)
     results = pd.DataFrame(rows)
     results[RESULT_COLUMNS].to_csv(out / "results.csv", index=False)
     recordings = {bench: recording_ids(read_manifest(manifests[bench])) for bench in set(results["benchmark"])}
@@ -61,7 +72,7 @@ def write_outputs(study: Study, rows: list[dict], counts: list[dict], manifests:
     pd.concat(predictions, ignore_index=True)[PREDICTION_COLUMNS].to_csv(out / "predictions.csv", index=False)
     loaded = load_results(out)
     low = study.config.low_resource.label if study.config.low_resource else ""
-    claim_rows(loaded, low).to_csv(out / "claims.csv", index=False)
+    claim_rows(loaded, low, [task.name for task in tasks]).to_csv(out / "claims.csv", index=False)
     selection_section = (selections.write_comparison(out, loaded, pd.DataFrame(list(curves)), study.config.curation)
                          if curves else [])
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(study.config), sort_keys=False))
@@ -69,14 +80,13 @@ def write_outputs(study: Study, rows: list[dict], counts: list[dict], manifests:
               f"Total wall time of this run: {seconds:.0f} s "
               f"({len(study.stages.computed)} stages computed, the rest resumed from disk).\n\n"
               f"Software: {_versions()}.")
-    text = report.write_report(out, loaded, pd.read_csv(out / "claims.csv", keep_default_na=False),
-                               recording_table(loaded), pd.DataFrame(counts), per_class_rows(study.truth(), rows),
-                               study.stages.timings, header, study.notes, low_resource=low,
-                               validation_curves=validation_curves(out),
-                               base_steps=study.config.student.trainer.max_steps, peakedness=study.peakedness,
-                               selection_section=selection_section)
-    study.console.print(text)
-    study.console.print(f"[bold]report written to {out / 'report.md'}[/bold]")
+    report.write_report(out, loaded, pd.read_csv(out / "claims.csv", keep_default_na=False),
+                        recording_table(loaded), pd.DataFrame(counts), per_class_rows(study.truth(), rows),
+                        study.stages.timings, header, study.notes, tasks, low_resource=low,
+                        validation_curves=validation_curves(out),
+                        base_steps=study.config.student.trainer.max_steps, peakedness=study.peakedness,
+                        selection_section=selection_section)
+    print_summary(study, loaded[loaded["table"] == "main"], tasks, seconds)
     return str(out)
 
 
@@ -105,6 +115,25 @@ def recording_table(results: pd.DataFrame) -> pd.DataFrame:
                     "recording ids": "none: each clip is its own recording" if own
                     else f"the manifest's `{RECORDING_ID}` column"})
     return pd.DataFrame(out)
+
+
+def print_summary(study: Study, results: pd.DataFrame, tasks: list[ReportedTask], seconds: float) -> None:
+    """A few lines on the console: each task's teacher and best student of the full teacher (mean
+    accuracy over seeds, chance beside it), and where the report is."""
+    console = study.console
+    console.print(f"[bold]study {study.config.name} done[/bold] in {seconds:.0f} s "
+                  f"({len(study.stages.computed)} stages computed)", soft_wrap=True)
+    full = results[results["teacher"] == "full"]
+    for task in tasks:
+        accuracy = full[full["benchmark"] == task.name].groupby("method")["accuracy"].mean() * 100
+        if accuracy.empty:
+            continue
+        students = accuracy.drop("teacher", errors="ignore")
+        best = f"; best student {students.idxmax()} {students.max():.1f}%" if len(students) else ""
+        teacher = f"teacher {accuracy['teacher']:.1f}%" if "teacher" in accuracy else "no teacher row"
+        console.print(f"  {task.title}: {teacher}{best} (chance {task.chance:.1f}%)", soft_wrap=True, highlight=False)
+    console.print(f"[bold]report: {study.out / 'report.md'}[/bold] (and report.html; the gains with their "
+                  "intervals and the paper's claims are there)", soft_wrap=True)
 
 
 def validation_curves(out: Path) -> dict[str, pd.DataFrame]:

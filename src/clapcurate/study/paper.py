@@ -3,11 +3,40 @@ pair counts of Table 1, and its claims as paired comparisons."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..method import LOW_RESOURCE_METHODS, STUDENT_METHODS, TARGET_NORM
 
 BENCHMARKS = ("esc50", "urbansound8k", "tut2017")
 
 BENCHMARK_TITLES = {"esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "tut2017": "TUT17"}
+
+
+@dataclass(frozen=True)
+class ReportedTask:
+    """A target task as the report shows it: `name` (its key in `data.benchmarks`, the results'
+    `benchmark`), `title` (the column's heading), `paper` (the paper benchmark it is, by layout and
+    classes: its key in `BENCHMARKS`, else None; the paper's figures stand only beside it) and its
+    number of classes (chance level = 1 / classes)."""
+
+    name: str
+    title: str
+    paper: str | None
+    classes: int
+
+    @property
+    def chance(self) -> float:
+        """Chance accuracy in percent."""
+        return 100.0 / self.classes
+
+    @classmethod
+    def of(cls, task) -> "ReportedTask":
+        """From a read `clapcurate.tasks.Task`: a paper benchmark under its own key keeps the
+        paper's title; any other task is titled by its name."""
+        paper = task.spec.layout if task.paper_benchmark else None
+        title = BENCHMARK_TITLES[paper] if paper is not None and task.name == paper else task.name
+        return cls(task.name, title, paper, len(task.labels))
+
 
 # Zero-shot accuracy (%) published in the paper (Tables 2 and 3), ESC-50 / US8K / TUT17.
 PAPER_TABLE2 = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .figures import plot_accuracy, plot_gains, plot_validation_curves
-from .paper import BENCHMARK_TITLES, PAPER_TABLE2, PAPER_TABLE3, PAPER_TARGET_NORM, TABLE2_ROWS, TABLE3_ROWS
+from .paper import PAPER_TABLE2, PAPER_TABLE3, PAPER_TARGET_NORM, TABLE2_ROWS, TABLE3_ROWS, ReportedTask
 from .rendering import write_report_html
 from .statistics import FEW_SEEDS
 from .tables import (
@@ -30,15 +30,17 @@ from .tables import (
 
 def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, recordings: pd.DataFrame,
                  counts: pd.DataFrame, per_class: pd.DataFrame, timings: dict[str, float], header: str,
-                 notes: list[str], low_resource: str = "10%",
+                 notes: list[str], tasks: list[ReportedTask], low_resource: str = "10%",
                  validation_curves: dict[str, pd.DataFrame] | None = None,
                  base_steps: int | None = None, peakedness: dict | None = None,
                  selection_section: list[str] = ()) -> str:
     """Write report.md (with the plots of accuracy, gains with intervals and the students'
     validation curves) and report.html, and return the markdown text. `evaluated`: every evaluated
     model's results with their per-clip outcomes (`outputs.load_results`); `claims`: claims.csv;
-    `recordings`: the benchmarks' clips and recordings (`outputs.recording_table`); `low_resource`:
-    the label of the teacher trained on a fraction of the pairs (`method.LowResource.label`)."""
+    `recordings`: the tasks' clips and recordings (`outputs.recording_table`); `tasks`: the
+    configured target tasks, the tables' columns (the paper's figures only beside the paper's own
+    benchmarks); `low_resource`: the label of the teacher trained on a fraction of the pairs
+    (`method.LowResource.label`)."""
     low = low_resource
     results = evaluated[evaluated["table"] == "main"]
     brackets = evaluated[evaluated["table"] == "bracket"]
@@ -48,22 +50,27 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
         ablations = pd.concat([results[(results["teacher"] == "full") & (results["method"] == "ADS+SL")], ablations],
                               ignore_index=True)
     parts = [header]
-    parts += ["## Table 1: curated Improvement-Set pairs (full teacher)", markdown_table(counts_table(counts, "full"))]
+    parts += ["Target tasks: " + "; ".join(
+        f"{task.title} ({task.classes} classes, chance {task.chance:.1f}%"
+        + (f", the paper's {task.paper} layout" if task.paper else ", not one of the paper's benchmarks") + ")"
+        for task in tasks) + "."]
+    parts += ["## Table 1: curated Improvement-Set pairs (full teacher)",
+              markdown_table(counts_table(counts, "full", tasks))]
     if (counts["teacher"] == low).any():
-        parts += [f"Curated pairs with the {low} teacher:", markdown_table(counts_table(counts, low))]
+        parts += [f"Curated pairs with the {low} teacher:", markdown_table(counts_table(counts, low, tasks))]
     parts += ["## Table 2: zero-shot accuracy (%), students of the full teacher",
-              "DS and ADS students are trained per benchmark and evaluated on their own benchmark.",
-              markdown_table(accuracy_table(results, "full", TABLE2_ROWS, PAPER_TABLE2)),
+              "DS and ADS students are trained per task and evaluated on their own task.",
+              markdown_table(accuracy_table(results, "full", TABLE2_ROWS, PAPER_TABLE2, tasks)),
               "Gain over the teacher of the same seed (points, with the 95% paired-bootstrap interval over "
-              "the benchmark's recordings and the seeds; \"within noise\" when it holds 0):",
-              markdown_table(gain_table(results, "full", TABLE2_ROWS))]
+              "the task's recordings and the seeds; \"within noise\" when it holds 0):",
+              markdown_table(gain_table(results, "full", TABLE2_ROWS, tasks))]
     if len(claims):
         seeds = sorted(set(evaluated["seed"]))
         parts += ["## The paper's claims on this data",
                   "Each claim as a paired difference in accuracy (points) with its 95% interval: replicated "
                   "when the interval lies above 0, not replicated when below, within noise when it holds 0. "
-                  "The last column is the mean of the per-benchmark differences (each benchmark weighs the "
-                  "same). \"+SL targets\" is the target normalisation of the claim's soft-label students "
+                  "The last column is the mean of the per-task differences (each task weighs the same). "
+                  "\"+SL targets\" is the target normalisation of the claim's soft-label students "
                   f"(`{PAPER_TARGET_NORM}`: the paper's Eq. 3, unnormalised as the authors' code computes it); "
                   "a claim appears once per normalisation its students ran with. Every interval and verdict "
                   "is computed from `predictions.csv` and listed in `claims.csv`.",
@@ -75,12 +82,12 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
                      "not training randomness: with one seed, a rerun with another seed can move a difference "
                      "beyond its interval."),
                   markdown_table(recordings),
-                  markdown_table(claims_table(claims))]
+                  markdown_table(claims_table(claims, tasks))]
     if (results["teacher"] == low).any():
         parts += [f"## Table 3: zero-shot accuracy (%), students of the {low} teacher",
-                  markdown_table(accuracy_table(results, low, TABLE3_ROWS, PAPER_TABLE3)),
+                  markdown_table(accuracy_table(results, low, TABLE3_ROWS, PAPER_TABLE3, tasks)),
                   f"Gain over the {low} teacher of the same seed (points):",
-                  markdown_table(gain_table(results, low, TABLE3_ROWS))]
+                  markdown_table(gain_table(results, low, TABLE3_ROWS, tasks))]
     if brackets is not None and len(brackets):
         parts += ["## Brackets: oracle and shuffled pairs (embedded world)",
                   "Each bracketed student beside two more with the same replay, loss, steps and seed: one on as "
@@ -88,16 +95,16 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
                   "allows), one on the same clips and captions paired at random. Position = (curated - shuffled) "
                   "/ (oracle - shuffled) in accuracy, with its 95% interval; oracle - SL says whether right pool "
                   "pairs teach more than training on the teacher's own pairs.",
-                  markdown_table(bracket_table(results, brackets))]
+                  markdown_table(bracket_table(results, brackets, tasks))]
     parts += list(selection_section)  # `study.selections.write_comparison`
     if lengths is not None and len(lengths):
         bench = lengths["benchmark"].iloc[0]
-        parts += [f"## Training length ({BENCHMARK_TITLES.get(bench, bench)}, first seed)",
+        parts += [f"## Training length ({next((t.title for t in tasks if t.name == bench), bench)}, first seed)",
                   "Gain over the teacher (points, 95% interval over recordings) of the same students trained for "
                   "other numbers of steps; the main tables use the configured length.",
                   markdown_table(length_table(results, lengths, brackets, base_steps))]
     limits = limits_table(results, brackets if len(brackets) else None, lengths if len(lengths) else None,
-                          ablations if len(ablations) else None, counts, peakedness, base_steps)
+                          ablations if len(ablations) else None, counts, peakedness, base_steps, tasks)
     if len(limits):
         parts += ["## What limits the method on this data",
                   "Each candidate cause read from the measured comparisons (points, 95% paired intervals).",
@@ -116,15 +123,15 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
     if ablations is not None and len(ablations):
         names = list(dict.fromkeys(ablations["method"]))
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
-                  markdown_table(accuracy_table(ablations, "full", names, {})),
+                  markdown_table(accuracy_table(ablations, "full", names, {}, tasks)),
                   "Each variant minus the configured ADS+SL of the same seed (points, 95% interval; the last "
-                  "column is the mean of the per-benchmark differences):",
-                  markdown_table(gain_table(ablations, "full", names, baseline="ADS+SL", pooled=True))]
+                  "column is the mean of the per-task differences):",
+                  markdown_table(gain_table(ablations, "full", names, tasks, baseline="ADS+SL", pooled=True))]
     if len(per_class):
         parts += ["## Rare versus frequent classes (mean per-class accuracy %)",
                   "A benchmark class is rare when its sound is among the least captioned half of the "
                   "classes in the teacher's caption corpus.",
-                  markdown_table(rare_frequent_table(per_class, "full", TABLE2_ROWS))]
+                  markdown_table(rare_frequent_table(per_class, "full", TABLE2_ROWS, tasks))]
     if counts["precision"].notna().any():
         parts += ["## Precision of the curated sets (embedded world's ground truth)",
                   "A curated pool pair (DU, ADS) is right when the pool clip holds everything its caption "

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..intervals import Interval
-from .paper import BENCHMARK_TITLES, BENCHMARKS, CLAIMS, PAPER_TABLE1, SIDE_BY_SIDE_NORMS
+from .paper import BENCHMARK_TITLES, BENCHMARKS, CLAIMS, PAPER_TABLE1, SIDE_BY_SIDE_NORMS, ReportedTask
 from .statistics import (
     POOLED,
     difference_text,
@@ -27,33 +27,44 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([header, rule, *lines])
 
 
-def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict) -> pd.DataFrame:
-    """Mean ± std of accuracy (%) over seeds per method and benchmark, the paper beside it."""
+def _titles(tasks: list[ReportedTask]) -> dict[str, str]:
+    return {task.name: task.title for task in tasks}
+
+
+def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict, tasks: list[ReportedTask]) -> pd.DataFrame:
+    """Mean ± std of accuracy (%) over seeds per method and task, the paper's figure beside each
+    task that is one of the paper's benchmarks, and a last row of each task's chance level."""
     sub = results[results["teacher"] == teacher]
     table = []
     for method in rows:
         line = {"model": method}
-        for i, bench in enumerate(BENCHMARKS):
-            acc = sub[(sub["method"] == method) & (sub["benchmark"] == bench)]["accuracy"] * 100
-            line[BENCHMARK_TITLES[bench]] = mean_std(acc)
-            if paper:
+        for task in tasks:
+            acc = sub[(sub["method"] == method) & (sub["benchmark"] == task.name)]["accuracy"] * 100
+            line[task.title] = mean_std(acc)
+            if paper and task.paper is not None:
                 ref = paper.get(method)
-                line[f"paper {BENCHMARK_TITLES[bench]}"] = f"{ref[i]:.1f}" if ref else "-"
+                line[f"paper {task.title}"] = f"{ref[BENCHMARKS.index(task.paper)]:.1f}" if ref else "-"
         table.append(line)
-    return pd.DataFrame(table)
+    chance = {"model": "chance (1 / classes)"}
+    for task in tasks:
+        chance[task.title] = f"{task.chance:.1f}"
+        if paper and task.paper is not None:
+            chance[f"paper {task.title}"] = f"{task.chance:.1f}"  # the same classes
+    return pd.DataFrame(table + [chance])
 
 
-def gain_table(results: pd.DataFrame, teacher: str, rows, baseline: str = "teacher",
+def gain_table(results: pd.DataFrame, teacher: str, rows, tasks: list[ReportedTask], baseline: str = "teacher",
                pooled: bool = False) -> pd.DataFrame:
     """Each student's gain over `baseline` (its own teacher) of the same seed: `paired_difference`
-    per benchmark, and with `pooled` the mean of the per-benchmark differences."""
+    per task, and with `pooled` the mean of the per-task differences."""
+    titles = _titles(tasks)
     table = []
     for method in rows:
         if method == baseline:
             continue
         line = {"model": method}
-        for bench in BENCHMARKS + ((POOLED,) if pooled else ()):
-            line[BENCHMARK_TITLES.get(bench, bench)] = paired_difference(results, teacher, method, baseline, bench)
+        for bench in [*titles, *((POOLED,) if pooled else ())]:
+            line[titles.get(bench, bench)] = paired_difference(results, teacher, method, baseline, bench)
         table.append(line)
     return pd.DataFrame(table)
 
@@ -72,8 +83,8 @@ def model_named(results: pd.DataFrame, teacher: str, student: str, target_norm: 
     return rows["method"].iloc[0] if len(rows) else None
 
 
-def claim_rows(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
-    """Each claim of the paper (`paper.CLAIMS`) on each benchmark and on their mean (`POOLED`),
+def claim_rows(results: pd.DataFrame, low_resource: str, tasks: list[str]) -> pd.DataFrame:
+    """Each claim of the paper (`paper.CLAIMS`) on each target task (names in `tasks`) and on their mean (`POOLED`),
     under each target normalisation its "+SL" students ran with (the configured one first, then
     the paper's and the default, `paper.SIDE_BY_SIDE_NORMS`): the models compared, the difference
     in points, its 95% interval, each seed's difference, the verdict, and the benchmark's clips and
@@ -89,7 +100,7 @@ def claim_rows(results: pd.DataFrame, low_resource: str) -> pd.DataFrame:
             model, base = model_named(results, teacher, student, norm), model_named(results, teacher, baseline, norm)
             if model is None or base is None:
                 continue
-            for bench in (*BENCHMARKS, POOLED):
+            for bench in (*tasks, POOLED):
                 interval = paired_interval(results, teacher, model, base, bench)
                 if interval is None:
                     continue
@@ -106,23 +117,24 @@ CLAIM_COLUMNS = ["claim", "teacher", "model", "baseline", "target_norm", "benchm
                  "seeds", "seed_differences", "verdict"]
 
 
-def claims_table(claims: pd.DataFrame) -> pd.DataFrame:
+def claims_table(claims: pd.DataFrame, tasks: list[ReportedTask]) -> pd.DataFrame:
     """The claims (`claim_rows`, or claims.csv read back) as the report shows them: one row per
     claim and target normalisation of its "+SL" students, one column per benchmark and their mean,
     each cell the difference with its interval (and each seed's difference) and the verdict."""
+    titles = _titles(tasks)
     table = {}
     for row in claims.itertuples(index=False):
         key = (row.claim, row.target_norm)
         line = table.setdefault(key, {"claim": row.claim, "+SL targets": row.target_norm or "-",
-                                      **{BENCHMARK_TITLES.get(b, b): "-" for b in (*BENCHMARKS, POOLED)}})
+                                      **{titles.get(b, b): "-" for b in (*titles, POOLED)}})
         interval = Interval(row.difference, row.low, row.high)
         per_seed = [float(d) for d in str(row.seed_differences).split()] if row.seeds else []
         shown = difference_text(interval, per_seed).replace(" within noise", "")
-        line[BENCHMARK_TITLES.get(row.benchmark, row.benchmark)] = f"{shown}: {row.verdict}"
+        line[titles.get(row.benchmark, row.benchmark)] = f"{shown}: {row.verdict}"
     return pd.DataFrame(list(table.values()))
 
 
-def counts_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
+def counts_table(counts: pd.DataFrame, teacher: str, tasks: list[ReportedTask]) -> pd.DataFrame:
     """Table 1: curated pairs (mean over seeds), the paper's counts beside ours; when a per-clip
     cap (`max_captions_per_clip`) kept fewer pairs than reached sigma, a row of the pairs >= sigma
     before the cap too (the paper's DU keeps every caption of a clip)."""
@@ -134,16 +146,19 @@ def counts_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
         values = sub[(sub["method"] == method) & (sub["benchmark"] == bench)][column].dropna()
         return f"{values.mean():,.0f}" if len(values) else "-"
 
-    cells = [("DU", "DU", "all")] + [(f"{BENCHMARK_TITLES[bench]} {method}", method, bench)
-                                     for bench in BENCHMARKS for method in ("DS", "ADS")]
-    kept = {key: mean_count(method, bench) for key, method, bench in cells}
-    before_cap = {key: mean_count(method, bench, "pairs_at_sigma") for key, method, bench in cells}
+    cells = [("DU", "DU", "all", "all")] + [(f"{task.title} {method}", method, task.name, task.paper)
+                                            for task in tasks for method in ("DS", "ADS")]
+    kept = {key: mean_count(method, bench) for key, method, bench, _ in cells}
+    before_cap = {key: mean_count(method, bench, "pairs_at_sigma") for key, method, bench, _ in cells}
     paper = {"DU": f"{PAPER_TABLE1['DU']:.1e}"}
-    paper.update({key: f"{PAPER_TABLE1[method][bench]:.1e}" for key, method, bench in cells[1:]})
+    paper.update({key: f"{PAPER_TABLE1[method][bench]:.1e}" if bench is not None else "-"
+                  for key, method, _, bench in cells[1:]})
     rows = [{"": "ours", **kept}]
     if any(before_cap[key] not in ("-", kept[key]) for key in kept):
         rows.append({"": "ours, >= sigma before the per-clip cap", **before_cap})
-    return pd.DataFrame(rows + [{"": "paper", **paper}])
+    if any(task.paper is not None for task in tasks):  # the paper's counts only beside its own benchmarks
+        rows.append({"": "paper", **paper})
+    return pd.DataFrame(rows)
 
 
 def precision_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
@@ -171,22 +186,22 @@ def marked_precision_table(counts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def rare_frequent_table(per_class: pd.DataFrame, teacher: str, rows) -> pd.DataFrame:
+def rare_frequent_table(per_class: pd.DataFrame, teacher: str, rows, tasks: list[ReportedTask]) -> pd.DataFrame:
     """Mean per-class accuracy on benchmark classes rare versus frequent in the caption corpus."""
     sub = per_class[per_class["teacher"] == teacher]
     table = []
     for method in rows:
         line = {"model": method}
-        for bench in BENCHMARKS:
+        for task in tasks:
             for group in ("rare", "frequent"):
-                acc = sub[(sub["method"] == method) & (sub["benchmark"] == bench) & (sub["group"] == group)]
+                acc = sub[(sub["method"] == method) & (sub["benchmark"] == task.name) & (sub["group"] == group)]
                 by_seed = acc.groupby("seed")["accuracy"].mean() * 100
-                line[f"{BENCHMARK_TITLES[bench]} {group}"] = mean_std(by_seed)
+                line[f"{task.title} {group}"] = mean_std(by_seed)
         table.append(line)
     return pd.DataFrame(table)
 
 
-def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame) -> pd.DataFrame:
+def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame, tasks: list[ReportedTask]) -> pd.DataFrame:
     """For each bracketed student: its gain, the oracle's and the shuffled student's over the
     teacher, the oracle against the SL control, and where the curated student sits,
     (curated - shuffled) / (oracle - shuffled) with its 95% interval."""
@@ -197,7 +212,7 @@ def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame) -> pd.DataFrame
         model, _, kind = arm.rpartition(" ")
         if kind != "oracle":
             continue
-        line = {"teacher": teacher, "model": model, "benchmark": BENCHMARK_TITLES.get(bench, bench)}
+        line = {"teacher": teacher, "model": model, "benchmark": _titles(tasks).get(bench, bench)}
         for name, method in (("curated", model), ("oracle", f"{model} oracle"), ("shuffled", f"{model} shuffled")):
             line[f"{name} gain"] = paired_difference(both, teacher, method, "teacher", bench)
         has_sl = ((both["teacher"] == teacher) & (both["method"] == "SL")).any()
@@ -233,7 +248,7 @@ def length_table(results: pd.DataFrame, lengths: pd.DataFrame, brackets: pd.Data
 
 def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: pd.DataFrame | None,
                  ablations: pd.DataFrame | None, counts: pd.DataFrame, peakedness: dict | None,
-                 base_steps: int | None) -> pd.DataFrame:
+                 base_steps: int | None, tasks: list[ReportedTask]) -> pd.DataFrame:
     """What limits the method on this data, one row per candidate cause, each read from the
     measured comparisons (paired differences in points with their 95% intervals):
     - the world: do right pool pairs (the oracle) teach more than the teacher's own pairs (SL)?
@@ -242,6 +257,7 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
     - training length: does ADS+SL (and the oracle) pull away from SL when students train longer?
     - soft targets: do targets put more mass per item on alike clips than on the rest, and does
       another normalisation beat the configured one?"""
+    titles = _titles(tasks)
     rows = []
     both = pd.concat([results, brackets, lengths], ignore_index=True)
     brackets = brackets if brackets is not None and len(brackets) else None
@@ -256,7 +272,7 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
         reading = (f"right pool pairs teach more than SL in {len(above)} of {len(gaps)} brackets"
                    + ("" if above else ": the world does not model the paper's premise"))
         rows.append({"cause": "the world (is there anything in the pool to learn?)",
-                     "measured": "; ".join(f"{m} oracle - SL, {BENCHMARK_TITLES.get(b, b)}: {i}" for m, b, i in gaps),
+                     "measured": "; ".join(f"{m} oracle - SL, {titles.get(b, b)}: {i}" for m, b, i in gaps),
                      "reading": reading})
         positions = []
         for teacher, model, bench in keys:
@@ -270,7 +286,7 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
         by_set = precision.groupby("method")["precision"].mean() * 100
         measured = ", ".join(f"{name} precision {value:.0f}%" for name, value in by_set.items())
         if positions:
-            measured += "; position " + ", ".join(f"{m} {BENCHMARK_TITLES.get(b, b)} {p:.2f} [{lo:.2f}, {hi:.2f}]"
+            measured += "; position " + ", ".join(f"{m} {titles.get(b, b)} {p:.2f} [{lo:.2f}, {hi:.2f}]"
                                                   for m, b, p, lo, hi in positions)
         below = [p for p in positions if p[4] < 1]
         reading = (f"curated students fall short of the oracle in {len(below)} of {len(positions)} brackets "
@@ -288,7 +304,7 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
                      for count in steps]
             cells = [(c, i) for c, i in cells if i is not None]
             if len(cells) > 1:
-                measured.append(f"{model} - SL on {BENCHMARK_TITLES.get(bench, bench)}: "
+                measured.append(f"{model} - SL on {titles.get(bench, bench)}: "
                                 + ", ".join(f"{c} steps {i}" for c, i in cells))
                 growing.append((model, cells[-1][1].difference - cells[0][1].difference))
         if measured:
@@ -305,8 +321,8 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
     if ablations is not None and len(ablations):
         variants = [m for m in dict.fromkeys(ablations["method"]) if m != "ADS+SL"]
         for variant in variants:
-            cells = [(b, paired_interval(ablations, "full", variant, "ADS+SL", b)) for b in (*BENCHMARKS, POOLED)]
-            cells = [(BENCHMARK_TITLES.get(b, b), i) for b, i in cells if i is not None]
+            cells = [(b, paired_interval(ablations, "full", variant, "ADS+SL", b)) for b in (*titles, POOLED)]
+            cells = [(titles.get(b, b), i) for b, i in cells if i is not None]
             if not cells:
                 continue
             soft.append(f"{variant} - ADS+SL: " + ", ".join(f"{b} {i}" for b, i in cells))
