@@ -43,9 +43,11 @@ def curate(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, s
     from ..curate import CurationConfig, run_curation
 
     c = study.config.curation
+    split = study.config.teacher.data  # the teacher's held-out clips give the precision estimate
     base = dict(teacher=ckpt, pool_manifest=manifests["pool"], train_manifest=manifests["train"],
                 teacher_train_manifest=train_manifest, pool_embeddings=embeddings["audio"],
-                caption_embeddings=embeddings["text"], block_size=c.block_size, device=study.config.device)
+                caption_embeddings=embeddings["text"], block_size=c.block_size, device=study.config.device,
+                held_out_fraction=split.val_fraction, held_out_seed=split.split_seed)
     out = study.out / "curated" / f"{slug(study.config, kind)}_s{seed}"
     stage = f"curate/{slug(study.config, kind)}_s{seed}"
 
@@ -109,8 +111,9 @@ def bracket_students(study: Study, kind: str, seed: int, spec: StudentSpec, trai
 
 
 def curated_counts(study: Study, kind: str, seed: int, sets: dict[str, str], manifests: dict[str, str]) -> list[dict]:
-    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, its path
-    and, on the embedded world, its precision."""
+    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, its
+    estimated precision (`curate.summary`; NaN where none), its path and, on the embedded world,
+    its precision."""
     from ..data.manifest import read_manifest
 
     truth = study.truth()
@@ -118,14 +121,35 @@ def curated_counts(study: Study, kind: str, seed: int, sets: dict[str, str], man
     for key, path in sets.items():
         method, _, bench = key.partition("/")
         out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
-                    "pairs": len(read_manifest(path)), "pairs_at_sigma": _pairs_before_cap(path),
+                    "pairs": len(read_manifest(path)), "pairs_at_sigma": _stat(path, "pairs_at_sigma", "before_cap"),
+                    "estimated_precision": _stat(path, "estimated_precision"),
                     "path": str(Path(path).resolve()),
                     "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan})
     return out
 
 
-def _pairs_before_cap(improvement_set: str) -> float:
-    """The pairs of the search >= sigma before the per-clip cap, from the set's `stats.json`
-    (NaN for a set curated before it recorded them)."""
-    stats = json.loads((Path(improvement_set).parent / "stats.json").read_text())
-    return stats.get("pairs_at_sigma", {}).get("before_cap", np.nan)
+def _stat(improvement_set: str, *keys: str) -> float:
+    """A number of the set's `stats.json` (nested `keys`; NaN when absent or null, as in a set
+    curated before it recorded it)."""
+    value = json.loads((Path(improvement_set).parent / "stats.json").read_text())
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return np.nan if value is None else value
+
+
+def refuse_empty_sets(specs: list[StudentSpec], kind: str, seed: int) -> None:
+    """Stop before any student trains on a curated set of 0 pairs: `ClapcurateError` naming the
+    set, its path, the sigma that would keep some and the study key to change."""
+    from ..errors import ClapcurateError
+
+    for spec in specs:
+        stats = json.loads((Path(spec.improvement_set).parent / "stats.json").read_text())
+        if stats["pairs"] == 0:
+            method = stats["method"]
+            keeping = stats.get("sigma_keeping_suggested_pairs")
+            hint = f" (sigma = {keeping:.4f} would keep about 100 pairs)" if keeping is not None else ""
+            raise ClapcurateError(
+                f"the {kind} teacher's {method.upper()} set{' for ' + spec.benchmark if spec.benchmark else ''} "
+                f"(seed {seed}) holds 0 pairs at sigma = {stats['sigma']:.4f}{hint}, so its students cannot "
+                f"train: lower curation.{method}_sigma or set curation.{method}_keep_fraction "
+                f"({spec.improvement_set})")
