@@ -565,3 +565,11 @@ def test_a_student_stops_on_its_own_validation_loss_and_reads_no_other_data(teac
     assert val["val_loss"].iloc[-1] >= val["val_loss"].min()  # on a loss that no longer improved
     assert (run_dir / "best").is_dir() and (run_dir / "last").is_dir()
     assert set(opened) == {config.improvement_set, config.replay_manifest}
+
+
+def test_student_on_an_empty_improvement_set_names_the_set(teacher_dir, pairs_csv, tmp_path):
+    config = student_config(teacher_dir, pairs_csv, tmp_path / "student")
+    pd.read_csv(config.improvement_set).iloc[:0].to_csv(config.improvement_set, index=False)
+    with pytest.raises(ManifestError, match=rf"improvement_set: {config.improvement_set} holds 0 pairs: curate it "
+                                            r"again with a lower sigma or keep_fraction"):
+        fit_student(config)

@@ -142,10 +142,11 @@ def plot_teacher_reference(reference: TeacherReference, histogram: SimilarityHis
     import matplotlib.pyplot as plt
 
     coarse = histogram.coarsened(PLOT_BINS)
+    reference_edges = histogram.coarsened(PLOT_BINS // 4).edges  # a few hundred held-out pairs: wider bins
     figure, axes = plt.subplots(figsize=(7, 4))
     for values, label in ((reference.mismatched, f"teacher's held-out mismatched pairs ({len(reference.mismatched):,})"),
                           (reference.matched, f"teacher's held-out matched pairs ({len(reference.matched):,})")):
-        axes.hist(values, bins=coarse.edges, density=True, histtype="step", linewidth=1.5, label=label)
+        axes.hist(values, bins=reference_edges, density=True, histtype="step", linewidth=1.5, label=label)
     if coarse.total:
         density = coarse.counts / (coarse.total * coarse.bin_width)
         axes.stairs(density, coarse.edges, fill=True, alpha=0.35, label="this search's pairs")
