@@ -47,7 +47,8 @@ def curate(study: Study, kind: str, seed: int, ckpt: str, manifests: dict[str, s
     base = dict(teacher=ckpt, pool_manifest=manifests["pool"], train_manifest=manifests["train"],
                 teacher_train_manifest=train_manifest, pool_embeddings=embeddings["audio"],
                 caption_embeddings=embeddings["text"], block_size=c.block_size, device=study.config.device,
-                held_out_fraction=split.val_fraction, held_out_seed=split.split_seed)
+                held_out_fraction=split.val_fraction, held_out_seed=split.split_seed,
+                reference_embeddings=str(Path(embeddings["audio"]).parent / "reference_audio"))
     out = study.out / "curated" / f"{slug(study.config, kind)}_s{seed}"
     stage = f"curate/{slug(study.config, kind)}_s{seed}"
 
