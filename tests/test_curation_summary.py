@@ -126,4 +126,5 @@ def test_study_reports_the_estimate_beside_the_ground_truth_and_stops_on_an_empt
     with pytest.raises(ClapcurateError, match=r"the full teacher's DU set \(seed 0\) holds 0 pairs at sigma = 0\.7000 "
                                               r"\(sigma = 0\.4123 would keep about 100 pairs\), so its students "
                                               r"cannot train: lower curation\.du_sigma"):
-        refuse_empty_sets([spec], "full", 0)
+        refuse_empty_sets([spec], {"DU": spec.improvement_set}, "full", 0)
+    refuse_empty_sets([spec], {}, "full", 0)  # not a curated set (e.g. the training pairs): not checked

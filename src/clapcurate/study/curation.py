@@ -138,12 +138,13 @@ def _stat(improvement_set: str, *keys: str) -> float:
     return np.nan if value is None else value
 
 
-def refuse_empty_sets(specs: list[StudentSpec], kind: str, seed: int) -> None:
-    """Stop before any student trains on a curated set of 0 pairs: `ClapcurateError` naming the
-    set, its path, the sigma that would keep some and the study key to change."""
+def refuse_empty_sets(specs: list[StudentSpec], sets: dict[str, str], kind: str, seed: int) -> None:
+    """Stop before any student trains on a curated set (of `sets`) of 0 pairs: `ClapcurateError`
+    naming the set, its path, the sigma that would keep some and the study key to change."""
     from ..errors import ClapcurateError
 
-    for spec in specs:
+    curated = set(sets.values())
+    for spec in (spec for spec in specs if spec.improvement_set in curated):
         stats = json.loads((Path(spec.improvement_set).parent / "stats.json").read_text())
         if stats["pairs"] == 0:
             method = stats["method"]

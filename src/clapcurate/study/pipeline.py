@@ -83,7 +83,7 @@ class Study:
                 if kind == "full" and seed == self.config.seeds[0] and self.truth() is not None:
                     self.peakedness = target_peakedness(self, seed, ckpt, train_manifest, embeddings)
                 specs = planned_students(self.config, self.data.benchmarks, kind, train_manifest, sets)
-                refuse_empty_sets(specs, kind, seed)
+                refuse_empty_sets(specs, sets, kind, seed)
 
                 def brackets(spec, kind=kind, seed=seed, train_manifest=train_manifest, embeddings=embeddings):
                     return bracket_students(self, kind, seed, spec, train_manifest, manifests, embeddings)
