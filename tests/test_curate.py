@@ -492,6 +492,30 @@ def test_stage_summary_on_planted_degenerate_pools(world):
            f"{empty['sigma_keeping_suggested_pairs']:.4f} would keep about 100 pairs: lower sigma" in zero
 
 
+def test_embed_and_curate_commands_print_the_duplicates_summary_and_warnings(world, capsys):
+    from clapcurate.cli import main
+
+    tmp_path, config = world
+    pool = read_manifest(config["pool_manifest"])
+    copy = tmp_path / "pool" / "p4_again.wav"
+    copy.write_bytes(open(pool["audio_path"][4], "rb").read())
+    planted = write_manifest(pd.concat([pool, pd.DataFrame({"id": ["again"], "clip_id": ["again"],
+                                                             "audio_path": [str(copy)]})]), tmp_path / "copied.csv")
+    assert main(["embed", "--model", config["teacher"], "--manifest", str(planted), "--out",
+                 str(tmp_path / "emb" / "copied"), "--batch-size", "4"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    # the fixture's p0 is c0's tone, which the pool also holds as "seen"; p4_again is planted
+    assert "warning: 2 embedded clip(s) repeat the audio of another (2 group(s), e.g. " in out
+    assert f"{pool['audio_path'][0]} = {pool['audio_path'][6]}" in out
+    path = config_file(tmp_path, {**config, "pool_manifest": str(planted), "pool_embeddings": str(tmp_path / "emb" / "copied"),
+                                  "out_dir": str(tmp_path / "cli"), "sigma": 0.999999}, "cli")
+    assert main(["curate", "du", "--config", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "DU Improvement-Set: 0 pairs, 0 clips, 0 captions" in out and "sigma = 1.0000 (given)" in out
+    assert "warning: 0 pairs reach sigma = 1.0000" in out and "would keep about 100 pairs" in out
+    assert f"Improvement-Set written to {tmp_path / 'cli' / 'improvement_set.csv'}" in out
+
+
 def test_stage_config_errors_name_the_key(world):
     tmp_path, config = world
     with pytest.raises(ConfigError, match="ds_manifest"):

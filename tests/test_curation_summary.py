@@ -101,3 +101,30 @@ def test_precision_estimate_and_suggested_sigma_against_a_known_mixture(referenc
     assert 0.85 <= true_precision and suggested < 0.5  # reaches about 90% without giving up most right pairs
     assert sigma_for_precision(None, histogram, 200_000, 0.9) is None
     assert estimated_precision(reference, 0.4, 0, 200_000) is None
+
+
+def test_study_reports_the_estimate_beside_the_ground_truth_and_stops_on_an_empty_set(tmp_path):
+    import json
+
+    from clapcurate.errors import ClapcurateError
+    from clapcurate.study.curation import refuse_empty_sets
+    from clapcurate.study.plan import StudentSpec
+    from clapcurate.study.tables import estimate_error, precision_table
+
+    counts = pd.DataFrame({"teacher": ["full", "full", "full", "10%"], "method": ["DU", "ADS", "DS", "DU"],
+                           "benchmark": ["all", "esc50", "esc50", "all"], "pairs": [100, 50, 20, 30],
+                           "precision": [0.6, 0.5, 0.9, 0.4], "estimated_precision": [0.55, 0.62, np.nan, 0.2]})
+    table = precision_table(counts, "full").set_index("set")
+    assert table.loc["DU", "estimated %"] == "55.0" and table.loc["DU", "error (points)"] == "-5.0"
+    assert table.loc["ADS", "error (points)"] == "+12.0" and table.loc["DS", "estimated %"] == "-"
+    assert estimate_error(counts) == pytest.approx((37 / 3, 20.0, 3))
+    folder = tmp_path / "du"
+    folder.mkdir()
+    (folder / "stats.json").write_text(json.dumps({"pairs": 0, "method": "du", "sigma": 0.7,
+                                                   "sigma_keeping_suggested_pairs": 0.4123}))
+    spec = StudentSpec("DU+SL", None, str(folder / "improvement_set.csv"), "train.csv", True)
+    with pytest.raises(ClapcurateError, match=r"the full teacher's DU set \(seed 0\) holds 0 pairs at sigma = 0\.7000 "
+                                              r"\(sigma = 0\.4123 would keep about 100 pairs\), so its students "
+                                              r"cannot train: lower curation\.du_sigma"):
+        refuse_empty_sets([spec], {"DU": spec.improvement_set}, "full", 0)
+    refuse_empty_sets([spec], {}, "full", 0)  # not a curated set (e.g. the training pairs): not checked

@@ -212,3 +212,13 @@ def test_hash_survives_a_parquet_round_trip(tmp_path):
     df["audio_path"] = ["/abs/a.wav", "/abs/b.wav", "/abs/c.wav"]
     back = read_manifest(write_manifest(df, tmp_path / "m.parquet"))
     assert manifest_hash(back) == manifest_hash(df)
+
+
+def test_recording_ids_fall_back_to_the_clip():
+    from clapcurate.data.manifest import freesound_recording, recording_ids, youtube_recording
+
+    manifest = pd.DataFrame({"clip_id": ["a", "b", "c"], "recording_id": ["freesound:1", "", None]})
+    assert recording_ids(manifest).tolist() == ["freesound:1", "b", "c"]
+    assert recording_ids(manifest.drop(columns="recording_id")).tolist() == ["a", "b", "c"]
+    assert freesound_recording(" 0042 ") == "freesound:42" and freesound_recording("Not found") == ""
+    assert youtube_recording("--0PQM4-hqg") == "youtube:--0PQM4-hqg" and youtube_recording("") == ""

@@ -602,3 +602,11 @@ def test_a_student_with_too_few_held_out_pairs_validates_on_the_teachers_or_stop
     assert not [*(tmp_path / "stopped").iterdir()]  # nothing written: no run, no best/
     config.val_manifest = str(run / "val_pairs.csv")  # the documented fix: a validation set of one's own
     assert (fit_student(config) / "best").is_dir()
+
+
+def test_student_on_an_empty_improvement_set_names_the_set(teacher_dir, pairs_csv, tmp_path):
+    config = student_config(teacher_dir, pairs_csv, tmp_path / "student")
+    pd.read_csv(config.improvement_set).iloc[:0].to_csv(config.improvement_set, index=False)
+    with pytest.raises(ManifestError, match=rf"improvement_set: {config.improvement_set} holds 0 pairs: curate it "
+                                            r"again with a lower sigma or keep_fraction"):
+        fit_student(config)

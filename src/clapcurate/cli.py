@@ -138,6 +138,23 @@ def cmd_embed(args):
     rows, skipped = embedding_counts(out)
     note = f"; {skipped} skipped, listed in {out / SKIPPED_FILE}" if skipped else ""
     _console().print(f"{rows} {args.modality} embeddings in {out}{note}")
+    if args.modality == "audio":
+        _report_embedded_duplicates(out, args.manifest, device)
+
+
+def _report_embedded_duplicates(folder, data, device) -> None:
+    from .content import embedded_duplicates
+    from .data.readers import read_data
+    from .embed import load_embeddings, unique_clips
+
+    ids, embeddings = load_embeddings(folder)
+    path_of = dict(zip(*unique_clips(read_data(data))[["clip_id", "audio_path"]].to_numpy().T))
+    groups = embedded_duplicates(embeddings, [path_of[clip_id] for clip_id in ids], device)
+    if groups:
+        repeats = sum(len(group) - 1 for group in groups)
+        _console().print(f"[yellow]warning:[/yellow] {repeats} embedded clip(s) repeat the audio of another "
+                         f"({len(groups)} group(s), e.g. {' = '.join(groups[0])}); `clapcurate inspect` lists "
+                         f"them all", highlight=False, soft_wrap=True)
 
 
 def cmd_manifest(args):
@@ -201,7 +218,8 @@ def cmd_curate(args):
     console.print(summary_text(stats), highlight=False, soft_wrap=True)
     for warning in stats["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
-    console.print(f"Improvement-Set written to {out} (the numbers above are in {STATS_FILE} beside it)")
+    console.print(f"Improvement-Set written to {out} (the numbers above are in {STATS_FILE} beside it)",
+                  soft_wrap=True)
 
 
 def cmd_evaluate(args):

@@ -106,6 +106,23 @@ def duplicate_groups(paths) -> list[list[str]]:
     return sorted(groups, key=lambda group: order[group[0]])
 
 
+NEAR_IDENTICAL = 0.999  # embeddings this close are compared by content
+
+
+def embedded_duplicates(embeddings, paths, device=None) -> list[list[str]]:
+    """Groups of embedded files holding the same audio (`duplicate_groups`), looked for only among
+    the files whose embeddings [N, d] (L2-normalised, aligned with `paths`) are almost equal: the
+    same content embeds alike, so only those are read again."""
+    from .search import search_pass
+
+    paths = np.asarray(paths, dtype=object)
+    if len(paths) < 2:
+        return []
+    close = search_pass(embeddings, embeddings, NEAR_IDENTICAL, histogram_queries=0, device=device).pairs
+    candidates = sorted({int(i) for q, k in zip(close.query_idx, close.key_idx) if q != k for i in (q, k)})
+    return duplicate_groups(paths[candidates]) if candidates else []
+
+
 def inspect_file(path: str) -> dict:
     """What one audio file holds: `format`, `subtype`, `sample_rate`, `channels`, `duration`
     (seconds), `peak` (largest absolute sample), `content` (the hash of its decoded samples, of

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..content import content_duplicates
-from ..data.manifest import RECORDING_COLUMN
+from ..data.manifest import RECORDING_COLUMN, given_recordings
 from ..errors import ClapcurateError
 
 
@@ -23,13 +23,6 @@ def training_clip_mask(pool_clips: pd.DataFrame, teacher_train_manifest: pd.Data
     same_id = pool_clips["clip_id"].isin(set(teacher_train_manifest["clip_id"])).to_numpy()
     training_files = set(_normalised_paths(teacher_train_manifest)) - {""}
     return same_id | _normalised_paths(pool_clips).isin(training_files).to_numpy()
-
-
-def given_recordings(manifest: pd.DataFrame) -> pd.Series:
-    """Each row's `recording_id` as the reader gave it ("" where none is known)."""
-    if RECORDING_COLUMN not in manifest.columns:
-        return pd.Series("", index=manifest.index)
-    return manifest[RECORDING_COLUMN].astype(object).where(manifest[RECORDING_COLUMN].notna(), "").astype(str)
 
 
 def shared_source_mask(manifest: pd.DataFrame, other: pd.DataFrame) -> np.ndarray:

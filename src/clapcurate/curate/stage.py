@@ -4,7 +4,6 @@ what is missing), select an Improvement-Set with `curate.methods`, and write it 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -14,22 +13,22 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..content import duplicate_groups
+from ..content import embedded_duplicates
 from ..data.manifest import split_by_clip, write_manifest
 from ..data.readers import read_data
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
 from ..errors import ClapcurateError, ManifestError
-from ..files import check_output_folder, naming_failed_writes, write_atomically, write_text_atomically
+from ..files import naming_failed_writes, write_atomically, write_text_atomically
 from ..locks import one_writer
 from ..model.checkpoints import require_model_path
 from ..prompts import prompts
-from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram, search_pass
+from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
 from ..tasks import read_task
 from .config import CurationConfig, data_keys
 from .leakage import refuse_benchmark_audio, shared_source_mask, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
 from .summary import (SUGGESTED_PAIRS, TeacherReference, curation_warnings, estimated_precision, sigma_for_precision,
-                      sigma_keeping, summary_text, top_shares)
+                      sigma_keeping, top_shares)
 
 log = logging.getLogger("clapcurate.curate")
 
@@ -133,9 +132,42 @@ def plot_similarity_histogram(histogram: SimilarityHistogram, sigma: float, path
     return path
 
 
+def plot_teacher_reference(reference: TeacherReference, histogram: SimilarityHistogram, sigma: float, path: Path,
+                           title: str) -> Path:
+    """A PNG of the distributions the precision estimate compares, as densities on one axis: the
+    teacher's held-out matched and mismatched pairs and the search's similarities, sigma marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coarse = histogram.coarsened(PLOT_BINS)
+    reference_edges = histogram.coarsened(PLOT_BINS // 4).edges  # a few hundred held-out pairs: wider bins
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for values, label in ((reference.mismatched, f"teacher's held-out mismatched pairs ({len(reference.mismatched):,})"),
+                          (reference.matched, f"teacher's held-out matched pairs ({len(reference.matched):,})")):
+        axes.hist(values, bins=reference_edges, density=True, histtype="step", linewidth=1.5, label=label)
+    if coarse.total:
+        density = coarse.counts / (coarse.total * coarse.bin_width)
+        axes.stairs(density, coarse.edges, fill=True, alpha=0.35, label="this search's pairs")
+    axes.axvline(sigma, color="crimson", linestyle="--", label=f"sigma = {sigma:.4f}")
+    values = np.concatenate([reference.matched, reference.mismatched, [sigma]])
+    axes.set_xlim(values.min() - 0.05, values.max() + 0.05)
+    axes.set_yscale("symlog", linthresh=0.1)
+    axes.set_xlabel("cosine similarity")
+    axes.set_ylabel("density")
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 SCORE_NAMES = {"cosine": "cosine similarity", "csls": "CSLS score (2 cos - r_audio - r_text)",
                "mutual": "cosine similarity of mutual nearest neighbours (others at -1)"}
 STATS_FILE = "stats.json"
+REFERENCE_PLOT_FILE = "teacher_reference.png"
 HISTOGRAM_FILE = "similarity_histogram.png"
 HISTOGRAM_DATA_FILE = "similarity_histogram.npz"  # counts [bins] (int64), low, high
 
@@ -148,7 +180,8 @@ def read_histogram(path: str | Path) -> SimilarityHistogram:
 def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_name: str = "improvement_set.csv",
                           **context) -> Path:
     """Write the Improvement-Set manifest, `similarity_histogram.png`, its data
-    `similarity_histogram.npz` and, last, `stats.json` into `out_dir`; returns the manifest's path.
+    `similarity_histogram.npz`, `teacher_reference.png` (with a `reference` in `context`) and,
+    last, `stats.json` into `out_dir`; returns the manifest's path.
 
     `stats.json` marks a complete set: it is removed first and written only after the rest, each
     file through a partial file, so an interrupted write never looks finished."""
@@ -165,6 +198,11 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
     plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE,
                               histogram_title(improvement_set, context.get("max_captions_per_clip")), ylabel,
                               SCORE_NAMES[improvement_set.selection])
+    if context.get("reference") is not None:
+        precision = stats["estimated_precision"]
+        plot_teacher_reference(context["reference"], improvement_set.histogram, improvement_set.sigma,
+                               out_dir / REFERENCE_PLOT_FILE, f"{improvement_set.method.upper()}: estimated precision "
+                               + ("-" if precision is None else f"{precision:.0%}"))
     write_atomically(out_dir / HISTOGRAM_DATA_FILE, improvement_set.histogram.save, "wb")
     write_text_atomically(out_dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
     return path
@@ -259,6 +297,12 @@ def _curate_pool_stage(method: str, config: CurationConfig,
                                                                search["device"])}
 
 
+def _curated_duplicates(pool_embeddings, pool_clips: pd.DataFrame, rows: pd.DataFrame, device) -> list[list[str]]:
+    """Groups of curated clips holding the same audio (`content.embedded_duplicates`)."""
+    curated = np.flatnonzero(pool_clips["clip_id"].isin(set(rows["clip_id"])).to_numpy())
+    return embedded_duplicates(pool_embeddings[curated], pool_clips["audio_path"].to_numpy()[curated], device)
+
+
 def _benchmark_heard_by_teacher(config: CurationConfig, data: dict[str, pd.DataFrame]) -> dict:
     """`benchmark_clips_from_teacher_sources`: the benchmark's clips that are, or were cut from a
     recording of, the teacher's training data (its zero-shot score on them is not zero-shot);
@@ -292,21 +336,6 @@ def _teacher_reference(config: CurationConfig, train: pd.DataFrame) -> TeacherRe
     position = {clip_id: i for i, clip_id in enumerate(ids)}
     return TeacherReference.of(audio, _caption_embeddings(config, train, rows),
                                [position[clip_id] for clip_id in rows["clip_id"]])
-
-
-DUPLICATE_SIMILARITY = 0.999  # curated clips this close are compared by content
-
-
-def _curated_duplicates(pool_embeddings, pool_clips: pd.DataFrame, rows: pd.DataFrame, device) -> list[list[str]]:
-    """Groups of curated clips holding the same audio (`content.duplicate_groups`), among the
-    clips whose embeddings are almost equal (only those are read again)."""
-    curated = np.flatnonzero(pool_clips["clip_id"].isin(set(rows["clip_id"])).to_numpy())
-    if len(curated) < 2:
-        return []
-    embeddings = pool_embeddings[curated]
-    close = search_pass(embeddings, embeddings, DUPLICATE_SIMILARITY, histogram_queries=0, device=device).pairs
-    candidates = sorted({int(i) for q, k in zip(close.query_idx, close.key_idx) if q != k for i in (q, k)})
-    return duplicate_groups(pool_clips["audio_path"].to_numpy()[curated[candidates]]) if candidates else []
 
 
 def check_curation_inputs(method: str, config: CurationConfig) -> None:

@@ -330,11 +330,15 @@ def youtube_recording(youtube_id: str) -> str:
     return f"youtube:{youtube_id.strip()}" if youtube_id.strip() else ""
 
 
-def recording_ids(manifest: pd.DataFrame) -> pd.Series:
-    """Each row's recording: its `recording_id`, or where that is absent or empty its `clip_id`
-    (the clip is its own recording)."""
-    clips = manifest["clip_id"].astype(str)
+def given_recordings(manifest: pd.DataFrame) -> pd.Series:
+    """Each row's `recording_id` as the reader gave it ("" where none is known)."""
     if RECORDING_COLUMN not in manifest.columns:
-        return clips
-    given = manifest[RECORDING_COLUMN].astype(object).where(manifest[RECORDING_COLUMN].notna(), "").astype(str)
-    return given.where(given != "", clips)
+        return pd.Series("", index=manifest.index, dtype=object)
+    return _as_strings(manifest[RECORDING_COLUMN])
+
+
+def recording_ids(manifest: pd.DataFrame) -> pd.Series:
+    """Each row's recording, as the bootstrap's clusters take it: its `recording_id`, or where that
+    is absent or empty its `clip_id` (the clip is its own recording)."""
+    given = given_recordings(manifest)
+    return given.where(given != "", manifest["clip_id"].astype(str))

@@ -44,10 +44,13 @@ def _curation_runner(study: Study, kind: str, seed: int, ckpt: str, manifests: d
     into `<folder>/<teacher>_s<seed>/<name>`."""
     from ..curate import CurationConfig, run_curation
 
+    split = study.config.teacher.data  # the teacher's held-out clips give the precision estimate
     base = dict(teacher=ckpt, pool_manifest=manifests["pool"], train_manifest=manifests["train"],
                 teacher_train_manifest=train_manifest, pool_embeddings=embeddings["audio"],
                 caption_embeddings=embeddings["text"], block_size=study.config.curation.block_size,
-                device=study.config.device)
+                device=study.config.device,
+                held_out_fraction=split.val_fraction, held_out_seed=split.split_seed,
+                reference_embeddings=str(Path(embeddings["audio"]).parent / "reference_audio"))
     out = study.out / folder / f"{slug(study.config, kind)}_s{seed}"
     stage = f"{'curate' if folder == 'curated' else folder}/{slug(study.config, kind)}_s{seed}"
 
@@ -170,8 +173,9 @@ def bracket_students(study: Study, kind: str, seed: int, spec: StudentSpec, trai
 
 
 def curated_counts(study: Study, kind: str, seed: int, sets: dict[str, str], manifests: dict[str, str]) -> list[dict]:
-    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, its path,
-    on the embedded world its precision, and with `marks` its hand-marked sample's."""
+    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, its
+    estimated precision (`curate.summary`; NaN where none), its path, on the embedded world its
+    precision, and with `marks` its hand-marked sample's."""
     from ..data.manifest import read_manifest
 
     truth = study.truth()
@@ -181,7 +185,8 @@ def curated_counts(study: Study, kind: str, seed: int, sets: dict[str, str], man
         rows = read_manifest(path)
         folder = Path(path).parent.relative_to(study.out / "curated").as_posix()
         out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
-                    "pairs": len(rows), "pairs_at_sigma": _pairs_before_cap(path),
+                    "pairs": len(rows), "pairs_at_sigma": _stat(path, "pairs_at_sigma", "before_cap"),
+                    "estimated_precision": _stat(path, "estimated_precision"),
                     "path": str(Path(path).resolve()), "folder": folder,
                     "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan,
                     **marked_sample(study.config.marks.get(folder), rows["id"])})
@@ -201,6 +206,29 @@ def marked_sample(marks_csv: str | None, pair_ids) -> dict:
 MARKED_COLUMNS = ("marked_right", "marked_wrong", "marked_unsure", "marked_precision", "marked_low", "marked_high")
 
 
-def _pairs_before_cap(improvement_set: str) -> float:
-    """The pairs of the search >= sigma before the per-clip cap, from the set's `stats.json`."""
-    return json.loads((Path(improvement_set).parent / "stats.json").read_text())["pairs_at_sigma"]["before_cap"]
+def _stat(improvement_set: str, *keys: str) -> float:
+    """A number of the set's `stats.json` (nested `keys`; NaN when absent or null, as in a set
+    curated before it recorded it)."""
+    value = json.loads((Path(improvement_set).parent / "stats.json").read_text())
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return np.nan if value is None else value
+
+
+def refuse_empty_sets(specs: list[StudentSpec], sets: dict[str, str], kind: str, seed: int) -> None:
+    """Stop before any student trains on a curated set (of `sets`) of 0 pairs: `ClapcurateError`
+    naming the set, its path, the sigma that would keep some and the study key to change."""
+    from ..errors import ClapcurateError
+
+    curated = set(sets.values())
+    for spec in (spec for spec in specs if spec.improvement_set in curated):
+        stats = json.loads((Path(spec.improvement_set).parent / "stats.json").read_text())
+        if stats["pairs"] == 0:
+            method = stats["method"]
+            keeping = stats.get("sigma_keeping_suggested_pairs")
+            hint = f" (sigma = {keeping:.4f} would keep about 100 pairs)" if keeping is not None else ""
+            raise ClapcurateError(
+                f"the {kind} teacher's {method.upper()} set{' for ' + spec.benchmark if spec.benchmark else ''} "
+                f"(seed {seed}) holds 0 pairs at sigma = {stats['sigma']:.4f}{hint}, so its students cannot "
+                f"train: lower curation.{method}_sigma or set curation.{method}_keep_fraction "
+                f"({spec.improvement_set})")

@@ -16,7 +16,7 @@ from ..files import check_output_folder
 from . import browsers
 from .analysis import target_peakedness
 from .config import StudyConfig, check_study_inputs
-from .curation import bracket_students, curate, curated_counts, embed, selection_students
+from .curation import bracket_students, curate, curated_counts, embed, refuse_empty_sets, selection_students
 from .datasets import low_resource_manifest, prepare_data
 from .evaluation import evaluate
 from .outputs import write_outputs
@@ -83,6 +83,7 @@ class Study:
                 if kind == "full" and seed == self.config.seeds[0] and self.truth() is not None:
                     self.peakedness = target_peakedness(self, seed, ckpt, train_manifest, embeddings)
                 specs = planned_students(self.config, self.data.benchmarks, kind, train_manifest, sets)
+                refuse_empty_sets(specs, sets, kind, seed)
 
                 def brackets(spec, kind=kind, seed=seed, train_manifest=train_manifest, embeddings=embeddings):
                     return bracket_students(self, kind, seed, spec, train_manifest, manifests, embeddings)

@@ -22,6 +22,7 @@ from .tables import (
     length_table,
     limits_table,
     markdown_table,
+    estimate_error,
     marked_precision_table,
     precision_table,
     rare_frequent_table,
@@ -137,8 +138,17 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
                   "A curated pool pair (DU, ADS) is right when the pool clip holds everything its caption "
                   "names: every sound event of the clip the caption was written for, and that clip's "
                   "scene when the caption names the place. A DS pair is right when its clip holds the "
-                  "sound of the benchmark class its caption was matched to.",
+                  "sound of the benchmark class its caption was matched to. The estimate uses no label: "
+                  "the teacher's held-out matched and mismatched pairs against the set's similarities "
+                  "(`teacher_reference.png` beside each set shows both distributions); DS sets (text-text "
+                  "similarities) have none.",
                   markdown_table(precision_table(counts, "full"))]
+        mean_error, worst, n_sets = estimate_error(counts)
+        if n_sets:
+            parts.append(f"Estimated precision against the ground truth over {n_sets} sets and every teacher: "
+                         f"mean absolute error {mean_error:.1f} points, largest {worst:.1f}"
+                         + (" (more than 10 points: read the estimate as a rough guide, and look at the "
+                            "distributions)." if mean_error > 10 else "."))
         if (counts["teacher"] == low).any():
             parts += [f"With the {low} teacher:", markdown_table(precision_table(counts, low))]
     marked = marked_precision_table(counts)
