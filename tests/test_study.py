@@ -264,6 +264,8 @@ def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_stu
             assert student["trainer"]["max_steps"] == int(length.group(2))
         arm = next((arm for arm in ("oracle", "shuffled") if method.endswith(f"_{arm}")), None)
         method = method.removesuffix(f"_{arm}") if arm else method
+        selection = re.fullmatch(r"(.+)_selection-(\w+)", method)  # a selection criterion's student
+        method = selection.group(1) if selection else method
         if method not in EXPECTED_STUDENTS:  # the ADS+SL variants
             assert method.startswith("ADS_SL_") and teacher_dir.startswith("full")
             method = "ADS_SL"
@@ -279,6 +281,9 @@ def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_stu
         expected_set = set_path(curated_set)
         if arm:  # a bracket: its own set beside the curated one, the same replay and loss
             expected_set = Path(out, "brackets", teacher_dir, expected_set.parent.name, f"{arm}.csv")
+        if selection:  # the criterion's best pairs at the curated set's size, the same replay and loss
+            expected_set = Path(out, "selections", teacher_dir, f"{expected_set.parent.name}_{selection.group(2)}",
+                                "matched", "improvement_set.csv")
         assert Path(student["improvement_set"]) == expected_set, name
         assert Path(student["replay_manifest"]) == set_path(replayed), name
         assert (student["loss"]["kind"] == "soft_label") == soft, name
@@ -469,7 +474,7 @@ def test_selection_criteria_are_compared_at_matched_sizes(tiny_study):
     section = open(f"{out}/report.md").read().split("## Selection criteria")[1].split("\n## ")[0]
     assert "selection_precision.png" in section and "position" in section and "minus cosine" in section
     students = [line.split(" | ")[:4] for line in section.splitlines()
-                if line.startswith(("| full | DU | ", "| full | ADS+SL | ")) and line.count(" | ") == 7]
+                if line.startswith(("| full | DU | ", "| full | ADS+SL | ")) and line.count(" | ") == 6]
     assert len(students) == 2 * 3 * 3  # DU and ADS+SL, each benchmark, each criterion
     assert {tuple(cells[1:]) for cells in students} == {
         (model, BENCHMARK_TITLES[bench], selection) for model in ("DU", "ADS+SL") for bench in BENCHMARK_TITLES
