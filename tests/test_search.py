@@ -235,3 +235,23 @@ def test_selection_refuses_bad_arguments():
         search_pass(queries, keys, 0.5, selection="hubless")
     with pytest.raises(ClapcurateError, match="selection_k"):
         search_pass(queries, keys, 0.5, selection="csls", selection_k=0)
+
+
+def test_curation_config_checks_the_selection_and_what_sigma_means_under_it(tmp_path):
+    """A wrong selection or k, a sigma outside the score's range, and csls without a threshold
+    (the paper's default sigma is a cosine) are refused naming the key."""
+    from clapcurate.curate import load_curation_config
+    from clapcurate.curate.stage import check_curation_inputs
+    from clapcurate.errors import ConfigError
+
+    base = {"teacher": str(tmp_path), "train_manifest": "t.csv", "out_dir": str(tmp_path / "out"),
+            "pool_manifest": "p.csv"}
+    for settings, message in [({"selection": "hubless"}, "selection must be one of cosine, csls, mutual"),
+                              ({"selection": "mutual", "selection_k": 0}, "selection_k must be at least 1"),
+                              ({"selection": "mutual", "sigma": 1.5}, "sigma is a cosine similarity"),
+                              ({"selection": "csls", "sigma": 4.5}, "sigma is a CSLS score")]:
+        with pytest.raises(ConfigError, match=message):
+            load_curation_config(data={**base, **settings})
+    assert load_curation_config(data={**base, "selection": "csls", "sigma": 1.5}).sigma == 1.5
+    with pytest.raises(ConfigError, match="selection csls: sigma applies to the CSLS score"):
+        check_curation_inputs("du", load_curation_config(data={**base, "selection": "csls"}))

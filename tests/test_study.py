@@ -46,7 +46,7 @@ student:
   trainer: {{max_steps: 2, max_epochs: null, val_check_interval: 2, progress_bar: false}}
   text: {{freeze_text_encoder: true, cache_text_features: true}}
 curation: {{du_sigma: null, du_keep_fraction: 0.05, ds_sigma: 0.2, ads_sigma: null, ads_keep_fraction: 0.1,
-           selections: [cosine, csls, mutual], selection_k: 3, selection_keep_fraction: 0.2}}
+           selections: [cosine, csls], selection_k: 3, selection_keep_fraction: 0.2}}
 """
 
 
@@ -313,6 +313,8 @@ def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_stu
             assert student["trainer"]["max_steps"] == int(length.group(2))
         arm = next((arm for arm in ("oracle", "shuffled") if method.endswith(f"_{arm}")), None)
         method = method.removesuffix(f"_{arm}") if arm else method
+        selection = re.fullmatch(r"(.+)_selection-(\w+)", method)  # a selection criterion's student
+        method = selection.group(1) if selection else method
         if method not in EXPECTED_STUDENTS:  # the variants: ADS+SL, and SL and DS+SL under the paper's targets
             base = next(m for m in ("ADS_SL", "DS_SL", "SL") if method.startswith(f"{m}_"))
             assert teacher_dir.startswith("full") and (base == "ADS_SL" or method == f"{base}_norm-none"), method
@@ -331,6 +333,9 @@ def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_stu
         expected_set = set_path(curated_set)
         if arm:  # a bracket: its own set beside the curated one, the same replay and loss
             expected_set = Path(out, "brackets", teacher_dir, expected_set.parent.name, f"{arm}.csv")
+        if selection:  # the criterion's best pairs at the curated set's size, the same replay and loss
+            expected_set = Path(out, "selections", teacher_dir, f"{expected_set.parent.name}_{selection.group(2)}",
+                                "matched", "improvement_set.csv")
         assert Path(student["improvement_set"]) == expected_set, name
         assert Path(student["replay_manifest"]) == set_path(replayed), name
         assert (student["loss"]["kind"] == "soft_label") == soft, name
@@ -367,6 +372,7 @@ def test_the_low_resource_teacher_curates_ds_from_its_own_pairs(tiny_study):
     ("teacher: {trainer: {device: cpu}}", "teacher.trainer.device is set by the study"),
     ("device: gpu", "device must be auto, cpu, cuda or cuda:N"),
     ("student: {data: {num_workers: many}}", "student.data: num_workers must be auto or a number"),
+    ("curation: {selections: [cosine, hubless]}", "curation: selections: 'hubless' is not a selection"),
 ])
 def test_a_study_config_is_validated_completely_when_loaded(tmp_path, text, key):
     path = tmp_path / "study.yaml"
@@ -531,8 +537,8 @@ def test_selection_criteria_are_compared_at_matched_sizes(tiny_study):
     curves = pd.read_csv(Path(out, "selection_curves.csv"))
     sets = {"DU", "ADS/esc50", "ADS/urbansound8k", "ADS/tut2017"}
     assert set(curves.groupby(["teacher", "set", "selection"]).groups) == {
-        (teacher, s, selection) for teacher in ("full", "10%") for s in sets for selection in ("cosine", "csls", "mutual")}
-    for selection in ("cosine", "csls", "mutual"):
+        (teacher, s, selection) for teacher in ("full", "10%") for s in sets for selection in ("cosine", "csls")}
+    for selection in ("cosine", "csls"):
         folder = Path(out, "selections", "full_s0", f"ads_esc50_{selection}")
         ranked = read_manifest(folder / "improvement_set.csv").sort_values(["similarity", "id"], ascending=[False, True])
         curve = curves[(curves.teacher == "full") & (curves.set == "ADS/esc50") & (curves.selection == selection)]
@@ -547,17 +553,17 @@ def test_selection_criteria_are_compared_at_matched_sizes(tiny_study):
     assert set(cosine["id"]) == set(read_manifest(Path(out, "curated", "full_s0", "du", "improvement_set.csv"))["id"])
     results = pd.read_csv(Path(out, "results.csv"), keep_default_na=False)
     evaluations = results[results.table == "selection"]
-    assert set(evaluations["selection"]) == {"csls", "mutual"}
+    assert set(evaluations["selection"]) == {"csls"}
     for teacher in ("full", "10%"):
-        for selection in ("csls", "mutual"):
+        for selection in ("csls",):
             assert len(evaluations[(evaluations.teacher == teacher) & (evaluations.method == f"DU selection={selection}")]) == 3
             assert set(evaluations[(evaluations.teacher == teacher)
                                    & (evaluations.method == f"ADS+SL selection={selection}")]["benchmark"]) == set(BENCHMARK_TITLES)
     section = open(f"{out}/report.md").read().split("## Selection criteria")[1].split("\n## ")[0]
     assert "selection_precision.png" in section and "position" in section and "minus cosine" in section
     students = [line.split(" | ")[:4] for line in section.splitlines()
-                if line.startswith(("| full | DU | ", "| full | ADS+SL | ")) and line.count(" | ") == 7]
-    assert len(students) == 2 * 3 * 3  # DU and ADS+SL, each benchmark, each criterion
+                if line.startswith(("| full | DU | ", "| full | ADS+SL | ")) and line.count(" | ") == 6]
+    assert len(students) == 2 * 3 * 2  # DU and ADS+SL, each benchmark, each criterion
     assert {tuple(cells[1:]) for cells in students} == {
         (model, BENCHMARK_TITLES[bench], selection) for model in ("DU", "ADS+SL") for bench in BENCHMARK_TITLES
-        for selection in ("cosine", "csls", "mutual")}
+        for selection in ("cosine", "csls")}

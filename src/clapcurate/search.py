@@ -281,8 +281,8 @@ def _bin_reaching(counts: torch.Tensor, wanted: int) -> torch.Tensor:
 
 @dataclasses.dataclass
 class SimilarityHistogram:
-    """Counts of cosine similarities in `len(counts)` equal bins over [low, high]; values outside
-    the range are counted in the edge bins."""
+    """Counts of cosine similarities (or of a selection's scores, `SELECTIONS`) in `len(counts)`
+    equal bins over [low, high]; values outside the range are counted in the edge bins."""
 
     counts: np.ndarray  # int64 [bins]
     low: float = -1.0
