@@ -22,7 +22,8 @@ from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings
 from ..errors import ClapcurateError, ConfigError, ManifestError
 from ..model.checkpoints import require_model_path
 from ..locks import one_writer
-from ..files import check_output_folder, naming_failed_writes, write_atomically, write_text_atomically
+from ..files import (check_checksum, check_output_folder, checksum, naming_failed_writes, write_atomically,
+                     write_text_atomically)
 from ..prompts import benchmark_labels, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
 from .leakage import refuse_benchmark_audio, training_clip_mask
@@ -126,8 +127,22 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
     plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE,
                               histogram_title(improvement_set, context.get("max_captions_per_clip")), ylabel)
     write_atomically(out_dir / HISTOGRAM_DATA_FILE, improvement_set.histogram.save, "wb")
+    stats["checksums"] = {name: checksum((out_dir / name).read_bytes()) for name in (manifest_name, HISTOGRAM_DATA_FILE)}
     write_text_atomically(out_dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
     return path
+
+
+def check_curated_file(path: str | os.PathLike) -> None:
+    """A curated set's file (its manifest, its histogram data) against the checksum its folder's
+    `stats.json` recorded when the set was written; `ClapcurateError` naming the file when its
+    bytes changed. A file no `stats.json` records is not checked."""
+    path = Path(path)
+    stats_path = path.parent / STATS_FILE
+    if not path.is_file() or not stats_path.is_file():
+        return
+    recorded = json.loads(stats_path.read_text()).get("checksums", {}).get(path.name)
+    check_checksum(path, path.read_bytes(), recorded,
+                   "curate the set again, or save an edited set under another name in another folder")
 
 
 @dataclasses.dataclass
@@ -305,6 +320,8 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
         if (out_dir / STATS_FILE).is_file() and not config.overwrite:
             raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
                                   "--overwrite or choose another out_dir")
+        if config.ds_manifest:
+            check_curated_file(config.ds_manifest)
         data = {key: read_data(getattr(config, key)) for key in _data_keys(method) if getattr(config, key)}
         _require_captions(method, config, data)
         if method == "ds":

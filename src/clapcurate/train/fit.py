@@ -409,6 +409,9 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
     checkpoints.require_model_path(config.teacher, "teacher")
     for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ())):
         check_data(getattr(config, key), key)
+    from ..curate.stage import check_curated_file
+
+    check_curated_file(config.improvement_set)  # a curated set's manifest, as curation wrote it
     run_dir, ckpt_path = _start_run(config)
     seed_everything(config.seed, verbose=False)
     model = checkpoints.load_model(config.teacher, config.text_encoder)
