@@ -261,3 +261,14 @@ def test_two_fits_on_one_run_folder(inputs, capsys):
     finally:
         first.kill()
         first.wait()
+
+
+def test_an_edited_or_corrupt_curated_set_is_refused_by_the_student_fit(inputs, capsys):
+    out = inputs["tmp"] / "curated"
+    assert main(["curate", "du", "--config", curate_config(inputs, out), "--set", "keep_fraction=1"]) == 0
+    manifest = out / "improvement_set.csv"
+    manifest.write_bytes(manifest.read_bytes().replace(b"sound 1", b"sound 7"))
+    config = fit_config(inputs, inputs["tmp"] / "student")
+    err = one_line(["fit-student", "--config", config, "--set", f"improvement_set={manifest}"], capsys)
+    assert f"{manifest}: corrupt" in err, err
+    assert not (inputs["tmp"] / "student" / "config.json").exists()

@@ -184,26 +184,25 @@ def test_a_student_fitted_by_two_processes_gives_the_same_results_and_each_stage
 
 
 def test_a_stage_whose_outputs_are_gone_runs_again_and_says_why(tiny_study):
-    """A deleted teacher best/ and a deleted curated set: their markers prove nothing, those two
-    stages run again (to the same bytes), the others are kept."""
+    """A deleted embedding shard and a deleted curated set: their stages' markers prove nothing,
+    those two stages run again (to the same bytes), the others are kept."""
     import io
 
     from rich.console import Console
-    from safetensors.torch import load_file
 
     _, config, out = tiny_study
-    best, curated = Path(out, "teachers", "full_s0", "best"), Path(out, "curated", "full_s0", "du")
-    weights, pairs = load_file(best / "model.safetensors"), (curated / "improvement_set.csv").read_bytes()
-    shutil.rmtree(best)
+    shard = Path(out, "embeddings", "full_s0", "pool_audio", "part-00000.npy")
+    curated = Path(out, "curated", "full_s0", "du")
+    embeddings, pairs = shard.read_bytes(), (curated / "improvement_set.csv").read_bytes()
+    shard.unlink()
     shutil.rmtree(curated)
     log = io.StringIO()
     study = Study(config, console=Console(file=log, width=400))
     study.run()
-    assert sorted(study.stages.computed) == ["curate/full_s0/du", "teacher/full_s0"]
-    assert f"teacher/full_s0: its output {best} is missing; running it again" in log.getvalue()
+    assert sorted(study.stages.computed) == ["curate/full_s0/du", "embed/full_s0"]
+    assert f"embed/full_s0: {shard} is missing; running it again" in log.getvalue()
     assert f"curate/full_s0/du: its output {curated / 'improvement_set.csv'} is missing" in log.getvalue()
-    again = load_file(best / "model.safetensors")
-    assert all((weights[key] == again[key]).all() for key in weights)
+    assert shard.read_bytes() == embeddings
     assert (curated / "improvement_set.csv").read_bytes() == pairs
 
 

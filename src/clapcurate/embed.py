@@ -585,19 +585,19 @@ def _npy_rows(data: bytes, path: Path) -> np.ndarray:
 
 
 UNIT_NORM_TOLERANCE = 1e-2  # float16 storage keeps the norm of a unit row within ~1e-3 of 1
-_CHECK_ROWS = 4096  # rows converted to float32 at a time while their norms are taken
+_CHECK_ROWS = 1024  # rows converted at a time while their norms are taken
 
 
 def _check_rows_into(stored: np.ndarray, rows: np.ndarray, path: Path, ids: Sequence[str], redo: str) -> None:
     """Copy a stored shard's rows into `rows` (of its own dtype), each checked finite and of unit
-    norm on the way (the similarities are cosines): the float32 copy of each block serves both the
-    norms and the conversion. `ClapcurateError` naming the file, the first bad row and its id
-    otherwise."""
+    norm on the way (the similarities are cosines), a block at a time while it is in the cache.
+    `ClapcurateError` naming the file, the first bad row and its id otherwise."""
     norms = np.empty(len(stored), np.float32)
     for start in range(0, len(stored), _CHECK_ROWS):
-        block = stored[start:start + _CHECK_ROWS].astype(np.float32)
-        norms[start:start + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
-        rows[start:start + len(block)] = block
+        end = min(start + _CHECK_ROWS, len(stored))
+        rows[start:end] = stored[start:end]
+        block = rows[start:end] if rows.dtype == np.float32 else stored[start:end].astype(np.float32)
+        norms[start:end] = np.sqrt(np.einsum("ij,ij->i", block, block))
     bad = np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_NORM_TOLERANCE))  # NaN and Inf norms fail too
     if len(bad):
         row = int(bad[0])

@@ -18,7 +18,7 @@ from ..data.manifest import split_by_clip, write_manifest
 from ..data.readers import read_data
 from ..embed import embed_manifest, embed_texts, embedding_rows, load_embeddings, text_key, unique_captions, unique_clips
 from ..errors import ClapcurateError, ManifestError
-from ..files import naming_failed_writes, write_atomically, write_text_atomically
+from ..files import check_checksum, checksum, naming_failed_writes, write_atomically, write_text_atomically
 from ..locks import one_writer
 from ..model.checkpoints import require_model_path
 from ..prompts import prompts
@@ -204,8 +204,22 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
                                out_dir / REFERENCE_PLOT_FILE, f"{improvement_set.method.upper()}: estimated precision "
                                + ("-" if precision is None else f"{precision:.0%}"))
     write_atomically(out_dir / HISTOGRAM_DATA_FILE, improvement_set.histogram.save, "wb")
+    stats["checksums"] = {name: checksum((out_dir / name).read_bytes()) for name in (manifest_name, HISTOGRAM_DATA_FILE)}
     write_text_atomically(out_dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
     return path
+
+
+def check_curated_file(path: str | os.PathLike) -> None:
+    """A curated set's file (its manifest, its histogram data) against the checksum its folder's
+    `stats.json` recorded when the set was written; `ClapcurateError` naming the file when its
+    bytes changed. A file no `stats.json` records is not checked."""
+    path = Path(path)
+    stats_path = path.parent / STATS_FILE
+    if not path.is_file() or not stats_path.is_file():
+        return
+    recorded = json.loads(stats_path.read_text()).get("checksums", {}).get(path.name)
+    check_checksum(path, path.read_bytes(), recorded,
+                   "curate the set again, or save an edited set under another name in another folder")
 
 
 def _embed(config: CurationConfig, data: pd.DataFrame, folder, modality: str) -> tuple[list[str], np.ndarray]:
@@ -369,6 +383,8 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
         if (out_dir / STATS_FILE).is_file() and not config.overwrite:
             raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
                                   "--overwrite or choose another out_dir")
+        if config.ds_manifest:
+            check_curated_file(config.ds_manifest)
         data = {key: read_data(getattr(config, key)) for key in data_keys(method) if getattr(config, key)}
         _require_captions(method, config, data)
         if method == "ds":

@@ -419,6 +419,9 @@ def build_student(config: StudentConfig) -> tuple[ClapModule, PairDataModule, Pa
     for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ()),
                 *(("teacher_val_manifest",) if config.teacher_val_manifest else ())):
         check_data(getattr(config, key), key)
+    from ..curate.stage import check_curated_file
+
+    check_curated_file(config.improvement_set)  # a curated set's manifest, as curation wrote it
     check_output_folder(config.out_dir, "run folder")
     replay = read_data(config.replay_manifest)
     val_rows, validation = student_validation(config, replay)  # before the run starts: never a run without it
