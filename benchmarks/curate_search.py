@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from clapcurate.curate import methods
-from clapcurate.curate.stage import load_curation_config, run_curation
+from clapcurate.curate import load_curation_config, run_curation
 from clapcurate.data.manifest import manifest_hash, write_manifest
 from clapcurate.data.readers import read_data
 from clapcurate.embed import META_FORMAT, _claim_folder, _items_to_embed, _write_shard, _write_skipped_list
