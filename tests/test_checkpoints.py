@@ -438,3 +438,16 @@ def test_import_msclap_reports_wrong_text_encoder_and_settings(msclap_checkpoint
         import_msclap(path, text_encoder=str(wide_dir), mel_bins=64)
     with pytest.raises(ClapcurateError, match="nothing.pth: no such checkpoint file"):
         import_msclap(tmp_path / "nothing.pth")
+
+
+def test_a_checkpoint_saved_after_tokenizing_has_the_same_files_and_hash(tiny_clap, tmp_path):
+    """A tokenizer keeps the padding and truncation of its last call and would save them: a
+    checkpoint's files (and so its hash, which embedding folders record) must not depend on what
+    the model tokenized before it was saved."""
+    before = save(tiny_clap, tmp_path / "before")
+    tiny_clap.text_encoder.tokenize(["a dog barks", "rain"])
+    after = save(tiny_clap, tmp_path / "after")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (before / "text_encoder" / name).read_bytes() == (after / "text_encoder" / name).read_bytes(), name
+    assert checkpoint_hash(before) == checkpoint_hash(after)
+    assert tiny_clap.text_encoder.tokenize(["a dog barks"])["input_ids"].shape[1] == tiny_clap.text_encoder.max_length

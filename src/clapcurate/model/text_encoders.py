@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -289,4 +290,21 @@ class TextEncoder(nn.Module):
     def save_architecture(self, directory: str | Path) -> None:
         """Write the encoder's Hugging Face config and tokenizer files (no weights) to `directory`."""
         self.model.config.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        saveable_tokenizer(self.tokenizer).save_pretrained(directory)
+
+
+# Settings a tokenizer keeps from its last call (`TextEncoder.tokenize`) and would save with itself.
+TOKENIZER_CALL_SETTINGS = ("max_length", "stride", "truncation_strategy", "pad_to_multiple_of")
+
+
+def saveable_tokenizer(tokenizer):
+    """A copy of `tokenizer` without the padding and truncation its calls left in it: the files it
+    saves are then the same whatever it tokenized before (a checkpoint's hash covers them), and
+    a transformers `ClapProcessor` built on it passes no caption length to its feature extractor."""
+    tokenizer = copy.deepcopy(tokenizer)
+    for key in TOKENIZER_CALL_SETTINGS:
+        tokenizer.init_kwargs.pop(key, None)
+    if getattr(tokenizer, "backend_tokenizer", None) is not None:
+        tokenizer.backend_tokenizer.no_truncation()
+        tokenizer.backend_tokenizer.no_padding()
+    return tokenizer

@@ -26,7 +26,6 @@ projections: `clapcurate.export.refusal`).
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
@@ -37,7 +36,7 @@ import torch
 from ..errors import ClapcurateError
 from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
 from .htsat import HTSATConfig
-from .text_encoders import ROBERTA_KEYS, is_transformers_clap
+from .text_encoders import ROBERTA_KEYS, is_transformers_clap, saveable_tokenizer
 from .weights import load_state_strict, read_torch_state_dict
 
 CONFIG_FILE = "config.json"
@@ -58,9 +57,6 @@ _BLOCK_NAMES = {
 }
 _QKV = ("query", "key", "value")
 # settings of a tokenizer call that transformers keeps among a tokenizer's saved settings
-TOKENIZER_CALL_SETTINGS = ("max_length", "stride", "truncation_strategy", "pad_to_multiple_of")
-
-
 def hf_names(ours: str) -> list[str]:
     """The transformers `ClapModel` state-dict names holding our weight `ours` ([] for our
     front-end's fixed STFT and mel matrices, which transformers computes in its feature
@@ -263,13 +259,6 @@ def export_transformers_clap(model: CLAP, directory: str | Path) -> Path:
         raise ClapcurateError(f"internal: the transformers model has weights no part of ours maps to: {left[:5]}")
     clap.load_state_dict(state, strict=True)
     clap.save_pretrained(directory)
-    tokenizer = copy.deepcopy(model.text_encoder.tokenizer)
-    # our calls' padding and truncation stay in a tokenizer's saved settings; ClapProcessor would
-    # pass their max_length to its feature extractor too
-    for key in TOKENIZER_CALL_SETTINGS:
-        tokenizer.init_kwargs.pop(key, None)
-    if getattr(tokenizer, "backend_tokenizer", None) is not None:
-        tokenizer.backend_tokenizer.no_truncation()
-        tokenizer.backend_tokenizer.no_padding()
+    tokenizer = saveable_tokenizer(model.text_encoder.tokenizer)
     transformers.ClapProcessor(feature_extractor=feature_extractor(model), tokenizer=tokenizer).save_pretrained(directory)
     return directory
