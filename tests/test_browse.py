@@ -332,7 +332,7 @@ class LoudnessModel(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.config = SimpleNamespace(audio=SimpleNamespace(sample_rate=8000), d_proj=2)
+        self.config = SimpleNamespace(audio=SimpleNamespace(sample_rate=8000, short_clip_fill="loop"), d_proj=2)
         self.clip_samples = 8000  # 1 s windows
         self.device = torch.device("cpu")
 
@@ -368,6 +368,28 @@ def test_long_clips_play_the_window_that_matched_their_caption(tmp_path, browser
     assert [src.rpartition("/")[2] for src, _ in players] == ["long.wav#t=2,3", "long.wav#t=1,2", "short.wav"]
     assert [time for _, time in players] == [2.0, 1.0, 0.0]  # Chromium starts at the matched window
     assert browser.console_errors() == []
+
+
+def test_long_clips_are_windowed_with_the_models_own_short_clip_fill(tmp_path, monkeypatch):
+    """A LAION-CLAP or transformers teacher completes short windows with silence
+    (`short_clip_fill="repeat_then_silence"`): the browser windows its clips as embedding does."""
+    import clapcurate.audio
+
+    windowed = []
+
+    def recording_windows(wave, n_samples, short_clip_fill="loop"):
+        windowed.append(short_clip_fill)
+        return inference_windows(wave, n_samples, short_clip_fill)
+
+    inference_windows = clapcurate.audio.inference_windows
+    monkeypatch.setattr(clapcurate.audio, "inference_windows", recording_windows)
+    model = LoudnessModel()
+    model.config.audio.short_clip_fill = "repeat_then_silence"
+    level = np.repeat([0.005, 0.5], 8000)  # 2 s: the second second loud
+    soundfile.write(tmp_path / "long.wav", level * np.random.default_rng(2).standard_normal(16000), 8000)
+    rows = pd.DataFrame({"audio_path": [str(tmp_path / "long.wav")], "caption": ["loud engine"]})
+    assert matched_windows(rows, model).start_seconds.tolist() == [1.0]
+    assert windowed == ["repeat_then_silence"]
 
 
 def test_browse_command_with_a_teacher_starts_long_clips_at_a_window(tmp_path, tiny_clap):

@@ -49,6 +49,7 @@ def _export(student, out, steps: int = 3):
     assert main(["export", str(student), str(out)]) == 0
     card = (out / "README.md").read_text()
     assert f"training steps: {steps}" in card and "12 pairs" in card  # the run's steps and curated set
+    assert "No evaluation of this model was recorded." in card  # no study evaluated it
     return out
 
 

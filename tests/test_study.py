@@ -566,3 +566,41 @@ def test_selection_criteria_are_compared_at_matched_sizes(tiny_study):
     assert {tuple(cells[1:]) for cells in students} == {
         (model, BENCHMARK_TITLES[bench], selection) for model in ("DU", "ADS+SL") for bench in BENCHMARK_TITLES
         for selection in ("cosine", "csls")}
+
+
+def test_a_students_model_card_gives_its_gains_over_its_teacher_as_the_report_does(tiny_study, tmp_path):
+    """A study's student exported: its card's gains over the teacher of its seed, per benchmark it
+    was evaluated on, are the report's gain table cells (one seed), read from the study's CSVs."""
+    import shutil
+
+    from clapcurate.export import model_card
+
+    _, _, out = tiny_study
+    results = pd.read_csv(Path(out, "results.csv"), keep_default_na=False)
+    gains = open(f"{out}/report.md").read().split("## Table 2")[1].split("Gain over")[1].split("\n## ")[0]
+    report = {line.split(" | ")[0][2:]: [cell.strip() for cell in line.split("|")[2:-1]]
+              for line in gains.splitlines() if line.startswith("| ") and not line.startswith("| model")}
+    titles = list(BENCHMARK_TITLES)  # the gain table's columns
+    for folder, method, benchmarks in (("DU", "DU", titles), ("ADS_SL_esc50", "ADS+SL", ["esc50"])):
+        checkpoint = Path(out, "students", "full_s0", folder, "last")
+        card = model_card(str(checkpoint), "hf", "exported", [])
+        assert f"this model is `{method}`, a student of the `full` teacher of seed 0" in card
+        rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in card.split("## Evaluation")[1].splitlines()
+                if line.startswith("| ") and not line.startswith("| benchmark")}
+        assert sorted(rows) == sorted(benchmarks)
+        for bench in benchmarks:
+            evaluated = results[(results.teacher == "full") & (results.seed == 0) & (results.benchmark == bench)]
+            student, teacher = (evaluated[evaluated.method == name].iloc[0] for name in (method, "teacher"))
+            clips, recordings, teacher_accuracy, accuracy, gain = rows[bench][1:6]
+            assert int(clips) == student["clips"] and 0 < int(recordings) <= int(clips)
+            assert float(teacher_accuracy) == round(100 * teacher["accuracy"], 1)
+            assert float(accuracy) == round(100 * student["accuracy"], 1)
+            assert gain.rstrip(" |") == report[method][titles.index(bench)]
+    # moved with its study, the student still finds it; copied out of it, or a teacher, it has no gains
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved, ignore=shutil.ignore_patterns("features", "benchmark_features", "curated", "selections"))
+    assert "a student of the `full` teacher" in model_card(str(moved / "students/full_s0/DU/last"), "hf", "x", [])
+    alone = shutil.copytree(Path(out, "students", "full_s0", "DU"), tmp_path / "alone")
+    assert "No evaluation of this model was recorded." in model_card(str(alone / "last"), "hf", "x", [])
+    teacher_card = model_card(str(Path(out, "teachers", "full_s0", "best")), "hf", "x", [])
+    assert "lists no student evaluation of this checkpoint" in teacher_card

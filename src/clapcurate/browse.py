@@ -531,7 +531,8 @@ def matched_windows(rows: pd.DataFrame, model, batch_size: int = 64) -> MatchedW
     model.eval()
     for path, row_indices in long_clips:
         try:
-            windows = inference_windows(load_audio(path, sample_rate), n_samples)  # [W, n_samples]
+            windows = inference_windows(load_audio(path, sample_rate), n_samples,
+                                        model.config.audio.short_clip_fill)  # [W, n_samples], as `embed` windows
         except ClapcurateError:
             continue
         with torch.inference_mode():

@@ -17,7 +17,12 @@ transforms) are written as zeros.
 
 Every export writes `README.md` beside the weights: a model card with the teacher, the curated
 set and its size, the replay set, and the training steps, read from the student's run folder
-when the model is a student's checkpoint.
+when the model is a student's checkpoint. When a study evaluated that checkpoint (a folder above
+it holds the study's results.csv naming it in its `checkpoint` column, and predictions.csv), the
+card gives its gain over its own teacher of the same seed on each benchmark it was evaluated on:
+both accuracies and the paired difference with its 95% interval over the benchmark's recordings
+(`intervals.paired_bootstrap` on the per-clip outcomes of predictions.csv, as the study's report
+computes it for one seed). The study's files are read as CSV; the study is not imported.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .errors import ClapcurateError
+from .intervals import Interval, paired_bootstrap
 from .model.clap import CLAP, CLAPConfig
 from .model.frontend import int16_round_trip
 
@@ -39,6 +46,8 @@ LAION_FILE = "laion_clap.pt"
 AUDIOSET_CLASSES = 527  # LAION-CLAP's classifier head, unused by its embeddings
 MODEL_CARD = "README.md"
 PROBE_LEVELS = (0.3, 0.003)  # a loud and a quiet probe clip: quantisation shows in the quiet one
+STUDY_RESULTS, STUDY_PREDICTIONS = "results.csv", "predictions.csv"  # a study's files (`clapcurate.study.outputs`)
+TEACHER = "teacher"  # the method name of a study's teacher in its results
 
 
 @dataclasses.dataclass
@@ -196,9 +205,93 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+@dataclasses.dataclass
+class Gain:
+    """A student's gain over its teacher of the same seed on one benchmark of a study: both
+    accuracies (percent) and the paired difference (points) with its interval; None where the
+    teacher was not evaluated on the same clips."""
+
+    benchmark: str
+    clips: int
+    recordings: int
+    teacher_accuracy: float | None
+    accuracy: float
+    difference: Interval | None
+
+
+@dataclasses.dataclass
+class StudyEvaluation:
+    """Where a study evaluated a checkpoint: the study folder, the checkpoint's teacher kind,
+    method and seed there, and its gains; `missing`: why no gains could be read from a study
+    folder found above the checkpoint (empty when they were)."""
+
+    study: Path
+    teacher: str = ""
+    method: str = ""
+    seed: int = 0
+    gains: list[Gain] = dataclasses.field(default_factory=list)
+    missing: str = ""
+
+
+def study_evaluation(checkpoint: str | Path) -> StudyEvaluation | None:
+    """The gains of the student `checkpoint` (a checkpoint folder) in the study that evaluated it:
+    the nearest folder above it holding the study's results.csv and predictions.csv, the rows of
+    results.csv whose `checkpoint` is this folder, and each one's per-clip outcomes beside its
+    teacher's (same teacher kind and seed) in predictions.csv. None when no study folder lies above."""
+    folder = Path(checkpoint).resolve()
+    study = next((parent for parent in folder.parents
+                  if (parent / STUDY_RESULTS).is_file() and (parent / STUDY_PREDICTIONS).is_file()), None)
+    if study is None:
+        return None
+    results = pd.read_csv(study / STUDY_RESULTS, keep_default_na=False)
+    if "checkpoint" not in results:
+        return StudyEvaluation(study, missing=f"its {STUDY_RESULTS} names no checkpoint per evaluation; running "
+                                              "the study again (it resumes from disk) records them")
+    rows = results[[(study / entry).resolve() == folder for entry in results["checkpoint"]]]
+    rows = rows[rows["method"] != TEACHER]
+    if rows.empty:
+        return StudyEvaluation(study, missing=f"its {STUDY_RESULTS} lists no student evaluation of this checkpoint")
+    predictions = pd.read_csv(study / STUDY_PREDICTIONS, keep_default_na=False,
+                              dtype={"clip_id": str, "recording_id": str})
+    by_model = dict(list(predictions.groupby(["teacher", "method", "seed", "benchmark"], sort=False)))
+    first = rows.iloc[0]
+    gains = []
+    for row in rows.itertuples(index=False):
+        student = by_model[(row.teacher, row.method, row.seed, row.benchmark)]
+        teacher = by_model.get((row.teacher, TEACHER, row.seed, row.benchmark))
+        paired = teacher is not None and np.array_equal(teacher["clip_id"], student["clip_id"])
+        recordings = student["recording_id"].to_numpy()
+        gains.append(Gain(row.benchmark, len(student), len(set(recordings)),
+                          100 * teacher["correct"].mean() if paired else None, 100 * student["correct"].mean(),
+                          paired_bootstrap(student["correct"].to_numpy(), teacher["correct"].to_numpy(),
+                                           recordings=recordings) if paired else None))
+    return StudyEvaluation(study, str(first["teacher"]), str(first["method"]), int(first["seed"]), gains)
+
+
+def evaluation_section(evaluation: StudyEvaluation | None) -> list[str]:
+    """The model card's lines on how the model was evaluated (`study_evaluation`)."""
+    lines = ["", "## Evaluation", ""]
+    if evaluation is None or evaluation.missing:
+        where = f": the study folder `{evaluation.study}` lies above it, but {evaluation.missing}" if evaluation else ""
+        return lines + [f"No evaluation of this model was recorded{where}."]
+    lines += [f"Zero-shot accuracy in the study `{evaluation.study}`, where this model is `{evaluation.method}`, a "
+              f"student of the `{evaluation.teacher}` teacher of seed {evaluation.seed}, beside that teacher on the "
+              "same clips. Gain: this model minus its teacher in points, with the 95% paired-bootstrap interval "
+              "over the benchmark's recordings (the clips of one recording drawn together; \"within noise\" when "
+              "it holds 0). It covers the choice of test clips, not training randomness (one seed).", "",
+              "| benchmark | clips | recordings | teacher (%) | this model (%) | gain (points) [95% interval] |",
+              "|---|---|---|---|---|---|"]
+    for gain in evaluation.gains:
+        teacher = f"{gain.teacher_accuracy:.1f}" if gain.teacher_accuracy is not None else "-"
+        lines.append(f"| {gain.benchmark} | {gain.clips} | {gain.recordings} | {teacher} | {gain.accuracy:.1f} | "
+                     f"{gain.difference if gain.difference is not None else '- (no teacher evaluation on the same clips)'} |")
+    return lines
+
+
 def model_card(source: str | None, fmt: str, weights: str, warnings: list[str]) -> str:
     """README.md for an exported model: what it is, how to load it, and, for a student's checkpoint
-    (`source` inside a run folder of `fit-student`), its teacher, curated and replay sets and steps."""
+    (`source` inside a run folder of `fit-student`), its teacher, curated and replay sets and steps,
+    and its gains over its teacher where a study evaluated it (`study_evaluation`)."""
     run = Path(source).parent if source else None
     config = _read_json(run / "config.json") if run else {}
     summary = _read_json(run / "summary.json") if run else {}
@@ -215,6 +308,7 @@ def model_card(source: str | None, fmt: str, weights: str, warnings: list[str]) 
                   f"{summary.get('curated_pairs', '?')} pairs",
                   f"- replay set: `{config.get('replay_manifest', '')}`, {summary.get('replay_pairs', '?')} pairs",
                   f"- training steps: {steps if steps not in (None, -1) else 'by epochs'}"]
+    lines += evaluation_section(study_evaluation(source) if source and Path(source).is_dir() else None)
     loaders = {
         "hf": "```python\nfrom transformers import ClapModel, ClapProcessor\n"
               f"model = ClapModel.from_pretrained(\"{weights}\")\nprocessor = ClapProcessor.from_pretrained(\"{weights}\")\n```",

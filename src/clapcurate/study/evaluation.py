@@ -1,8 +1,10 @@
 """The study's zero-shot evaluations as resumable stages: one model on one benchmark, its
-accuracy, per-class accuracy and per-clip predictions (`predictions/<stage>/<benchmark>.csv`)."""
+accuracy, per-class accuracy and per-clip predictions (`predictions/<stage>/<benchmark>.csv`), and
+the checkpoint evaluated (which `clapcurate.export` reads to give a student's gains in its model card)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,4 +40,12 @@ def evaluate(study: Study, kind: str, name: str, identity: dict, seed: int, ckpt
                 "skipped": len(result.skipped), "predictions": str(path.relative_to(study.out))}
 
     record = study.stages.run(f"eval/{stage}/{bench}", run)
-    return {"teacher": kind, "method": name, **identity, "seed": seed, "benchmark": bench, **record}
+    return {"teacher": kind, "method": name, **identity, "seed": seed, "benchmark": bench, **record,
+            "checkpoint": checkpoint_entry(study.out, ckpt)}
+
+
+def checkpoint_entry(out: Path, ckpt: str) -> str:
+    """The evaluated checkpoint folder as results.csv names it: relative to the study folder `out`
+    when inside it (the study can move), else absolute (a given teacher)."""
+    path = Path(ckpt).resolve()
+    return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)

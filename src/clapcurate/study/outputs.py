@@ -1,8 +1,8 @@
 """The study's files, and the report rendered from them: results.csv (one row per evaluated model,
-seed and benchmark, with the model's structured identity), predictions.csv (every evaluated
-model's per-clip outcome, with each clip's recording), claims.csv (the paper's claims with their
-intervals and verdicts), the selection criteria's files, the config the study ran
-with, then the report."""
+seed and benchmark, with the model's structured identity and its checkpoint folder),
+predictions.csv (every evaluated model's per-clip outcome, with each clip's recording), claims.csv
+(the paper's claims with their intervals and verdicts), the selection criteria's files, the config
+the study ran with, then the report."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .pipeline import Study
 
 RESULT_COLUMNS = ["teacher", "method", "student", "curated_set", "soft_labels", "target_norm", "teacher_targets",
-                  "steps", "bracket", "selection", "table", "seed", "benchmark", "clips", "correct", "skipped", "accuracy"]
+                  "steps", "bracket", "selection", "table", "seed", "benchmark", "clips", "correct", "skipped", "accuracy",
+                  "checkpoint"]
 PREDICTION_COLUMNS = ["teacher", "method", "seed", "benchmark", "clip_id", "recording_id", "label", "predicted",
                       "correct"]
 RECORDING_ID = "recording_id"  # the manifest column naming each clip's recording
