@@ -4,7 +4,6 @@ what is missing), select an Improvement-Set with `curate.methods`, and write it 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from ..files import check_output_folder, write_atomically, write_text_atomically
 from ..prompts import prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
 from ..tasks import read_task
-from .config import CurationConfig, data_keys, load_curation_config
+from .config import CurationConfig, data_keys
 from .leakage import refuse_benchmark_audio, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
 

@@ -35,7 +35,8 @@ from ..config import from_dict, to_dict
 from ..errors import ClapcurateError, ConfigError
 from ..files import partial_folder, publish_folder
 from .audio_encoders import IGNORED_CHECKPOINT_PREFIX, load_panns_checkpoint
-from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
+from .clap import CLAP
+from .config import AudioConfig, CLAPConfig, TextConfig
 from .text_encoders import pretrained_weights, resolve_text_encoder
 from .weights import WeightsSource, load_state_strict, read_torch_state_dict, tensors_hash
 
