@@ -146,24 +146,26 @@ def test_unlabelled_data_and_misspelt_study_keys_are_refused_up_front(inputs, ca
 
 
 def test_misspelt_renamed_and_misplaced_keys_are_answered_before_torch_is_imported(inputs, tmp_path):
-    """`clapcurate curate` in a fresh interpreter: a misspelt key gets "did you mean", a renamed
-    one its new name and how its meaning changed, a wrong dataset path the option and the layout
-    it expects, each as one line with exit status 2, and torch is never imported on the way."""
+    """Each command in a fresh interpreter: a misspelt key gets "did you mean", a renamed one its
+    new name and how its meaning changed, a wrong dataset path the option and the layout it
+    expects, each as one line with exit status 2, and torch is never imported on the way."""
     import sys
 
-    text = inputs["curate"].read_text()
-    cases = {
-        "sigmaa: 0.6\n": "unknown config key sigmaa: did you mean sigma?",
-        "benchmark_manifest: esc50:/no/ESC-50\n":
-            "benchmark_manifest: /no/ESC-50 does not exist (from the dataset spec esc50:/no/ESC-50; "
-            "esc50: expects a folder holding meta/esc50.csv and audio/",
-    }
+    cases = [
+        ("curate", "sigmaa: 0.6\n", "unknown config key sigmaa: did you mean sigma?"),
+        ("curate", "benchmark_manifest: esc50:/no/ESC-50\n",
+         "benchmark_manifest: /no/ESC-50 does not exist (from the dataset spec esc50:/no/ESC-50; "
+         "esc50: expects a folder holding meta/esc50.csv and audio/"),
+        ("student", "replay: {curated_prob: 0.9}\n", "config key replay.curated_prob was renamed replay.replay_prob"),
+        ("study", "seedz: [1]\n", "unknown config key seedz: did you mean seeds?"),
+    ]
+    commands = {"curate": ["curate", "ds", "--config"], "student": ["fit-student", "--config"], "study": ["study"]}
     probe = ("import sys; from clapcurate.cli import main; code = main(sys.argv[1:]); "
              "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(code)")
-    for extra, message in cases.items():
+    for kind, extra, message in cases:
         config = tmp_path / "bad.yaml"
-        config.write_text(text + extra)
-        done = subprocess.run([sys.executable, "-c", probe, "curate", "ds", "--config", str(config)],
+        config.write_text(inputs[kind].read_text() + extra)
+        done = subprocess.run([sys.executable, "-c", probe, *commands[kind], str(config)],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and done.stdout.strip() == "torch not imported", done
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

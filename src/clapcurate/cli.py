@@ -93,33 +93,40 @@ def _device(args):
 
 
 def cmd_fit_teacher(args):
-    from . import train
+    from .train.config import load_teacher_config
 
     overrides = _overrides(args)
     if args.subset is not None:
         overrides.append(f"data.subset={args.subset}")
-    config = train.load_teacher_config(args.config, overrides)
-    run_dir = train.fit_teacher(config)
-    if train.fit.first_process():  # the other processes of a multi-process fit say nothing
+    config = load_teacher_config(args.config, overrides)  # checked before torch is imported
+    from .train.fit import first_process, fit_teacher
+
+    run_dir = fit_teacher(config)
+    if first_process():  # the other processes of a multi-process fit say nothing
         _console().print(f"teacher checkpoints in {run_dir}")
 
 
 def cmd_pretrain_audio(args):
-    from . import train
+    from .train.config import load_tagger_config
 
-    config = train.load_tagger_config(args.config, _overrides(args))
-    run_dir = train.fit_tagger(config)
-    if train.fit.first_process():
-        _console().print(f"pretrained audio encoder: {run_dir / 'best' / train.module.TAGGER_CHECKPOINT} "
+    config = load_tagger_config(args.config, _overrides(args))
+    from .train.fit import first_process, fit_tagger
+    from .train.module import TAGGER_CHECKPOINT
+
+    run_dir = fit_tagger(config)
+    if first_process():
+        _console().print(f"pretrained audio encoder: {run_dir / 'best' / TAGGER_CHECKPOINT} "
                          "(start a teacher from it with init_audio_encoder)")
 
 
 def cmd_fit_student(args):
-    from . import train
+    from .train.config import load_student_config
 
-    config = train.load_student_config(args.config, _overrides(args))
-    run_dir = train.fit_student(config)
-    if train.fit.first_process():
+    config = load_student_config(args.config, _overrides(args))
+    from .train.fit import first_process, fit_student
+
+    run_dir = fit_student(config)
+    if first_process():
         _console().print(f"student checkpoints in {run_dir}")
 
 
@@ -411,9 +418,11 @@ def _print_classification(results: list[dict], output_format: str) -> None:
 
 def cmd_study(args):
     from .locks import one_writer
-    from .study import load_study_config, run_study
+    from .study.config import load_study_config
 
-    config = load_study_config(args.config, _overrides(args, "device"))
+    config = load_study_config(args.config, _overrides(args, "device"))  # checked before torch is imported
+    from .study.pipeline import run_study
+
     with one_writer(config.out_root, "study folder"):
         run_study(config)
 

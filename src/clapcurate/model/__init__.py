@@ -8,9 +8,9 @@ does not pay for importing `transformers`.
 from ..lazy import lazy_exports
 
 _EXPORTS = {
-    "AudioConfig": "clap",
-    "TextConfig": "clap",
-    "CLAPConfig": "clap",
+    "AudioConfig": "config",
+    "TextConfig": "config",
+    "CLAPConfig": "config",
     "Projection": "clap",
     "CLAP": "clap",
     "TextEncoder": "text_encoders",
@@ -26,7 +26,7 @@ _EXPORTS = {
     "import_msclap_2023": "imports",
     "import_laion_clap": "imports",
     "HTSAT": "htsat",
-    "HTSATConfig": "htsat",
+    "HTSATConfig": "config",
 }
 
 __all__ = sorted(_EXPORTS)

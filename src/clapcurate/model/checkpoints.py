@@ -36,7 +36,8 @@ from ..config import from_dict, to_dict
 from ..errors import ClapcurateError, ConfigError
 from ..files import partial_folder, publish_folder
 from .audio_encoders import load_panns_checkpoint
-from .clap import CLAP, CLAPConfig
+from .clap import CLAP
+from .config import CLAPConfig
 from .imports import import_checkpoint
 from .text_encoders import is_transformers_clap, pretrained_weights, resolve_text_encoder
 from .transformers_clap import import_transformers_clap

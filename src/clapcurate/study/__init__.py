@@ -1,6 +1,10 @@
-"""The paper's study: its config, plan and resumable stages (`pipeline`), and its report."""
+"""The paper's study: its config (`study.config`, checked without torch), plan and resumable
+stages (`pipeline`), and its report. The names below are imported on first use."""
 
-from .config import StudyConfig, load_study_config
-from .pipeline import run_study
+from ..lazy import lazy_exports
 
-__all__ = ["StudyConfig", "load_study_config", "run_study"]
+_EXPORTS = {"StudyConfig": "config", "load_study_config": "config", "run_study": "pipeline"}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,12 +11,10 @@ from typing import Any
 
 from .. import method
 from ..config import apply_overrides, deep_merge, from_dict, read_yaml, to_dict
-from ..data.readers import check_data
 from ..device import AUTO, check_auto, check_device
 from ..errors import ConfigError
-from ..model.checkpoints import require_model_path
-from ..model.clap import CLAPConfig
 from ..method import DEFAULT_SELECTION_K, SELECTIONS
+from ..model.config import CLAPConfig
 from ..tasks import TaskSpec, check_task, task_from_config
 from ..train.config import StudentConfig, TaggerConfig, TeacherConfig
 
@@ -245,7 +243,9 @@ def world_data(world_dir: Path) -> DataSettings:
 def check_study_inputs(config: StudyConfig) -> None:
     """The given teacher and every dataset (without `world`) exist, before the study folder is made
     or any model loaded, and the device is there; `ConfigError` naming the key otherwise."""
+    from ..data.readers import check_data
     from ..device import resolve_device
+    from ..model.checkpoints import require_model_path
 
     resolve_device(config.device)
     if config.teacher_checkpoint:

@@ -33,7 +33,7 @@ def _stage_trainer(trainer, **changes):
 
 def pretrain_audio(study: Study) -> str | None:
     """The pretrained audio encoder the teachers start from (None: they start from scratch)."""
-    from .. import train
+    from ..train.module import TAGGER_CHECKPOINT
 
     cfg = study.config
     if cfg.pretrain_audio is None or cfg.teacher.init_audio_encoder or cfg.teacher_checkpoint:
@@ -53,7 +53,7 @@ def pretrain_audio(study: Study) -> str | None:
         metrics = pd.read_csv(run_dir / "metrics.csv")
         summary = json.loads((run_dir / "summary.json").read_text())
         val_map = metrics["val_mAP"].dropna()
-        return {"checkpoint": str(run_dir / "best" / train.module.TAGGER_CHECKPOINT),
+        return {"checkpoint": str(run_dir / "best" / TAGGER_CHECKPOINT),
                 "train_clips": summary["train_clips"], "classes": summary["classes"],
                 "val_mAP": float(val_map.max()) if len(val_map) else float("nan")}
 

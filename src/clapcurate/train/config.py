@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from ..config import load_config
 from .. import method
 from ..device import AUTO, check_auto, check_device, check_precision, hardware_settings
 from ..errors import ConfigError
-from ..model.clap import AudioConfig, CLAPConfig
+from ..model.config import AudioConfig, CLAPConfig
+
+if TYPE_CHECKING:  # torch loads when a fit starts, not when its config is checked
+    import torch
 
 
 @dataclasses.dataclass
@@ -326,6 +327,8 @@ def load_student_config(path: str | Path | None = None, overrides: list[str] | N
 def training_device(trainer: TrainerConfig) -> torch.device:
     """The device a fit trains on: `trainer.device` resolved (`clapcurate.device.resolve_device`),
     or with an explicit `trainer.accelerator` its kind (`gpu` / `cuda`: CUDA; others: not CUDA)."""
+    import torch
+
     from ..device import resolve_device
 
     if trainer.accelerator == AUTO:
@@ -339,6 +342,8 @@ def training_device(trainer: TrainerConfig) -> torch.device:
 
 def _processes(devices, device: torch.device) -> int:
     """Training processes on this machine (each starts its own DataLoader workers)."""
+    import torch
+
     if isinstance(devices, list):
         return len(devices)
     if isinstance(devices, int) and devices > 0:
@@ -351,6 +356,8 @@ def placed(config):
     `accelerator` and `devices` from `trainer.device` where they are left at `auto` and 1, and
     every `auto` of precision, channels_last, pin_memory and num_workers resolved for the device
     it trains on (`training_device`, `clapcurate.device.hardware_settings`)."""
+    import torch
+
     trainer, data = config.trainer, config.data
     device = training_device(trainer)
     accelerator = trainer.accelerator if trainer.accelerator != AUTO else ("gpu" if device.type == "cuda" else "cpu")
