@@ -13,6 +13,15 @@ torch.set_num_threads(1)  # the test machine's cores are shared
 
 
 @pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """The embedded world at seed 3 and scale 0.01, generated once per session: the tiny studies'
+    data (read only: a study reads its world and writes below its own folder)."""
+    from clapcurate.data.synth import generate_world
+
+    return generate_world(tmp_path_factory.mktemp("tiny_world") / "world", seed=3, scale=0.01, progress=False).root
+
+
+@pytest.fixture(scope="session")
 def tiny_text_encoder_dir(tmp_path_factory):
     """A folder with a tiny random `BertModel` (hidden 32) and the MiniLM tokenizer."""
     from clapcurate.model.text_encoders import write_tiny_text_encoder

@@ -171,9 +171,10 @@ def test_embedding_on_a_gpu_decodes_in_workers_pins_batches_and_autocasts(tiny_c
 # ------------------------------------------------------------------ the study: every stage on the device
 
 @pytest.fixture(scope="module")
-def device_study(tmp_path_factory, tiny_text_encoder_dir):
+def device_study(tmp_path_factory, tiny_text_encoder_dir, tiny_world):
     """The tiny study with `device: cuda:7`, resolved to the sentinel; what each stage received."""
-    config = tiny_study(tmp_path_factory.mktemp("device_study"), "cuda:7", tiny_text_encoder_dir, pooling="cls")
+    config = tiny_study(tmp_path_factory.mktemp("device_study"), "cuda:7", tiny_text_encoder_dir, pooling="cls",
+                        world=tiny_world)
     with pytest.MonkeyPatch.context() as monkeypatch, StageDevices() as log:
         fake_gpus(monkeypatch, {"cuda:7": SENTINEL})
         run_study(config)

@@ -20,8 +20,6 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from clapcurate.data.synth import generate_world
-
 KILLS = random.Random(20261130)  # the kill points: random, but the same in every test run
 
 STUDY = """
@@ -120,17 +118,16 @@ def assert_same_metrics(reference: Path, killed: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, tiny_text_encoder_dir):
-    """An uninterrupted study on a tiny world (its outputs are the other commands' inputs) and the
+def study(tmp_path_factory, tiny_text_encoder_dir, tiny_world):
+    """An uninterrupted study on the tiny world (its outputs are the other commands' inputs) and the
     same study killed twice and resumed."""
     root = tmp_path_factory.mktemp("interrupt")
-    world = root / "world"
+    world = tiny_world
     configs = {}
     for name in ("whole", "killed"):
         configs[name] = root / f"{name}.yaml"
         configs[name].write_text(STUDY.format(name=name, out=root / "runs", world=world,
                                               text_encoder=tiny_text_encoder_dir))
-    generate_world(world, seed=3, scale=0.01, progress=False)
     duration = run("study", configs["whole"])
     stages = len(list((root / "runs" / "whole" / "stages").glob("*.json")))
     kill_times = run_with_kills(["study", configs["killed"]], ["study", configs["killed"]], duration, kills=2,
@@ -138,13 +135,12 @@ def study(tmp_path_factory, tiny_text_encoder_dir):
     return root, root / "runs" / "whole", root / "runs" / "killed", kill_times
 
 
-def test_killed_world_generation_restarts_and_ends_byte_identical(study, tmp_path):
-    root, *_ = study
+def test_killed_world_generation_restarts_and_ends_byte_identical(study, tiny_world, tmp_path):
     duration = run("synth", tmp_path / "timing", "--seed", 3, "--scale", 0.01)
     argv = ["synth", tmp_path / "world", "--seed", 3, "--scale", 0.01]
     kill_times = run_with_kills(argv, argv, duration, kills=2, done=lambda: (tmp_path / "world" / "world.json").is_file())
     assert kill_times
-    assert files(tmp_path / "world") == files(root / "world")
+    assert files(tmp_path / "world") == files(tiny_world)
 
 
 def test_killed_study_resumes_to_the_same_results(study):

@@ -51,10 +51,10 @@ curation: {{du_sigma: null, du_keep_fraction: 0.05, ds_sigma: 0.2, ads_sigma: nu
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory, tiny_text_encoder_dir):
+def tiny_study(tmp_path_factory, tiny_text_encoder_dir, tiny_world):
     root = tmp_path_factory.mktemp("study")
     config_path = root / "tiny.yaml"
-    config_path.write_text(TINY_STUDY.format(out=root / "runs", world=root / "world",
+    config_path.write_text(TINY_STUDY.format(out=root / "runs", world=tiny_world,
                                              text_encoder=tiny_text_encoder_dir))
     config = load_study_config(config_path)
     out = run_study(config)
