@@ -10,12 +10,12 @@ defaults from here.
 | beta (soft-label weight, Eq. 3) | 0.3 | 0.3 | 0.3 |
 | soft-target normalisation | not stated | none (rows sum to 1 + beta * off-diagonal mass) | softmax |
 | soft-target temperature (`softmax` only, as SoftCLIP) | - | - | the teacher's own (1 / logit scale) |
-| replay probability (a replay batch instead of an Improvement-Set batch) | 0.5 | 0.5 | 0.5 |
+| replay probability (a replay batch instead of an Improvement-Set batch) | not stated | 0.5 | 0.5 |
 | what is replayed | the teacher's training set (ADS: the DS set) | same | same |
 | low-resource teacher's share of the pairs | 10% | - | 0.1 |
 
-`softmax` is the default because it measured best on the embedded world (README, "The full
-study"): over the clips of all three benchmarks pooled, ADS+SL with softmax targets beats
+`softmax` is the default because it measured best on the embedded world (docs/results.md, "The
+full study"): over the clips of all three benchmarks pooled, ADS+SL with softmax targets beats
 `before_mix` by +0.7 [+0.2, +1.2] points in a three-seed study run with `before_mix` as the default,
 and again by +0.7 [+0.1, +1.2] in the three-seed study with `softmax` as the default (within noise
 on each benchmark alone); `none` and `after_mix` cost 4-7 points. Its targets give a clip that
