@@ -272,3 +272,22 @@ def test_an_edited_or_corrupt_curated_set_is_refused_by_the_student_fit(inputs, 
     err = one_line(["fit-student", "--config", config, "--set", f"improvement_set={manifest}"], capsys)
     assert f"{manifest}: corrupt" in err, err
     assert not (inputs["tmp"] / "student" / "config.json").exists()
+
+
+def test_a_fit_resumed_twice_keeps_every_metrics_row(tmp_path):
+    """Each resume starts a new metrics.csv: the rows before it are kept aside until the fit ends,
+    so a resumed fit interrupted again loses none."""
+    from clapcurate.train.fit import EARLIER_METRICS, _keep_earlier_metrics, _metrics_before_resume
+
+    def log(first: int, last: int) -> None:  # the logger's file: the steps first..last
+        pd.DataFrame({"step": range(first, last + 1), "loss": [float(s) for s in range(first, last + 1)]}).to_csv(
+            tmp_path / "metrics.csv", index=False)
+
+    log(0, 3)  # killed after step 3, resumed from step 2
+    _metrics_before_resume(tmp_path)
+    log(2, 5)  # killed again, resumed from step 4
+    earlier = _metrics_before_resume(tmp_path)
+    log(4, 7)  # the fit ends
+    _keep_earlier_metrics(tmp_path, earlier)
+    assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == list(range(8))
+    assert not (tmp_path / EARLIER_METRICS).exists()

@@ -277,7 +277,7 @@ def _start_run(config: TeacherConfig | StudentConfig | TaggerConfig) -> tuple[Pa
     if processes and processes > 1 and config.data.feature_cache is None:
         log.warning("%s: %d processes and no data.feature_cache: each process computes the log-mels of every "
                     "clip itself; give data.feature_cache (a folder) to compute them once", run_dir, processes)
-    for stale in ("metrics.csv", RESUME_CHECKPOINT, "best", "last"):
+    for stale in ("metrics.csv", EARLIER_METRICS, RESUME_CHECKPOINT, "best", "last"):
         target = run_dir / stale
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -307,26 +307,44 @@ def _minimums(data: DataConfig, train_keys: Sequence[str], validates: bool) -> d
     return minimums
 
 
-def _read_metrics(run_dir: Path) -> pd.DataFrame | None:
-    path = run_dir / "metrics.csv"
+EARLIER_METRICS = ".metrics.before-resume.csv"  # the rows logged before a resume, until the resumed fit ends
+
+
+def _read_metrics(run_dir: Path, name: str = "metrics.csv") -> pd.DataFrame | None:
+    path = run_dir / name
     return pd.read_csv(path) if path.is_file() and path.stat().st_size else None
 
 
+def _joined(earlier: pd.DataFrame | None, new: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The rows of `earlier` before the first step of `new`, then `new`'s."""
+    if earlier is None or new is None or not len(new):
+        return new if earlier is None else earlier
+    return pd.concat([earlier[earlier["step"] < new["step"].min()], new], ignore_index=True)
+
+
+def _metrics_before_resume(run_dir: Path) -> pd.DataFrame | None:
+    """The rows logged before this resume (the logger starts a new `metrics.csv`): those an earlier,
+    unfinished resume kept aside, then `metrics.csv`'s; kept aside in their turn until the fit ends,
+    so a fit interrupted twice loses none."""
+    earlier = _joined(_read_metrics(run_dir, EARLIER_METRICS), _read_metrics(run_dir))
+    if earlier is not None:
+        write_atomically(run_dir / EARLIER_METRICS, lambda handle: earlier.to_csv(handle, index=False))
+    return earlier
+
+
 def _keep_earlier_metrics(run_dir: Path, earlier: pd.DataFrame | None) -> None:
-    """After a resumed fit: `metrics.csv` = the rows logged before the resumed step + the new ones
-    (the logger starts a new file)."""
+    """After a resumed fit: `metrics.csv` = the rows logged before the resumed step + the new ones."""
     if earlier is None:
         return
-    new = _read_metrics(run_dir)
-    if new is not None and len(new):
-        earlier = pd.concat([earlier[earlier["step"] < new["step"].min()], new], ignore_index=True)
-    write_atomically(run_dir / "metrics.csv", lambda handle: earlier.to_csv(handle, index=False))
+    joined = _joined(earlier, _read_metrics(run_dir))
+    write_atomically(run_dir / "metrics.csv", lambda handle: joined.to_csv(handle, index=False))
+    (run_dir / EARLIER_METRICS).unlink()
 
 
 def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, ckpt_path: str | None,
          callbacks: Sequence[Callback]) -> Path:
     """Train `module` with the settings of a `placed` config."""
-    earlier = _read_metrics(run_dir) if ckpt_path else None
+    earlier = _metrics_before_resume(run_dir) if ckpt_path and first_process() else None
     if config.trainer.channels_last:
         module.to(memory_format=torch.channels_last)  # the CNNs' 4-D weights; other tensors stay as they are
     with quiet_lightning():
