@@ -206,6 +206,28 @@ def test_a_stage_whose_outputs_are_gone_runs_again_and_says_why(tiny_study):
     assert (curated / "improvement_set.csv").read_bytes() == pairs
 
 
+def test_a_deleted_teacher_is_fitted_again_to_the_same_weights_and_its_embeddings_stay_valid(tiny_study):
+    """A deleted teacher best/: its marker proves nothing, the teacher is fitted again to the same
+    weights (and the same checkpoint hash, which its embedding folders recorded, whatever the
+    process tokenized before), and nothing downstream is recomputed."""
+    import io
+
+    from rich.console import Console
+    from safetensors.torch import load_file
+
+    _, config, out = tiny_study
+    best = Path(out, "teachers", "full_s0", "best")
+    weights = load_file(best / "model.safetensors")
+    shutil.rmtree(best)
+    log = io.StringIO()
+    study = Study(config, console=Console(file=log, width=400))
+    study.run()
+    assert study.stages.computed == ["teacher/full_s0"]
+    assert f"teacher/full_s0: its output {best} is missing; running it again" in log.getvalue()
+    again = load_file(best / "model.safetensors")
+    assert weights.keys() == again.keys() and all((weights[key] == again[key]).all() for key in weights)
+
+
 def test_a_stage_finished_meanwhile_by_another_process_keeps_its_marker(tmp_path):
     from clapcurate.study.stages import StageRunner
 
