@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 from lightning.pytorch import LightningModule
 from torch import nn
 
@@ -56,7 +57,8 @@ def gather_rows(tensor: torch.Tensor, with_grad: bool, sizes: list[int] | None =
         return tensor
     sizes = sizes or share_sizes(tensor.shape[0], tensor.device)
     padded = torch.cat([tensor, tensor.new_zeros(max(sizes) - tensor.shape[0], *tensor.shape[1:])])
-    parts = _GatherRows.apply(padded) if with_grad else _stacked(padded)  # [W, max(sizes), ...]
+    # [W, max(sizes), ...]; torch's differentiable all_gather sums each part's gradient over the ranks
+    parts = dist_nn.all_gather(padded) if with_grad else _stacked(padded)
     return torch.cat([part[:size] for part, size in zip(parts, sizes)], dim=0)
 
 
@@ -65,21 +67,6 @@ def _stacked(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(_world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.stack(parts)
-
-
-class _GatherRows(torch.autograd.Function):
-    """`_stacked` whose backward sums the gradient of the stack over the ranks and returns this
-    rank's part (every rank's loss depends on every rank's rows)."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        return _stacked(tensor)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[dist.get_rank()]
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
