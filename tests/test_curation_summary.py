@@ -45,7 +45,7 @@ def test_summary_counts_top_captions_and_labels():
     assert stats["estimated_precision"] is None and stats["warnings"] == []  # no reference, 3 candidates: no hub
     text = summary_text(stats)
     assert "ADS Improvement-Set: 10 pairs, 10 clips, 3 captions" in text
-    assert "sigma = 0.3000 (from keep_fraction 0.01)" in text and "'a dog barks' 60%" in text
+    assert "sigma = 0.3000 (from keep_fraction 0.01)" in text and "'a dog barks' 60.0%" in text
 
 
 def test_one_hub_caption_is_warned_about_with_its_share():

@@ -81,7 +81,7 @@ def improvement_set_stats(improvement_set: ImprovementSet, sigma_from: str = "gi
         stats["top_labels"] = top_shares(rows["best_label"], "label")
     if reference is not None:
         stats["teacher_reference"] = reference.summary(improvement_set.sigma)
-    if target_precision is not None:
+    if target_precision is not None and reference is not None:
         stats["suggested_sigma"] = {"precision": target_precision,
                                     "sigma": sigma_for_precision(reference, histogram, pairs_searched, target_precision)}
     stats["warnings"] = curation_warnings(stats, reference)

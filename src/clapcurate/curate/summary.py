@@ -155,15 +155,19 @@ def curation_warnings(stats: dict, reference: TeacherReference | None) -> list[s
     precision = stats.get("estimated_precision")
     if precision is not None and precision < LOW_PRECISION and pairs > 0:
         wanted = stats.get("suggested_sigma")
-        hint = (f"; sigma = {wanted['sigma']:.4f} is estimated to give {wanted['precision']:.0%}"
-                if wanted and wanted.get("sigma") is not None else "; set target_precision for a suggested sigma")
+        if not wanted:
+            hint = "; set target_precision for a suggested sigma"
+        elif wanted["sigma"] is None:
+            hint = f"; no sigma is estimated to reach {wanted['precision']:.0%}"
+        else:
+            hint = f"; sigma = {wanted['sigma']:.4f} is estimated to give {wanted['precision']:.0%}"
         warnings.append(f"estimated precision {precision:.0%} (from the teacher's held-out pairs){hint}: "
                         f"raise {threshold_key}")
     duplicates = stats.get("duplicate_clips", 0)
     if duplicates:
         example = stats["duplicate_examples"][0]
         warnings.append(f"{duplicates} curated clips hold the same audio as another curated clip (e.g. "
-                        f"{' = '.join(example)}): they count twice in training; remove the copies from "
+                        f"{' = '.join(example)}): they count more than once in training; remove the copies from "
                         f"pool_manifest (clapcurate inspect lists every group)")
     return warnings
 
@@ -188,6 +192,6 @@ def summary_text(stats: dict) -> str:
             f"sigma = {wanted['sigma']:.4f}" if wanted["sigma"] is not None else "no sigma reaches it"))
     for name, key in (("captions", "top_captions"), ("labels", "top_labels")):
         if stats.get(key):
-            shares = ", ".join(f"{entry[key[4:-1]]!r} {entry['share']:.0%}" for entry in stats[key])
+            shares = ", ".join(f"{entry[key[4:-1]]!r} {entry['share']:.1%}" for entry in stats[key])
             lines.append(f"  top {name}: {shares}")
     return "\n".join(lines)
