@@ -7,7 +7,7 @@ The exact blocked similarity search they use is `clapcurate.search`."""
 from ..content import content_duplicates
 from .leakage import refuse_benchmark_audio, shared_source_mask, training_clip_mask
 from .methods import ImprovementSet, curate_ads, curate_ds, curate_du, threshold_from
-from .summary import TeacherReference, curation_warnings, estimated_precision, sigma_for_precision, summary_text
+from .summary import TeacherReference, curation_warnings, false_discovery_precision, summary_text
 from .stage import (HISTOGRAM_DATA_FILE, HISTOGRAM_FILE, STATS_FILE, CurationConfig, improvement_set_stats,
                     load_curation_config, plot_similarity_histogram, read_histogram, run_curation,
                     write_improvement_set)
@@ -16,6 +16,6 @@ __all__ = [
     "CurationConfig", "HISTOGRAM_DATA_FILE", "content_duplicates", "HISTOGRAM_FILE", "ImprovementSet", "STATS_FILE", "curate_ads",
     "curate_ds", "curate_du", "improvement_set_stats", "load_curation_config", "plot_similarity_histogram",
     "read_histogram", "refuse_benchmark_audio", "run_curation", "shared_source_mask", "threshold_from",
-    "training_clip_mask", "write_improvement_set", "TeacherReference", "curation_warnings", "estimated_precision",
-    "sigma_for_precision", "summary_text",
+    "training_clip_mask", "write_improvement_set", "TeacherReference", "curation_warnings",
+    "false_discovery_precision", "summary_text",
 ]

@@ -27,8 +27,7 @@ from ..prompts import benchmark_labels, prompts
 from ..search import DEFAULT_BLOCK_SIZE, SimilarityHistogram
 from .leakage import refuse_benchmark_audio, shared_source_mask, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
-from .summary import (SUGGESTED_PAIRS, TeacherReference, curation_warnings, estimated_precision, sigma_for_precision,
-                      sigma_keeping, summary_text, top_shares)
+from .summary import SUGGESTED_PAIRS, TeacherReference, curation_warnings, sigma_keeping, top_shares
 
 log = logging.getLogger("clapcurate.curate")
 
@@ -37,15 +36,15 @@ PLOT_BINS = 256
 
 def improvement_set_stats(improvement_set: ImprovementSet, sigma_from: str = "given",
                           reference: TeacherReference | None = None, pairs_searched: int | None = None,
-                          target_precision: float | None = None, duplicates: list[list[str]] = (),
+                          duplicates: list[list[str]] = (),
                           **context) -> dict:
     """The counts of an Improvement-Set (pairs as in the paper's Table 1; distinct clips and
     captions), the pairs of the search >= sigma before and after the per-clip cap (exact), the
     sigma used and where it came from (`sigma_from`: given, keep_fraction or default, the
     method's), the similarity range and the highest similarity the search saw, the captions (and
     DS / ADS labels) holding the largest shares of the pairs (`top_captions`, `top_labels`), the
-    teacher's held-out pairs (`teacher_reference`) with the set's `estimated_precision` (None
-    without them; `curate.summary`), a `suggested_sigma` for `target_precision`, the sigma keeping
+    teacher's held-out pairs (`teacher_reference`; `estimated_precision` stays None:
+    `curate.summary` says why), the pairs the search compared, the sigma keeping
     about `SUGGESTED_PAIRS` pairs, the curated clips repeating another's audio (`duplicates`: groups
     of paths), `context` (benchmark, pool size, ...) and, last, the `warnings`.
     `pairs_searched`: the pairs the search compared (pool clips x captions; default the
@@ -70,8 +69,8 @@ def improvement_set_stats(improvement_set: ImprovementSet, sigma_from: str = "gi
             "min": float(similarity.min()), "mean": float(similarity.mean()), "max": float(similarity.max())},
         "highest_similarity": highest,
         "top_captions": top_shares(rows["caption"], "caption"),
-        "estimated_precision": estimated_precision(reference, improvement_set.sigma, improvement_set.pairs_before_cap,
-                                                   pairs_searched),
+        "estimated_precision": None,
+        "pairs_searched": pairs_searched,
         "sigma_keeping_suggested_pairs": sigma_keeping(histogram, SUGGESTED_PAIRS, pairs_searched),
     }
     if duplicates:
@@ -81,9 +80,6 @@ def improvement_set_stats(improvement_set: ImprovementSet, sigma_from: str = "gi
         stats["top_labels"] = top_shares(rows["best_label"], "label")
     if reference is not None:
         stats["teacher_reference"] = reference.summary(improvement_set.sigma)
-    if target_precision is not None and reference is not None:
-        stats["suggested_sigma"] = {"precision": target_precision,
-                                    "sigma": sigma_for_precision(reference, histogram, pairs_searched, target_precision)}
     stats["warnings"] = curation_warnings(stats, reference)
     return stats
 
@@ -196,10 +192,9 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
     plot_similarity_histogram(improvement_set.histogram, improvement_set.sigma, out_dir / HISTOGRAM_FILE,
                               histogram_title(improvement_set, context.get("max_captions_per_clip")), ylabel)
     if context.get("reference") is not None:
-        precision = stats["estimated_precision"]
         plot_teacher_reference(context["reference"], improvement_set.histogram, improvement_set.sigma,
-                               out_dir / REFERENCE_PLOT_FILE, f"{improvement_set.method.upper()}: estimated precision "
-                               + ("-" if precision is None else f"{precision:.0%}"))
+                               out_dir / REFERENCE_PLOT_FILE, f"{improvement_set.method.upper()}: the teacher's "
+                               f"held-out pairs and this search's")
     write_atomically(out_dir / HISTOGRAM_DATA_FILE, improvement_set.histogram.save, "wb")
     write_text_atomically(out_dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
     return path
@@ -229,9 +224,9 @@ class CurationConfig:
     sigma: float | None = None  # default: clapcurate.method.SIGMA of the method (DU 0.7, DS 0.6, ADS 0.7)
     keep_fraction: float | None = None  # instead of sigma: keep this fraction of all similarities
     max_captions_per_clip: int | None = None  # DU, ADS: only the best k captions of each clip
-    target_precision: float | None = None  # DU, ADS: suggest the sigma estimated to reach this precision
     # DU, ADS: the teacher's held-out clips of train_manifest (its fit's data.val_fraction and
-    # data.split_seed), at most reference_clips of them (0: none), give the precision estimate
+    # data.split_seed), at most reference_clips of them (0: none), show where sigma lies among its
+    # matched and mismatched pairs
     held_out_fraction: float = 0.17
     held_out_seed: int = 0
     reference_clips: int = 256
@@ -255,8 +250,6 @@ class CurationConfig:
         for key in ("block_size", "batch_size", "shard_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.target_precision is not None and not 0.0 < self.target_precision < 1.0:
-            raise ValueError(f"target_precision must lie in (0, 1), got {self.target_precision}")
         if not 0.0 <= self.held_out_fraction < 1.0:
             raise ValueError(f"held_out_fraction must lie in [0, 1), got {self.held_out_fraction}")
         if self.reference_clips < 0:
@@ -450,5 +443,5 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
              improvement_set.sigma)
     return write_improvement_set(
         improvement_set, config.out_dir, config.manifest_name, sigma_from=sigma_from,
-        target_precision=config.target_precision, benchmark=config.benchmark or None,
+        benchmark=config.benchmark or None,
         keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip, **counts)

@@ -112,9 +112,11 @@ def bracket_students(study: Study, kind: str, seed: int, spec: StudentSpec, trai
 
 
 def curated_counts(study: Study, kind: str, seed: int, sets: dict[str, str], manifests: dict[str, str]) -> list[dict]:
-    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, its
-    estimated precision (`curate.summary`; NaN where none), its path and, on the embedded world,
-    its precision."""
+    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, the tried
+    estimate of its precision without labels (`curate.false_discovery_precision`; NaN without the
+    teacher's held-out pairs), its path and, on the embedded world, its precision."""
+    from ..curate import false_discovery_precision
+
     from ..data.manifest import read_manifest
 
     truth = study.truth()
@@ -123,10 +125,17 @@ def curated_counts(study: Study, kind: str, seed: int, sets: dict[str, str], man
         method, _, bench = key.partition("/")
         out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
                     "pairs": len(read_manifest(path)), "pairs_at_sigma": _stat(path, "pairs_at_sigma", "before_cap"),
-                    "estimated_precision": _stat(path, "estimated_precision"),
+                    "tried_estimate": _tried_estimate(path, false_discovery_precision),
                     "path": str(Path(path).resolve()),
                     "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan})
     return out
+
+
+def _tried_estimate(improvement_set: str, estimate) -> float:
+    share = _stat(improvement_set, "teacher_reference", "mismatched_share_at_sigma")
+    value = estimate(share, _stat(improvement_set, "pairs_at_sigma", "before_cap"),
+                     _stat(improvement_set, "pairs_searched"))
+    return np.nan if value is None else value
 
 
 def _stat(improvement_set: str, *keys: str) -> float:
