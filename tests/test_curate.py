@@ -470,7 +470,7 @@ def test_stage_summary_on_planted_degenerate_pools(world):
     planted = pd.concat([pool, pd.DataFrame({"id": ["copy", "click"], "clip_id": ["copy", "click"],
                                              "audio_path": [str(copy), str(click)], "source": "pool"})])
     data = {**config, "pool_manifest": str(write_manifest(planted, tmp_path / "planted.csv")),
-            "pool_embeddings": str(tmp_path / "emb" / "planted"), "held_out_fraction": 0.5, "target_precision": 0.9}
+            "pool_embeddings": str(tmp_path / "emb" / "planted"), "held_out_fraction": 0.5}
     rows, stats = read_outputs(run_curation("du", load_curation_config(data={**data, "out_dir": str(tmp_path / "low"),
                                                                               "sigma": -1.0})))
     skipped = pd.read_csv(tmp_path / "emb" / "planted" / "skipped.csv")
@@ -479,8 +479,8 @@ def test_stage_summary_on_planted_degenerate_pools(world):
         [str(copy), pool["audio_path"][2]])
     assert any(w.startswith("1 curated clips hold the same audio as another") for w in stats["warnings"])
     assert stats["sigma_from"] == "given" and stats["pairs"] == len(rows) == 7 * 3
-    assert stats["teacher_reference"]["clips"] >= 1 and stats["estimated_precision"] is not None
-    assert stats["suggested_sigma"]["precision"] == 0.9
+    assert stats["teacher_reference"]["clips"] >= 1 and stats["pairs_searched"] == 7 * 3
+    assert (tmp_path / "low" / "teacher_reference.png").read_bytes().startswith(b"\x89PNG")
     assert any("sigma = -1.0000 lies below the bulk of the teacher's held-out matched pairs" in w
                for w in stats["warnings"])
     assert sum(entry["pairs"] for entry in stats["top_captions"]) == stats["pairs"]

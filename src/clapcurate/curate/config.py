@@ -42,9 +42,9 @@ class CurationConfig:
     selection_k: int = DEFAULT_SELECTION_K  # csls's neighbourhood size, mutual's nearest neighbours
     keep_fraction: float | None = None  # instead of sigma: keep this fraction of all similarities
     max_captions_per_clip: int | None = None  # DU, ADS: only the best k captions of each clip
-    target_precision: float | None = None  # DU, ADS: suggest the sigma estimated to reach this precision
     # DU, ADS: the teacher's held-out clips of train_manifest (its fit's data.val_fraction and
-    # data.split_seed), at most reference_clips of them (0: none), give the precision estimate
+    # data.split_seed), at most reference_clips of them (0: none), show where sigma lies among its
+    # matched and mismatched pairs
     held_out_fraction: float = 0.17
     held_out_seed: int = 0
     reference_clips: int = 256
@@ -74,8 +74,6 @@ class CurationConfig:
         for key in ("block_size", "batch_size", "shard_size"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.target_precision is not None and not 0.0 < self.target_precision < 1.0:
-            raise ValueError(f"target_precision must lie in (0, 1), got {self.target_precision}")
         if not 0.0 <= self.held_out_fraction < 1.0:
             raise ValueError(f"held_out_fraction must lie in [0, 1), got {self.held_out_fraction}")
         if self.reference_clips < 0:

@@ -27,8 +27,7 @@ from ..tasks import read_task
 from .config import CurationConfig, data_keys
 from .leakage import refuse_benchmark_audio, shared_source_mask, training_clip_mask
 from .methods import PLOT_SAMPLE_QUERIES, ImprovementSet, curate_ads, curate_ds, curate_du
-from .summary import (SUGGESTED_PAIRS, TeacherReference, curation_warnings, estimated_precision, sigma_for_precision,
-                      sigma_keeping, top_shares)
+from .summary import SUGGESTED_PAIRS, TeacherReference, curation_warnings, sigma_keeping, top_shares
 
 log = logging.getLogger("clapcurate.curate")
 
@@ -37,15 +36,15 @@ PLOT_BINS = 256
 
 def improvement_set_stats(improvement_set: ImprovementSet, sigma_from: str = "given",
                           reference: TeacherReference | None = None, pairs_searched: int | None = None,
-                          target_precision: float | None = None, duplicates: list[list[str]] = (),
+                          duplicates: list[list[str]] = (),
                           **context) -> dict:
     """The counts of an Improvement-Set (pairs as in the paper's Table 1; distinct clips and
     captions), the pairs of the search >= sigma before and after the per-clip cap (exact), the
     sigma used and where it came from (`sigma_from`: given, keep_fraction or default, the
     method's), the similarity range and the highest similarity the search saw, the captions (and
     DS / ADS labels) holding the largest shares of the pairs (`top_captions`, `top_labels`), the
-    teacher's held-out pairs (`teacher_reference`) with the set's `estimated_precision` (None
-    without them; `curate.summary`), a `suggested_sigma` for `target_precision`, the sigma keeping
+    teacher's held-out pairs (`teacher_reference`; `estimated_precision` stays None:
+    `curate.summary` says why), the pairs the search compared, the sigma keeping
     about `SUGGESTED_PAIRS` pairs, the curated clips repeating another's audio (`duplicates`: groups
     of paths), `context` (benchmark, pool size, ...) and, last, the `warnings`.
     `pairs_searched`: the pairs the search compared (pool clips x captions; default the
@@ -70,8 +69,8 @@ def improvement_set_stats(improvement_set: ImprovementSet, sigma_from: str = "gi
             "min": float(similarity.min()), "mean": float(similarity.mean()), "max": float(similarity.max())},
         "highest_similarity": highest,
         "top_captions": top_shares(rows["caption"], "caption"),
-        "estimated_precision": estimated_precision(reference, improvement_set.sigma, improvement_set.pairs_before_cap,
-                                                   pairs_searched),
+        "estimated_precision": None,
+        "pairs_searched": pairs_searched,
         "sigma_keeping_suggested_pairs": sigma_keeping(histogram, SUGGESTED_PAIRS, pairs_searched),
     }
     if duplicates:
@@ -81,9 +80,6 @@ def improvement_set_stats(improvement_set: ImprovementSet, sigma_from: str = "gi
         stats["top_labels"] = top_shares(rows["best_label"], "label")
     if reference is not None:
         stats["teacher_reference"] = reference.summary(improvement_set.sigma)
-    if target_precision is not None:
-        stats["suggested_sigma"] = {"precision": target_precision,
-                                    "sigma": sigma_for_precision(reference, histogram, pairs_searched, target_precision)}
     stats["warnings"] = curation_warnings(stats, reference)
     return stats
 
@@ -199,10 +195,9 @@ def write_improvement_set(improvement_set: ImprovementSet, out_dir, manifest_nam
                               histogram_title(improvement_set, context.get("max_captions_per_clip")), ylabel,
                               SCORE_NAMES[improvement_set.selection])
     if context.get("reference") is not None:
-        precision = stats["estimated_precision"]
         plot_teacher_reference(context["reference"], improvement_set.histogram, improvement_set.sigma,
-                               out_dir / REFERENCE_PLOT_FILE, f"{improvement_set.method.upper()}: estimated precision "
-                               + ("-" if precision is None else f"{precision:.0%}"))
+                               out_dir / REFERENCE_PLOT_FILE, f"{improvement_set.method.upper()}: the teacher's "
+                               f"held-out pairs and this search's")
     write_atomically(out_dir / HISTOGRAM_DATA_FILE, improvement_set.histogram.save, "wb")
     stats["checksums"] = {name: checksum((out_dir / name).read_bytes()) for name in (manifest_name, HISTOGRAM_DATA_FILE)}
     write_text_atomically(out_dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
@@ -398,7 +393,6 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
                  improvement_set.sigma)
         return write_improvement_set(
             improvement_set, config.out_dir, config.manifest_name, sigma_from=sigma_from,
-            target_precision=config.target_precision,
             benchmark=config.target_task().name if config.benchmark_manifest else None,
             keep_fraction=config.keep_fraction, max_captions_per_clip=config.max_captions_per_clip,
             **({} if method == "ds" else {"selection": config.selection, "selection_k": config.selection_k}), **counts)

@@ -173,9 +173,11 @@ def bracket_students(study: Study, kind: str, seed: int, spec: StudentSpec, trai
 
 
 def curated_counts(study: Study, kind: str, seed: int, sets: dict[str, str], manifests: dict[str, str]) -> list[dict]:
-    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, its
-    estimated precision (`curate.summary`; NaN where none), its path, on the embedded world its
-    precision, and with `marks` its hand-marked sample's."""
+    """One row per curated set: its pairs, the pairs >= sigma before the per-clip cap, the tried
+    estimate of its precision without labels (`curate.false_discovery_precision`; NaN without the
+    teacher's held-out pairs), its path, on the embedded world its precision, and with `marks` its
+    hand-marked sample's."""
+    from ..curate import false_discovery_precision
     from ..data.manifest import read_manifest
 
     truth = study.truth()
@@ -186,7 +188,7 @@ def curated_counts(study: Study, kind: str, seed: int, sets: dict[str, str], man
         folder = Path(path).parent.relative_to(study.out / "curated").as_posix()
         out.append({"teacher": kind, "seed": seed, "method": method, "benchmark": bench or "all",
                     "pairs": len(rows), "pairs_at_sigma": _stat(path, "pairs_at_sigma", "before_cap"),
-                    "estimated_precision": _stat(path, "estimated_precision"),
+                    "tried_estimate": _tried_estimate(path, false_discovery_precision),
                     "path": str(Path(path).resolve()), "folder": folder,
                     "precision": truth.precision(path, manifests["train"], bench) if truth else np.nan,
                     **marked_sample(study.config.marks.get(folder), rows["id"])})
@@ -204,6 +206,13 @@ def marked_sample(marks_csv: str | None, pair_ids) -> dict:
 
 
 MARKED_COLUMNS = ("marked_right", "marked_wrong", "marked_unsure", "marked_precision", "marked_low", "marked_high")
+
+
+def _tried_estimate(improvement_set: str, estimate) -> float:
+    share = _stat(improvement_set, "teacher_reference", "mismatched_share_at_sigma")
+    value = estimate(share, _stat(improvement_set, "pairs_at_sigma", "before_cap"),
+                     _stat(improvement_set, "pairs_searched"))
+    return np.nan if value is None else value
 
 
 def _stat(improvement_set: str, *keys: str) -> float:

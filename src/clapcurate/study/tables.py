@@ -162,28 +162,28 @@ def counts_table(counts: pd.DataFrame, teacher: str, tasks: list[ReportedTask]) 
 
 
 def precision_table(counts: pd.DataFrame, teacher: str) -> pd.DataFrame:
-    """Each curated set's precision by the ground truth beside its estimate without labels
-    (`curate.summary`) and the estimate's error (estimated - true, points)."""
+    """Each curated set's precision by the ground truth beside the tried estimate without labels
+    (`curate.false_discovery_precision`) and its error (estimated - true, points)."""
     sub = counts[(counts["teacher"] == teacher) & counts["precision"].notna()]
-    estimated = sub["estimated_precision"] if "estimated_precision" in sub else pd.Series(np.nan, index=sub.index)
+    estimated = sub["tried_estimate"] if "tried_estimate" in sub else pd.Series(np.nan, index=sub.index)
     sub = sub.assign(estimated=estimated.astype(float))
     table = []
     for (method, bench), rows in sub.groupby(["method", "benchmark"], sort=True):
         table.append({"set": method, "benchmark": bench, "pairs": f"{rows['pairs'].mean():,.0f}",
                       "precision %": mean_std(rows["precision"] * 100),
-                      "estimated %": mean_std(rows["estimated"] * 100),
+                      "tried estimate %": mean_std(rows["estimated"] * 100),
                       "error (points)": mean_std((rows["estimated"] - rows["precision"]) * 100, signed=True)})
     return pd.DataFrame(table)
 
 
 def estimate_error(counts: pd.DataFrame) -> tuple[float, float, int]:
-    """(mean absolute error, largest absolute error, sets) of the curated sets' estimated precision
+    """(mean absolute error, largest absolute error, sets) of the curated sets' tried estimate
     against their precision by the ground truth, in points, over every set and teacher (NaNs when
     no set has both)."""
-    if "estimated_precision" not in counts:
+    if "tried_estimate" not in counts:
         return np.nan, np.nan, 0
-    both = counts[counts["precision"].notna() & counts["estimated_precision"].notna()]
-    errors = (both["estimated_precision"].astype(float) - both["precision"]).abs() * 100
+    both = counts[counts["precision"].notna() & counts["tried_estimate"].notna()]
+    errors = (both["tried_estimate"].astype(float) - both["precision"]).abs() * 100
     return (float(errors.mean()), float(errors.max()), len(errors)) if len(errors) else (np.nan, np.nan, 0)
 
 
