@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .audio import AudioFiles, inference_windows, load_audio
+from . import audio
+from .audio import AudioFiles, StreamedClip, inference_windows, open_audio
 from .data.manifest import manifest_hash
 from .data.readers import read_data
 from .device import AUTO, HardwareSettings, hardware_settings
@@ -159,12 +160,15 @@ def _progress_bar(enabled: bool, total: int, description: str, completed: int = 
         yield lambda n: progress.advance(task, n)
 
 
-def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int, str]]
+def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int, str]],
+                    stream: Callable[[StreamedClip], Iterator[np.ndarray]] | None = None
                     ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """Pack the windows of consecutive clips into batches of `batch_size` (the last may be short).
 
     Yields (windows [B, clip_samples], owner clip index of each window [B], clips loaded so
-    far); unreadable clips are appended to `skipped` as (clip index, reason).
+    far); unreadable clips are appended to `skipped` as (clip index, reason). A `StreamedClip`
+    item's windows come from `stream(clip)` part by part, each packed as it comes, so a batch or
+    two of them are held at a time.
     """
     pending, owners, clips_loaded = [], [], 0
     for items in loader:
@@ -173,12 +177,13 @@ def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int
             if isinstance(windows, AudioError):
                 skipped.append((index, windows.reason))
                 continue
-            pending.append(windows)
-            owners.append(np.full(len(windows), index, dtype=np.int64))
-        while sum(len(w) for w in pending) >= batch_size:
-            windows, owner = np.concatenate(pending), np.concatenate(owners)
-            yield windows[:batch_size], owner[:batch_size], clips_loaded
-            pending, owners = [windows[batch_size:]], [owner[batch_size:]]
+            for part in stream(windows) if isinstance(windows, StreamedClip) else [windows]:
+                pending.append(part)
+                owners.append(np.full(len(part), index, dtype=np.int64))
+                while sum(len(w) for w in pending) >= batch_size:
+                    part_windows, owner = np.concatenate(pending), np.concatenate(owners)
+                    yield part_windows[:batch_size], owner[:batch_size], clips_loaded
+                    pending, owners = [part_windows[batch_size:]], [owner[batch_size:]]
     if sum(len(w) for w in pending):
         yield np.concatenate(pending), np.concatenate(owners), clips_loaded
 
@@ -237,7 +242,7 @@ def _stored_windows(store, clips: pd.DataFrame, keys: Sequence[bytes | None], mo
     errors = {}
     for index in np.flatnonzero(~found.present):
         try:
-            load_audio(clips["audio_path"][index], model.sample_rate)
+            open_audio(clips["audio_path"][index], model.sample_rate, audio.STREAMED_CLIP_SECONDS)
         except AudioError as error:
             errors[index] = error
             continue
@@ -273,17 +278,26 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     audio is decoded and, for the same batch size, the embeddings are bit for bit those of
     decoding (the same float32 log-mels enter the encoder in the same batches). Otherwise the
     audio is decoded as without a cache, and the clips are stored.
+
+    A file longer than `audio.STREAMED_CLIP_SECONDS` is not decoded whole: its windows are read
+    as a stream (`audio.stream_windows`, the same windows) and embedded batch by batch into the
+    clip's running sum, so memory does not grow with its length (except for the log-mels a
+    `feature_cache` stores for it, about an eighth of its waveform at 48 kHz).
     """
     settings = inference_settings(model, num_workers, pin_memory, precision)
     clips = unique_clips(manifest)
     store = window_store(model, feature_cache) if feature_cache is not None else None
     keys = store_keys(clips["audio_path"])[0] if store is not None else []
     items = _stored_windows(store, clips, keys, model) if store is not None else None
-    writer = contextlib.nullcontext()
+    writer, stream = contextlib.nullcontext(), None
     if items is None:
+        fill = model.config.audio.short_clip_fill
         dataset = AudioFiles(clips["audio_path"], model.sample_rate,
                              functools.partial(inference_windows, n_samples=model.clip_samples,
-                                               short_clip_fill=model.config.audio.short_clip_fill))  # [W, clip_samples]
+                                               short_clip_fill=fill),  # [W, clip_samples]
+                             streamed_after=audio.STREAMED_CLIP_SECONDS)
+        stream = functools.partial(audio.stream_windows, sample_rate=model.sample_rate,
+                                   n_samples=model.clip_samples, short_clip_fill=fill)
         items = DataLoader(dataset, batch_size=batch_size, num_workers=settings.num_workers, collate_fn=_keep_items)
         if store is not None:
             writer = store.writer()
@@ -295,7 +309,7 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
         advance = advance or own_bar
         to_store = _StoredLogMels(writer, keys) if writer is not None else None
         clips_done = 0
-        for windows, owner, clips_loaded in _window_batches(items, batch_size, skipped):
+        for windows, owner, clips_loaded in _window_batches(items, batch_size, skipped, stream):
             if windows.ndim == 2:  # waveforms [B, clip_samples]
                 logmel = model.audio_logmel(_to_model(windows, model, settings.pin_memory))  # [B, 1, frames, mel_bins]
                 if to_store is not None:
