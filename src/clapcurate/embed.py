@@ -166,9 +166,9 @@ def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int
     """Pack the windows of consecutive clips into batches of `batch_size` (the last may be short).
 
     Yields (windows [B, clip_samples], owner clip index of each window [B], clips loaded so
-    far); unreadable clips are appended to `skipped` as (clip index, reason). A `StreamedClip`
-    item's windows come from `stream(clip)` part by part, each packed as it comes, so a batch or
-    two of them are held at a time.
+    far); unreadable clips are appended to `skipped` as (clip index, reason). An item's windows
+    are an array, or come part by part (from `stream(clip)` for a `StreamedClip`, or an iterator
+    of parts), each packed as it comes, so that a batch or two of them are held at a time.
     """
     pending, owners, clips_loaded = [], [], 0
     for items in loader:
@@ -177,7 +177,9 @@ def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int
             if isinstance(windows, AudioError):
                 skipped.append((index, windows.reason))
                 continue
-            for part in stream(windows) if isinstance(windows, StreamedClip) else [windows]:
+            parts = ([windows] if isinstance(windows, np.ndarray) else
+                     stream(windows) if isinstance(windows, StreamedClip) else windows)
+            for part in parts:
                 pending.append(part)
                 owners.append(np.full(len(part), index, dtype=np.int64))
                 while sum(len(w) for w in pending) >= batch_size:
@@ -204,12 +206,13 @@ def _add_to_clips(window_sums: np.ndarray, owner: np.ndarray, window_embeddings:
 
 
 class _StoredLogMels:
-    """Writes each clip's window log-mels to a feature store as the batches pass: a clip's windows
-    are consecutive (possibly across batches), so a clip is complete when the next one starts."""
+    """Writes each clip's window log-mels to a feature store as the batches pass, in parts
+    (`StoreWriter.add_rows`): a clip's windows are consecutive (possibly across batches), so a
+    clip is complete when the next one starts."""
 
     def __init__(self, writer, keys: Sequence[bytes | None]):
         self.writer, self.keys = writer, keys
-        self.owner, self.parts = -1, []
+        self.owner = -1
 
     def add(self, logmel: np.ndarray, owner: np.ndarray) -> None:
         """logmel [B, frames, mel_bins] of windows whose clips are `owner` [B]."""
@@ -218,22 +221,21 @@ class _StoredLogMels:
             if owner[start] != self.owner:
                 self.flush()
                 self.owner = int(owner[start])
-            self.parts.append(logmel[start:end])
+            if self.keys[self.owner] is not None:
+                self.writer.add_rows(self.keys[self.owner], logmel[start:end].reshape(-1, logmel.shape[-1]))
 
     def flush(self) -> None:
-        if self.parts and self.keys[self.owner] is not None:
-            windows = np.concatenate(self.parts)  # [W, frames, mel_bins]
-            self.writer.add(self.keys[self.owner], windows.reshape(-1, windows.shape[-1]))
-        self.parts = []
+        self.writer.end_entry()
 
 
 CACHED_CLIPS_PER_ITEM = 64  # clips read from a feature store per step of the batch packing
+CACHED_WINDOWS_PER_READ = 16  # a long clip's stored windows are read this many at a time
 
 
 def _stored_windows(store, clips: pd.DataFrame, keys: Sequence[bytes | None], model) -> Iterator[list] | None:
     """The clips' window log-mels from `store`, in the shape `_window_batches` takes (lists of
-    (clip index, windows [W, frames, mel_bins] or `AudioError`)); None when a readable clip is
-    not stored (the audio is then decoded afresh). A clip that is not stored and cannot be read
+    (clip index, the parts [w, frames, mel_bins] of its windows, read `CACHED_WINDOWS_PER_READ` at
+    a time, or `AudioError`)); None when a readable clip is not stored (the audio is then decoded afresh). A clip that is not stored and cannot be read
     is skipped with the reason decoding gives."""
     found = store.locate(keys)
     frames = FrontendSettings.of(model.config.audio).frames(model.clip_samples)
@@ -250,7 +252,8 @@ def _stored_windows(store, clips: pd.DataFrame, keys: Sequence[bytes | None], mo
 
     def items() -> Iterator[list]:
         for start in range(0, len(clips), CACHED_CLIPS_PER_ITEM):
-            yield [(i, errors[i] if i in errors else found[i].reshape(-1, frames, store.width))
+            yield [(i, errors[i] if i in errors else
+                    (part.reshape(-1, frames, store.width) for part in found.parts(i, frames * CACHED_WINDOWS_PER_READ)))
                    for i in range(start, min(start + CACHED_CLIPS_PER_ITEM, len(clips)))]
 
     return items()
@@ -281,8 +284,8 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
 
     A file longer than `audio.STREAMED_CLIP_SECONDS` is not decoded whole: its windows are read
     as a stream (`audio.stream_windows`, the same windows) and embedded batch by batch into the
-    clip's running sum, so memory does not grow with its length (except for the log-mels a
-    `feature_cache` stores for it, about an eighth of its waveform at 48 kHz).
+    clip's running sum, so memory does not grow with its length (a `feature_cache` writes and
+    reads its log-mels in parts too).
     """
     settings = inference_settings(model, num_workers, pin_memory, precision)
     clips = unique_clips(manifest)
