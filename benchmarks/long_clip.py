@@ -7,7 +7,9 @@ subprocess per figure:
 - streamed: as `embed_audio` embeds a file longer than `audio.STREAMED_CLIP_SECONDS` (its
   windows read as a stream, `audio.stream_windows`);
 - whole: the same file decoded whole and cut into windows (`STREAMED_CLIP_SECONDS` set to
-  infinity: the path of files shorter than it).
+  infinity: the path of files shorter than it);
+- cache: streamed with a `feature_cache` folder, twice: the first call stores the windows'
+  log-mels, the second reads them (the peak over both).
 Peak RSS growth is VmHWM at the end minus VmRSS before the embedding, the peak reset (Linux
 /proc/self/clear_refs) after a warm-up embedding of a 1 s clip (the process's whole peak RSS,
 VmHWM, is printed beside it). Both embeddings of a file are
@@ -83,7 +85,9 @@ def phase(args) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     start_kib = status_kib("VmRSS")
     t0 = time.perf_counter()
-    result = embed_audio(model, manifest.iloc[1:], batch_size=32, num_workers=0)
+    cache = Path(args.wav).with_name("cache") if args.phase == "cache" else None
+    for _ in range(2 if cache else 1):
+        result = embed_audio(model, manifest.iloc[1:], batch_size=32, num_workers=0, feature_cache=cache)
     seconds = time.perf_counter() - t0
     assert result.ids == ["long"], result.skipped
     return {"peak_growth_mib": (status_kib("VmHWM") - start_kib) / 1024, "peak_mib": status_kib("VmHWM") / 1024,
@@ -100,9 +104,10 @@ def run_phase(mode: str, wav: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[20, 60], help="lengths of the files")
-    parser.add_argument("--modes", nargs="+", choices=["streamed", "whole"], default=["streamed", "whole"])
+    parser.add_argument("--modes", nargs="+", choices=["streamed", "whole", "cache"],
+                        default=["streamed", "whole"])
     parser.add_argument("--folder", help="where the WAV files are written (default: a temporary folder)")
-    parser.add_argument("--phase", choices=["streamed", "whole"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["streamed", "whole", "cache"], help=argparse.SUPPRESS)
     parser.add_argument("--wav", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -125,6 +130,7 @@ def main() -> None:
                   + " | ".join(f"{r['peak_growth_mib']:>12.1f} {r['peak_mib']:>8.0f} {r['seconds']:>10.1f}" for r in rows[minutes].values())
                   + f" | {difference:.3g}", flush=True)
             wav.unlink()
+            shutil.rmtree(root / "cache", ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     short, long = min(rows), max(rows)
