@@ -37,17 +37,11 @@ import pandas as pd
 import soundfile
 import torch
 
+from feature_cache import status_kib
 from record import record
 
 SAMPLE_RATE = 16000
 WRITE_BLOCK_SECONDS = 60
-
-
-def status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def write_long_wav(path: Path, minutes: float, seed: int = 0) -> None:
@@ -118,14 +112,14 @@ def main() -> None:
     rows = {}
     print(f"{'minutes':>7} {'file MiB':>8} | "
           + " | ".join(f"{m + ' MiB':>12} {'(VmHWM)':>8} {m + ' s':>10}" for m in args.modes)
-          + " | max |difference|")
+          + " | max |difference| of the first and last mode's embeddings")
     try:
         for minutes in args.minutes:
             wav = root / f"{minutes:g}min.wav"
             write_long_wav(wav, minutes)
             rows[minutes] = {mode: run_phase(mode, wav) for mode in args.modes}
             embeddings = [np.array(r["embedding"]) for r in rows[minutes].values()]
-            difference = float(np.abs(embeddings[0] - embeddings[-1]).max())
+            difference = float(np.abs(embeddings[0] - embeddings[-1]).max()) if len(embeddings) > 1 else math.nan
             print(f"{minutes:>7g} {wav.stat().st_size / 2**20:>8.0f} | "
                   + " | ".join(f"{r['peak_growth_mib']:>12.1f} {r['peak_mib']:>8.0f} {r['seconds']:>10.1f}" for r in rows[minutes].values())
                   + f" | {difference:.3g}", flush=True)

@@ -171,21 +171,23 @@ def test_inference_windows_are_the_clip_played_in_a_loop(length, n_samples):
 
 
 @pytest.mark.parametrize(
-    "file_rate, channels, seconds, fill",
+    "file_rate, channels, seconds, fill, suffix, subtype",
     [
-        (16000, 1, 3.05, "loop"),  # no resampling; a tail of 5 % is dropped
-        (44100, 2, 3.5, "loop"),  # stereo, resampled; the tail completed by the clip's start
-        (8000, 1, 10.3, "repeat_then_silence"),  # blocks shorter than a window, several per window
-        (22050, 1, 0.7, "repeat_then_silence"),  # shorter than a window: the fill applies
+        (16000, 1, 3.05, "loop", "wav", "FLOAT"),  # no resampling; a tail of 5 % is dropped
+        (44100, 2, 3.5, "loop", "wav", "FLOAT"),  # stereo, resampled; the tail completed by the clip's start
+        (8000, 1, 10.3, "repeat_then_silence", "wav", "PCM_16"),  # several blocks per window
+        (22050, 1, 0.7, "repeat_then_silence", "wav", "FLOAT"),  # shorter than a window: the fill applies
+        (44100, 2, 2.5, "loop", "flac", "PCM_24"),  # compressed formats decode alike in blocks
+        (48000, 2, 2.5, "loop", "ogg", "VORBIS"),
     ],
 )
 def test_streamed_windows_are_byte_identical_to_the_whole_file_windows(tmp_path, monkeypatch, file_rate, channels,
-                                                                     seconds, fill):
+                                                                     seconds, fill, suffix, subtype):
     monkeypatch.setattr(audio, "STREAM_BLOCK_FRAMES", 5003)  # blocks that end anywhere in a window
     rng = np.random.default_rng(file_rate)
     samples = rng.uniform(-0.5, 0.5, (int(seconds * file_rate), channels)).astype(np.float32)
-    path = tmp_path / "clip.wav"
-    soundfile.write(path, samples, file_rate, subtype="FLOAT")
+    path = tmp_path / f"clip.{suffix}"
+    soundfile.write(path, samples, file_rate, subtype=subtype)
 
     whole = inference_windows(load_audio(path, 16000), 16000, fill)
     streamed = list(stream_windows(open_audio(path, 16000, streamed_after=0.0), 16000, 16000, fill))
