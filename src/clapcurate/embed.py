@@ -3,7 +3,9 @@
 Audio is deterministic (zero-shot evaluation relies on it): a clip is cut into the windows of
 `audio.inference_windows` (short clips repeat-padded, long clips split), every window is embedded
 and L2-normalised, and the clip's embedding is the L2-normalised mean of its windows'. Windows of
-consecutive clips are packed into full batches, so the batch size sets only the speed.
+consecutive clips are packed into full batches, so the batch size sets only the speed. A file
+longer than `audio.STREAMED_CLIP_SECONDS` is read as a stream of the same windows
+(`audio.stream_windows`), so no clip's whole waveform is held.
 
 On disk (`embed_manifest`) a folder holds
 - `part-00000.npy`: float16 [rows, d], L2-normalised, rows in manifest order of the unique
