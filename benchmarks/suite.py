@@ -32,6 +32,7 @@ SUITE = {
     "train_step": ["train_step.py", "--steps", "30"],
     "curate_search": ["curate_search.py"],
     "embed_audio": ["embed_audio.py"],
+    "long_clip": ["long_clip.py"],
     "feature_cache": ["feature_cache.py"],
     "student_fit": ["student_fit.py", "--fits", "3"],
     "browse": ["browse.py"],

@@ -8,11 +8,17 @@ import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clapcurate import audio
 from clapcurate.audio import (
     MIN_TAIL_FRACTION,
+    STREAM_BLOCK_FRAMES,
+    StreamedClip,
     audio_duration,
+    clip_windows,
     inference_windows,
     load_audio,
+    open_audio,
+    stream_windows,
 )
 from clapcurate.errors import AudioError, ClapcurateError
 
@@ -162,3 +168,50 @@ def test_inference_windows_are_the_clip_played_in_a_loop(length, n_samples):
     if length > n_samples:
         assert (n_windows - 1) * n_samples < length  # no window is pure repetition
     np.testing.assert_array_equal(inference_windows(wave, n_samples), windows)
+
+
+@pytest.mark.parametrize(
+    "file_rate, channels, seconds, fill, suffix, subtype",
+    [
+        (16000, 1, 3.05, "loop", "wav", "FLOAT"),  # no resampling; a tail of 5 % is dropped
+        (44100, 2, 3.5, "loop", "wav", "FLOAT"),  # stereo, resampled; the tail completed by the clip's start
+        (8000, 1, 10.3, "repeat_then_silence", "wav", "PCM_16"),  # several blocks per window
+        (22050, 1, 0.7, "repeat_then_silence", "wav", "FLOAT"),  # shorter than a window: the fill applies
+        (44100, 2, 2.5, "loop", "flac", "PCM_24"),  # compressed formats decode alike in blocks
+        (48000, 2, 2.5, "loop", "ogg", "VORBIS"),
+    ],
+)
+def test_streamed_windows_are_byte_identical_to_the_whole_file_windows(tmp_path, monkeypatch, file_rate, channels,
+                                                                     seconds, fill, suffix, subtype):
+    monkeypatch.setattr(audio, "STREAM_BLOCK_FRAMES", 5003)  # blocks that end anywhere in a window
+    rng = np.random.default_rng(file_rate)
+    samples = rng.uniform(-0.5, 0.5, (int(seconds * file_rate), channels)).astype(np.float32)
+    path = tmp_path / f"clip.{suffix}"
+    soundfile.write(path, samples, file_rate, subtype=subtype)
+
+    whole = inference_windows(load_audio(path, 16000), 16000, fill)
+    streamed = list(stream_windows(open_audio(path, 16000, streamed_after=0.0), 16000, 16000, fill))
+
+    assert all(part.dtype == np.float32 for part in streamed)
+    assert np.concatenate(streamed).tobytes() == whole.tobytes()
+    assert max(len(part) for part in streamed) < len(whole) or len(whole) == 1  # cut as they complete
+
+
+def test_open_audio_streams_only_files_longer_than_the_limit(tmp_path):
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, sine(440, 16000, 32000), 16000)
+
+    assert open_audio(path, 16000, streamed_after=1.9) == StreamedClip(str(path))
+    np.testing.assert_array_equal(open_audio(path, 16000, streamed_after=2.0), load_audio(path, 16000))
+    whole = np.concatenate(list(clip_windows(path, 16000, 12000, streamed_after=10.0)))
+    np.testing.assert_array_equal(np.concatenate(list(clip_windows(path, 16000, 12000, streamed_after=1.0))), whole)
+
+
+def test_open_audio_checks_a_streamed_file_to_its_end(tmp_path):
+    samples = np.zeros(3 * STREAM_BLOCK_FRAMES + 7, dtype=np.float32)
+    samples[-10] = np.nan  # in the last block only
+    path = tmp_path / "late-nan.wav"
+    soundfile.write(path, samples, 16000, subtype="FLOAT")
+
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        open_audio(path, 16000, streamed_after=1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import soundfile
 import torch
 import torch.nn.functional as F
 
+from clapcurate import audio
 from clapcurate.audio import inference_windows, load_audio
 from clapcurate.data.manifest import write_manifest
 from clapcurate.embed import (
@@ -295,3 +297,49 @@ def test_progress_counts_items_with_the_reused_part_done(checkpoint_dir, manifes
     assert second["completed"] == 2 and second["completed"] + sum(second["advances"]) == n_items
     if modality == "audio":
         assert max(second["advances"]) < n_items - 2  # several steps, not one per shard
+
+
+@pytest.fixture(scope="module")
+def two_minute_manifest(tmp_path_factory):
+    """A 2-minute 22.05 kHz stereo file of drifting tones and noise between two short clips."""
+    folder = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(7)
+    rate = 22050
+    t = np.arange(120 * rate) / rate
+    tone = 0.3 * np.sin(2 * np.pi * (300 + 200 * np.sin(2 * np.pi * t / 40)) * t)
+    stereo = np.stack([tone, 0.1 * rng.standard_normal(len(t))], axis=1).astype(np.float32)
+    soundfile.write(folder / "long.wav", stereo, rate, subtype="PCM_16")
+    paths = [write_tone(folder / "short0.wav", 0.7, 440), str(folder / "long.wav"),
+             write_tone(folder / "short1.wav", 2.5, 880)]
+    return pd.DataFrame({"id": ["s0", "long", "s1"], "clip_id": ["s0", "long", "s1"], "audio_path": paths})
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_long_clip_embedded_as_a_stream_equals_its_whole_file_embedding(tiny_clap, two_minute_manifest,
+                                                                        monkeypatch, num_workers):
+    monkeypatch.setattr(audio, "STREAMED_CLIP_SECONDS", math.inf)
+    whole = embed_audio(tiny_clap, two_minute_manifest, batch_size=16, num_workers=num_workers)
+    monkeypatch.setattr(audio, "STREAMED_CLIP_SECONDS", 60.0)
+    streamed_parts = []
+    original_stream = audio.stream_windows
+    monkeypatch.setattr(audio, "stream_windows", lambda *a, **k: (streamed_parts.append(len(p)) or p
+                                                                  for p in original_stream(*a, **k)))
+    streamed = embed_audio(tiny_clap, two_minute_manifest, batch_size=16, num_workers=num_workers)
+
+    assert len(streamed_parts) > 1 and max(streamed_parts) < 120  # the long clip came window by window
+    assert streamed.ids == whole.ids == ["s0", "long", "s1"]
+    # the same windows packed into the same batches: the same numbers, bit for bit
+    np.testing.assert_array_equal(streamed.embeddings, whole.embeddings)
+
+
+def test_streamed_long_clip_is_stored_in_and_read_from_the_feature_cache(tiny_clap, two_minute_manifest,
+                                                                         monkeypatch, tmp_path):
+    monkeypatch.setattr(audio, "STREAMED_CLIP_SECONDS", math.inf)
+    whole = embed_audio(tiny_clap, two_minute_manifest, batch_size=16)
+    monkeypatch.setattr(audio, "STREAMED_CLIP_SECONDS", 60.0)
+    decoded = embed_audio(tiny_clap, two_minute_manifest, batch_size=16, feature_cache=tmp_path / "cache")
+    monkeypatch.setattr(audio, "stream_windows", None)  # from the store: nothing is read from the files
+    stored = embed_audio(tiny_clap, two_minute_manifest, batch_size=16, feature_cache=tmp_path / "cache")
+
+    np.testing.assert_array_equal(decoded.embeddings, whole.embeddings)
+    np.testing.assert_array_equal(stored.embeddings, whole.embeddings)

@@ -58,6 +58,30 @@ def test_store_round_trip_is_exact_across_shards(tmp_path):
         FeatureStore(tmp_path / "store", 16, np.float16).locate(keys_of(1))
 
 
+def test_an_array_written_and_read_in_parts_is_the_whole_array(tmp_path):
+    long, short = np.random.default_rng(1).standard_normal((100, 8)).astype(np.float16), random_arrays(1)[0]
+    store = FeatureStore(tmp_path / "store", 8, np.float16)
+    with store.writer() as writer:
+        for start in range(0, 100, 30):  # 30 + 30 + 30 + 10 rows
+            writer.add_rows(b"long", long[start:start + 30])
+        writer.end_entry()
+        writer.add(b"short", short)
+        writer.add_rows(b"cut short", long[:5])  # never ended: dropped when the writer closes
+    found = store.locate([b"long", b"short", b"cut short"])
+    assert found.present.tolist() == [True, True, False]
+    assert found[0].tobytes() == long.tobytes() and found[1].tobytes() == short.tobytes()
+    parts = list(found.parts(0, 40))
+    assert [len(part) for part in parts] == [40, 40, 20]
+    assert np.concatenate(parts).tobytes() == long.tobytes()
+    with open(store.shard_path(int(found.shard[0])), "r+b") as shard:  # a byte of the last part changed
+        shard.seek(95 * 16)
+        shard.write(b"\x7f")
+    parts = found.parts(0, 40)
+    assert len(next(parts)) == 40 and len(next(parts)) == 40
+    with pytest.raises(Exception, match="corrupt"):
+        next(parts)
+
+
 KILLED_BUILD = """
 import os, signal, sys
 import numpy as np

@@ -510,7 +510,7 @@ def matched_windows(rows: pd.DataFrame, model, batch_size: int = 64) -> MatchedW
     import soundfile
     import torch
 
-    from .audio import inference_windows, load_audio
+    from .audio import clip_windows
     from .embed import embed_texts
 
     sample_rate, n_samples = model.config.audio.sample_rate, model.clip_samples
@@ -530,14 +530,15 @@ def matched_windows(rows: pd.DataFrame, model, batch_size: int = 64) -> MatchedW
     caption_of = dict(zip(captions, embed_texts(model, captions)))  # [d] each, L2-normalised
     model.eval()
     for path, row_indices in long_clips:
+        parts = []  # [w, d] each, of the windows [w, n_samples] `embed` embeds, read as they come
         try:
-            windows = inference_windows(load_audio(path, sample_rate), n_samples,
-                                        model.config.audio.short_clip_fill)  # [W, n_samples], as `embed` windows
+            with torch.inference_mode():
+                for windows in clip_windows(path, sample_rate, n_samples, model.config.audio.short_clip_fill):
+                    parts += [model.encode_audio(torch.from_numpy(windows[i:i + batch_size])).float().cpu().numpy()
+                              for i in range(0, len(windows), batch_size)]
         except ClapcurateError:
             continue
-        with torch.inference_mode():
-            embedded = torch.cat([model.encode_audio(torch.from_numpy(windows[i:i + batch_size]))
-                                  for i in range(0, len(windows), batch_size)]).float().cpu().numpy()  # [W, d]
+        embedded = np.concatenate(parts)  # [W, d]
         for i in row_indices:
             starts[i] = int(np.argmax(embedded @ caption_of[rows["caption"].iloc[i]])) * window_seconds
     return MatchedWindows(starts, window_seconds)

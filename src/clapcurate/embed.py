@@ -3,7 +3,9 @@
 Audio is deterministic (zero-shot evaluation relies on it): a clip is cut into the windows of
 `audio.inference_windows` (short clips repeat-padded, long clips split), every window is embedded
 and L2-normalised, and the clip's embedding is the L2-normalised mean of its windows'. Windows of
-consecutive clips are packed into full batches, so the batch size sets only the speed.
+consecutive clips are packed into full batches, so the batch size sets only the speed. A file
+longer than `audio.STREAMED_CLIP_SECONDS` is read as a stream of the same windows
+(`audio.stream_windows`), so no clip's whole waveform is held.
 
 On disk (`embed_manifest`) a folder holds
 - `part-00000.npy`: float16 [rows, d], L2-normalised, rows in manifest order of the unique
@@ -45,7 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .audio import AudioFiles, inference_windows, load_audio
+from . import audio
+from .audio import AudioFiles, StreamedClip, inference_windows, open_audio
 from .data.manifest import manifest_hash
 from .data.readers import read_data
 from .device import AUTO, HardwareSettings, hardware_settings
@@ -159,12 +162,15 @@ def _progress_bar(enabled: bool, total: int, description: str, completed: int = 
         yield lambda n: progress.advance(task, n)
 
 
-def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int, str]]
+def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int, str]],
+                    stream: Callable[[StreamedClip], Iterator[np.ndarray]] | None = None
                     ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """Pack the windows of consecutive clips into batches of `batch_size` (the last may be short).
 
     Yields (windows [B, clip_samples], owner clip index of each window [B], clips loaded so
-    far); unreadable clips are appended to `skipped` as (clip index, reason).
+    far); unreadable clips are appended to `skipped` as (clip index, reason). An item's windows
+    are an array, or come part by part (from `stream(clip)` for a `StreamedClip`, or an iterator
+    of parts), each packed as it comes, so that a batch or two of them are held at a time.
     """
     pending, owners, clips_loaded = [], [], 0
     for items in loader:
@@ -173,12 +179,15 @@ def _window_batches(loader: DataLoader, batch_size: int, skipped: list[tuple[int
             if isinstance(windows, AudioError):
                 skipped.append((index, windows.reason))
                 continue
-            pending.append(windows)
-            owners.append(np.full(len(windows), index, dtype=np.int64))
-        while sum(len(w) for w in pending) >= batch_size:
-            windows, owner = np.concatenate(pending), np.concatenate(owners)
-            yield windows[:batch_size], owner[:batch_size], clips_loaded
-            pending, owners = [windows[batch_size:]], [owner[batch_size:]]
+            parts = ([windows] if isinstance(windows, np.ndarray) else
+                     stream(windows) if isinstance(windows, StreamedClip) else windows)
+            for part in parts:
+                pending.append(part)
+                owners.append(np.full(len(part), index, dtype=np.int64))
+                while sum(len(w) for w in pending) >= batch_size:
+                    part_windows, owner = np.concatenate(pending), np.concatenate(owners)
+                    yield part_windows[:batch_size], owner[:batch_size], clips_loaded
+                    pending, owners = [part_windows[batch_size:]], [owner[batch_size:]]
     if sum(len(w) for w in pending):
         yield np.concatenate(pending), np.concatenate(owners), clips_loaded
 
@@ -199,12 +208,13 @@ def _add_to_clips(window_sums: np.ndarray, owner: np.ndarray, window_embeddings:
 
 
 class _StoredLogMels:
-    """Writes each clip's window log-mels to a feature store as the batches pass: a clip's windows
-    are consecutive (possibly across batches), so a clip is complete when the next one starts."""
+    """Writes each clip's window log-mels to a feature store as the batches pass, in parts
+    (`StoreWriter.add_rows`): a clip's windows are consecutive (possibly across batches), so a
+    clip is complete when the next one starts."""
 
     def __init__(self, writer, keys: Sequence[bytes | None]):
         self.writer, self.keys = writer, keys
-        self.owner, self.parts = -1, []
+        self.owner = -1
 
     def add(self, logmel: np.ndarray, owner: np.ndarray) -> None:
         """logmel [B, frames, mel_bins] of windows whose clips are `owner` [B]."""
@@ -213,22 +223,21 @@ class _StoredLogMels:
             if owner[start] != self.owner:
                 self.flush()
                 self.owner = int(owner[start])
-            self.parts.append(logmel[start:end])
+            if self.keys[self.owner] is not None:
+                self.writer.add_rows(self.keys[self.owner], logmel[start:end].reshape(-1, logmel.shape[-1]))
 
     def flush(self) -> None:
-        if self.parts and self.keys[self.owner] is not None:
-            windows = np.concatenate(self.parts)  # [W, frames, mel_bins]
-            self.writer.add(self.keys[self.owner], windows.reshape(-1, windows.shape[-1]))
-        self.parts = []
+        self.writer.end_entry()
 
 
 CACHED_CLIPS_PER_ITEM = 64  # clips read from a feature store per step of the batch packing
+CACHED_WINDOWS_PER_READ = 16  # a long clip's stored windows are read this many at a time
 
 
 def _stored_windows(store, clips: pd.DataFrame, keys: Sequence[bytes | None], model) -> Iterator[list] | None:
     """The clips' window log-mels from `store`, in the shape `_window_batches` takes (lists of
-    (clip index, windows [W, frames, mel_bins] or `AudioError`)); None when a readable clip is
-    not stored (the audio is then decoded afresh). A clip that is not stored and cannot be read
+    (clip index, the parts [w, frames, mel_bins] of its windows, read `CACHED_WINDOWS_PER_READ` at
+    a time, or `AudioError`)); None when a readable clip is not stored (the audio is then decoded afresh). A clip that is not stored and cannot be read
     is skipped with the reason decoding gives."""
     found = store.locate(keys)
     frames = FrontendSettings.of(model.config.audio).frames(model.clip_samples)
@@ -237,7 +246,7 @@ def _stored_windows(store, clips: pd.DataFrame, keys: Sequence[bytes | None], mo
     errors = {}
     for index in np.flatnonzero(~found.present):
         try:
-            load_audio(clips["audio_path"][index], model.sample_rate)
+            open_audio(clips["audio_path"][index], model.sample_rate, audio.STREAMED_CLIP_SECONDS)
         except AudioError as error:
             errors[index] = error
             continue
@@ -245,7 +254,8 @@ def _stored_windows(store, clips: pd.DataFrame, keys: Sequence[bytes | None], mo
 
     def items() -> Iterator[list]:
         for start in range(0, len(clips), CACHED_CLIPS_PER_ITEM):
-            yield [(i, errors[i] if i in errors else found[i].reshape(-1, frames, store.width))
+            yield [(i, errors[i] if i in errors else
+                    (part.reshape(-1, frames, store.width) for part in found.parts(i, frames * CACHED_WINDOWS_PER_READ)))
                    for i in range(start, min(start + CACHED_CLIPS_PER_ITEM, len(clips)))]
 
     return items()
@@ -273,17 +283,26 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
     audio is decoded and, for the same batch size, the embeddings are bit for bit those of
     decoding (the same float32 log-mels enter the encoder in the same batches). Otherwise the
     audio is decoded as without a cache, and the clips are stored.
+
+    A file longer than `audio.STREAMED_CLIP_SECONDS` is not decoded whole: its windows are read
+    as a stream (`audio.stream_windows`, the same windows) and embedded batch by batch into the
+    clip's running sum, so memory does not grow with its length (a `feature_cache` writes and
+    reads its log-mels in parts too).
     """
     settings = inference_settings(model, num_workers, pin_memory, precision)
     clips = unique_clips(manifest)
     store = window_store(model, feature_cache) if feature_cache is not None else None
     keys = store_keys(clips["audio_path"])[0] if store is not None else []
     items = _stored_windows(store, clips, keys, model) if store is not None else None
-    writer = contextlib.nullcontext()
+    writer, stream = contextlib.nullcontext(), None
     if items is None:
+        fill = model.config.audio.short_clip_fill
         dataset = AudioFiles(clips["audio_path"], model.sample_rate,
                              functools.partial(inference_windows, n_samples=model.clip_samples,
-                                               short_clip_fill=model.config.audio.short_clip_fill))  # [W, clip_samples]
+                                               short_clip_fill=fill),  # [W, clip_samples]
+                             streamed_after=audio.STREAMED_CLIP_SECONDS)
+        stream = functools.partial(audio.stream_windows, sample_rate=model.sample_rate,
+                                   n_samples=model.clip_samples, short_clip_fill=fill)
         items = DataLoader(dataset, batch_size=batch_size, num_workers=settings.num_workers, collate_fn=_keep_items)
         if store is not None:
             writer = store.writer()
@@ -295,7 +314,7 @@ def embed_audio(model, manifest: pd.DataFrame, batch_size: int = 64, num_workers
         advance = advance or own_bar
         to_store = _StoredLogMels(writer, keys) if writer is not None else None
         clips_done = 0
-        for windows, owner, clips_loaded in _window_batches(items, batch_size, skipped):
+        for windows, owner, clips_loaded in _window_batches(items, batch_size, skipped, stream):
             if windows.ndim == 2:  # waveforms [B, clip_samples]
                 logmel = model.audio_logmel(_to_model(windows, model, settings.pin_memory))  # [B, 1, frames, mel_bins]
                 if to_store is not None:

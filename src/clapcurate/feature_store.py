@@ -18,8 +18,9 @@ array, and a read whose bytes do not have the CRC-32 recorded when they were wri
 on disk) is refused, naming the shard file. Several processes may write one store at once (DDP ranks, parallel runs): each writes its
 own shard files, and an entry written twice keeps the later copy (the same values).
 
-Reading (`locate`, then `read`) copies each array out of its shard file with one positioned
-read (`os.preadv`) into a new array: nothing of a shard stays in the process, the kernel's page
+Reading (`locate`, then an item of what it returns) copies each array out of its shard file with
+one positioned read (`os.preadv`) into a new array (a long array may be read in parts,
+`StoredArrays.parts`, and written in parts, `StoreWriter.add_rows`): nothing of a shard stays in the process, the kernel's page
 cache keeps the hot pages. (Memory maps were measured first: a read fault maps a whole page-cache
 folio, 2 MiB on current Linux, and the process's resident memory then grows with the shards it
 touched, see benchmarks/feature_cache.py.) The index is queried in SQLite (its own bounded page
@@ -38,7 +39,7 @@ import sqlite3
 import time
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -87,10 +88,16 @@ class StoredArrays(Sequence):
         return len(self.shard)
 
     def __getitem__(self, index: int) -> np.ndarray:
+        (array,) = self.parts(index, max(int(self.rows[index]), 1))
+        return array
+
+    def parts(self, index: int, max_rows: int) -> Iterator[np.ndarray]:
+        """Array `index` as its consecutive parts of at most `max_rows` rows, each read when it is
+        asked for (a long array is never held whole); see `FeatureStore.read_parts`."""
         if self.shard[index] < 0:
             raise KeyError(f"array {index} is not in {self.store.folder}")
-        return self.store.read(int(self.shard[index]), int(self.offset[index]), int(self.rows[index]),
-                               int(self.crc[index]))
+        return self.store.read_parts(int(self.shard[index]), int(self.offset[index]), int(self.rows[index]),
+                                     int(self.crc[index]), max_rows)
 
     def take(self, indices) -> "StoredArrays":
         """The arrays at `indices`, in that order."""
@@ -204,17 +211,22 @@ class FeatureStore:
         return found
 
     # ------------------------------------------------------------------ reading
-    def read(self, shard: int, offset: int, rows: int, crc: int) -> np.ndarray:
-        """The array [rows, width] at row `offset` of `shard` (a new array), its bytes checked
-        against the CRC-32 `crc` recorded when it was written."""
-        array = np.empty((rows, self.width), self.dtype)
-        if rows and os.preadv(self._file(shard), [array], offset * self.row_bytes) != array.nbytes:
-            raise ClapcurateError(f"{self.shard_path(shard)}: shorter than its index says; "
-                                  "delete the cache folder to rebuild it")
-        if zlib.crc32(array) != crc:
-            raise ClapcurateError(f"{self.shard_path(shard)}: corrupt: the array at row {offset} does not have the "
-                                  "checksum recorded when it was written; delete the cache folder to rebuild it")
-        return array
+    def read_parts(self, shard: int, offset: int, rows: int, crc: int, max_rows: int) -> Iterator[np.ndarray]:
+        """The array [rows, width] at row `offset` of `shard` as consecutive new arrays of at most
+        `max_rows` rows (one, empty, for an empty array), its bytes checked against the CRC-32
+        `crc` recorded when it was written as they pass: the last part is refused
+        (`ClapcurateError`, naming the shard file) when they do not match."""
+        running = 0  # the CRC-32 of the parts read so far
+        for start in range(0, max(rows, 1), max_rows):
+            part = np.empty((min(max_rows, rows - start), self.width), self.dtype)
+            if len(part) and os.preadv(self._file(shard), [part], (offset + start) * self.row_bytes) != part.nbytes:
+                raise ClapcurateError(f"{self.shard_path(shard)}: shorter than its index says; "
+                                      "delete the cache folder to rebuild it")
+            running = zlib.crc32(part, running)
+            if start + max_rows >= rows and running != crc:
+                raise ClapcurateError(f"{self.shard_path(shard)}: corrupt: the array at row {offset} does not have "
+                                      "the checksum recorded when it was written; delete the cache folder to rebuild it")
+            yield part
 
     def shard_path(self, shard: int) -> Path:
         """The file of a shard `locate` returned."""
@@ -294,6 +306,7 @@ class StoreWriter:
         self._lock = FileLock(_lock_path(self._partial))
         self._lock.acquire()  # a new name: nobody else holds it
         self._handle = open(self._partial, "wb")
+        self._entry: list | None = None  # [key, rows, CRC-32] of the entry being written in parts
         self._keys: list[bytes] = []
         self._offsets: list[int] = []
         self._lengths: list[int] = []
@@ -302,17 +315,36 @@ class StoreWriter:
 
     def add(self, key: bytes, array: np.ndarray) -> None:
         """Store `array` [rows, width] under `key`."""
+        self.add_rows(key, array)
+        self.end_entry()
+
+    def add_rows(self, key: bytes, array: np.ndarray) -> None:
+        """Append `array` [rows, width] to the array of `key` being written in parts (one key at
+        a time): it is stored, its parts one after another, by `end_entry`, and dropped when the
+        writer closes first (a clip that failed midway leaves nothing)."""
         array = np.ascontiguousarray(array, dtype=self.store.dtype)
         if array.ndim != 2 or array.shape[1] != self.store.width:
             raise ValueError(f"expected an array [rows, {self.store.width}], got shape {array.shape}")
         if self._handle is None:
             self._start_shard()
+        if self._entry is None:
+            self._entry = [bytes(key), 0, 0]
+        elif self._entry[0] != key:
+            raise ValueError("the array of another key is being written; end it first (end_entry)")
         self._handle.write(array.tobytes())
-        self._keys.append(bytes(key))
+        self._entry[1] += len(array)
+        self._entry[2] = zlib.crc32(array, self._entry[2])
+
+    def end_entry(self) -> None:
+        """Store the array being written in parts (`add_rows`); nothing when there is none."""
+        if self._handle is None or self._entry is None:
+            return
+        (key, rows, crc), self._entry = self._entry, None
+        self._keys.append(key)
         self._offsets.append(self._rows)
-        self._lengths.append(len(array))
-        self._crcs.append(zlib.crc32(array))
-        self._rows += len(array)
+        self._lengths.append(rows)
+        self._crcs.append(crc)
+        self._rows += rows
         if (self._rows * self.store.row_bytes >= self.store.shard_bytes
                 or len(self._keys) >= self.store.shard_arrays):
             self.finish_shard()
