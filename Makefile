@@ -20,8 +20,10 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# two worker processes, each test file in one of them (its fixtures built once); each test's torch
+# uses one thread (tests/conftest.py), so the two workers keep both cores of a 2-core machine busy
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: install
 	$(VENV)/bin/clapcurate study configs/demo.yaml
