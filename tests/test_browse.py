@@ -19,11 +19,12 @@ import pytest
 import soundfile
 import torch
 
-from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, RECORD_FILE, PageFolder, caption_shares, histogram_scale,
+from clapcurate.browse import (AUDIO_DIR, PAGE_FILE, RECORD_FILE, PageFolder, histogram_scale,
                                kept_counts, matched_windows, place_audio, read_curated_set, read_marks, search_pairs_at,
                                write_browser)
 from clapcurate.cli import main
 from clapcurate.curate import ImprovementSet, write_improvement_set
+from clapcurate.curate.summary import top_shares
 from clapcurate.errors import ClapcurateError
 from clapcurate.intervals import wilson_interval
 from headless import Chromium
@@ -564,17 +565,24 @@ def test_non_numbers_where_the_page_computes_are_refused_in_one_line(tmp_path, c
 
 def test_hub_captions_are_counted_from_the_pairs_or_taken_from_stats(tmp_path, curated_dir, browser):
     rows = read_curated_set(curated_dir).rows
-    shares = caption_shares(rows)
+    stats = json.loads((curated_dir / "stats.json").read_text())
+    shares = top_shares(rows["caption"], "caption")
     counts = rows["caption"].value_counts()
-    assert [entry["pairs"] for entry in shares] == sorted(counts.to_numpy(), reverse=True)[:10]
-    assert shares[0]["share"] == pytest.approx(counts.max() / len(rows))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))  # most first, ties by caption
+    assert [(entry["caption"], entry["pairs"]) for entry in shares] == ranked[:len(shares)]
+    assert ranked[len(shares)][1] == shares[-1]["pairs"]  # the fixture ties across the cut: the order decides
+    assert shares[0]["share"] == pytest.approx(counts.max() / len(rows), abs=1e-4)
+    assert stats["top_captions"] == shares  # curation lists the hub captions the page would count
+    # a set curated before curation listed its hub captions: the page counts them from the pairs
     hubs = "[...document.querySelectorAll('#hub-rows tr')].map(tr => [...tr.cells].map(td => td.textContent))"
-    browser.open(write_browser(curated_dir, tmp_path / "counted").as_uri())
+    counted = tmp_path / "counted"
+    shutil.copytree(curated_dir, counted, ignore=shutil.ignore_patterns("browser"))
+    (counted / "stats.json").write_text(json.dumps({key: value for key, value in stats.items() if key != "top_captions"}))
+    browser.open(write_browser(counted, tmp_path / "counted_page").as_uri())
     assert browser.evaluate(hubs) == [[e["caption"], str(e["pairs"]), f"{100 * e['share']:.1f}%"] for e in shares]
     assert "Counted from the set's pairs" in browser.evaluate("document.getElementById('hub-note').textContent")
     with_stats = tmp_path / "with_stats"
     shutil.copytree(curated_dir, with_stats, ignore=shutil.ignore_patterns("browser"))
-    stats = json.loads((with_stats / "stats.json").read_text())
     top = [{"caption": "a pair of open scissors", "pairs": 120, "share": 0.8}, {"caption": "rain", "pairs": 30, "share": 0.2}]
     (with_stats / "stats.json").write_text(json.dumps({**stats, "top_captions": top, "estimated_precision": 0.4321}))
     browser.events.clear()
@@ -597,6 +605,7 @@ def test_wilson_interval_matches_published_values():
 
 
 def test_marking_a_random_sample_shows_its_precision_and_saves_the_marks(tmp_path, page, curated_dir, browser):
+    browser.events.clear()  # this page's errors only (the module's browser served earlier tests' pages)
     browser.open(page.as_uri())
     browser.call("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}, session=None)
     browser.evaluate("document.getElementById('marks-start').click()")

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from clapcurate.cli import main
-from clapcurate.intervals import accuracy_bootstrap, paired_bootstrap
+from clapcurate.intervals import accuracy_bootstrap
 from clapcurate.model import checkpoints
+from clapcurate.study.outputs import recording_ids
 from clapcurate.study.statistics import paired_interval
 from clapcurate.tasks import TaskSpec, parse_task, read_task
 from clapcurate.zeroshot import evaluate
@@ -51,18 +52,17 @@ def test_two_models_give_the_studys_paired_interval_and_per_class_counts_sum_up(
             assert entry["accuracy_percent"] == pytest.approx(100 * entry["correct"] / entry["clips"])
             low, high = entry["interval_percent"]
             assert low <= entry["accuracy_percent"] <= high
-        # the study's interval: results rows as the study's evaluation stage records them
+        # the study's interval: results rows with their per-clip outcomes, as `outputs.load_results`
+        # reads them back (clips of one recording resampled together)
         rows = []
         for method, path in (("teacher", a), ("student", b)):
-            result = evaluate(checkpoints.load(path), loaded.manifest, labels=loaded.labels)
-            correct = result.predictions["label"] == result.predictions["predicted"]
+            clips = evaluate(checkpoints.load(path), loaded.manifest, labels=loaded.labels).predictions
             rows.append({"teacher": "full", "method": method, "seed": 0, "benchmark": name,
-                         "correct": "".join("1" if c else "0" for c in correct), "clips": "same"})
-        if loaded.has_recordings:  # clips of one recording resampled together, as the study's bootstrap does
-            study = paired_bootstrap(*(np.array([c == "1" for c in r["correct"]]) for r in rows[::-1]),
-                                     recordings=loaded.recordings(result.predictions["id"]))
-        else:
-            study = paired_interval(pd.DataFrame(rows), "full", "student", "teacher", name)
+                         "outcomes": (clips["label"] == clips["predicted"]).to_numpy(),
+                         "clip_ids": clips["id"].astype(str).to_numpy(),
+                         "recordings": recording_ids(loaded.manifest).loc[clips["id"].astype(str)].to_numpy()})
+        assert (len(set(rows[0]["recordings"])) < len(loaded.manifest)) == loaded.has_recordings
+        study = paired_interval(pd.DataFrame(rows), "full", "student", "teacher", name)
         versus = student["versus_first"]
         assert versus["baseline"] == "teacher" and versus["clips"] == len(loaded.manifest)
         assert versus["difference_points"] == study.difference

@@ -51,6 +51,7 @@ import pandas as pd
 
 from .audio import audio_duration
 from .curate import HISTOGRAM_DATA_FILE, STATS_FILE, read_histogram
+from .curate.summary import top_shares
 from .data.manifest import read_manifest
 from .errors import AudioError, ClapcurateError
 from .files import check_output_folder
@@ -62,7 +63,6 @@ BROWSER_DIR = "browser"  # default output folder, inside the curated folder
 PAGE_FILE = "index.html"
 AUDIO_DIR = "audio"
 RECORD_FILE = "browse_files.json"  # what a browse wrote in its folder: the only files a later one removes
-TOP_CAPTIONS = 10  # hub captions shown
 MARKS_LEVEL = 0.95  # the confidence level of the marked sample's Wilson interval
 DEFAULT_LIMIT = 100
 MANIFEST_NAMES = ("improvement_set.csv", "improvement_set.parquet")
@@ -562,14 +562,6 @@ def _histogram_data(histogram, scale: float) -> dict | None:
             "counts": histogram.counts[first:last + 1].tolist(), "total": histogram.total, "scale": scale}
 
 
-def caption_shares(rows: pd.DataFrame, top: int = TOP_CAPTIONS) -> list[dict]:
-    """The `top` captions holding the most pairs: [{"caption", "pairs", "share"}], share of all
-    pairs, most first (ties by caption), as `stats.json`'s `top_captions`."""
-    counts = rows["caption"].astype(str).value_counts()
-    counts = counts.iloc[np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))][:top]
-    return [{"caption": caption, "pairs": int(pairs), "share": pairs / len(rows)} for caption, pairs in counts.items()]
-
-
 def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
               right: Sequence[bool] | None = None, start_seconds: Sequence[float] | None = None,
               window_seconds: float | None = None, title: str | None = None) -> dict:
@@ -594,7 +586,8 @@ def page_data(curated: CuratedSet, audio_sources: Sequence[str], limit: int,
         "benchmark": benchmark,
         "sigma": float(stats.get("sigma", rows["similarity"].min() if len(rows) else 0.0)),
         "stats": _finite(stats),
-        "top_captions": None if "top_captions" in stats else caption_shares(rows),  # else the page uses stats'
+        # hub captions: stats.json's, else (a set curated before curation listed them) counted here
+        "top_captions": None if "top_captions" in stats else top_shares(rows["caption"], "caption"),
         "wilson_z": NormalDist().inv_cdf(0.5 + MARKS_LEVEL / 2),  # as intervals.wilson_interval
         "limit": int(limit),
         "histogram": _histogram_data(curated.histogram, histogram_scale(curated.histogram, stats)),

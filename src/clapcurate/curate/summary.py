@@ -86,10 +86,12 @@ def sigma_keeping(histogram: SimilarityHistogram, pairs: int, pairs_searched: in
 
 
 def top_shares(values: pd.Series, key: str) -> list[dict]:
-    """The `TOP_CAPTIONS` most frequent values with their pair counts and shares of the pairs."""
-    counts = values[values != ""].value_counts()
-    return [{key: str(value), "pairs": int(n), "share": round(int(n) / len(values), 4)}
-            for value, n in counts.head(TOP_CAPTIONS).items()]
+    """The `TOP_CAPTIONS` most frequent non-empty `values` (one per pair), most first and ties in
+    the order of the value: [{key, "pairs", "share"}], share of all the pairs. Curation's
+    `top_captions` / `top_labels` and the browser's hub captions of a set without them."""
+    counts = values[values != ""].astype(str).value_counts()
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_CAPTIONS]
+    return [{key: value, "pairs": int(n), "share": round(int(n) / len(values), 4)} for value, n in ranked]
 
 
 def curation_warnings(stats: dict, reference: TeacherReference | None) -> list[str]:

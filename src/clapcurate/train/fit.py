@@ -230,12 +230,13 @@ def _one_builder(cache_dir: str) -> FileLock:
 
 
 def _alone_in_run_folder(fit):
-    """`fit` holding its run folder's lock (`locks.one_writer`) while it runs; the other processes
-    of a multi-process fit share the folder with the first, which holds it."""
+    """`fit` on its config as placed (`placed`: once, before the run folder is made, so a
+    config error is said first), holding its run folder's lock (`locks.one_writer`) while it runs;
+    the other processes of a multi-process fit share the folder with the first, which holds it."""
 
     @functools.wraps(fit)
     def fit_alone(config, callbacks: Sequence[Callback] = ()) -> Path:
-        config = placed(config)  # a config error is said before the folder is made
+        config = placed(config)
         if not first_process():
             return fit(config, callbacks)
         with one_writer(config.out_dir, "run folder"):
@@ -369,7 +370,6 @@ def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Pa
 
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
-    config = placed(config)
     check_data(config.data.train_manifest, "data.train_manifest")
     if config.init_audio_encoder:
         _require_file(config.init_audio_encoder, "init_audio_encoder")
@@ -425,7 +425,6 @@ def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Pa
 
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
-    config = placed(config)
     module, datamodule, run_dir, ckpt_path = build_student(config)
     return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 
@@ -556,7 +555,6 @@ def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path
     `last/audio_encoder.pth` are PANNs-style checkpoints (`{"model": ..., "labels": ...}`) that
     a teacher's `init_audio_encoder` accepts.
     """
-    config = placed(config)
     check_data(config.data.train, "data.train")
     if config.data.labels_csv:
         _require_file(config.data.labels_csv, "data.labels_csv")
