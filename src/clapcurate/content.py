@@ -202,19 +202,31 @@ def inspection_tables(table: pd.DataFrame) -> list:
                           f"{seconds.max():.3f}", f"{seconds.sum():.1f}")
         tables.append(durations)
     problems = table[table["problem"] != ""]
+    groups = table[table["duplicate_group"] > 0].groupby("duplicate_group")["audio_path"].apply(list)
+    # an empty table would say nothing that the command's closing line does not
+    return tables + ([_problem_table(problems)] if len(problems) else []) + (
+        [_duplicate_table(groups)] if len(groups) else [])
+
+
+def _problem_table(problems: pd.DataFrame):
+    from rich.table import Table
+
     listed = Table(title=f"{len(problems)} problem file(s)"
                    + (f", the first {INSPECTION_LISTED}" if len(problems) > INSPECTION_LISTED else ""))
     for column in ("problem", "file", "reason"):
         listed.add_column(column)
     for _, row in problems.head(INSPECTION_LISTED).iterrows():
         listed.add_row(row["problem"], row["audio_path"], row["reason"])
-    tables.append(listed)
-    groups = table[table["duplicate_group"] > 0].groupby("duplicate_group")["audio_path"].apply(list)
+    return listed
+
+
+def _duplicate_table(groups: pd.Series):
+    from rich.table import Table
+
     duplicates = Table(title=f"{len(groups)} group(s) of files with the same content"
                        + (f", the first {INSPECTION_LISTED}" if len(groups) > INSPECTION_LISTED else ""))
     duplicates.add_column("group", justify="right")
     duplicates.add_column("files")
     for group, paths in groups.head(INSPECTION_LISTED).items():
         duplicates.add_row(str(group), "\n".join(paths))
-    tables.append(duplicates)
-    return tables
+    return duplicates
