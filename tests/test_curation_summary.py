@@ -77,6 +77,17 @@ def test_sigma_far_below_the_teachers_matched_pairs_is_warned_about(reference):
     assert improvement_set_stats(fine, reference=reference, pairs_searched=2)["warnings"] == []
 
 
+def test_a_single_held_out_clip_has_no_mismatched_pairs_and_the_summary_says_so():
+    """One held-out clip gives matched pairs only: no mismatched quartiles or share (not a share
+    of 100% of no pairs), and the summary prints a dash instead of failing."""
+    single = TeacherReference.of(np.eye(4)[:1], np.eye(4)[:2], [0, 0])
+    assert len(single.mismatched) == 0
+    stats = improvement_set_stats(curated(["a", "b"], [0.25, 0.3]), reference=single, pairs_searched=10)
+    assert stats["teacher_reference"]["mismatched_quartiles"] is None
+    assert stats["teacher_reference"]["mismatched_share_at_sigma"] is None
+    assert "mismatched median -; reaching sigma:" in summary_text(stats) and "matched, - of the mismatched" in summary_text(stats)
+
+
 def test_zero_pairs_name_the_sigma_that_keeps_some():
     similarities = np.random.default_rng(1).uniform(-0.2, 0.4, 10_000)
     empty = ImprovementSet("du", curated([], []).rows, 0.7, histogram_of(similarities))

@@ -205,7 +205,7 @@ def test_killed_student_fit_resumes_to_identical_tensors(study, tmp_path):
     _, whole, *_ = study
     for name in ("reference", "killed"):
         (tmp_path / f"{name}.yaml").write_text(
-            FIT.format(out=tmp_path / name, data="")
+            FIT.format(out=tmp_path / name, data=", min_val_pairs_warning: 7")  # validates on its 7 held-out pairs
             + f"teacher: {whole / 'teachers/full_s0/best'}\n"
               f"improvement_set: {whole / 'curated/full_s0/du/improvement_set.csv'}\n"
               f"replay_manifest: {whole / 'manifests/train.csv'}\n")

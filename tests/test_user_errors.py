@@ -117,6 +117,7 @@ def test_empty_and_unreadable_inputs_are_errors_that_say_where_the_list_is(input
     pd.DataFrame({"id": ["a"], "caption": ["x"]}).to_csv(no_audio, index=False)
     assert_one_line_exit_2(["embed", "--model", inputs["model"], "--manifest", no_audio, "--out", tmp / "e2"],
                            capsys, "no audio_path")
+    assert not (tmp / "e1").exists() and not (tmp / "e2").exists()  # refused before the folder is made
     missing = tmp / "missing.csv"
     pd.DataFrame({"id": ["a", "b"], "audio_path": ["/nope/a.wav", "/nope/b.wav"]}).to_csv(missing, index=False)
     err = assert_one_line_exit_2(["embed", "--model", inputs["model"], "--manifest", missing, "--out", tmp / "e3"],

@@ -148,9 +148,10 @@ def student(teacher, improvement_set, replay: Data, out_dir, **settings):
     `replay`, for `Trainer(...).fit(module, datamodule=datamodule)`; `settings` are the student
     config's keys (e.g. `loss=dict(kind="soft_label")`, `data=dict(batch_size=32)`). The student
     being trained is `module.model` (save it with `clapcurate.model.save`)."""
-    from .train.fit import build_student
+    from .train.fit import build_student, check_student_inputs
 
-    module, datamodule, _, _ = build_student(_student_config(teacher, improvement_set, replay, out_dir, settings))
+    config = _student_config(teacher, improvement_set, replay, out_dir, settings)
+    module, datamodule, _, _ = build_student(config, *check_student_inputs(config))
     return module, datamodule
 
 

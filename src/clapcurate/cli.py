@@ -417,14 +417,12 @@ def _print_classification(results: list[dict], output_format: str) -> None:
 
 
 def cmd_study(args):
-    from .locks import one_writer
     from .study.config import load_study_config
 
     config = load_study_config(args.config, _overrides(args, "device"))  # checked before torch is imported
     from .study.pipeline import run_study
 
-    with one_writer(config.out_root, "study folder"):
-        run_study(config)
+    run_study(config)
 
 
 def cmd_browse(args):

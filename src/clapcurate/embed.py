@@ -493,20 +493,20 @@ def embed_manifest(model, data, out_dir, modality: Modality = "audio", batch_siz
     if shard_size < 1 or batch_size < 1:
         raise ClapcurateError(f"shard_size and batch_size must be positive, got {shard_size} and {batch_size}")
     require_model_path(model)
+    manifest, origin = (data, "manifest") if isinstance(data, pd.DataFrame) else (read_data(data), data)
+    items = _items_to_embed(manifest, modality, origin)
+    if len(items) == 0:
+        raise ManifestError(f"{origin}: nothing to embed (no {'clips' if modality == 'audio' else 'captions'})")
+    if modality == "audio" and not (items["audio_path"] != "").any():
+        raise ManifestError(f"{origin}: no audio_path values (expected a column audio_path)")
     rank, world_size = _distributed_rank()
-    # under torchrun the ranks share the folder, the first holding its lock
+    # under torchrun the ranks share the folder, the first holding its lock; taken once the inputs are checked
     with one_writer(out_dir, "embeddings folder") if rank == 0 else contextlib.nullcontext(
             check_output_folder(out_dir, "embeddings folder")) as out_dir:
         existing = _read_meta(out_dir)
         if existing is not None and existing.get("shard_size") != shard_size:
             log.info("%s: continuing with the folder's shard_size %s", out_dir, existing.get("shard_size"))
             shard_size = int(existing.get("shard_size", shard_size))
-        manifest, origin = (data, "manifest") if isinstance(data, pd.DataFrame) else (read_data(data), data)
-        items = _items_to_embed(manifest, modality, origin)
-        if len(items) == 0:
-            raise ManifestError(f"{origin}: nothing to embed (no {'clips' if modality == 'audio' else 'captions'})")
-        if modality == "audio" and not (items["audio_path"] != "").any():
-            raise ManifestError(f"{origin}: no audio_path values (expected a column audio_path)")
         num_shards = (len(items) + shard_size - 1) // shard_size
         meta = {"format": META_FORMAT, "modality": modality, "model_hash": model_hash(model, text_encoder),
                 "manifest_hash": manifest_hash(manifest), "num_items": len(items),

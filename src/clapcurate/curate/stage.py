@@ -373,15 +373,15 @@ def run_curation(method: Literal["du", "ds", "ads"], config: CurationConfig) -> 
     Beside the manifest: `stats.json` (counts, sigma) and `similarity_histogram.png`.
     """
     check_curation_inputs(method, config)
-    # one writer at a time; a full disk names the folder, whichever file was being written
+    if config.ds_manifest:
+        check_curated_file(config.ds_manifest)
+    data = {key: read_data(getattr(config, key)) for key in data_keys(method) if getattr(config, key)}
+    _require_captions(method, config, data)
+    # one writer at a time, once the inputs are checked; a full disk names the folder, whichever file was being written
     with one_writer(config.out_dir, "curated folder") as out_dir, naming_failed_writes(out_dir):
         if (out_dir / STATS_FILE).is_file() and not config.overwrite:
             raise ClapcurateError(f"{out_dir} holds a finished Improvement-Set ({STATS_FILE}): replace it with "
                                   "--overwrite or choose another out_dir")
-        if config.ds_manifest:
-            check_curated_file(config.ds_manifest)
-        data = {key: read_data(getattr(config, key)) for key in data_keys(method) if getattr(config, key)}
-        _require_captions(method, config, data)
         if method == "ds":
             improvement_set, counts = _curate_ds_stage(config, data)
         else:

@@ -62,8 +62,8 @@ class TeacherReference:
     def summary(self, sigma: float) -> dict:
         return {"clips": self.clips, "matched_pairs": len(self.matched), "mismatched_pairs": len(self.mismatched),
                 "matched_quartiles": _quartiles(self.matched), "mismatched_quartiles": _quartiles(self.mismatched),
-                "matched_share_at_sigma": float(self.share_at(sigma, matched=True)),
-                "mismatched_share_at_sigma": float(self.share_at(sigma))}
+                "matched_share_at_sigma": float(self.share_at(sigma, matched=True)) if len(self.matched) else None,
+                "mismatched_share_at_sigma": float(self.share_at(sigma)) if len(self.mismatched) else None}
 
 
 def _quartiles(values: np.ndarray) -> list[float] | None:
@@ -143,10 +143,17 @@ def summary_text(stats: dict) -> str:
              f"{stats['pairs_at_sigma']['after_cap']:,} after"]
     reference = stats.get("teacher_reference")
     if reference:
-        lines.append(f"  teacher's held-out pairs ({reference['clips']} clips): matched median "
-                     f"{reference['matched_quartiles'][1]:.4f}, mismatched median {reference['mismatched_quartiles'][1]:.4f}; "
-                     f"reaching sigma: {reference['matched_share_at_sigma']:.1%} of the matched, "
-                     f"{reference['mismatched_share_at_sigma']:.2%} of the mismatched (teacher_reference.png)")
+        def median(kind: str) -> str:  # none with a single held-out clip (no mismatched pairs)
+            quartiles = reference[f"{kind}_quartiles"]
+            return "-" if quartiles is None else f"{quartiles[1]:.4f}"
+
+        def share(kind: str, digits: int) -> str:
+            value = reference[f"{kind}_share_at_sigma"]
+            return "-" if value is None else f"{value:.{digits}%}"
+
+        lines.append(f"  teacher's held-out pairs ({reference['clips']} clips): matched median {median('matched')}, "
+                     f"mismatched median {median('mismatched')}; reaching sigma: {share('matched', 1)} of the "
+                     f"matched, {share('mismatched', 2)} of the mismatched (teacher_reference.png)")
     for name, key in (("captions", "top_captions"), ("labels", "top_labels")):
         if stats.get(key):
             shares = ", ".join(f"{entry[key[4:-1]]!r} {entry['share']:.1%}" for entry in stats[key])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..files import check_output_folder
+from ..locks import one_writer
 from . import browsers
 from .analysis import target_peakedness
 from .config import StudyConfig, check_study_inputs
@@ -129,5 +130,6 @@ def run_study(config: StudyConfig) -> str:
         raise ConfigError("a study runs as one process (not under torchrun or another launcher): the `trainer` "
                           "settings devices and num_nodes of its sections start the processes of each fit")
     quiet_banners()
-    check_study_inputs(config)
-    return Study(config).run()
+    check_study_inputs(config)  # before the study folder is made: nothing is written on bad input
+    with one_writer(config.out_root, "study folder"):
+        return Study(config).run()

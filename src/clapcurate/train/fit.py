@@ -14,9 +14,9 @@ process at a time computes the log-mels the cache lacks while the others wait, t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-import functools
 import importlib.util
 import json
 import logging
@@ -229,20 +229,11 @@ def _one_builder(cache_dir: str) -> FileLock:
     return FileLock(folder / ".build.lock")
 
 
-def _alone_in_run_folder(fit):
-    """`fit` on its config as placed (`placed`: once, before the run folder is made, so a
-    config error is said first), holding its run folder's lock (`locks.one_writer`) while it runs;
-    the other processes of a multi-process fit share the folder with the first, which holds it."""
-
-    @functools.wraps(fit)
-    def fit_alone(config, callbacks: Sequence[Callback] = ()) -> Path:
-        config = placed(config)
-        if not first_process():
-            return fit(config, callbacks)
-        with one_writer(config.out_dir, "run folder"):
-            return fit(config, callbacks)
-
-    return fit_alone
+def _alone_in_run_folder(config: TeacherConfig | StudentConfig | TaggerConfig):
+    """The run folder's lock (`locks.one_writer`), held while the fit writes the folder; the other
+    processes of a multi-process fit share the folder with the first, which holds it. Taken once
+    the fit's inputs are checked: a fit refused on bad input writes nothing."""
+    return one_writer(config.out_dir, "run folder") if first_process() else contextlib.nullcontext()
 
 
 def _check_resume_state(path: Path) -> None:
@@ -364,41 +355,44 @@ def _fit(module: ClapModule, datamodule: PairDataModule, config, run_dir: Path, 
     return run_dir
 
 
-@_alone_in_run_folder
 def fit_teacher(config: TeacherConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Train a new CLAP model on `config.data.train_manifest` with the contrastive loss (Eq. 1).
 
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
+    config = placed(config)
     check_data(config.data.train_manifest, "data.train_manifest")
     if config.init_audio_encoder:
         _require_file(config.init_audio_encoder, "init_audio_encoder")
-    run_dir, ckpt_path = _start_run(config)
-    seed_everything(config.seed, verbose=False)
-    model = CLAP(config.model)
-    if config.init_audio_encoder:
-        # PANNs' CNN weights; the front-end stays the one `config.model.audio` describes
-        load_panns_checkpoint(model.audio_encoder, config.init_audio_encoder, keep_frontend=True)
-        model.weight_sources["audio_encoder"] = WeightsSource.of(
-            model.audio_encoder, "panns", os.path.abspath(config.init_audio_encoder))
-    inputs = _Inputs.of(model, config)
-    manifest = take_subset(read_data(config.data.train_manifest), config.data.subset, config.seed)
-    train_rows, val_rows = split_by_clip(manifest, config.data.val_fraction, config.data.split_seed)
-    train_pairs, train_kept, train_skipped = inputs.prepare(train_rows, config.data.train_manifest, config.data)
-    val_pairs, val_kept, val_skipped = (
-        inputs.prepare(val_rows, config.data.train_manifest, config.data) if len(val_rows) else (None, val_rows, val_rows[[]])
-    )
-    if first_process():
-        write_manifest(train_kept, run_dir / "train_pairs.csv")
-        write_manifest(val_kept, run_dir / "val_pairs.csv")
-    _write_summary(run_dir, {"train_pairs": len(train_kept), "val_pairs": len(val_kept)},
-                   [train_skipped, val_skipped.reindex(columns=["audio_path", "reason"])],
-                   _minimums(config.data, ["train_pairs"], config.data.val_fraction > 0))
-    module = ClapModule(model, config.optim, freeze_text_encoder=config.text.freeze_text_encoder,
-                        freeze_audio_encoder=config.freeze_audio_encoder, local_loss=config.trainer.local_loss)
-    schedule = PairSchedule(train_pairs, config.data.batch_size, config.seed)
-    datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data, config.seed)
-    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+    with _alone_in_run_folder(config):
+        run_dir, ckpt_path = _start_run(config)
+        seed_everything(config.seed, verbose=False)
+        model = CLAP(config.model)
+        if config.init_audio_encoder:
+            # PANNs' CNN weights; the front-end stays the one `config.model.audio` describes
+            load_panns_checkpoint(model.audio_encoder, config.init_audio_encoder, keep_frontend=True)
+            model.weight_sources["audio_encoder"] = WeightsSource.of(
+                model.audio_encoder, "panns", os.path.abspath(config.init_audio_encoder))
+        inputs = _Inputs.of(model, config)
+        manifest = take_subset(read_data(config.data.train_manifest), config.data.subset, config.seed)
+        train_rows, val_rows = split_by_clip(manifest, config.data.val_fraction, config.data.split_seed)
+        train_pairs, train_kept, train_skipped = inputs.prepare(train_rows, config.data.train_manifest, config.data)
+        val_pairs, val_kept, val_skipped = (
+            inputs.prepare(val_rows, config.data.train_manifest, config.data) if len(val_rows)
+            else (None, val_rows, val_rows[[]])
+        )
+        if first_process():
+            write_manifest(train_kept, run_dir / "train_pairs.csv")
+            write_manifest(val_kept, run_dir / "val_pairs.csv")
+        _write_summary(run_dir, {"train_pairs": len(train_kept), "val_pairs": len(val_kept)},
+                       [train_skipped, val_skipped.reindex(columns=["audio_path", "reason"])],
+                       _minimums(config.data, ["train_pairs"], config.data.val_fraction > 0))
+        module = ClapModule(model, config.optim, freeze_text_encoder=config.text.freeze_text_encoder,
+                            freeze_audio_encoder=config.freeze_audio_encoder, local_loss=config.trainer.local_loss)
+        schedule = PairSchedule(train_pairs, config.data.batch_size, config.seed)
+        datamodule = PairDataModule(schedule, inputs.train_batches, val_pairs, inputs.val_batches, config.data,
+                                    config.seed)
+        return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 
 
 def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig) -> None:
@@ -418,20 +412,24 @@ def _attach_cached_targets(pairs: PairSet, kept: pd.DataFrame, loss: LossConfig)
                                         loss.teacher_text_embeddings, hint.format("text")).astype(np.float32)
 
 
-@_alone_in_run_folder
 def fit_student(config: StudentConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Fine-tune the teacher `config.teacher` (a checkpoint folder or a published weights file,
     `load_model`) on the Improvement-Set with replay.
 
     Returns the run folder (see the module docstring). `callbacks`: extra Lightning callbacks.
     """
-    module, datamodule, run_dir, ckpt_path = build_student(config)
-    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+    config = placed(config)
+    checked = check_student_inputs(config)
+    with _alone_in_run_folder(config):
+        module, datamodule, run_dir, ckpt_path = build_student(config, *checked)
+        return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
 
 
-def build_student(config: StudentConfig) -> tuple[ClapModule, PairDataModule, Path, str | None]:
-    """The student's LightningModule and DataModule for a `placed` config, its run folder (with
-    config.json and summary.json written) and the checkpoint to resume from (or None)."""
+def check_student_inputs(config: StudentConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """A `placed` student config's inputs, checked before its run folder is written: the teacher,
+    every manifest, the curated set, the run folder writable, and its validation
+    (`student_validation`). Returns the replay pairs outside the validation, the validation
+    pairs and where they come from, as `build_student` takes them."""
     checkpoints.require_model_path(config.teacher, "teacher")
     for key in ("improvement_set", "replay_manifest", *(("val_manifest",) if config.val_manifest is not None else ()),
                 *(("teacher_val_manifest",) if config.teacher_val_manifest else ())):
@@ -443,6 +441,14 @@ def build_student(config: StudentConfig) -> tuple[ClapModule, PairDataModule, Pa
     replay = read_data(config.replay_manifest)
     val_rows, validation = student_validation(config, replay)  # before the run starts: never a run without it
     replay = replay[~replay["clip_id"].isin(set(val_rows["clip_id"]))].reset_index(drop=True)
+    return replay, val_rows, validation
+
+
+def build_student(config: StudentConfig, replay: pd.DataFrame, val_rows: pd.DataFrame,
+                  validation: str) -> tuple[ClapModule, PairDataModule, Path, str | None]:
+    """The student's LightningModule and DataModule for a `placed` config and its checked inputs
+    (`check_student_inputs`), its run folder (with config.json and summary.json written) and the
+    checkpoint to resume from (or None)."""
     run_dir, ckpt_path = _start_run(config)
     seed_everything(config.seed, verbose=False)
     model = checkpoints.load_model(config.teacher, config.text_encoder)
@@ -547,7 +553,6 @@ def build_tagger(audio: AudioConfig, n_classes: int) -> AudioTagger:
     return AudioTagger(audio.build_encoder(), n_classes)
 
 
-@_alone_in_run_folder
 def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path:
     """Pretrain an audio encoder as a tagger on the labelled clips of `config.data.train`.
 
@@ -555,32 +560,34 @@ def fit_tagger(config: TaggerConfig, callbacks: Sequence[Callback] = ()) -> Path
     `last/audio_encoder.pth` are PANNs-style checkpoints (`{"model": ..., "labels": ...}`) that
     a teacher's `init_audio_encoder` accepts.
     """
+    config = placed(config)
     check_data(config.data.train, "data.train")
     if config.data.labels_csv:
         _require_file(config.data.labels_csv, "data.labels_csv")
-    run_dir, ckpt_path = _start_run(config)
-    seed_everything(config.seed, verbose=False)
-    manifest = take_subset(read_data(config.data.train), config.data.subset, config.seed)
-    if "label" not in manifest.columns or not manifest["label"].astype(str).str.strip().any():
-        raise ManifestError(f"{config.data.train}: no labels (expected a `label` column of comma-separated labels)")
-    classes = tagger_classes(manifest, config.data.labels_csv)
-    model = build_tagger(config.audio, len(classes))
-    inputs = _Inputs.for_audio(config.audio, config)
-    train_rows, val_rows = split_by_clip(manifest, config.data.val_fraction, config.data.split_seed)
-    prepared = {}
-    for name, rows in (("train", train_rows), ("val", val_rows)):
-        if len(rows) == 0:
-            prepared[name] = (None, rows, rows.reindex(columns=["audio_path", "reason"]).iloc[:0])
-            continue
-        pairs, kept, skipped = inputs.prepare(rows, config.data.train, config.data)
-        pairs.labels = label_matrix(kept["label"].tolist(), classes, config.data.train)
-        prepared[name] = (pairs, kept, skipped)
-    _write_summary(run_dir, {"train_clips": len(prepared["train"][1]), "val_clips": len(prepared["val"][1]),
-                             "classes": len(classes)}, [prepared["train"][2], prepared["val"][2]],
-                   {"train_clips": config.data.min_pairs_warning,
-                    **({"val_clips": config.data.min_val_pairs_warning} if config.data.val_fraction > 0 else {})})
-    module = TaggerModule(model, config.optim, classes)
-    schedule = PairSchedule(prepared["train"][0], config.data.batch_size, config.seed)
-    datamodule = PairDataModule(schedule, inputs.train_batches, prepared["val"][0], inputs.val_batches, config.data,
-                                config.seed)
-    return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
+    with _alone_in_run_folder(config):
+        run_dir, ckpt_path = _start_run(config)
+        seed_everything(config.seed, verbose=False)
+        manifest = take_subset(read_data(config.data.train), config.data.subset, config.seed)
+        if "label" not in manifest.columns or not manifest["label"].astype(str).str.strip().any():
+            raise ManifestError(f"{config.data.train}: no labels (expected a `label` column of comma-separated labels)")
+        classes = tagger_classes(manifest, config.data.labels_csv)
+        model = build_tagger(config.audio, len(classes))
+        inputs = _Inputs.for_audio(config.audio, config)
+        train_rows, val_rows = split_by_clip(manifest, config.data.val_fraction, config.data.split_seed)
+        prepared = {}
+        for name, rows in (("train", train_rows), ("val", val_rows)):
+            if len(rows) == 0:
+                prepared[name] = (None, rows, rows.reindex(columns=["audio_path", "reason"]).iloc[:0])
+                continue
+            pairs, kept, skipped = inputs.prepare(rows, config.data.train, config.data)
+            pairs.labels = label_matrix(kept["label"].tolist(), classes, config.data.train)
+            prepared[name] = (pairs, kept, skipped)
+        _write_summary(run_dir, {"train_clips": len(prepared["train"][1]), "val_clips": len(prepared["val"][1]),
+                                 "classes": len(classes)}, [prepared["train"][2], prepared["val"][2]],
+                       {"train_clips": config.data.min_pairs_warning,
+                        **({"val_clips": config.data.min_val_pairs_warning} if config.data.val_fraction > 0 else {})})
+        module = TaggerModule(model, config.optim, classes)
+        schedule = PairSchedule(prepared["train"][0], config.data.batch_size, config.seed)
+        datamodule = PairDataModule(schedule, inputs.train_batches, prepared["val"][0], inputs.val_batches, config.data,
+                                    config.seed)
+        return _fit(module, datamodule, config, run_dir, ckpt_path, callbacks)
