@@ -13,7 +13,7 @@ import torch
 from clapcurate.cli import main
 from clapcurate.intervals import accuracy_bootstrap
 from clapcurate.model import checkpoints
-from clapcurate.study.outputs import recording_ids
+from clapcurate.data.manifest import recording_ids
 from clapcurate.study.statistics import paired_interval
 from clapcurate.tasks import TaskSpec, parse_task, read_task
 from clapcurate.zeroshot import evaluate

@@ -217,8 +217,10 @@ def test_hash_survives_a_parquet_round_trip(tmp_path):
 def test_recording_ids_fall_back_to_the_clip():
     from clapcurate.data.manifest import freesound_recording, recording_ids, youtube_recording
 
-    manifest = pd.DataFrame({"clip_id": ["a", "b", "c"], "recording_id": ["freesound:1", "", None]})
+    manifest = pd.DataFrame({"id": ["a#0", "b", "c"], "clip_id": ["a", "b", "c"],
+                             "recording_id": ["freesound:1", "", None]})
     assert recording_ids(manifest).tolist() == ["freesound:1", "b", "c"]
+    assert recording_ids(manifest).index.tolist() == ["a#0", "b", "c"]  # looked up by the rows' ids
     assert recording_ids(manifest.drop(columns="recording_id")).tolist() == ["a", "b", "c"]
     assert freesound_recording(" 0042 ") == "freesound:42" and freesound_recording("Not found") == ""
     assert youtube_recording("--0PQM4-hqg") == "youtube:--0PQM4-hqg" and youtube_recording("") == ""

@@ -522,7 +522,7 @@ def test_on_the_tiny_world_an_oracle_student_beats_a_shuffled_one_and_the_claim_
     with intervals over the benchmark's recordings."""
     import numpy as np
 
-    from clapcurate.study.outputs import recording_ids
+    from clapcurate.data.manifest import recording_ids
     from clapcurate.study.statistics import POOLED
     from clapcurate.study.tables import claim_rows
 

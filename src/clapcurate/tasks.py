@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .data.manifest import RECORDING_COLUMN
 from .errors import ConfigError, ManifestError
 from .prompts import PROMPT_TEMPLATE, benchmark_labels, prompts
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # numpy and pandas load when a task is read, not when a confi
 
 PAPER_BENCHMARKS = {"esc50": "ESC-50", "urbansound8k": "UrbanSound8K", "tut2017": "TUT17"}  # layout -> paper's name
 PAPER_CLASSES = {"esc50": 50, "urbansound8k": 10, "tut2017": 15}
-RECORDING_COLUMN = "recording_id"
 
 
 @dataclass(frozen=True)

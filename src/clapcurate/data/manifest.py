@@ -338,7 +338,8 @@ def given_recordings(manifest: pd.DataFrame) -> pd.Series:
 
 
 def recording_ids(manifest: pd.DataFrame) -> pd.Series:
-    """Each row's recording, as the bootstrap's clusters take it: its `recording_id`, or where that
-    is absent or empty its `clip_id` (the clip is its own recording)."""
+    """Each row's recording, as the bootstrap's clusters take it, indexed by the row's `id`: its
+    `recording_id`, or where that is absent or empty its `clip_id` (the clip is its own recording)."""
     given = given_recordings(manifest)
-    return given.where(given != "", manifest["clip_id"].astype(str))
+    recordings = given.where(given != "", manifest["clip_id"].astype(str))
+    return pd.Series(recordings.to_numpy(), index=manifest["id"].astype(str).to_numpy())

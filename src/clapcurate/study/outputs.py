@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from ..config import to_dict
+from ..data.manifest import RECORDING_COLUMN
 from . import report, selections
 from .analysis import per_class_rows
 from .paper import ReportedTask
@@ -28,7 +29,7 @@ RESULT_COLUMNS = ["teacher", "method", "student", "curated_set", "soft_labels", 
                   "checkpoint"]
 PREDICTION_COLUMNS = ["teacher", "method", "seed", "benchmark", "clip_id", "recording_id", "label", "predicted",
                       "correct"]
-RECORDING_ID = "recording_id"  # the manifest column naming each clip's recording
+
 
 def reported_tasks(study: Study, manifests: dict[str, str]) -> list[ReportedTask]:
     """The configured target tasks as the report shows them, read from the study's manifests."""
@@ -39,23 +40,12 @@ def reported_tasks(study: Study, manifests: dict[str, str]) -> list[ReportedTask
             for name, spec in study.data.tasks().items()]
 
 
-
-def recording_ids(manifest: pd.DataFrame) -> pd.Series:
-    """Each clip's recording by clip id: the manifest's `recording_id` where given, else the clip
-    itself (a clip without one is its own recording)."""
-    own = manifest["id"].astype(str)
-    if RECORDING_ID not in manifest:
-        return pd.Series(own.to_numpy(), index=own)
-    given = manifest[RECORDING_ID].fillna("").astype(str)
-    return pd.Series(np.where(given != "", given, own), index=own)
-
-
 def write_outputs(study: Study, rows: list[dict], counts: list[dict], manifests: dict[str, str],
                   seconds: float, curves=()) -> str:
     """results.csv, predictions.csv, claims.csv, the selection criteria's files (from their
     precision `curves`) and config.yaml from the evaluations' rows, then the report from those
     files; returns the study folder."""
-    from ..data.manifest import read_manifest
+    from ..data.manifest import read_manifest, recording_ids
 
     out = study.out
     tasks = reported_tasks(study, manifests)
@@ -114,7 +104,7 @@ def recording_table(results: pd.DataFrame) -> pd.DataFrame:
         own = bool(np.array_equal(clips, recordings))
         out.append({"benchmark": bench, "clips": len(clips), "recordings": len(set(recordings)),
                     "recording ids": "none: each clip is its own recording" if own
-                    else f"the manifest's `{RECORDING_ID}` column"})
+                    else f"the manifest's `{RECORDING_COLUMN}` column"})
     return pd.DataFrame(out)
 
 
