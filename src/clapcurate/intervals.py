@@ -93,10 +93,16 @@ class Scores:
         return (per_seed * seed_weights[None]).sum(axis=2) / n_seeds
 
 
-def _percentile_interval(point: float, resampled: np.ndarray, level: float) -> Interval:
+def _percentile_bounds(resampled: np.ndarray, level: float) -> tuple[float, float]:
+    """The `level` percentile interval's bounds of resampled values."""
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(resampled, [tail, 100 - tail])
-    return Interval(100 * float(point), 100 * float(low), 100 * float(high))
+    return float(low), float(high)
+
+
+def _percentile_interval(point: float, resampled: np.ndarray, level: float) -> Interval:
+    low, high = _percentile_bounds(resampled, level)
+    return Interval(100 * float(point), 100 * low, 100 * high)
 
 
 def paired_bootstrap(correct_a, correct_b, recordings=None, resamples: int = RESAMPLES, level: float = LEVEL,
@@ -120,9 +126,8 @@ def accuracy_bootstrap(correct, recordings=None, resamples: int = RESAMPLES, lev
     [seeds, clips], `recordings` each clip's recording id (None: every clip its own recording)."""
     scores = Scores.of(correct, recordings=recordings)
     means = scores.resampled_means(resamples, np.random.default_rng(seed))[0]
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return AccuracyInterval(100 * float(scores.correct[0].mean()), 100 * float(low), 100 * float(high))
+    low, high = _percentile_bounds(means, level)
+    return AccuracyInterval(100 * float(scores.correct[0].mean()), 100 * low, 100 * high)
 
 
 def pooled_paired_bootstrap(benchmarks: list[Scores], resamples: int = RESAMPLES, level: float = LEVEL,
@@ -149,9 +154,7 @@ def bracket_position(curated, oracle, shuffled, recordings=None, resamples: int 
         return float("nan"), float("nan"), float("nan")
     ratios = (means[0] - means[2])[span > 0] / span[span > 0]
     c, o, s = (x.mean() for x in scores.correct)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float((c - s) / (o - s)), float(low), float(high)
+    return (float((c - s) / (o - s)), *_percentile_bounds(ratios, level))
 
 
 def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[float, float]:
