@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -323,6 +324,23 @@ def test_pool_file_with_a_benchmark_clips_content_is_refused(tmp_path, disguise)
     refuse_benchmark_audio(own, benchmark, "esc50")  # other audio of the same size or length: accepted
     pool = pd.concat([own, pd.DataFrame({"clip_id": ["p9"], "audio_path": [str(disguised)]})], ignore_index=True)
     with pytest.raises(ClapcurateError, match=rf"1 file.*{disguised.name} has the content of .*bench/1.wav"):
+        refuse_benchmark_audio(pool, benchmark, "esc50")
+
+
+def test_content_check_reads_a_rewritten_file_again(tmp_path):
+    """The digests are remembered per version of a file: a pool file rewritten with a benchmark
+    clip's bytes after an accepted check is refused by the next check of the same process."""
+    rng = np.random.default_rng(1)
+    clip = (0.2 * rng.standard_normal(8000)).astype(np.float32)
+    soundfile.write(tmp_path / "bench.wav", clip, 16000, subtype="PCM_16")
+    soundfile.write(tmp_path / "pool.wav", clip[::-1].copy(), 16000, subtype="PCM_16")  # same size, other audio
+    benchmark = pd.DataFrame({"clip_id": ["esc:0"], "audio_path": [str(tmp_path / "bench.wav")]})
+    pool = pd.DataFrame({"clip_id": ["p0"], "audio_path": [str(tmp_path / "pool.wav")]})
+    refuse_benchmark_audio(pool, benchmark, "esc50")
+    before = (tmp_path / "pool.wav").stat().st_mtime_ns
+    (tmp_path / "pool.wav").write_bytes((tmp_path / "bench.wav").read_bytes())
+    os.utime(tmp_path / "pool.wav", ns=(before + 10**9, before + 10**9))  # a later write, beyond the clock's tick
+    with pytest.raises(ClapcurateError, match="pool.wav has the content of"):
         refuse_benchmark_audio(pool, benchmark, "esc50")
 
 

@@ -19,6 +19,26 @@ PROBLEMS = ("unreadable", "empty", "near-empty", "non-finite", "silent")  # what
 SILENT_PEAK = 1e-4  # a file whose every sample stays below this (-80 dBFS) is silent
 
 
+def _identity(path: str) -> tuple:
+    """What names one version of a file: its path, size, modification time and inode (a file
+    rewritten in place gets a new modification time, so a cached digest is never stale)."""
+    stat = os.stat(path)
+    return path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+
+
+def _by_identity(read):
+    """`read(path)` remembered in this process for each version of a file (`_identity`): a study
+    checks one pool against several benchmarks, and each check would otherwise read every file."""
+    remembered = functools.lru_cache(maxsize=1 << 18)(lambda identity: read(identity[0]))
+
+    @functools.wraps(read)
+    def cached(path: str):
+        return remembered(_identity(path))
+
+    return cached
+
+
+@_by_identity
 def _file_digest(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -27,6 +47,7 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
+@_by_identity
 def _shape(path: str) -> tuple | None:
     """(frames, sample rate, channels) from the file's header; None when it cannot be read."""
     try:
@@ -41,6 +62,7 @@ def _samples_hash(samples: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(samples).tobytes()).hexdigest()
 
 
+@_by_identity
 def _samples_digest(path: str) -> str | None:
     try:
         samples, _ = soundfile.read(path, dtype="float32", always_2d=True)
@@ -53,31 +75,47 @@ def _existing(paths: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(p for p in paths if p and os.path.isfile(p)))
 
 
+class _DigestIndex:
+    """The benchmark's files grouped by a cheap key (size, header shape), each group's content
+    digests computed the first time a pool file shares its key: {digest: first file}."""
+
+    def __init__(self, paths: list[str], key, digest):
+        self.groups: dict = {}
+        for path in paths:
+            value = key(path)
+            if value is not None:
+                self.groups.setdefault(value, []).append(path)
+        self.key, self.digest, self.indexed = key, digest, {}
+
+    def match(self, path: str) -> str | None:
+        """The first benchmark file with `path`'s content, None when there is none."""
+        value = self.key(path)
+        if value not in self.groups:
+            return None
+        if value not in self.indexed:
+            index = {}
+            for other in self.groups[value]:
+                if (digest := self.digest(other)) is not None:
+                    index.setdefault(digest, other)
+            self.indexed[value] = index
+        digest = self.digest(path)
+        return None if digest is None else self.indexed[value].get(digest)
+
+
 def content_duplicates(pool_paths, benchmark_paths) -> dict[str, str]:
     """{pool file: benchmark file} for pool files holding a benchmark file's content: the same
     bytes (copies, hard links), or the same decoded samples (lossless re-encodings such as WAV ->
     FLAC). Cheap where nothing matches: a pool file is hashed only when its size, and decoded
-    only when its header's length, rate and channels, equal a benchmark file's. Lossy
-    re-encodings (MP3, Ogg) change the samples and are not recognised."""
-    sized: dict[int, list[str]] = {}
-    shaped: dict[tuple, list[str]] = {}
-    for path in _existing(benchmark_paths):
-        sized.setdefault(os.path.getsize(path), []).append(path)
-        shape = _shape(path)
-        if shape is not None:
-            shaped.setdefault(shape, []).append(path)
-    byte_digest = functools.lru_cache(maxsize=None)(_file_digest)
-    sample_digest = functools.lru_cache(maxsize=None)(_samples_digest)
+    only when its header's length, rate and channels, equal a benchmark file's; each file is read
+    once per process (later checks of the same files reuse the digests)."""
+    benchmark = _existing(benchmark_paths)
+    same_bytes = _DigestIndex(benchmark, os.path.getsize, _file_digest)
+    same_samples = _DigestIndex(benchmark, _shape, _samples_digest)
     found = {}
     for path in _existing(pool_paths):
-        same = [other for other in sized.get(os.path.getsize(path), []) if byte_digest(other) == byte_digest(path)]
-        if not same and shaped:
-            shape = _shape(path)
-            candidates = shaped.get(shape, []) if shape is not None else []
-            same = [other for other in candidates if sample_digest(path) is not None
-                    and sample_digest(other) == sample_digest(path)]
-        if same:
-            found[path] = same[0]
+        match = same_bytes.match(path) or (same_samples.match(path) if same_samples.groups else None)
+        if match is not None:
+            found[path] = match
     return found
 
 
