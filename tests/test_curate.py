@@ -510,7 +510,7 @@ def test_stage_summary_on_planted_degenerate_pools(world):
            f"{empty['sigma_keeping_suggested_pairs']:.4f} would keep about 100 pairs: lower sigma" in zero
 
 
-def test_embed_and_curate_commands_print_the_duplicates_summary_and_warnings(world, capsys):
+def test_embed_and_curate_commands_print_the_duplicates_summary_and_warnings(world, capsys, monkeypatch):
     from clapcurate.cli import main
 
     tmp_path, config = world
@@ -525,6 +525,15 @@ def test_embed_and_curate_commands_print_the_duplicates_summary_and_warnings(wor
     # the fixture's p0 is c0's tone, which the pool also holds as "seen"; p4_again is planted
     assert "warning: 2 embedded clip(s) repeat the audio of another (2 group(s), e.g. " in out
     assert f"{pool['audio_path'][0]} = {pool['audio_path'][6]}" in out
+    # above the pairwise search's bound the command says where to look instead, and searches nothing
+    monkeypatch.setattr("clapcurate.content.EMBEDDED_DUPLICATES_MAX", 5)
+    assert main(["embed", "--model", config["teacher"], "--manifest", str(planted), "--out",
+                 str(tmp_path / "emb" / "copied"), "--batch-size", "4"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    embedded = int(out.split(" audio embeddings in ")[0].split()[-1])
+    assert f"{embedded} clips: more than 5, so duplicate audio is not looked for here" in out
+    assert "repeat the audio" not in out
+    monkeypatch.undo()
     path = config_file(tmp_path, {**config, "pool_manifest": str(planted), "pool_embeddings": str(tmp_path / "emb" / "copied"),
                                   "out_dir": str(tmp_path / "cli"), "sigma": 0.999999}, "cli")
     assert main(["curate", "du", "--config", str(path)]) == 0

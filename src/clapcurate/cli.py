@@ -150,11 +150,15 @@ def cmd_embed(args):
 
 
 def _report_embedded_duplicates(folder, data, device) -> None:
-    from .content import embedded_duplicates
+    from .content import EMBEDDED_DUPLICATES_MAX, embedded_duplicates
     from .data.readers import read_data
     from .embed import load_embeddings, unique_clips
 
     ids, embeddings = load_embeddings(folder)
+    if len(ids) > EMBEDDED_DUPLICATES_MAX:
+        _console().print(f"{len(ids):,} clips: more than {EMBEDDED_DUPLICATES_MAX:,}, so duplicate audio is not looked "
+                         f"for here (pairwise); `clapcurate inspect` finds it by content", highlight=False)
+        return
     path_of = dict(zip(*unique_clips(read_data(data))[["clip_id", "audio_path"]].to_numpy().T))
     groups = embedded_duplicates(embeddings, [path_of[clip_id] for clip_id in ids], device)
     if groups:

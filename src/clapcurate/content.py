@@ -145,15 +145,21 @@ def duplicate_groups(paths) -> list[list[str]]:
 
 
 NEAR_IDENTICAL = 0.999  # embeddings this close are compared by content
+# the most embeddings compared pairwise (a quadratic search: 20,000 takes seconds, a million days);
+# beyond, `clapcurate inspect` finds duplicates by content hash in one linear pass
+EMBEDDED_DUPLICATES_MAX = 20_000
 
 
-def embedded_duplicates(embeddings, paths, device=None) -> list[list[str]]:
+def embedded_duplicates(embeddings, paths, device=None) -> list[list[str]] | None:
     """Groups of embedded files holding the same audio (`duplicate_groups`), looked for only among
     the files whose embeddings [N, d] (L2-normalised, aligned with `paths`) are almost equal: the
-    same content embeds alike, so only those are read again."""
+    same content embeds alike, so only those are read again. None, without a search, for more than
+    `EMBEDDED_DUPLICATES_MAX` files."""
     from .search import search_pass
 
     paths = np.asarray(paths, dtype=object)
+    if len(paths) > EMBEDDED_DUPLICATES_MAX:
+        return None
     if len(paths) < 2:
         return []
     close = search_pass(embeddings, embeddings, NEAR_IDENTICAL, histogram_queries=0, device=device).pairs

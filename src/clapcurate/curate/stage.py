@@ -307,9 +307,14 @@ def _curate_pool_stage(method: str, config: CurationConfig,
 
 
 def _curated_duplicates(pool_embeddings, pool_clips: pd.DataFrame, rows: pd.DataFrame, device) -> list[list[str]]:
-    """Groups of curated clips holding the same audio (`content.embedded_duplicates`)."""
+    """Groups of curated clips holding the same audio (`content.embedded_duplicates`; none looked
+    for, and said in the log, among more curated clips than it compares)."""
     curated = np.flatnonzero(pool_clips["clip_id"].isin(set(rows["clip_id"])).to_numpy())
-    return embedded_duplicates(pool_embeddings[curated], pool_clips["audio_path"].to_numpy()[curated], device)
+    groups = embedded_duplicates(pool_embeddings[curated], pool_clips["audio_path"].to_numpy()[curated], device)
+    if groups is None:
+        log.info("%d curated clips: duplicate audio among them is not looked for (`clapcurate inspect` finds it)",
+                 len(curated))
+    return groups or []
 
 
 def _benchmark_heard_by_teacher(config: CurationConfig, data: dict[str, pd.DataFrame]) -> dict:
