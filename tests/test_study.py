@@ -287,7 +287,11 @@ def test_resuming_with_other_settings_is_refused_but_more_seeds_are_not(tiny_stu
     more = copy.deepcopy(config)
     more.seeds = [0, 1]
     more.variants = False
-    Study(more)  # adding seeds (or dropping variants) resumes the same stages
+    more.curation.selections = ["cosine", "csls"]
+    Study(more)  # adding seeds or selection criteria (or dropping variants) resumes the same stages
+    more.curation.selection_k = config.curation.selection_k + 1  # the criteria's stages hold their k
+    with pytest.raises(ConfigError, match=r"curation\.selection_k changed"):
+        Study(more)
 
 
 def test_a_run_folder_without_recorded_settings_is_refused(tiny_study, tmp_path):

@@ -23,7 +23,7 @@ def target_peakedness(study: Study, seed: int, ckpt: str, train_manifest: str, e
         ids, emb = load_embeddings(embeddings["train_audio"])
         path_of = dict(zip(*read_manifest(train_manifest)[["clip_id", "audio_path"]].T.values))
         events = [study.truth().clip_events(path_of[clip]) for clip in ids]
-        scale = float(load(ckpt).logit_scale_exp())
+        scale = float(load(ckpt).logit_scale_exp().detach())
         student = study.config.student
         table = target_mass(emb, events, student.loss.beta, scale, student.data.batch_size, seed=seed)
         return {"rows": table.to_dict("records"), "alike_share": table.attrs["alike_share"], "scale": scale}

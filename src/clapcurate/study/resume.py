@@ -11,19 +11,33 @@ from ..errors import ConfigError
 from ..train.config import TaggerConfig, result_settings
 from .config import StudyConfig
 
-# Settings a resumed run may change: which seeds and variants to add, and how fast and where to
-# compute (a finished stage stays valid on another device; `precision: auto` is compared as what
-# it resolves to there, see `train.config.result_settings`).
-RESUMABLE_KEYS = ("seeds", "variants", "brackets", "lengths", "num_workers", "eval_batch_size", "out_root", "name",
-                  "device")
+# Settings a resumed run may change (dotted for nested keys): which seeds, variants, brackets,
+# lengths and selection criteria to add, and how fast and where to compute (a finished stage stays
+# valid on another device; `precision: auto` is compared as what it resolves to there, see
+# `train.config.result_settings`). The selection criteria's own settings (`curation.selection_k`,
+# `curation.selection_keep_fraction`) are not among them: their stages would be reused unchanged.
+RESUMABLE_KEYS = ("seeds", "variants", "brackets", "lengths", "curation.selections", "num_workers", "eval_batch_size",
+                  "out_root", "name", "device")
+
+
+def _without_resumable(settings: dict) -> dict:
+    """`settings` without `RESUMABLE_KEYS` (a copy)."""
+    settings = json.loads(json.dumps(settings))
+    for key in RESUMABLE_KEYS:
+        *parents, last = key.split(".")
+        mapping = settings
+        for parent in parents:
+            mapping = mapping.get(parent, {}) if isinstance(mapping, dict) else {}
+        if isinstance(mapping, dict):
+            mapping.pop(last, None)
+    return settings
 SETTINGS_FILE = "settings.json"  # the settings a run's stages were computed with
 
 
 def check_settings(out: Path, config: StudyConfig) -> None:
     """Refuse to resume stages computed with other settings (their results would be reused
     silently); record the settings of a new run."""
-    settings = result_settings({key: value for key, value in to_dict(config).items()
-                                if key not in RESUMABLE_KEYS}, config.device)
+    settings = result_settings(_without_resumable(to_dict(config)), config.device)
     recorded = out / SETTINGS_FILE
     has_stages = any((out / "stages").glob("*.json"))
     if recorded.is_file():
@@ -31,7 +45,7 @@ def check_settings(out: Path, config: StudyConfig) -> None:
         defaults = result_settings(json.loads(json.dumps(to_dict(StudyConfig(world=config.world,
                                                                              pretrain_audio=pretrain)))),
                                    config.device)
-        changed = changed_keys(result_settings(json.loads(recorded.read_text()), config.device),
+        changed = changed_keys(result_settings(_without_resumable(json.loads(recorded.read_text())), config.device),
                                json.loads(json.dumps(settings)), defaults)
         if changed:
             raise ConfigError(
