@@ -6,6 +6,8 @@ saved with the offline MiniLM tokenizer, the audio encoder a CNN at 4 base chann
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -14,11 +16,22 @@ torch.set_num_threads(1)  # the test machine's cores are shared
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
-    """The embedded world at seed 3 and scale 0.01, generated once per session: the tiny studies'
+    """The embedded world at seed 3 and scale 0.01, generated once per test run (the parallel
+    workers of one run share it, the first to need it writes it under a lock): the tiny studies'
     data (read only: a study reads its world and writes below its own folder)."""
+    from filelock import FileLock
+
     from clapcurate.data.synth import generate_world
 
-    return generate_world(tmp_path_factory.mktemp("tiny_world") / "world", seed=3, scale=0.01, progress=False).root
+    # under pytest-xdist the run's folder (the parent of each worker's) is shared by its workers
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    world = shared / "tiny_world" / "world"
+    with FileLock(shared / "tiny_world.lock"):
+        if not (world / "world.json").is_file():  # written last: the world is whole
+            generate_world(world, seed=3, scale=0.01, progress=False)
+    return world.resolve()
 
 
 @pytest.fixture(scope="session")
