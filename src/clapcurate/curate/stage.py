@@ -138,16 +138,19 @@ def plot_teacher_reference(reference: TeacherReference, histogram: SimilarityHis
     import matplotlib.pyplot as plt
 
     coarse = histogram.coarsened(PLOT_BINS)
-    reference_edges = histogram.coarsened(PLOT_BINS // 4).edges  # a few hundred held-out pairs: wider bins
+    values = np.concatenate([reference.matched, reference.mismatched, [sigma]])
+    # a few hundred held-out pairs: wider bins, over the search's range and every held-out cosine
+    reference_edges = np.linspace(min(values.min(), histogram.edges[0]), max(values.max(), histogram.edges[-1]),
+                                  PLOT_BINS // 4 + 1)
     figure, axes = plt.subplots(figsize=(7, 4))
-    for values, label in ((reference.mismatched, f"teacher's held-out mismatched pairs ({len(reference.mismatched):,})"),
-                          (reference.matched, f"teacher's held-out matched pairs ({len(reference.matched):,})")):
-        axes.hist(values, bins=reference_edges, density=True, histtype="step", linewidth=1.5, label=label)
+    for pairs, label in ((reference.mismatched, f"teacher's held-out mismatched pairs ({len(reference.mismatched):,})"),
+                         (reference.matched, f"teacher's held-out matched pairs ({len(reference.matched):,})")):
+        if len(pairs):
+            axes.hist(pairs, bins=reference_edges, density=True, histtype="step", linewidth=1.5, label=label)
     if coarse.total:
         density = coarse.counts / (coarse.total * coarse.bin_width)
         axes.stairs(density, coarse.edges, fill=True, alpha=0.35, label="this search's pairs")
     axes.axvline(sigma, color="crimson", linestyle="--", label=f"sigma = {sigma:.4f}")
-    values = np.concatenate([reference.matched, reference.mismatched, [sigma]])
     axes.set_xlim(values.min() - 0.05, values.max() + 0.05)
     axes.set_yscale("symlog", linthresh=0.1)
     axes.set_xlabel("cosine similarity")
