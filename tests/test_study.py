@@ -630,3 +630,20 @@ def test_a_students_model_card_gives_its_gains_over_its_teacher_as_the_report_do
     assert "No evaluation of this model was recorded." in model_card(str(alone / "last"), "hf", "x", [])
     teacher_card = model_card(str(Path(out, "teachers", "full_s0", "best")), "hf", "x", [])
     assert "lists no student evaluation of this checkpoint" in teacher_card
+
+
+def test_a_study_folder_whose_results_name_no_model_gives_no_gains_and_says_why(tmp_path):
+    """A results.csv without the `model` column (or the `checkpoint` one): the card says what is
+    missing and that running the study again writes it, instead of failing."""
+    from clapcurate.export import study_evaluation
+
+    checkpoint = tmp_path / "students" / "full_s0" / "DU" / "last"
+    checkpoint.mkdir(parents=True)
+    pd.DataFrame({"teacher": ["full"], "method": ["DU"], "seed": [0], "benchmark": ["esc50"],
+                  "checkpoint": ["students/full_s0/DU/last"]}).to_csv(tmp_path / "results.csv", index=False)
+    pd.DataFrame(columns=["teacher", "method", "seed", "benchmark"]).to_csv(tmp_path / "predictions.csv", index=False)
+    evaluation = study_evaluation(checkpoint)
+    assert evaluation.study == tmp_path and not evaluation.gains
+    assert "no `model` column" in evaluation.missing and "running the study again" in evaluation.missing
+    pd.read_csv(tmp_path / "results.csv").drop(columns="checkpoint").to_csv(tmp_path / "results.csv", index=False)
+    assert "names no checkpoint per evaluation" in study_evaluation(checkpoint).missing

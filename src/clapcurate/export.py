@@ -247,6 +247,9 @@ def study_evaluation(checkpoint: str | Path) -> StudyEvaluation | None:
     if "checkpoint" not in results:
         return StudyEvaluation(study, missing=f"its {STUDY_RESULTS} names no checkpoint per evaluation; running "
                                               "the study again (it resumes from disk) records them")
+    if "model" not in results:
+        return StudyEvaluation(study, missing=f"its {STUDY_RESULTS} names no evaluated model per row (no `model` "
+                                              "column); running the study again (it resumes from disk) writes it")
     rows = results[[(study / entry).resolve() == folder for entry in results["checkpoint"]]]
     rows = rows[rows["model"] != TEACHER]
     if rows.empty:
