@@ -55,9 +55,9 @@ def test_two_models_give_the_studys_paired_interval_and_per_class_counts_sum_up(
         # the study's interval: results rows with their per-clip outcomes, as `outputs.load_results`
         # reads them back (clips of one recording resampled together)
         rows = []
-        for method, path in (("teacher", a), ("student", b)):
+        for model, path in (("teacher", a), ("student", b)):
             clips = evaluate(checkpoints.load(path), loaded.manifest, labels=loaded.labels).predictions
-            rows.append({"teacher": "full", "method": method, "seed": 0, "benchmark": name,
+            rows.append({"teacher": "full", "model": model, "seed": 0, "benchmark": name,
                          "outcomes": (clips["label"] == clips["predicted"]).to_numpy(),
                          "clip_ids": clips["id"].astype(str).to_numpy(),
                          "recordings": recording_ids(loaded.manifest).loc[clips["id"].astype(str)].to_numpy()})

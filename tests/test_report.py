@@ -10,10 +10,10 @@ N = 1500
 ESC50 = [ReportedTask("esc50", "ESC-50", "esc50", 50)]
 
 
-def _row(method, correct, bench="esc50", teacher="full", seed=0, recordings=None):
+def _row(model, correct, bench="esc50", teacher="full", seed=0, recordings=None):
     """One evaluation as `outputs.load_results` gives it: per-clip outcomes, clip ids, recordings."""
     clip_ids = np.array([f"{bench}/{i}" for i in range(len(correct))])
-    return {"teacher": teacher, "method": method, "seed": seed, "benchmark": bench,
+    return {"teacher": teacher, "model": model, "seed": seed, "benchmark": bench,
             "accuracy": float(np.mean(correct)), "outcomes": np.asarray(correct, dtype=bool), "clip_ids": clip_ids,
             "recordings": clip_ids if recordings is None else np.asarray(recordings)}
 

@@ -65,19 +65,19 @@ def test_every_table_cell_is_present(tiny_study):
     _, config, out = tiny_study
     results = pd.read_csv(f"{out}/results.csv")
     for teacher, rows in (("full", TABLE2_ROWS), ("10%", TABLE3_ROWS)):
-        for method in rows:
+        for model in rows:
             for bench in BENCHMARK_TITLES:
-                cell = results[(results.teacher == teacher) & (results.method == method) & (results.benchmark == bench)]
-                assert len(cell) == len(config.seeds), (teacher, method, bench)
+                cell = results[(results.teacher == teacher) & (results.model == model) & (results.benchmark == bench)]
+                assert len(cell) == len(config.seeds), (teacher, model, bench)
                 assert cell["accuracy"].between(0, 1).all()
-                assert (cell["student"] == method).all() and (cell["table"] == "main").all()
+                assert (cell["student"] == model).all() and (cell["table"] == "main").all()
                 assert (cell["accuracy"] == cell["correct"] / cell["clips"]).all()
     # every evaluated model's per-clip outcomes: results.csv is their sum
     predictions = pd.read_csv(f"{out}/predictions.csv", keep_default_na=False)
-    assert list(predictions.columns) == ["teacher", "method", "seed", "benchmark", "clip_id", "recording_id", "label",
+    assert list(predictions.columns) == ["teacher", "model", "seed", "benchmark", "clip_id", "recording_id", "label",
                                          "predicted", "correct"]
-    summed = predictions.groupby(["teacher", "method", "seed", "benchmark"])["correct"].agg(["sum", "size"])
-    keyed = results.set_index(["teacher", "method", "seed", "benchmark"])
+    summed = predictions.groupby(["teacher", "model", "seed", "benchmark"])["correct"].agg(["sum", "size"])
+    keyed = results.set_index(["teacher", "model", "seed", "benchmark"])
     assert len(summed) == len(results)
     assert (summed["sum"] == keyed.loc[summed.index, "correct"]).all()
     assert (summed["size"] == keyed.loc[summed.index, "clips"]).all()
@@ -328,25 +328,25 @@ def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_stu
         student = json.loads(path.read_text())
         for suffix in ("_esc50", "_urbansound8k", "_tut2017"):
             if name.endswith(suffix):
-                method, bench = name[: -len(suffix)], suffix[1:]
+                model, bench = name[: -len(suffix)], suffix[1:]
                 break
         else:
-            method, bench = name, None
-        length = re.fullmatch(r"(.+)_(\d+)", method)  # a training-length student: `{method}_{steps}`
+            model, bench = name, None
+        length = re.fullmatch(r"(.+)_(\d+)", model)  # a training-length student: `{model}_{steps}`
         if length:
-            method = length.group(1)
+            model = length.group(1)
             assert student["trainer"]["max_steps"] == int(length.group(2))
-        arm = next((arm for arm in ("oracle", "shuffled") if method.endswith(f"_{arm}")), None)
-        method = method.removesuffix(f"_{arm}") if arm else method
-        selection = re.fullmatch(r"(.+)_selection-(\w+)", method)  # a selection criterion's student
-        method = selection.group(1) if selection else method
-        if method not in EXPECTED_STUDENTS:  # the variants: ADS+SL, and SL and DS+SL under the paper's targets
-            base = next(m for m in ("ADS_SL", "DS_SL", "SL") if method.startswith(f"{m}_"))
-            assert teacher_dir.startswith("full") and (base == "ADS_SL" or method == f"{base}_norm-none"), method
+        arm = next((arm for arm in ("oracle", "shuffled") if model.endswith(f"_{arm}")), None)
+        model = model.removesuffix(f"_{arm}") if arm else model
+        selection = re.fullmatch(r"(.+)_selection-(\w+)", model)  # a selection criterion's student
+        model = selection.group(1) if selection else model
+        if model not in EXPECTED_STUDENTS:  # the variants: ADS+SL, and SL and DS+SL under the paper's targets
+            base = next(m for m in ("ADS_SL", "DS_SL", "SL") if model.startswith(f"{m}_"))
+            assert teacher_dir.startswith("full") and (base == "ADS_SL" or model == f"{base}_norm-none"), model
             if base != "ADS_SL":
                 assert student["loss"]["target_norm"] == "none"
-            method = base
-        curated_set, replayed, soft = EXPECTED_STUDENTS[method]
+            model = base
+        curated_set, replayed, soft = EXPECTED_STUDENTS[model]
         low = not teacher_dir.startswith("full")
         train = Path(out, "manifests", "train_low10_s0.csv" if low else "train.csv")
 
@@ -365,7 +365,7 @@ def test_each_student_trains_on_its_set_and_replays_what_the_paper_says(tiny_stu
         assert Path(student["replay_manifest"]) == set_path(replayed), name
         assert (student["loss"]["kind"] == "soft_label") == soft, name
         assert student["teacher"] == str(Path(out, "teachers", teacher_dir, "best"))
-        seen.add((low, method))
+        seen.add((low, model))
     assert {m for low, m in seen if not low} == set(EXPECTED_STUDENTS)
     assert {m for low, m in seen if low} == {"DU", "ADS", "ADS_SL"}
 
@@ -437,7 +437,7 @@ def test_brackets_hold_right_pairs_and_the_curated_clips_and_captions_shuffled(t
             assert (shuffled["caption"].to_numpy() != curated["caption"].to_numpy()).any()
     results = pd.read_csv(Path(out, "results.csv"), keep_default_na=False)
     brackets = results[results["table"] == "bracket"]
-    assert {"DU oracle", "DU shuffled", "ADS+SL oracle", "ADS+SL shuffled"} <= set(brackets["method"])
+    assert {"DU oracle", "DU shuffled", "ADS+SL oracle", "ADS+SL shuffled"} <= set(brackets["model"])
     assert set(brackets["bracket"]) == {"oracle", "shuffled"}
     report = open(f"{out}/report.md").read()
     section = report.split("## Brackets")[1].split("\n## ")[0]
@@ -449,7 +449,7 @@ def test_accuracy_plot_has_one_panel_per_evaluated_benchmark(tmp_path):
 
     from clapcurate.study.figures import plot_accuracy
 
-    results = pd.DataFrame({"teacher": "full", "method": ["teacher", "DU", "teacher", "DU"], "seed": 0,
+    results = pd.DataFrame({"teacher": "full", "model": ["teacher", "DU", "teacher", "DU"], "seed": 0,
                             "benchmark": ["urbansound8k", "urbansound8k", "esc50", "esc50"],
                             "accuracy": [0.5, 0.55, 0.4, 0.42]})
     assert plot_accuracy(results, tmp_path / "two.png") == ["esc50", "urbansound8k"]
@@ -539,7 +539,7 @@ def test_on_the_tiny_world_an_oracle_student_beats_a_shuffled_one_and_the_claim_
         recordings = recording_ids(manifest).to_numpy()
         for student, predicted in (("teacher", rng.permutation(labels)), ("ADS+SL", labels)):
             correct = predicted == labels
-            rows.append({"teacher": "full", "method": student, "student": student, "seed": 0, "benchmark": bench,
+            rows.append({"teacher": "full", "model": student, "student": student, "seed": 0, "benchmark": bench,
                          "bracket": "", "table": "main", "soft_labels": student != "teacher",
                          "target_norm": "softmax" if student != "teacher" else "", "teacher_targets": "online",
                          "accuracy": correct.mean(), "outcomes": correct, "clip_ids": manifest["id"].to_numpy(),
@@ -581,9 +581,9 @@ def test_selection_criteria_are_compared_at_matched_sizes(tiny_study):
     assert set(evaluations["selection"]) == {"csls"}
     for teacher in ("full", "10%"):
         for selection in ("csls",):
-            assert len(evaluations[(evaluations.teacher == teacher) & (evaluations.method == f"DU selection={selection}")]) == 3
+            assert len(evaluations[(evaluations.teacher == teacher) & (evaluations.model == f"DU selection={selection}")]) == 3
             assert set(evaluations[(evaluations.teacher == teacher)
-                                   & (evaluations.method == f"ADS+SL selection={selection}")]["benchmark"]) == set(BENCHMARK_TITLES)
+                                   & (evaluations.model == f"ADS+SL selection={selection}")]["benchmark"]) == set(BENCHMARK_TITLES)
     section = open(f"{out}/report.md").read().split("## Selection criteria")[1].split("\n## ")[0]
     assert "selection_precision.png" in section and "position" in section and "minus cosine" in section
     students = [line.split(" | ")[:4] for line in section.splitlines()
@@ -607,21 +607,21 @@ def test_a_students_model_card_gives_its_gains_over_its_teacher_as_the_report_do
     report = {line.split(" | ")[0][2:]: [cell.strip() for cell in line.split("|")[2:-1]]
               for line in gains.splitlines() if line.startswith("| ") and not line.startswith("| model")}
     titles = list(BENCHMARK_TITLES)  # the gain table's columns
-    for folder, method, benchmarks in (("DU", "DU", titles), ("ADS_SL_esc50", "ADS+SL", ["esc50"])):
+    for folder, model, benchmarks in (("DU", "DU", titles), ("ADS_SL_esc50", "ADS+SL", ["esc50"])):
         checkpoint = Path(out, "students", "full_s0", folder, "last")
         card = model_card(str(checkpoint), "hf", "exported", [])
-        assert f"this model is `{method}`, a student of the `full` teacher of seed 0" in card
+        assert f"this model is `{model}`, a student of the `full` teacher of seed 0" in card
         rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in card.split("## Evaluation")[1].splitlines()
                 if line.startswith("| ") and not line.startswith("| benchmark")}
         assert sorted(rows) == sorted(benchmarks)
         for bench in benchmarks:
             evaluated = results[(results.teacher == "full") & (results.seed == 0) & (results.benchmark == bench)]
-            student, teacher = (evaluated[evaluated.method == name].iloc[0] for name in (method, "teacher"))
+            student, teacher = (evaluated[evaluated.model == name].iloc[0] for name in (model, "teacher"))
             clips, recordings, teacher_accuracy, accuracy, gain = rows[bench][1:6]
             assert int(clips) == student["clips"] and 0 < int(recordings) <= int(clips)
             assert float(teacher_accuracy) == round(100 * teacher["accuracy"], 1)
             assert float(accuracy) == round(100 * student["accuracy"], 1)
-            assert gain.rstrip(" |") == report[method][titles.index(bench)]
+            assert gain.rstrip(" |") == report[model][titles.index(bench)]
     # moved with its study, the student still finds it; copied out of it, or a teacher, it has no gains
     moved = tmp_path / "moved"
     shutil.copytree(out, moved, ignore=shutil.ignore_patterns("features", "benchmark_features", "curated", "selections"))
@@ -630,3 +630,20 @@ def test_a_students_model_card_gives_its_gains_over_its_teacher_as_the_report_do
     assert "No evaluation of this model was recorded." in model_card(str(alone / "last"), "hf", "x", [])
     teacher_card = model_card(str(Path(out, "teachers", "full_s0", "best")), "hf", "x", [])
     assert "lists no student evaluation of this checkpoint" in teacher_card
+
+
+def test_a_study_folder_whose_results_name_no_model_gives_no_gains_and_says_why(tmp_path):
+    """A results.csv without the `model` column (or the `checkpoint` one): the card says what is
+    missing and that running the study again writes it, instead of failing."""
+    from clapcurate.export import study_evaluation
+
+    checkpoint = tmp_path / "students" / "full_s0" / "DU" / "last"
+    checkpoint.mkdir(parents=True)
+    pd.DataFrame({"teacher": ["full"], "method": ["DU"], "seed": [0], "benchmark": ["esc50"],
+                  "checkpoint": ["students/full_s0/DU/last"]}).to_csv(tmp_path / "results.csv", index=False)
+    pd.DataFrame(columns=["teacher", "method", "seed", "benchmark"]).to_csv(tmp_path / "predictions.csv", index=False)
+    evaluation = study_evaluation(checkpoint)
+    assert evaluation.study == tmp_path and not evaluation.gains
+    assert "no `model` column" in evaluation.missing and "running the study again" in evaluation.missing
+    pd.read_csv(tmp_path / "results.csv").drop(columns="checkpoint").to_csv(tmp_path / "results.csv", index=False)
+    assert "names no checkpoint per evaluation" in study_evaluation(checkpoint).missing

@@ -462,7 +462,7 @@ def test_study_runs_from_an_imported_teacher(tiny_roberta_dir, tmp_path):
         curation=dict(du_sigma=None, du_keep_fraction=0.05, ds_sigma=0.2, ads_sigma=None, ads_keep_fraction=0.1))))
     out = run_study(load_study_config(config_path))
     results = pd.read_csv(f"{out}/results.csv")
-    assert set(results.teacher) == {"full"} and {"teacher", "DU", "ADS+SL"} <= set(results.method)
+    assert set(results.teacher) == {"full"} and {"teacher", "DU", "ADS+SL"} <= set(results.model)
     assert results.accuracy.between(0, 1).all()
     assert not (tmp_path / "runs" / "given" / "teachers").exists()  # no teacher was trained
 

@@ -47,7 +47,7 @@ AUDIOSET_CLASSES = 527  # LAION-CLAP's classifier head, unused by its embeddings
 MODEL_CARD = "README.md"
 PROBE_LEVELS = (0.3, 0.003)  # a loud and a quiet probe clip: quantisation shows in the quiet one
 STUDY_RESULTS, STUDY_PREDICTIONS = "results.csv", "predictions.csv"  # a study's files (`clapcurate.study.outputs`)
-TEACHER = "teacher"  # the method name of a study's teacher in its results
+TEACHER = "teacher"  # the model name of a study's teacher in its results
 
 
 @dataclasses.dataclass
@@ -222,12 +222,12 @@ class Gain:
 @dataclasses.dataclass
 class StudyEvaluation:
     """Where a study evaluated a checkpoint: the study folder, the checkpoint's teacher kind,
-    method and seed there, and its gains; `missing`: why no gains could be read from a study
+    model name and seed there, and its gains; `missing`: why no gains could be read from a study
     folder found above the checkpoint (empty when they were)."""
 
     study: Path
     teacher: str = ""
-    method: str = ""
+    model: str = ""
     seed: int = 0
     gains: list[Gain] = dataclasses.field(default_factory=list)
     missing: str = ""
@@ -247,17 +247,20 @@ def study_evaluation(checkpoint: str | Path) -> StudyEvaluation | None:
     if "checkpoint" not in results:
         return StudyEvaluation(study, missing=f"its {STUDY_RESULTS} names no checkpoint per evaluation; running "
                                               "the study again (it resumes from disk) records them")
+    if "model" not in results:
+        return StudyEvaluation(study, missing=f"its {STUDY_RESULTS} names no evaluated model per row (no `model` "
+                                              "column); running the study again (it resumes from disk) writes it")
     rows = results[[(study / entry).resolve() == folder for entry in results["checkpoint"]]]
-    rows = rows[rows["method"] != TEACHER]
+    rows = rows[rows["model"] != TEACHER]
     if rows.empty:
         return StudyEvaluation(study, missing=f"its {STUDY_RESULTS} lists no student evaluation of this checkpoint")
     predictions = pd.read_csv(study / STUDY_PREDICTIONS, keep_default_na=False,
                               dtype={"clip_id": str, "recording_id": str})
-    by_model = dict(list(predictions.groupby(["teacher", "method", "seed", "benchmark"], sort=False)))
+    by_model = dict(list(predictions.groupby(["teacher", "model", "seed", "benchmark"], sort=False)))
     first = rows.iloc[0]
     gains = []
     for row in rows.itertuples(index=False):
-        student = by_model[(row.teacher, row.method, row.seed, row.benchmark)]
+        student = by_model[(row.teacher, row.model, row.seed, row.benchmark)]
         teacher = by_model.get((row.teacher, TEACHER, row.seed, row.benchmark))
         paired = teacher is not None and np.array_equal(teacher["clip_id"], student["clip_id"])
         recordings = student["recording_id"].to_numpy()
@@ -265,7 +268,7 @@ def study_evaluation(checkpoint: str | Path) -> StudyEvaluation | None:
                           100 * teacher["correct"].mean() if paired else None, 100 * student["correct"].mean(),
                           paired_bootstrap(student["correct"].to_numpy(), teacher["correct"].to_numpy(),
                                            recordings=recordings) if paired else None))
-    return StudyEvaluation(study, str(first["teacher"]), str(first["method"]), int(first["seed"]), gains)
+    return StudyEvaluation(study, str(first["teacher"]), str(first["model"]), int(first["seed"]), gains)
 
 
 def evaluation_section(evaluation: StudyEvaluation | None) -> list[str]:
@@ -274,7 +277,7 @@ def evaluation_section(evaluation: StudyEvaluation | None) -> list[str]:
     if evaluation is None or evaluation.missing:
         where = f": the study folder `{evaluation.study}` lies above it, but {evaluation.missing}" if evaluation else ""
         return lines + [f"No evaluation of this model was recorded{where}."]
-    lines += [f"Zero-shot accuracy in the study `{evaluation.study}`, where this model is `{evaluation.method}`, a "
+    lines += [f"Zero-shot accuracy in the study `{evaluation.study}`, where this model is `{evaluation.model}`, a "
               f"student of the `{evaluation.teacher}` teacher of seed {evaluation.seed}, beside that teacher on the "
               "same clips. Gain: this model minus its teacher in points, with the 95% paired-bootstrap interval "
               "over the benchmark's recordings (the clips of one recording drawn together; \"within noise\" when "

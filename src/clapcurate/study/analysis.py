@@ -34,7 +34,7 @@ def target_peakedness(study: Study, seed: int, ckpt: str, train_manifest: str, e
 def per_class_rows(truth, rows: list[dict]) -> pd.DataFrame:
     """Per-class accuracy of every evaluation, each class marked rare or frequent in the corpus
     (by the world's ground truth `truth`; no rows without one)."""
-    columns = ["teacher", "method", "seed", "benchmark", "group", "accuracy"]
+    columns = ["teacher", "model", "seed", "benchmark", "group", "accuracy"]
     if truth is None:
         return pd.DataFrame(columns=columns)
     groups = {}

@@ -109,7 +109,7 @@ def selection_students(study: Study, kind: str, seed: int, ckpt: str, manifests:
         if set_kind == "ADS":
             settings.update(benchmark_manifest=manifests[bench], benchmark=bench, ds_manifest=sets[f"DS/{bench}"])
         model = "DU" if set_kind == "DU" else "ADS+SL"
-        spec = next((s for s in specs if s.table == "main" and s.method == model and s.benchmark == (bench or None)),
+        spec = next((s for s in specs if s.table == "main" and s.model == model and s.benchmark == (bench or None)),
                     None)
         for selection in c.selections:
             curated = run(set_kind.lower(), f"{name}_{selection}", {**settings, "selection": selection})
@@ -128,9 +128,9 @@ def selection_students(study: Study, kind: str, seed: int, ckpt: str, manifests:
             right = np.array([char == "1" for char in record["right"]], dtype=bool)
             curves += selections.curve_rows(kind, seed, key, selection, right, record["matched"])
             if spec is not None and selection != "cosine":
-                students.append(dataclasses.replace(spec, method=selections.student_name(model, selection),
-                                                    improvement_set=record["set"], table="selection",
-                                                    selection=selection))
+                students.append(dataclasses.replace(spec, model=selections.student_name(model, selection),
+                                                   improvement_set=record["set"], table="selection",
+                                                   selection=selection))
     return curves, students
 
 
@@ -167,7 +167,7 @@ def bracket_students(study: Study, kind: str, seed: int, spec: StudentSpec, trai
                 "pairs": len(curated), "oracle_pairs": len(oracle), "oracle_same_caption": same_caption}
 
     record = study.stages.run(name, make)
-    return [dataclasses.replace(spec, method=f"{spec.method} {arm}", improvement_set=record[arm], table="bracket",
+    return [dataclasses.replace(spec, model=f"{spec.model} {arm}", improvement_set=record[arm], table="bracket",
                                 bracket=arm)
             for arm in ("oracle", "shuffled")]
 

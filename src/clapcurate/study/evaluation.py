@@ -40,7 +40,7 @@ def evaluate(study: Study, kind: str, name: str, identity: dict, seed: int, ckpt
                 "skipped": len(result.skipped), "predictions": str(path.relative_to(study.out))}
 
     record = study.stages.run(f"eval/{stage}/{bench}", run)
-    return {"teacher": kind, "method": name, **identity, "seed": seed, "benchmark": bench, **record,
+    return {"teacher": kind, "model": name, **identity, "seed": seed, "benchmark": bench, **record,
             "checkpoint": checkpoint_entry(study.out, ckpt)}
 
 

@@ -35,7 +35,7 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_accuracy(results: pd.DataFrame, path: Path) -> list[str]:
-    """Bar chart of accuracy per method, one panel per evaluated (configured) benchmark, with
+    """Bar chart of accuracy per model, one panel per evaluated (configured) benchmark, with
     error bars (std over seeds); returns the benchmarks of the panels."""
     plt = _pyplot()
 
@@ -43,8 +43,8 @@ def plot_accuracy(results: pd.DataFrame, path: Path) -> list[str]:
     fig, axes = plt.subplots(1, len(benchmarks), figsize=(5 * len(benchmarks), 4), squeeze=False)
     for ax, bench in zip(axes[0], benchmarks):
         sub = results[results["benchmark"] == bench]
-        stats = sub.groupby(["teacher", "method"], sort=False)["accuracy"].agg(["mean", "std"]).reset_index()
-        names = [f"{t}: {m}" for t, m in zip(stats["teacher"], stats["method"])]
+        stats = sub.groupby(["teacher", "model"], sort=False)["accuracy"].agg(["mean", "std"]).reset_index()
+        names = [f"{t}: {m}" for t, m in zip(stats["teacher"], stats["model"])]
         ax.barh(names, stats["mean"] * 100, xerr=stats["std"].fillna(0) * 100, color="tab:blue")
         ax.invert_yaxis()
         ax.set_title(BENCHMARK_TITLES.get(bench, bench))
@@ -59,7 +59,7 @@ def plot_gains(results: pd.DataFrame, path: Path) -> bool:
     plt = _pyplot()
 
     benches = evaluated_benchmarks(results)
-    students = results[results["method"] != "teacher"][["teacher", "method"]].drop_duplicates()
+    students = results[results["model"] != "teacher"][["teacher", "model"]].drop_duplicates()
     panels = {bench: [(f"{t}: {m}", paired_interval(results, t, m, "teacher", bench))
                       for t, m in students.itertuples(index=False)] for bench in benches}
     panels = {bench: [(name, i) for name, i in rows if i is not None] for bench, rows in panels.items()}

@@ -24,10 +24,10 @@ from .tables import claim_rows
 if TYPE_CHECKING:
     from .pipeline import Study
 
-RESULT_COLUMNS = ["teacher", "method", "student", "curated_set", "soft_labels", "target_norm", "teacher_targets",
+RESULT_COLUMNS = ["teacher", "model", "student", "curated_set", "soft_labels", "target_norm", "teacher_targets",
                   "steps", "bracket", "selection", "table", "seed", "benchmark", "clips", "correct", "skipped", "accuracy",
                   "checkpoint"]
-PREDICTION_COLUMNS = ["teacher", "method", "seed", "benchmark", "clip_id", "recording_id", "label", "predicted",
+PREDICTION_COLUMNS = ["teacher", "model", "seed", "benchmark", "clip_id", "recording_id", "label", "predicted",
                       "correct"]
 
 
@@ -56,7 +56,7 @@ def write_outputs(study: Study, rows: list[dict], counts: list[dict], manifests:
     for row in rows:
         clips = pd.read_csv(out / row["predictions"], dtype={"clip_id": str, "label": str, "predicted": str},
                             keep_default_na=False)
-        predictions.append(clips.assign(teacher=row["teacher"], method=row["method"], seed=row["seed"],
+        predictions.append(clips.assign(teacher=row["teacher"], model=row["model"], seed=row["seed"],
                                         benchmark=row["benchmark"],
                                         recording_id=recordings[row["benchmark"]].loc[clips["clip_id"]].to_numpy(),
                                         correct=(clips["label"] == clips["predicted"]).astype(int)))
@@ -87,8 +87,8 @@ def load_results(out: Path) -> pd.DataFrame:
     results = pd.read_csv(out / "results.csv", keep_default_na=False, na_values={"steps": [""]})
     predictions = pd.read_csv(out / "predictions.csv", keep_default_na=False,
                               dtype={"clip_id": str, "recording_id": str, "label": str, "predicted": str})
-    by_model = {key: group for key, group in predictions.groupby(["teacher", "method", "seed", "benchmark"], sort=False)}
-    keys = list(zip(results["teacher"], results["method"], results["seed"], results["benchmark"]))
+    by_model = {key: group for key, group in predictions.groupby(["teacher", "model", "seed", "benchmark"], sort=False)}
+    keys = list(zip(results["teacher"], results["model"], results["seed"], results["benchmark"]))
     results["outcomes"] = [by_model[key]["correct"].to_numpy(dtype=bool) for key in keys]
     results["clip_ids"] = [by_model[key]["clip_id"].to_numpy() for key in keys]
     results["recordings"] = [by_model[key]["recording_id"].to_numpy() for key in keys]
@@ -116,7 +116,7 @@ def print_summary(study: Study, results: pd.DataFrame, tasks: list[ReportedTask]
                   f"({len(study.stages.computed)} stages computed)", soft_wrap=True)
     full = results[results["teacher"] == "full"]
     for task in tasks:
-        accuracy = full[full["benchmark"] == task.name].groupby("method")["accuracy"].mean() * 100
+        accuracy = full[full["benchmark"] == task.name].groupby("model")["accuracy"].mean() * 100
         if accuracy.empty:
             continue
         students = accuracy.drop("teacher", errors="ignore")

@@ -89,7 +89,7 @@ class Study:
                 def brackets(spec, kind=kind, seed=seed, train_manifest=train_manifest, embeddings=embeddings):
                     return bracket_students(self, kind, seed, spec, train_manifest, manifests, embeddings)
 
-                specs += [arm for spec in specs if spec.table == "main" and spec.method in self.config.brackets
+                specs += [arm for spec in specs if spec.table == "main" and spec.model in self.config.brackets
                           for arm in brackets(spec)]
                 if kind == "full" and seed == self.config.seeds[0] and self.config.lengths:
                     specs += length_students(self.config, specs, brackets)
@@ -101,7 +101,7 @@ class Study:
                 for spec in specs:
                     student = fit_student(self, kind, ckpt, spec, seed, embeddings)
                     for bench in ([spec.benchmark] if spec.benchmark else self.data.benchmarks):
-                        rows.append(evaluate(self, kind, spec.method, identity(self.config, spec), seed, student,
+                        rows.append(evaluate(self, kind, spec.model, identity(self.config, spec), seed, student,
                                              bench, manifests, student_name(self.config, kind, spec, seed)))
         unmatched = sorted(set(self.config.marks) - {row["folder"] for row in counts})
         if unmatched:

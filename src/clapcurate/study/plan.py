@@ -14,9 +14,9 @@ from .paper import SIDE_BY_SIDE_NORMS
 
 @dataclass
 class StudentSpec:
-    """One student of the study: its method name, data and loss."""
+    """One student of the study: its model name, data and loss."""
 
-    method: str
+    model: str  # its name in results.csv: the paper's student, then its variant ("ADS+SL norm=none")
     benchmark: str | None  # DS / ADS students belong to one benchmark
     improvement_set: str
     replay: str
@@ -30,7 +30,7 @@ class StudentSpec:
     @property
     def student(self) -> str:
         """The paper's student it is (`method.STUDENT_METHODS`), whatever its variant."""
-        return self.method.split(" ")[0]
+        return self.model.split(" ")[0]
 
 
 def identity(config: StudyConfig, spec: StudentSpec | None) -> dict:
@@ -57,7 +57,7 @@ def slug(config: StudyConfig, kind: str) -> str:
 
 def student_name(config: StudyConfig, kind: str, spec: StudentSpec, seed: int) -> str:
     """The student's folder under `students/` and its stage name."""
-    name = spec.method.replace("+", "_").replace(" ", "_").replace("=", "-").replace("@", "")
+    name = spec.model.replace("+", "_").replace(" ", "_").replace("=", "-").replace("@", "")
     return f"{slug(config, kind)}_s{seed}/{name}" + (f"_{spec.benchmark}" if spec.benchmark else "")
 
 
@@ -108,14 +108,14 @@ def length_students(config: StudyConfig, specs: list[StudentSpec],
     for name in lengths.methods:
         base, _, arm = name.partition(" ")
         bench = None if method.STUDENT_METHODS[base][0] in ("train", "du") else lengths.benchmark
-        spec = next((s for s in specs if s.method == base and s.benchmark == bench and s.table == "main"), None)
+        spec = next((s for s in specs if s.model == base and s.benchmark == bench and s.table == "main"), None)
         if spec is None:
             continue
         if arm:
-            spec = next(s for s in brackets(spec) if s.method == name)
+            spec = next(s for s in brackets(spec) if s.model == name)
         steps = list(lengths.steps)
         if arm and base not in config.brackets:  # no bracket student at the main length: train one
             steps = [config.student.trainer.max_steps, *steps]
-        out += [dataclasses.replace(spec, method=f"{name} @{count}", table="length", max_steps=count)
+        out += [dataclasses.replace(spec, model=f"{name} @{count}", table="length", max_steps=count)
                 for count in steps]
     return out

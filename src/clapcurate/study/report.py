@@ -48,7 +48,7 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
     lengths = evaluated[evaluated["table"] == "length"]
     ablations = evaluated[(evaluated["table"] == "variant") & (evaluated["student"] == "ADS+SL")]
     if len(ablations):
-        ablations = pd.concat([results[(results["teacher"] == "full") & (results["method"] == "ADS+SL")], ablations],
+        ablations = pd.concat([results[(results["teacher"] == "full") & (results["model"] == "ADS+SL")], ablations],
                               ignore_index=True)
     parts = [header]
     parts += ["Target tasks: " + "; ".join(
@@ -122,7 +122,7 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
                   "labels can only say \"these clips are alike\" when alike items get more than their share.",
                   markdown_table(table)]
     if ablations is not None and len(ablations):
-        names = list(dict.fromkeys(ablations["method"]))
+        names = list(dict.fromkeys(ablations["model"]))
         parts += ["## ADS+SL variants (full teacher): soft-target normalisation and teacher targets",
                   markdown_table(accuracy_table(ablations, "full", names, {}, tasks)),
                   "Each variant minus the configured ADS+SL of the same seed (points, 95% interval; the last "
@@ -175,12 +175,12 @@ def write_report(out_dir: Path, evaluated: pd.DataFrame, claims: pd.DataFrame, r
         [{"stage": k, "seconds": f"{v:.1f}"} for k, v in timings.items()]))]
     if notes:
         parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]
-    parts += ["![accuracy per method](accuracy.png)"]
+    parts += ["![accuracy per model](accuracy.png)"]
     text = "\n\n".join(parts) + "\n"
     plot_accuracy(results, out_dir / "accuracy.png")
     if plot_gains(results, out_dir / "gains.png"):
-        text = text.replace("![accuracy per method](accuracy.png)",
-                            "![gain of each student over its teacher](gains.png)\n\n![accuracy per method](accuracy.png)")
+        text = text.replace("![accuracy per model](accuracy.png)",
+                            "![gain of each student over its teacher](gains.png)\n\n![accuracy per model](accuracy.png)")
     if plot_validation_curves(validation_curves or {}, out_dir / "validation.png"):
         text += "\n![validation loss of each student](validation.png)\n"
     (out_dir / "report.md").write_text(text)

@@ -109,7 +109,7 @@ def selection_table(results: pd.DataFrame, selections) -> pd.DataFrame:
             for bench in evaluated_benchmarks(results):
                 for selection in selections:
                     name = student_name(model, selection)
-                    if not ((results["teacher"] == teacher) & (results["method"] == name)
+                    if not ((results["teacher"] == teacher) & (results["model"] == name)
                             & (results["benchmark"] == bench)).any():
                         continue
                     line = {"teacher": teacher, "model": model, "benchmark": BENCHMARK_TITLES.get(bench, bench),

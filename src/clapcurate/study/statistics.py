@@ -27,14 +27,14 @@ def mean_std(values, signed: bool = False) -> str:
 
 
 def model_scores(results: pd.DataFrame, teacher: str, models, bench: str) -> tuple[Scores, list] | None:
-    """Per-clip outcomes of `models` (names in `results["method"]`) of one teacher on `bench`, over
+    """Per-clip outcomes of `models` (names in `results["model"]`) of one teacher on `bench`, over
     the seeds all of them were evaluated with, as `Scores` (with each clip's recording) and those
     seeds; None when one of them lacks an evaluation there or they were scored on other clips.
     `results` holds per row `outcomes` (0/1 per clip), `clip_ids` and `recordings` (`outputs.load_results`)."""
     sub = results[(results["teacher"] == teacher) & (results["benchmark"] == bench)]
     if "outcomes" not in sub:
         return None
-    frames = [sub[sub["method"] == model].set_index("seed") for model in models]
+    frames = [sub[sub["model"] == model].set_index("seed") for model in models]
     seeds = sorted(set.intersection(*(set(frame.index) for frame in frames)))
     if not seeds:
         return None

@@ -32,17 +32,17 @@ def _titles(tasks: list[ReportedTask]) -> dict[str, str]:
 
 
 def accuracy_table(results: pd.DataFrame, teacher: str, rows, paper: dict, tasks: list[ReportedTask]) -> pd.DataFrame:
-    """Mean ± std of accuracy (%) over seeds per method and task, the paper's figure beside each
+    """Mean ± std of accuracy (%) over seeds per model and task, the paper's figure beside each
     task that is one of the paper's benchmarks, and a last row of each task's chance level."""
     sub = results[results["teacher"] == teacher]
     table = []
-    for method in rows:
-        line = {"model": method}
+    for model in rows:
+        line = {"model": model}
         for task in tasks:
-            acc = sub[(sub["method"] == method) & (sub["benchmark"] == task.name)]["accuracy"] * 100
+            acc = sub[(sub["model"] == model) & (sub["benchmark"] == task.name)]["accuracy"] * 100
             line[task.title] = mean_std(acc)
             if paper and task.paper is not None:
-                ref = paper.get(method)
+                ref = paper.get(model)
                 line[f"paper {task.title}"] = f"{ref[BENCHMARKS.index(task.paper)]:.1f}" if ref else "-"
         table.append(line)
     chance = {"model": "chance (1 / classes)"}
@@ -59,12 +59,12 @@ def gain_table(results: pd.DataFrame, teacher: str, rows, tasks: list[ReportedTa
     per task, and with `pooled` the mean of the per-task differences."""
     titles = _titles(tasks)
     table = []
-    for method in rows:
-        if method == baseline:
+    for model in rows:
+        if model == baseline:
             continue
-        line = {"model": method}
+        line = {"model": model}
         for bench in [*titles, *((POOLED,) if pooled else ())]:
-            line[titles.get(bench, bench)] = paired_difference(results, teacher, method, baseline, bench)
+            line[titles.get(bench, bench)] = paired_difference(results, teacher, model, baseline, bench)
         table.append(line)
     return pd.DataFrame(table)
 
@@ -80,7 +80,7 @@ def model_named(results: pd.DataFrame, teacher: str, student: str, target_norm: 
     if len(main):
         rows = rows[(rows["table"] == "main") | (rows["teacher_targets"] == main["teacher_targets"].iloc[0])]
     rows = rows.sort_values("table", key=lambda t: t != "main", kind="stable")
-    return rows["method"].iloc[0] if len(rows) else None
+    return rows["model"].iloc[0] if len(rows) else None
 
 
 def claim_rows(results: pd.DataFrame, low_resource: str, tasks: list[str]) -> pd.DataFrame:
@@ -207,11 +207,11 @@ def rare_frequent_table(per_class: pd.DataFrame, teacher: str, rows, tasks: list
     """Mean per-class accuracy on benchmark classes rare versus frequent in the caption corpus."""
     sub = per_class[per_class["teacher"] == teacher]
     table = []
-    for method in rows:
-        line = {"model": method}
+    for model in rows:
+        line = {"model": model}
         for task in tasks:
             for group in ("rare", "frequent"):
-                acc = sub[(sub["method"] == method) & (sub["benchmark"] == task.name) & (sub["group"] == group)]
+                acc = sub[(sub["model"] == model) & (sub["benchmark"] == task.name) & (sub["group"] == group)]
                 by_seed = acc.groupby("seed")["accuracy"].mean() * 100
                 line[f"{task.title} {group}"] = mean_std(by_seed)
         table.append(line)
@@ -224,15 +224,15 @@ def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame, tasks: list[Rep
     (curated - shuffled) / (oracle - shuffled) with its 95% interval."""
     both = pd.concat([results, brackets], ignore_index=True)
     table = []
-    keys = brackets[["teacher", "method", "benchmark"]].drop_duplicates()
+    keys = brackets[["teacher", "model", "benchmark"]].drop_duplicates()
     for teacher, arm, bench in keys.itertuples(index=False):
         model, _, kind = arm.rpartition(" ")
         if kind != "oracle":
             continue
         line = {"teacher": teacher, "model": model, "benchmark": _titles(tasks).get(bench, bench)}
-        for name, method in (("curated", model), ("oracle", f"{model} oracle"), ("shuffled", f"{model} shuffled")):
-            line[f"{name} gain"] = paired_difference(both, teacher, method, "teacher", bench)
-        has_sl = ((both["teacher"] == teacher) & (both["method"] == "SL")).any()
+        for name, compared in (("curated", model), ("oracle", f"{model} oracle"), ("shuffled", f"{model} shuffled")):
+            line[f"{name} gain"] = paired_difference(both, teacher, compared, "teacher", bench)
+        has_sl = ((both["teacher"] == teacher) & (both["model"] == "SL")).any()
         line["oracle - SL"] = paired_difference(both, teacher, f"{model} oracle", "SL", bench) if has_sl else "-"
         found = position(both, teacher, model, bench)
         if found is None:
@@ -247,12 +247,12 @@ def bracket_table(results: pd.DataFrame, brackets: pd.DataFrame, tasks: list[Rep
 
 def length_table(results: pd.DataFrame, lengths: pd.DataFrame, brackets: pd.DataFrame | None,
                  base_steps: int) -> pd.DataFrame:
-    """Accuracy of the length students (`method @steps`) beside the main students (`base_steps`)
+    """Accuracy of the length students (`model @steps`) beside the main students (`base_steps`)
     of the same benchmark, each as its gain over the teacher with the 95% interval."""
     both = pd.concat([results, lengths, brackets if brackets is not None else None], ignore_index=True)
     bench = lengths["benchmark"].iloc[0]
-    names = list(dict.fromkeys(m.rsplit(" @", 1)[0] for m in lengths["method"]))
-    steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["method"]} | {base_steps})
+    names = list(dict.fromkeys(m.rsplit(" @", 1)[0] for m in lengths["model"]))
+    steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["model"]} | {base_steps})
     table = []
     for name in names:
         line = {"model": name}
@@ -280,7 +280,7 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
     brackets = brackets if brackets is not None and len(brackets) else None
     if brackets is not None:
         keys = [(t, arm.rpartition(" ")[0], b) for t, arm, b in
-                brackets[["teacher", "method", "benchmark"]].drop_duplicates().itertuples(index=False)
+                brackets[["teacher", "model", "benchmark"]].drop_duplicates().itertuples(index=False)
                 if arm.endswith(" oracle")]
         gaps = [(model, bench, paired_interval(both, teacher, f"{model} oracle", "SL", bench))
                 for teacher, model, bench in keys]
@@ -312,7 +312,7 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
         rows.append({"cause": "curation precision", "measured": measured, "reading": reading})
     if lengths is not None and len(lengths) and base_steps:
         bench = lengths["benchmark"].iloc[0]
-        steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["method"]} | {base_steps})
+        steps = sorted({int(m.rsplit(" @", 1)[1]) for m in lengths["model"]} | {base_steps})
 
         measured, growing = [], []
         for model in ("ADS+SL", "ADS oracle"):
@@ -336,7 +336,7 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
             soft.append(f"{row['target_norm']}: {alike / max(other, 1e-12):.1f}x the mass per alike item")
     readings = []
     if ablations is not None and len(ablations):
-        variants = [m for m in dict.fromkeys(ablations["method"]) if m != "ADS+SL"]
+        variants = [m for m in dict.fromkeys(ablations["model"]) if m != "ADS+SL"]
         for variant in variants:
             cells = [(b, paired_interval(ablations, "full", variant, "ADS+SL", b)) for b in (*titles, POOLED)]
             cells = [(titles.get(b, b), i) for b, i in cells if i is not None]
@@ -355,8 +355,8 @@ def limits_table(results: pd.DataFrame, brackets: pd.DataFrame | None, lengths: 
 
 
 def _at_length(results: pd.DataFrame, name: str, count: int, base_steps: int) -> str:
-    """The method name of student `name` trained `count` steps: the main (or bracket) student at
+    """The model name of student `name` trained `count` steps: the main (or bracket) student at
     the configured length, else the length student `name @count`."""
-    if count == base_steps and (results["method"] == name).any():
+    if count == base_steps and (results["model"] == name).any():
         return name
     return f"{name} @{count}"
