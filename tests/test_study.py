@@ -26,7 +26,7 @@ world: {{dir: {world}, seed: 3, scale: 0.01}}
 seeds: [0]
 variants: true
 brackets: [DU, ADS+SL]
-lengths: {{benchmark: esc50, steps: [4], methods: [SL, ADS, ADS+SL, ADS oracle]}}
+lengths: {{benchmark: esc50, steps: [4], models: [SL, ADS, ADS+SL, ADS oracle]}}
 eval_batch_size: 128
 model:
   audio: {{encoder: cnn6, sample_rate: 16000, window_size: 512, hop_size: 160, mel_bins: 32,

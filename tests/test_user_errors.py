@@ -177,5 +177,7 @@ def test_a_renamed_key_says_what_it_became_and_that_its_meaning_is_inverted(inpu
                            "config key replay.curated_prob was renamed replay.replay_prob; its meaning is inverted")
     assert_one_line_exit_2(["study", inputs["study"], "--set", "student.replay.curated_prob=0.5"], capsys,
                            "config key student.replay.curated_prob was renamed student.replay.replay_prob")
+    assert_one_line_exit_2(["study", inputs["study"], "--set", "lengths={benchmark: esc50, steps: [4], methods: [SL]}"],
+                           capsys, "config key lengths.methods was renamed lengths.models; its meaning is the same")
     assert_one_line_exit_2(["fit-student", "--config", inputs["student"], "--set", "optim.lrr=0.1"], capsys,
                            "unknown config key optim.lrr: did you mean optim.lr?")

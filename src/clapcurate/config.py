@@ -27,6 +27,7 @@ T = TypeVar("T")
 RENAMED_KEYS = {
     "replay.curated_prob": ("replay.replay_prob", "its meaning is inverted: replay_prob = 1 - curated_prob, "
                                                   "the probability that a step is a replay batch"),
+    "lengths.methods": ("lengths.models", ""),
 }
 
 

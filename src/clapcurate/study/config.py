@@ -67,21 +67,21 @@ class DataSettings:
 
 @dataclass
 class LengthSettings:
-    """Training length measured, not assumed: the full teacher's students `methods` of one
+    """Training length measured, not assumed: the full teacher's students `models` of one
     `benchmark` trained for each number of `steps` (first seed only; the configured
     `student.trainer.max_steps` is the main table's length). `ADS oracle` needs the embedded world."""
 
     benchmark: str = "esc50"
     steps: list[int] = field(default_factory=lambda: [320, 1280])
-    methods: list[str] = field(default_factory=lambda: ["SL", "ADS", "ADS+SL", "ADS oracle"])
+    models: list[str] = field(default_factory=lambda: ["SL", "ADS", "ADS+SL", "ADS oracle"])
 
     def __post_init__(self):
         if not self.steps or min(self.steps) < 1:
             raise ValueError(f"steps must be positive numbers of steps, got {self.steps}")
         known = [*method.STUDENT_METHODS, *(f"{m} oracle" for m in method.STUDENT_METHODS)]
-        unknown = [name for name in self.methods if name not in known]
+        unknown = [name for name in self.models if name not in known]
         if unknown:
-            raise ValueError(f"methods: {unknown[0]!r} is not a student (known: {', '.join(known)})")
+            raise ValueError(f"models: {unknown[0]!r} is not a student (known: {', '.join(known)})")
 
 
 @dataclass
@@ -189,7 +189,7 @@ class StudyConfig:
             raise ValueError("brackets need the embedded world's ground truth (a `world` section)")
         if self.curation.selections and self.world is None:
             raise ValueError("curation.selections need the embedded world's ground truth (a `world` section)")
-        if self.lengths and any(m.endswith(" oracle") for m in self.lengths.methods) and self.world is None:
+        if self.lengths and any(m.endswith(" oracle") for m in self.lengths.models) and self.world is None:
             raise ValueError("lengths: oracle students need the embedded world's ground truth (a `world` section)")
 
     @property

@@ -100,12 +100,12 @@ def planned_students(config: StudyConfig, benchmarks, kind: str, train_manifest:
 
 def length_students(config: StudyConfig, specs: list[StudentSpec],
                     brackets: Callable[[StudentSpec], list[StudentSpec]]) -> list[StudentSpec]:
-    """`lengths.methods` of `lengths.benchmark` again at each of `lengths.steps` steps (a
+    """`lengths.models` of `lengths.benchmark` again at each of `lengths.steps` steps (a
     bracket arm whose model `brackets` leaves out also at the main length); `brackets(spec)` gives
     the oracle and shuffled students of a main student."""
     lengths = config.lengths
     out = []
-    for name in lengths.methods:
+    for name in lengths.models:
         base, _, arm = name.partition(" ")
         bench = None if method.STUDENT_METHODS[base][0] in ("train", "du") else lengths.benchmark
         spec = next((s for s in specs if s.model == base and s.benchmark == bench and s.table == "main"), None)
