@@ -105,6 +105,14 @@ def test_task_specs_name_classes_prompts_and_recordings(user_tasks, tmp_path):
     assert machines.name == "machines" and machines.has_recordings
     recordings = machines.recordings(machines.manifest["clip_id"])
     assert len(set(recordings)) == len(machines.manifest) // 2
+    # a recording column with gaps: each clip without a recording is its own (named by its clip id, as
+    # the study names it), never one shared "nan" or "" recording
+    gaps = machines.manifest.assign(recording_id=machines.manifest["recording_id"].astype(object))
+    gaps.loc[gaps.index[:2], "recording_id"] = [np.nan, ""]
+    partial = read_task(parse_task(user_tasks["machines"]), gaps)
+    first_two = partial.recordings(gaps["clip_id"])[:2]
+    assert list(first_two) == [str(c) for c in gaps["clip_id"][:2]]
+    assert list(partial.recordings(gaps["clip_id"])) == list(recording_ids(gaps).loc[gaps["id"].astype(str)])
     assert parse_task("esc50:/data/ESC-50").name == "esc50"
     assert parse_task("mine=esc50:/data/ESC-50").paper_layout == "ESC-50"  # known by its layout, not its name
     assert parse_task("esc50=csv:/data/esc.csv").paper_layout is None

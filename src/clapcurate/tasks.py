@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .data.manifest import RECORDING_COLUMN
+from .data.manifest import RECORDING_COLUMN, given_recordings
 from .errors import ConfigError, ManifestError
 from .prompts import PROMPT_TEMPLATE, benchmark_labels, prompts
 
@@ -157,20 +157,20 @@ class Task:
         """Accuracy of guessing one class for every clip: 1 / classes."""
         return 1.0 / len(self.labels)
 
+    def _given_recordings(self):
+        return given_recordings(self.manifest, self.spec.recording_column or RECORDING_COLUMN)
+
     def recordings(self, clip_ids) -> np.ndarray:
-        """The recording of each of `clip_ids` (a clip without one is its own recording)."""
+        """The recording of each of `clip_ids`: a clip without one is its own recording, named by
+        its clip id (as `data.manifest.recording_ids` names it)."""
         import numpy as np
 
-        column = self.spec.recording_column or RECORDING_COLUMN
-        if column not in self.manifest.columns:
-            return np.asarray([str(c) for c in clip_ids], dtype=object)
-        recording_of = dict(zip(self.manifest["clip_id"], self.manifest[column].astype(str)))
-        return np.asarray([recording_of.get(c) or f"clip:{c}" for c in clip_ids], dtype=object)
+        recording_of = dict(zip(self.manifest["clip_id"].astype(str), self._given_recordings()))
+        return np.asarray([recording_of.get(str(c)) or str(c) for c in clip_ids], dtype=object)
 
     @property
     def has_recordings(self) -> bool:
-        column = self.spec.recording_column or RECORDING_COLUMN
-        return column in self.manifest.columns and bool((self.manifest[column].astype(str) != "").any())
+        return bool((self._given_recordings() != "").any())
 
 
 def _label_words(spec: TaskSpec, labels: list[str]) -> dict[str, str]:

@@ -330,11 +330,11 @@ def youtube_recording(youtube_id: str) -> str:
     return f"youtube:{youtube_id.strip()}" if youtube_id.strip() else ""
 
 
-def given_recordings(manifest: pd.DataFrame) -> pd.Series:
-    """Each row's `recording_id` as the reader gave it ("" where none is known)."""
-    if RECORDING_COLUMN not in manifest.columns:
+def given_recordings(manifest: pd.DataFrame, column: str = RECORDING_COLUMN) -> pd.Series:
+    """Each row's recording as the reader (or the user's `column`) gave it ("" where none is known)."""
+    if column not in manifest.columns:
         return pd.Series("", index=manifest.index, dtype=object)
-    return _as_strings(manifest[RECORDING_COLUMN])
+    return _as_strings(manifest[column])
 
 
 def recording_ids(manifest: pd.DataFrame) -> pd.Series:
