@@ -31,7 +31,8 @@ demo: install
 # the full study on the embedded world: three seeds; oracle and shuffled brackets of DU and ADS+SL;
 # ESC-50 students trained 4x and 16x longer; the soft-target variants (the paper's Eq. 3 beside the
 # default); and the selection criteria compared (csls and mutual beside the paper's cosine). A run
-# stopped part-way resumes where it stopped; each added setting resumes a finished run.
+# stopped part-way resumes where it stopped; each added setting resumes a finished run. About an hour
+# on 2 cores (46 min without the selection criteria, 12 more with them; docs/results.md).
 study: install
 	$(VENV)/bin/clapcurate study configs/demo.yaml --set name=world --set "seeds=[0, 1, 2]" \
 		--set "brackets=[DU, ADS+SL]" --set "lengths={benchmark: esc50, steps: [320, 1280]}" \
