@@ -288,9 +288,32 @@ class TextEncoder(nn.Module):
         return self(**tokens)
 
     def save_architecture(self, directory: str | Path) -> None:
-        """Write the encoder's Hugging Face config and tokenizer files (no weights) to `directory`."""
+        """Write the encoder's Hugging Face config and tokenizer files (no weights) to `directory`.
+        The tokenizer's files are written once per process for each tokenizer source and padding
+        token (`_saved_tokenizer_files`): a study saves one per student, all from the same teacher."""
+        directory = Path(directory)
         self.model.config.save_pretrained(directory)
-        saveable_tokenizer(self.tokenizer).save_pretrained(directory)
+        for name, data in _saved_tokenizer_files(self).items():
+            (directory / name).write_bytes(data)
+
+
+# the files `saveable_tokenizer(encoder.tokenizer).save_pretrained` writes, by (where the tokenizer
+# was loaded from, its class, its padding token): the same source gives the same files, and
+# writing them takes a copy of the tokenizer and its serialisation (about 80 ms for MiniLM's)
+_SAVED_TOKENIZERS: dict[tuple, dict[str, bytes]] = {}
+
+
+def _saved_tokenizer_files(encoder: TextEncoder) -> dict[str, bytes]:
+    import tempfile
+
+    tokenizer = encoder.tokenizer
+    key = (encoder.resolved_path, type(tokenizer).__name__, tokenizer.pad_token, tokenizer.padding_side)
+    if key not in _SAVED_TOKENIZERS:
+        with tempfile.TemporaryDirectory() as scratch:
+            saveable_tokenizer(tokenizer).save_pretrained(scratch)
+            _SAVED_TOKENIZERS[key] = {path.name: path.read_bytes() for path in sorted(Path(scratch).iterdir())
+                                      if path.is_file()}
+    return _SAVED_TOKENIZERS[key]
 
 
 # Settings a tokenizer keeps from its last call (`TextEncoder.tokenize`) and would save with itself.
