@@ -155,13 +155,12 @@ def _report_embedded_duplicates(folder, data, device) -> None:
     from .embed import load_embeddings, unique_clips
 
     ids, embeddings = load_embeddings(folder)
-    if len(ids) > EMBEDDED_DUPLICATES_MAX:
-        _console().print(f"{len(ids):,} clips: more than {EMBEDDED_DUPLICATES_MAX:,}, so duplicate audio is not looked "
-                         f"for here (pairwise); `clapcurate inspect` finds it by content", highlight=False)
-        return
     path_of = dict(zip(*unique_clips(read_data(data))[["clip_id", "audio_path"]].to_numpy().T))
     groups = embedded_duplicates(embeddings, [path_of[clip_id] for clip_id in ids], device)
-    if groups:
+    if groups is None:
+        _console().print(f"{len(ids):,} clips: more than {EMBEDDED_DUPLICATES_MAX:,}, so duplicate audio is not looked "
+                         f"for here (pairwise); `clapcurate inspect` finds it by content", highlight=False)
+    elif groups:
         repeats = sum(len(group) - 1 for group in groups)
         _console().print(f"[yellow]warning:[/yellow] {repeats} embedded clip(s) repeat the audio of another "
                          f"({len(groups)} group(s), e.g. {' = '.join(groups[0])}); `clapcurate inspect` lists "
